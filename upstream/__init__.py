@@ -1,0 +1,1 @@
+"""Upstream: settings and the ``upstream`` command line that ties the libraries together."""

@@ -1,0 +1,76 @@
+"""The ``upstream`` command line.
+
+Each subcommand lives in the package that owns it, as a module with ``configure(parser)``
+(cheap: no heavy imports) and ``run(args) -> int``. This file only wires them together, so
+``upstream --help`` is fast and adding a command never touches another package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from upstream.errors import UpstreamError
+
+#: command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("synthetic.cli", "generate a synthetic linked delivery with known ground truth"),
+    "ingest": ("expectations.cli", "validate, pseudonymise and quarantine one raw delivery"),
+    "features": ("features.cli", "build the point-in-time feature table for an index date"),
+    "docs": ("features.docs_cli", "regenerate the data dictionary from the feature registry"),
+    "train": ("models.cli", "train, evaluate, audit and register a model in MLflow"),
+    "run": ("pipelines.cli_run", "run the weekly flow once"),
+    "schedule": ("pipelines.cli_schedule", "serve the weekly flow on a cron schedule"),
+    "demo": ("pipelines.cli_demo", "synthetic data, then the weekly flow, then the API"),
+    "serve": ("serving.cli_serve", "start the API and the locality web pages"),
+    "keys": ("serving.cli_keys", "create, list and revoke API keys"),
+}
+
+
+def _quiet_third_parties() -> None:
+    # There is no internet here or in most council networks: never phone home.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="upstream", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # not built yet
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_third_parties()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except UpstreamError as exc:
+        print(f"upstream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

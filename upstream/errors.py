@@ -1,0 +1,16 @@
+"""Errors a user can act on. The CLI prints these as one clear message, never a traceback."""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    """A problem the user can fix (bad input, missing model, wrong option)."""
+
+
+class BadFileError(UpstreamError):
+    """A delivery file that cannot be used at all. Names the file, the column and the problem."""
+
+    def __init__(self, file: str, problem: str, column: str | None = None) -> None:
+        self.file, self.column, self.problem = file, column, problem
+        where = f"{file}, column '{column}'" if column else file
+        super().__init__(f"{where}: {problem}")
