@@ -14,7 +14,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("UPSTREAM_PSEUDO_KEY", "test-key-not-secret")
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
