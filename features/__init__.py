@@ -1,1 +1,1 @@
-"""features."""
+"""Code lists, the feature registry, the point-in-time feature builder and the data dictionary."""

@@ -1,0 +1,443 @@
+"""Point-in-time feature builder: one row per resident alive and registered at the index date T.
+
+Every window, code list and value set comes from ``features.registry`` (``_window`` / ``_values``),
+so the table cannot drift from its documentation. Each source is scanned lazily, filtered to
+events strictly before T first (so nothing after T can leak into any feature), aggregated per
+person, and left-joined onto the eligible population; one ``collect`` runs the whole plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from expectations.contract import ETHNIC_GROUPS, SOURCES
+from features.codelists import EFI_DEFICIT_COUNT, hfrs_weights, imd_deciles
+from features.registry import (
+    DAYS_3M,
+    EFI_CATEGORY_BOUNDS,
+    EFI_DEFICIT_COLUMNS,
+    EFI_SEVERE,
+    FEATURES,
+    HFRS_HIGH_ABOVE,
+    HFRS_LOW_BELOW,
+    MULTIMORBIDITY_EFI_CONDITIONS,
+    SERVICE_EVENT_TYPE,
+)
+from upstream.errors import BadFileError, UpstreamError
+
+log = logging.getLogger(__name__)
+
+PERSON = "person_id"
+
+
+def _window(name: str) -> int:
+    days = FEATURES[name].window_days
+    if days is None:  # pragma: no cover - registry declaration error
+        raise ValueError(f"feature {name} has no window")
+    return days
+
+
+def _values(name: str) -> list[str]:
+    return list(FEATURES[name].value_set)
+
+
+def _codes(name: str, which: int = 0) -> list[str]:
+    return sorted(FEATURES[name].codelists[which].codes())
+
+
+def _clean_schema(source: str) -> dict[str, pl.DataType]:
+    """Clean-data schema: the contract columns with nhs_number replaced by person_id (first)."""
+    schema = {PERSON: pl.String}
+    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
+    return schema
+
+
+def _scan(clean_dir: Path, source: str) -> pl.LazyFrame:
+    """Lazy scan of one clean source; a missing optional source is read as empty (with a warning)."""
+    path = clean_dir / f"{source}.parquet"
+    schema = _clean_schema(source)
+    if not path.exists():
+        if source == "residents":
+            raise BadFileError(str(path), "file not found: residents is required", None)
+        log.warning("%s not found: treating %s as empty", path, source)
+        return pl.LazyFrame(schema=schema)
+    try:
+        found = pl.read_parquet_schema(path)
+    except Exception as exc:
+        raise BadFileError(str(path), f"not a readable parquet file ({exc.__class__.__name__})", None) from exc
+    for column, dtype in schema.items():
+        if column not in found:
+            raise BadFileError(str(path), "column missing from clean data", column)
+        if found[column] != dtype and found[column] != pl.Null:
+            raise BadFileError(str(path), f"expected {dtype}, found {found[column]}", column)
+    return pl.scan_parquet(path).select(list(schema)).cast(schema)  # type: ignore[arg-type]
+
+
+def _days_before(index_date: date, days: int) -> date:
+    return index_date - timedelta(days=days)
+
+
+def _in_window(column: str, index_date: date, days: int) -> pl.Expr:
+    """[T - days, T); the caller has already dropped events on or after T."""
+    return pl.col(column) >= pl.lit(_days_before(index_date, days))
+
+
+# --- population --------------------------------------------------------------------------------
+
+
+def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date) -> pl.LazyFrame:
+    """Residents alive, born and registered at T, with demographics and household features."""
+    death_dates = deaths.group_by(PERSON).agg(pl.col("date_of_death").min().alias("_registered_death"))
+    people = residents.join(death_dates, on=PERSON, how="left").with_columns(
+        pl.min_horizontal("date_of_death", "_registered_death").alias("_died")
+    )
+    eligible = (pl.col("_died").is_null() | (pl.col("_died") >= T)) & (pl.col("registration_start") < T) & (
+        pl.col("date_of_birth") < T
+    )
+    living = people.filter(eligible)
+
+    household = living.filter(pl.col("uprn").is_not_null()).group_by("uprn").agg(
+        pl.len().cast(pl.Int32).alias("household_size")
+    )
+    # Deaths of other residents of the same UPRN before T (the latest is enough for every window).
+    dead = people.filter(pl.col("_died") < T).select(
+        pl.col(PERSON).alias("_other"), "uprn", pl.col("_died").alias("_other_died")
+    )
+    bereavement = (
+        living.select(PERSON, "uprn")
+        .join(dead, on="uprn", how="inner")
+        .filter(pl.col("_other") != pl.col(PERSON))
+        .group_by(PERSON)
+        .agg(pl.col("_other_died").max().alias("_last_household_death"))
+    )
+
+    imd = pl.LazyFrame(
+        {"lsoa11": list(imd_deciles()), "imd_decile": list(imd_deciles().values())},
+        schema={"lsoa11": pl.String, "imd_decile": pl.Int32},
+    )
+    dob = pl.col("date_of_birth")
+    birthday_passed = (dob.dt.month().cast(pl.Int32) * 100 + dob.dt.day().cast(pl.Int32)) <= (T.month * 100 + T.day)
+    age = (pl.lit(T.year) - dob.dt.year().cast(pl.Int32) - (~birthday_passed).cast(pl.Int32)).cast(pl.Int32)
+
+    bereaved = {
+        name: (pl.col("_last_household_death") >= _days_before(T, _window(name))).fill_null(False)
+        for name in ("bereaved_3m", "bereaved_6m", "bereaved_12m")
+    }
+    return (
+        living.join(imd, on="lsoa11", how="left")
+        .join(household, on="uprn", how="left")
+        .join(bereavement, on=PERSON, how="left")
+        .select(
+            PERSON,
+            pl.lit(T).alias("index_date"),
+            age.alias("age"),
+            "sex",
+            (pl.col("sex") == "2").alias("female"),
+            "imd_decile",
+            pl.col("ethnic_category").replace_strict(ETHNIC_GROUPS, default=None, return_dtype=pl.String)
+            .alias("ethnic_group"),
+            "locality",
+            *[expr.alias(name) for name, expr in bereaved.items()],
+            pl.col("household_size"),
+            (pl.col("household_size") == 1).alias("lives_alone"),
+        )
+    )
+
+
+# --- GP events ---------------------------------------------------------------------------------
+
+
+def _concept_map() -> pl.LazyFrame:
+    """snomed_code -> concept for every SNOMED list the registry uses (a code may map to several)."""
+    concepts: dict[str, list[str]] = {
+        "fall": _codes("falls_gp_12m"),
+        "dementia": _codes("dementia"),
+        "carer": _codes("carer"),
+        "housebound": _codes("housebound", 0),
+        "no_longer_housebound": _codes("housebound", 1),
+        "care_home": _codes("care_home_code"),
+    }
+    for deficit, column in EFI_DEFICIT_COLUMNS.items():
+        concepts[f"efi:{deficit}"] = _codes(column)
+    rows = [(code, concept) for concept, codes in concepts.items() for code in codes]
+    return pl.LazyFrame(
+        {"snomed_code": [r[0] for r in rows], "concept": [r[1] for r in rows]},
+        schema={"snomed_code": pl.String, "concept": pl.Categorical},
+    )
+
+
+def _gp_features(gp: pl.LazyFrame, T: date) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """(per-person GP features, GP fall dates, GP contacts) from events strictly before T."""
+    gp = gp.filter(pl.col("event_date") < T)
+    contacts = (
+        gp.filter(_in_window("event_date", T, _window("gp_contacts_12m")))
+        .group_by(PERSON)
+        .agg(pl.col("event_date").n_unique().cast(pl.Int32).alias("gp_contacts_12m"))
+    )
+    coded = gp.select(PERSON, "event_date", "snomed_code").join(_concept_map(), on="snomed_code", how="inner")
+    fall_dates = coded.filter(pl.col("concept") == "fall").select(PERSON, pl.col("event_date").alias("fall_date"))
+    latest = coded.group_by(PERSON, "concept").agg(pl.col("event_date").max().alias("last"))
+
+    def last(concept: str) -> pl.Expr:
+        return pl.col("last").filter(pl.col("concept") == concept).max()
+
+    def present(concept: str) -> pl.Expr:
+        return (pl.col("concept") == concept).any()
+
+    efi_flags = [present(f"efi:{d}").alias(col) for d, col in EFI_DEFICIT_COLUMNS.items()]
+    per_person = latest.group_by(PERSON).agg(
+        present("dementia").alias("dementia"),
+        present("carer").alias("_carer_gp"),
+        present("care_home").alias("care_home_code"),
+        last("housebound").alias("_housebound_last"),
+        last("no_longer_housebound").alias("_no_longer_last"),
+        *efi_flags,
+    )
+    gp_falls_12m = (
+        fall_dates.filter(_in_window("fall_date", T, _window("falls_gp_12m")))
+        .group_by(PERSON)
+        .agg(pl.col("fall_date").n_unique().cast(pl.Int32).alias("falls_gp_12m"))
+    )
+    return per_person.join(gp_falls_12m, on=PERSON, how="full", coalesce=True), fall_dates, contacts
+
+
+# --- hospital spells ---------------------------------------------------------------------------
+
+
+def _diagnoses(spells: pl.LazyFrame, *keep: str) -> pl.LazyFrame:
+    """One row per (spell, diagnosis code) from the primary and all secondary positions."""
+    return (
+        spells.select(
+            PERSON,
+            *keep,
+            pl.concat_list(
+                pl.col("primary_diagnosis"),
+                pl.col("secondary_diagnoses").fill_null("").str.split(","),
+            ).alias("code"),
+        )
+        .explode("code")
+        .filter(pl.col("code").is_not_null() & (pl.col("code") != ""))
+    )
+
+
+def hfrs_scores(spells: pl.LazyFrame, index_date: date) -> pl.LazyFrame:
+    """HFRS per person (only people with at least one scoring code), from spells admitted in the window.
+
+    Weights are summed in integer tenths (every weight has one decimal) so the result is exact and
+    does not depend on summation order.
+    """
+    days = _window("hfrs")
+    weights = pl.LazyFrame(
+        {"code3": list(hfrs_weights()), "_tenths": [round(w * 10) for w in hfrs_weights().values()]},
+        schema={"code3": pl.String, "_tenths": pl.Int64},
+    )
+    window = spells.filter((pl.col("admission_date") < index_date) & _in_window("admission_date", index_date, days))
+    return (
+        _diagnoses(window)
+        .select(PERSON, pl.col("code").str.slice(0, 3).alias("code3"))
+        .join(weights, on="code3", how="inner")
+        .unique([PERSON, "code3"])
+        .group_by(PERSON)
+        .agg((pl.col("_tenths").sum() / 10).alias("hfrs"))
+    )
+
+
+def _spell_features(spells: pl.LazyFrame, T: date) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """(per-person spell features, emergency-fall admission dates, emergency admission dates)."""
+    spells = spells.filter(pl.col("admission_date") < T)
+    emergency = pl.col("admission_method").is_in(_values("emergency_admissions_12m"))
+    falls_3char = _codes("falls_admissions_12m")
+    fall_spells = (
+        _diagnoses(
+            spells.filter(pl.col("admission_method").is_in(_values("falls_admissions_12m"))),
+            "spell_id", "admission_date",
+        )
+        .filter(pl.col("code").str.slice(0, 3).is_in(falls_3char))
+        .select(PERSON, "spell_id", "admission_date")
+        .unique()
+    )
+    fall_admissions = fall_spells.group_by(PERSON).agg(
+        *[
+            _in_window("admission_date", T, _window(name)).sum().cast(pl.Int32).alias(name)
+            for name in ("falls_admissions_12m", "falls_admissions_24m")
+        ]
+    )
+    bed_window_start = _days_before(T, _window("bed_days_12m"))
+    stay_end = pl.min_horizontal(pl.col("discharge_date").fill_null(pl.lit(T)), pl.lit(T))
+    stay_start = pl.max_horizontal("admission_date", pl.lit(bed_window_start))
+    bed_days = (stay_end - stay_start).dt.total_days().clip(lower_bound=0)
+    counts = spells.group_by(PERSON).agg(
+        *[
+            (emergency & _in_window("admission_date", T, _window(name))).sum().cast(pl.Int32).alias(name)
+            for name in ("emergency_admissions_3m", "emergency_admissions_12m", "emergency_admissions_24m")
+        ],
+        bed_days.sum().cast(pl.Int32).alias("bed_days_12m"),
+    )
+    per_person = counts.join(fall_admissions, on=PERSON, how="left").join(
+        hfrs_scores(spells, T), on=PERSON, how="left"
+    )
+    emergency_dates = spells.filter(emergency).select(PERSON, pl.col("admission_date").alias("acute_date"))
+    return per_person, fall_spells.select(PERSON, pl.col("admission_date").alias("fall_date")), emergency_dates
+
+
+# --- A&E ---------------------------------------------------------------------------------------
+
+
+def _ae_features(ae: pl.LazyFrame, T: date) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """(per-person A&E features, A&E fall dates, attendance dates)."""
+    ae = ae.filter(pl.col("arrival_date") < T)
+    falls_codes = _codes("ae_falls_12m")
+    is_fall = pl.col("chief_complaint_snomed").is_in(falls_codes) | pl.col("diagnosis_snomed").is_in(
+        falls_codes
+    ).fill_null(False)
+    ambulance = pl.col("arrival_mode").is_in(_values("ambulance_arrivals_12m"))
+    per_person = ae.group_by(PERSON).agg(
+        *[
+            _in_window("arrival_date", T, _window(name)).sum().cast(pl.Int32).alias(name)
+            for name in ("ae_attendances_3m", "ae_attendances_12m", "ae_attendances_24m")
+        ],
+        *[
+            (ambulance & _in_window("arrival_date", T, _window(name))).sum().cast(pl.Int32).alias(name)
+            for name in ("ambulance_arrivals_3m", "ambulance_arrivals_12m", "ambulance_arrivals_24m")
+        ],
+        (is_fall & _in_window("arrival_date", T, _window("ae_falls_12m"))).sum().cast(pl.Int32).alias("ae_falls_12m"),
+    )
+    fall_dates = ae.filter(is_fall).select(PERSON, pl.col("arrival_date").alias("fall_date"))
+    return per_person, fall_dates, ae.select(PERSON, pl.col("arrival_date").alias("acute_date"))
+
+
+# --- social care -------------------------------------------------------------------------------
+
+
+def _social_care_features(sc: pl.LazyFrame, T: date) -> pl.LazyFrame:
+    sc = sc.filter(pl.col("event_start_date") < T)
+    is_service = pl.col("event_type") == SERVICE_EVENT_TYPE
+    open_at_t = is_service & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= T))
+    reablement = is_service & pl.col("service_type").is_in(_values("reablement_12m")) & _in_window(
+        "event_start_date", T, _window("reablement_12m")
+    )
+    request_type, service_type = _values("requests_without_service_12m")
+    last_service = (
+        sc.filter(pl.col("event_type") == service_type)
+        .group_by(PERSON)
+        .agg(pl.col("event_start_date").max().alias("_last_service_start"))
+    )
+    requests = (
+        sc.filter((pl.col("event_type") == request_type) & _in_window(
+            "event_start_date", T, _window("requests_without_service_12m")))
+        .join(last_service, on=PERSON, how="left")
+        .group_by(PERSON)
+        .agg(
+            (pl.col("_last_service_start").is_null() | (pl.col("_last_service_start") < pl.col("event_start_date")))
+            .sum().cast(pl.Int32).alias("requests_without_service_12m")
+        )
+    )
+    per_person = sc.group_by(PERSON).agg(
+        (open_at_t & pl.col("service_type").is_in(_values("in_long_term_care"))).any().alias("in_long_term_care"),
+        reablement.sum().cast(pl.Int32).alias("reablement_12m"),
+        pl.col("event_outcome").filter(reablement).sort_by(pl.col("event_start_date").filter(reablement))
+        .last().alias("reablement_outcome"),
+        (open_at_t & pl.col("service_component").is_in(_values("telecare"))).any().alias("telecare"),
+        (is_service & pl.col("service_component").is_in(_values("equipment"))
+         & _in_window("event_start_date", T, _window("equipment"))).any().alias("equipment"),
+        (is_service & pl.col("service_type").is_in(_values("carer"))).any().alias("_carer_sc"),
+        (pl.col("primary_support_reason").is_in(_values("social_isolation_support_12m"))
+         & _in_window("event_start_date", T, _window("social_isolation_support_12m")))
+        .any().alias("social_isolation_support_12m"),
+    )
+    return per_person.join(requests, on=PERSON, how="left")
+
+
+# --- assembly ----------------------------------------------------------------------------------
+
+
+def _efi_category(efi: pl.Expr) -> pl.Expr:
+    expr = pl.when(efi.is_null()).then(None)
+    for label, upper in EFI_CATEGORY_BOUNDS:
+        expr = expr.when(efi <= upper).then(pl.lit(label))
+    return expr.otherwise(pl.lit(EFI_SEVERE))
+
+
+def _hfrs_band(hfrs: pl.Expr) -> pl.Expr:
+    return (
+        pl.when(hfrs < HFRS_LOW_BELOW).then(pl.lit("low"))
+        .when(hfrs <= HFRS_HIGH_ABOVE).then(pl.lit("intermediate"))
+        .otherwise(pl.lit("high"))
+    )
+
+
+def build_features_lazy(clean_dir: Path, index_date: date) -> pl.LazyFrame:
+    """The whole feature plan, not yet run (so callers can stream it or inspect it)."""
+    clean_dir = Path(clean_dir)
+    if not clean_dir.is_dir():
+        raise UpstreamError(f"clean data directory not found: {clean_dir}")
+    T = index_date
+    population = _population(_scan(clean_dir, "residents"), _scan(clean_dir, "deaths"), T)
+    gp, gp_falls, contacts = _gp_features(_scan(clean_dir, "gp_events"), T)
+    spell, admission_falls, emergency_dates = _spell_features(_scan(clean_dir, "hospital_spells"), T)
+    ae, ae_fall_dates, ae_dates = _ae_features(_scan(clean_dir, "ae_attendances"), T)
+    social = _social_care_features(_scan(clean_dir, "social_care_events"), T)
+
+    falls_window = _days_before(T, _window("falls_12m"))
+    falls = (
+        pl.concat([gp_falls, ae_fall_dates, admission_falls])
+        .unique()
+        .group_by(PERSON)
+        .agg(
+            (pl.col("fall_date") >= falls_window).sum().cast(pl.Int32).alias("falls_12m"),
+            (pl.lit(T) - pl.col("fall_date").max()).dt.total_days().cast(pl.Int32).alias("days_since_last_fall"),
+        )
+    )
+    recent_start = _days_before(T, DAYS_3M)
+    trend_start = _days_before(T, _window("utilisation_trend"))
+    trend = (
+        pl.concat([emergency_dates, ae_dates])
+        .filter(pl.col("acute_date") >= trend_start)
+        .group_by(PERSON)
+        .agg(
+            (pl.col("acute_date") >= recent_start).sum().alias("_recent"),
+            (pl.col("acute_date") < recent_start).sum().alias("_prior"),
+        )
+        .select(PERSON, (pl.col("_recent") / 3 - pl.col("_prior") / 9).alias("utilisation_trend"))
+    )
+
+    joined = population
+    for part in (gp, contacts, spell, ae, social, falls, trend):
+        joined = joined.join(part, on=PERSON, how="left")
+
+    # Nullable by meaning: age/imd (lookups), days_since_last_fall (never fell), household_size
+    # (no UPRN, which the contract requires, so only for malformed input).
+    counts = [n for n, f in FEATURES.items() if f.dtype == pl.Int32 and n not in (
+        "age", "imd_decile", "days_since_last_fall", "household_size")]
+    flags = [n for n, f in FEATURES.items() if f.dtype == pl.Boolean and n not in ("female", "lives_alone")]
+    efi_columns = list(EFI_DEFICIT_COLUMNS.values())
+    mm_columns = [EFI_DEFICIT_COLUMNS[d] for d in MULTIMORBIDITY_EFI_CONDITIONS] + ["dementia"]
+    filled = joined.with_columns(
+        *[pl.col(c).fill_null(0).cast(pl.Int32) for c in counts if c != "multimorbidity_count"],
+        *[pl.col(c).fill_null(False) for c in flags if c not in ("carer", "housebound")],
+        pl.col("hfrs").fill_null(0.0),
+        pl.col("utilisation_trend").fill_null(0.0),
+        (pl.col("_carer_gp").fill_null(False) | pl.col("_carer_sc").fill_null(False)).alias("carer"),
+        (
+            pl.col("_housebound_last").is_not_null()
+            & (pl.col("_no_longer_last").is_null() | (pl.col("_housebound_last") >= pl.col("_no_longer_last")))
+        ).alias("housebound"),
+    )
+    scored = filled.with_columns(
+        (pl.sum_horizontal([pl.col(c).cast(pl.Int32) for c in efi_columns]) / EFI_DEFICIT_COUNT).alias("efi"),
+        pl.sum_horizontal([pl.col(c).cast(pl.Int32) for c in mm_columns]).cast(pl.Int32)
+        .alias("multimorbidity_count"),
+    ).with_columns(
+        _efi_category(pl.col("efi")).alias("efi_category"),
+        _hfrs_band(pl.col("hfrs")).alias("hfrs_band"),
+    )
+    return scored.select([pl.col(n).cast(f.dtype) for n, f in FEATURES.items()]).sort(PERSON)
+
+
+def build_features(clean_dir: Path, index_date: date) -> pl.DataFrame:
+    """Feature table for ``index_date`` from ingest's clean output (one row per eligible person)."""
+    return build_features_lazy(clean_dir, index_date).collect(engine="streaming")

@@ -1,0 +1,18 @@
+"""``upstream docs``: regenerate the Markdown data dictionary from the feature registry."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=None, help="output file (default docs/data_dictionary.md)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from features.docs import DEFAULT_PATH, write_data_dictionary
+
+    path = write_data_dictionary(args.out or DEFAULT_PATH)
+    print(f"docs: data dictionary written to {path}")
+    return 0
