@@ -1,0 +1,221 @@
+"""Row-level checks, declared from the data contract.
+
+One list per source says *what* is checked (name, column, kind). How each check is evaluated
+lives in two places that must agree: a cheap polars expression producing a pass/fail boolean
+per row (``check_exprs``), and the Great Expectations expectation that judges it
+(``expectations.suites``). Quarantine reasons are the check tokens, so a reader of the
+quarantine file sees exactly which expectation a row failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+
+from expectations.contract import SOURCES, Source
+from expectations.identifiers import (
+    ICD10_CANONICAL_RE,
+    icd10_canonical_expr,
+    nhs_number_valid_expr,
+    snomed_valid_expr,
+)
+
+#: Canonical comma-separated ICD-10 list (empty allowed).
+ICD10_LIST_CANONICAL_RE = r"^(?:" + ICD10_CANONICAL_RE[1:-1] + r"(?:," + ICD10_CANONICAL_RE[1:-1] + r")*)?$"
+LSOA11_RE = r"^[EW]01[0-9]{6}$"
+ODS_PRACTICE_RE = r"^[A-Z][0-9]{5}$"
+
+# Check names (stable: they appear in quarantine reasons and in the validation summary).
+NOT_NULL = "not_null"
+TYPE = "type"
+NHS_MOD11 = "nhs_number_mod11"
+SNOMED_VALID = "snomed_verhoeff_length"
+ICD10_FORMAT = "icd10_format"
+ICD10_LIST_FORMAT = "icd10_list_format"
+LSOA11_FORMAT = "lsoa11_format"
+ODS_FORMAT = "ods_practice_format"
+VALUE_SET = "in_value_set"
+NOT_FUTURE = "date_not_after_as_of"
+NOT_TOO_EARLY = "date_not_before_earliest"
+DISCHARGE_AFTER_ADMISSION = "discharge_on_or_after_admission"
+END_AFTER_START = "end_on_or_after_start"
+AGE_RANGE = "age_0_115"
+DUPLICATE = "duplicate_row"
+PERSON_IN_RESIDENTS = "person_in_residents"
+
+#: Checks whose name already says which column they concern: their token is the bare name.
+_SELF_NAMED = {NHS_MOD11, DISCHARGE_AFTER_ADMISSION, END_AFTER_START, AGE_RANGE, DUPLICATE, PERSON_IN_RESIDENTS}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row-level check of one source. ``column`` is the column it is about (None: whole row)."""
+
+    name: str
+    column: str | None
+    params: tuple = ()
+
+    @property
+    def token(self) -> str:
+        """How the check is named in a quarantine reason, e.g. ``not_null(date_of_birth)``."""
+        if self.name in _SELF_NAMED or self.column is None:
+            return self.name
+        return f"{self.name}({self.column})"
+
+    @property
+    def flag_column(self) -> str:
+        """Name of the pass/fail boolean column GX validates (a plain identifier)."""
+        return f"ok__{self.name}__{self.column or 'row'}"
+
+
+def row_checks(source: Source | str) -> list[Check]:
+    """Every row-level check for a source, in the order reasons are written."""
+    src = SOURCES[source] if isinstance(source, str) else source
+    checks: list[Check] = []
+    for col in src.columns:
+        if col.dtype != pl.String:
+            checks.append(Check(TYPE, col.name))
+        if col.required:
+            checks.append(Check(NOT_NULL, col.name))
+    for col in src.columns:
+        if col.kind == "nhs_number":
+            checks.append(Check(NHS_MOD11, col.name))
+        elif col.kind == "snomed":
+            checks.append(Check(SNOMED_VALID, col.name))
+        elif col.kind == "icd10":
+            checks.append(Check(ICD10_FORMAT, col.name))
+        elif col.kind == "icd10_list":
+            checks.append(Check(ICD10_LIST_FORMAT, col.name))
+        elif col.kind == "lsoa11":
+            checks.append(Check(LSOA11_FORMAT, col.name))
+        elif col.kind == "ods_practice":
+            checks.append(Check(ODS_FORMAT, col.name))
+        elif col.kind == "date":
+            checks.append(Check(NOT_FUTURE, col.name))
+            checks.append(Check(NOT_TOO_EARLY, col.name))
+        if col.allowed is not None:
+            checks.append(Check(VALUE_SET, col.name, col.allowed))
+    if src.name == "residents":
+        checks.append(Check(AGE_RANGE, "date_of_birth"))
+    if "discharge_on_or_after_admission" in src.extra_checks:
+        checks.append(Check(DISCHARGE_AFTER_ADMISSION, "discharge_date", ("admission_date",)))
+    if "end_on_or_after_start" in src.extra_checks:
+        checks.append(Check(END_AFTER_START, "event_end_date", ("event_start_date",)))
+    checks.append(Check(DUPLICATE, None, src.key))
+    if src.person_linked:
+        checks.append(Check(PERSON_IN_RESIDENTS, "nhs_number"))
+    return checks
+
+
+def minus_years(day: date, years: int) -> date:
+    """Same calendar day ``years`` earlier (29 Feb -> 28 Feb)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
+
+
+def earliest_birth_date(as_of: date, max_age_years: int) -> date:
+    """Oldest date of birth still aged <= max_age_years on ``as_of`` (the day after the (max+1)th birthday)."""
+    from datetime import timedelta
+
+    return minus_years(as_of, max_age_years + 1) + timedelta(days=1)
+
+
+def canonical_icd10_list_expr(column: str) -> pl.Expr:
+    """Comma list -> canonical codes joined by commas; null/blank -> empty string."""
+    return (
+        pl.col(column)
+        .fill_null("")
+        .str.split(",")
+        .list.eval(icd10_canonical_expr(pl.element()))
+        .list.eval(pl.element().filter(pl.element() != ""))
+        .list.join(",")
+    )
+
+
+def canonicalise(typed: pl.DataFrame, source: Source) -> pl.DataFrame:
+    """ICD-10 columns to their canonical form (the clean data holds these; checks judge these)."""
+    exprs = []
+    for col in source.columns:
+        if col.kind == "icd10":
+            exprs.append(icd10_canonical_expr(col.name).alias(col.name))
+        elif col.kind == "icd10_list":
+            exprs.append(canonical_icd10_list_expr(col.name).alias(col.name))
+    return typed.with_columns(exprs) if exprs else typed
+
+
+def _mod11_per_distinct(series: pl.Series) -> pl.Series:
+    """Modulus 11 once per distinct NHS number: events repeat each person many times."""
+    lookup = series.unique().to_frame("nhs").with_columns(nhs_number_valid_expr("nhs").alias("ok"))
+    return series.to_frame("nhs").join(lookup, on="nhs", how="left", maintain_order="left", nulls_equal=True)["ok"]
+
+
+def _when_present(column: str, passed: pl.Expr) -> pl.Expr:
+    """Nulls are judged only by not_null; every other check passes them."""
+    return pl.when(pl.col(column).is_null()).then(True).otherwise(passed.fill_null(False))
+
+
+def check_exprs(
+    checks: list[Check],
+    *,
+    as_of: date,
+    earliest: date,
+    max_age_years: int,
+    raw_names: dict[str, str],
+    valid_people: pl.Series | None,
+) -> list[pl.Expr]:
+    """Polars pass/fail expressions (True = pass) over a frame holding typed+canonical columns and the
+    raw columns under ``raw_names[column]``. Every expression is non-null, so GX sees plain booleans."""
+    exprs: list[pl.Expr] = []
+    for check in checks:
+        c = check.column
+        if check.name == NOT_NULL:
+            expr = pl.col(raw_names[c]).is_not_null()
+        elif check.name == TYPE:
+            expr = ~(pl.col(raw_names[c]).is_not_null() & pl.col(c).is_null())
+        elif check.name == NHS_MOD11:
+            expr = _when_present(c, pl.col(c).map_batches(_mod11_per_distinct, return_dtype=pl.Boolean))
+        elif check.name == SNOMED_VALID:
+            expr = _when_present(c, snomed_valid_expr(c))
+        elif check.name == ICD10_FORMAT:
+            expr = _when_present(c, pl.col(c).str.contains(ICD10_CANONICAL_RE))
+        elif check.name == ICD10_LIST_FORMAT:
+            expr = _when_present(c, pl.col(c).str.contains(ICD10_LIST_CANONICAL_RE))
+        elif check.name == LSOA11_FORMAT:
+            expr = _when_present(c, pl.col(c).str.contains(LSOA11_RE))
+        elif check.name == ODS_FORMAT:
+            expr = _when_present(c, pl.col(c).str.contains(ODS_PRACTICE_RE))
+        elif check.name == VALUE_SET:
+            expr = _when_present(c, pl.col(c).is_in(list(check.params)))
+        elif check.name == NOT_FUTURE:
+            expr = _when_present(c, pl.col(c) <= as_of)
+        elif check.name == NOT_TOO_EARLY:
+            expr = _when_present(c, pl.col(c) >= earliest)
+        elif check.name == AGE_RANGE:
+            low = earliest_birth_date(as_of, max_age_years)
+            expr = _when_present(c, (pl.col(c) >= low) & (pl.col(c) <= as_of))
+        elif check.name in (DISCHARGE_AFTER_ADMISSION, END_AFTER_START):
+            start = check.params[0]
+            expr = (
+                pl.when(pl.col(c).is_null() | pl.col(start).is_null())
+                .then(True)
+                .otherwise(pl.col(c) >= pl.col(start))
+            )
+        elif check.name == DUPLICATE:
+            raw_all = list(raw_names.values())
+            expr = pl.struct(raw_all).is_first_distinct()
+            if check.params:
+                keys = [raw_names[k] for k in check.params]
+                key_first = pl.struct(keys).is_first_distinct()
+                key_null = pl.any_horizontal([pl.col(k).is_null() for k in keys])
+                expr = expr & (key_first | key_null)
+        elif check.name == PERSON_IN_RESIDENTS:
+            people = valid_people if valid_people is not None else pl.Series([], dtype=pl.String)
+            expr = _when_present(c, pl.col(c).is_in(people.implode()))
+        else:  # pragma: no cover - a new check name without an expression is a programming error
+            raise AssertionError(f"no expression for check {check.name}")
+        exprs.append(expr.fill_null(True).alias(check.flag_column))
+    return exprs

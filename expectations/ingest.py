@@ -1,0 +1,426 @@
+"""Ingest one raw delivery: read, validate every row in Great Expectations, quarantine, pseudonymise.
+
+Why this shape:
+- every source is read and typed before anything is validated, so a bad file fails fast and
+  nothing is written;
+- residents are validated first: "the person is in residents" means *in the valid residents*,
+  so an event never points at a quarantined person;
+- output is written to a temporary directory next to ``out_dir`` and renamed into place, so a
+  failure never leaves a partial delivery behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from expectations import checks as C
+from expectations.contract import EMERGENCY_ADMISSION_METHODS, SOURCES, Source
+from expectations.pseudonymise import pseudonymise
+from expectations.read import RAW_PREFIX, SourceFrame, probe_source, read_source
+from expectations.suites import ALWAYS_PRECOMPUTED, Mode, build_suite
+from upstream.errors import UpstreamError
+from upstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Residents first: events are checked against the valid residents.
+SOURCE_ORDER = ("residents", "gp_events", "hospital_spells", "ae_attendances", "social_care_events", "deaths")
+
+
+@dataclass
+class SourceResult:
+    """What validation decided for one source."""
+
+    source: Source
+    frame: SourceFrame
+    canonical: pl.DataFrame
+    failed_tokens: dict[str, list[int]]  # token -> row positions that failed it (from GX)
+    bad_rows: pl.DataFrame  # row_index, reason
+    gx_seconds: float = 0.0
+    gx_results: list[Any] = field(default_factory=list)
+
+
+def resolve_as_of(raw_dir: Path, as_of: date | None) -> date:
+    """Explicit date, else the delivery's extract date, else today."""
+    if as_of is not None:
+        return as_of
+    meta = raw_dir / "_delivery.json"
+    if meta.exists():
+        try:
+            return date.fromisoformat(json.loads(meta.read_text())["extract_date"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UpstreamError(f"{meta}: cannot read extract_date ({exc})") from None
+    return date.today()
+
+
+# --- Great Expectations ---------------------------------------------------------------------------
+
+
+def _gx_exception(info: dict | None) -> str | None:
+    """GX reports a failed metric either flat or nested per metric id; find any raised exception."""
+    if not info:
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
+
+
+class GxRunner:
+    """A file-backed GX context under ``<home>/gx``: suites are saved there as JSON, results feed Data Docs."""
+
+    def __init__(self, root: Path) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.context = gx.get_context(mode="file", project_root_dir=str(root))
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        self.context.variables.save()
+        self.datasource = self.context.data_sources.add_or_update_pandas("upstream_delivery")
+        self.result_keys: list[Any] = []
+        self.run_name = f"ingest-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+    def _batch_definition(self, asset_name: str):
+        try:
+            asset = self.datasource.get_asset(asset_name)
+        except LookupError:
+            asset = self.datasource.add_dataframe_asset(asset_name)
+        try:
+            return asset.get_batch_definition("whole")
+        except KeyError:
+            return asset.add_batch_definition_whole_dataframe("whole")
+
+    def validate(self, name: str, suite, frame, chunk_rows: int | None = None) -> tuple[dict[str, list[int]], list]:
+        """Run the suite on a pandas frame (optionally in row chunks); token -> failing row positions."""
+        suite = self.context.suites.add_or_update(suite)
+        definition = self._batch_definition(name)
+        failed: dict[str, list[int]] = {}
+        results = []
+        step = chunk_rows or max(len(frame), 1)
+        for start in range(0, max(len(frame), 1), step):
+            part = frame.iloc[start : start + step]
+            batch = definition.get_batch(batch_parameters={"dataframe": part})
+            result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+            for item in result.results:
+                message = _gx_exception(item.exception_info)
+                if message is not None:
+                    # A check that did not run must never pass silently.
+                    raise UpstreamError(f"{name}: GX could not run {item.expectation_config.type}: {message}")
+                token = item.expectation_config.meta["token"]
+                indices = item.result.get("unexpected_index_list") or []
+                failed.setdefault(token, []).extend(int(i) for i in indices)
+            results.append(result)
+        return failed, results
+
+    def store_for_docs(self, name: str, results: list) -> None:
+        """Keep a slim copy (counts, not every failing value) for Data Docs."""
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        for number, result in enumerate(results):
+            for item in result.results:
+                for key in ("unexpected_list", "unexpected_index_list", "unexpected_index_query",
+                            "partial_unexpected_index_list"):
+                    item.result.pop(key, None)
+            key = ValidationResultIdentifier(
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
+                run_id=RunIdentifier(run_name=self.run_name),
+                batch_identifier=name if len(results) == 1 else f"{name}-part{number}",
+            )
+            self.context.validation_results_store.set(key, result)
+            self.result_keys.append(key)
+
+    def build_docs(self, target: Path) -> None:
+        """Render this run's suites and results as static HTML into ``target``."""
+        site = f"upstream_{uuid.uuid4().hex[:8]}"
+        self.context.add_data_docs_site(
+            site,
+            {
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        try:
+            self.context.build_data_docs(site_names=[site])
+        finally:
+            self.context.delete_data_docs_site(site)
+
+
+# --- Row-level validation -------------------------------------------------------------------------
+
+
+def evaluation_frame(frame: SourceFrame) -> pl.DataFrame:
+    """Typed + canonical columns (contract names) next to the raw columns (``raw__`` names)."""
+    canonical = C.canonicalise(frame.typed, frame.source)
+    raw = frame.raw.rename({n: RAW_PREFIX + n for n in frame.raw.columns})
+    return pl.concat([canonical, raw], how="horizontal")
+
+
+def gx_frame(evaluation: pl.DataFrame, source: Source, mode: Mode, flags: pl.DataFrame):
+    """The pandas frame GX validates: only the flag columns (precomputed), or typed columns + flags (native)."""
+    if mode == "precomputed":
+        return flags.to_pandas()
+    needed = source.names + [RAW_PREFIX + c.name for c in source.columns if c.dtype != pl.String]
+    return pl.concat([evaluation.select(needed), flags], how="horizontal").to_pandas()
+
+
+def validate_source(
+    frame: SourceFrame,
+    runner: GxRunner,
+    *,
+    as_of: date,
+    settings: Settings,
+    valid_people: pl.Series | None,
+    mode: Mode = "precomputed",
+    chunk_rows: int | None = None,
+) -> SourceResult:
+    """Every row-level check of one source, judged by GX; returns failing rows with their reasons."""
+    source = frame.source
+    checks = C.row_checks(source)
+    evaluation = evaluation_frame(frame)
+    flagged = [c for c in checks if mode == "precomputed" or c.name in ALWAYS_PRECOMPUTED]
+    flags = evaluation.select(
+        C.check_exprs(
+            flagged,
+            as_of=as_of,
+            earliest=settings.ingest.earliest_valid_date,
+            max_age_years=settings.ingest.max_age_years,
+            raw_names={n: RAW_PREFIX + n for n in source.names},
+            valid_people=valid_people,
+        )
+    )
+    suite = build_suite(
+        source,
+        mode,
+        as_of=as_of,
+        earliest=settings.ingest.earliest_valid_date,
+        max_age_years=settings.ingest.max_age_years,
+    )
+    started = time.perf_counter()
+    failed, results = runner.validate(source.name, suite, gx_frame(evaluation, source, mode, flags), chunk_rows)
+    gx_seconds = time.perf_counter() - started
+    order = {c.token: i for i, c in enumerate(checks)}
+    pairs = [(row, token) for token, rows in failed.items() for row in rows]
+    bad = (
+        pl.DataFrame(pairs, schema={"row_index": pl.UInt32, "token": pl.String}, orient="row")
+        .with_columns(pl.col("token").replace_strict(order, return_dtype=pl.Int32).alias("order"))
+        .sort("row_index", "order")
+        .group_by("row_index", maintain_order=True)
+        .agg(pl.col("token").str.join("; ").alias("reason"))
+    )
+    return SourceResult(source, frame, evaluation.select(source.names), failed, bad, gx_seconds, results)
+
+
+# --- Table-level checks ---------------------------------------------------------------------------
+
+
+def _level(value: float, warn: float, fail: float) -> str:
+    return "fail" if value > fail else "warn" if value > warn else "ok"
+
+
+def table_checks(result: SourceResult, settings: Settings, previous: dict | None) -> list[dict]:
+    """Row count vs the previous delivery, null rates, emergency share: warn/fail by configured thresholds."""
+    cfg = settings.ingest
+    raw = result.frame.raw
+    out: list[dict] = []
+    rows_in = raw.height
+    prev_rows = (previous or {}).get("rows_in")
+    if prev_rows:
+        change = abs(rows_in - prev_rows) / prev_rows
+        out.append({"name": "row_count_change", "column": None, "unexpected_count": 0, "scope": "table",
+                    "value": round(change, 6), "previous": prev_rows,
+                    "level": _level(change, cfg.row_count_change_warn, cfg.row_count_change_fail)})
+    else:
+        out.append({"name": "row_count_change", "column": None, "unexpected_count": 0, "scope": "table",
+                    "value": None, "level": "skipped", "note": "no previous delivery"})
+    prev_nulls = (previous or {}).get("null_rates", {})
+    for column in result.source.columns:
+        rate = raw[column.name].null_count() / rows_in
+        if column.required:
+            # Required columns: any null is quarantined; a high rate means a broken extract.
+            level, name, value = _level(rate, cfg.null_rate_warn, cfg.null_rate_fail), "null_rate", rate
+        elif column.name in prev_nulls:
+            # Optional columns are legitimately null (the alive have no date of death): judge the change.
+            value = abs(rate - prev_nulls[column.name])
+            level, name = _level(value, cfg.null_rate_warn, cfg.null_rate_fail), "null_rate_change"
+        else:
+            level, name, value = "skipped", "null_rate_change", None
+        out.append({"name": name, "column": column.name, "unexpected_count": raw[column.name].null_count(),
+                    "scope": "table", "value": None if value is None else round(value, 6), "level": level})
+    if result.source.name == "hospital_spells":
+        valid = result.canonical.with_row_index("row_index").join(result.bad_rows, on="row_index", how="anti")
+        share = valid["admission_method"].is_in(list(EMERGENCY_ADMISSION_METHODS)).mean() if valid.height else 0.0
+        # Settings give one range: outside it warns; failing needs a share half-way further towards the
+        # impossible extremes (0 or 1), which means a broken admission_method column, not a busy winter.
+        fail_low, fail_high = cfg.emergency_share_min / 2, (1 + cfg.emergency_share_max) / 2
+        level = (
+            "fail" if not fail_low <= share <= fail_high
+            else "warn" if not cfg.emergency_share_min <= share <= cfg.emergency_share_max
+            else "ok"
+        )
+        out.append({"name": "emergency_admission_share", "column": "admission_method", "unexpected_count": 0,
+                    "scope": "table", "value": round(float(share), 6),
+                    "warn_outside": [cfg.emergency_share_min, cfg.emergency_share_max],
+                    "fail_outside": [fail_low, fail_high], "level": level})
+    return out
+
+
+# --- Outputs --------------------------------------------------------------------------------------
+
+
+def clean_frame(result: SourceResult, key: bytes) -> pl.DataFrame:
+    """Valid rows, canonical codes, ``person_id`` (first column) instead of ``nhs_number``."""
+    valid = (
+        result.canonical.with_row_index("row_index")
+        .join(result.bad_rows, on="row_index", how="anti")
+        .drop("row_index")
+    )
+    person_id = pseudonymise(valid["nhs_number"], key)
+    return valid.drop("nhs_number").insert_column(0, person_id)
+
+
+def quarantine_frame(result: SourceResult) -> pl.DataFrame:
+    """Failing rows as read (strings), their 0-based ``row_index`` in the file and the ``reason``."""
+    raw = result.frame.raw.with_columns(pl.all().cast(pl.String)).with_row_index("row_index")
+    return raw.join(result.bad_rows, on="row_index", how="inner").sort("row_index")
+
+
+def _write_reid_map(path: Path, reid: pl.DataFrame) -> Path:
+    """Merge with any earlier map (same key -> same person_id) and write to a temp file; caller renames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        reid = pl.concat([pl.read_parquet(path), reid]).unique(maintain_order=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    reid.write_parquet(tmp)
+    return tmp
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out_dir)
+
+
+def ingest_delivery(
+    raw_dir: Path,
+    out_dir: Path,
+    settings: Settings,
+    as_of: date | None = None,
+    previous_summary: dict | None = None,
+    *,
+    mode: Mode = "precomputed",
+    chunk_rows: int | None = None,
+    build_docs: bool = True,
+) -> dict:
+    """Validate, quarantine and pseudonymise one delivery; returns the validation summary.
+
+    Raises BadFileError for an unusable file and UpstreamError when a table-level check fails; in
+    both cases nothing is left behind. Sources are processed one at a time into a temporary
+    directory (memory stays bounded by the largest source), which is renamed into place at the end.
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if not raw_dir.is_dir():
+        raise UpstreamError(f"{raw_dir}: delivery directory not found")
+    as_of = resolve_as_of(raw_dir, as_of)
+    for name in SOURCE_ORDER:
+        probe_source(raw_dir, SOURCES[name])  # fail fast, before any work, on a missing/empty/renamed file
+    key = settings.pseudonymisation_key()
+
+    runner = GxRunner(settings.home / "gx")
+    summary: dict[str, dict] = {}
+    failures: list[str] = []
+    valid_people: pl.Series | None = None
+    reid: pl.DataFrame | None = None
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    reid_tmp: Path | None = None
+    try:
+        (tmp / "clean").mkdir(parents=True)
+        (tmp / "quarantine").mkdir()
+        for name in SOURCE_ORDER:
+            frame = read_source(raw_dir, SOURCES[name])
+            result = validate_source(
+                frame, runner, as_of=as_of, settings=settings, valid_people=valid_people,
+                mode=mode, chunk_rows=chunk_rows,
+            )
+            log.info("%s: %d rows, %d quarantined (GX %.1fs)", name, frame.raw.height,
+                     result.bad_rows.height, result.gx_seconds)
+            clean = clean_frame(result, key)
+            if name == "residents":
+                valid_nhs = (result.canonical.with_row_index("row_index")
+                             .join(result.bad_rows, on="row_index", how="anti")["nhs_number"])
+                valid_people = valid_nhs
+                reid = pl.DataFrame({"person_id": clean["person_id"], "nhs_number": valid_nhs})
+            clean.write_parquet(tmp / "clean" / f"{name}.parquet")
+            quarantine_frame(result).write_parquet(tmp / "quarantine" / f"{name}.parquet")
+            summary[name], failed = _summarise(result, as_of, settings, (previous_summary or {}).get(name))
+            failures += failed
+            if build_docs:
+                runner.store_for_docs(name, result.gx_results)
+            del frame, result, clean
+        if failures:
+            raise UpstreamError("table-level checks failed, nothing written: " + "; ".join(failures))
+        (tmp / "validation_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if build_docs:
+            runner.build_docs(tmp / "data_docs")
+        assert reid is not None
+        reid_tmp = _write_reid_map(settings.reid_map_path, reid)
+        _replace_dir(tmp, out_dir)
+        os.replace(reid_tmp, settings.reid_map_path)
+        reid_tmp = None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if reid_tmp is not None and reid_tmp.exists():
+            reid_tmp.unlink()
+    return summary
+
+
+def _summarise(result: SourceResult, as_of: date, settings: Settings, previous: dict | None) -> tuple[dict, list[str]]:
+    """One source's summary entry, and the table-level checks that failed."""
+    row_entries = [
+        {"name": c.name, "column": c.column, "token": c.token, "scope": "row",
+         "unexpected_count": len(result.failed_tokens.get(c.token, [])),
+         "level": "quarantine" if result.failed_tokens.get(c.token) else "ok"}
+        for c in C.row_checks(result.source)
+    ]
+    table_entries = table_checks(result, settings, previous)
+    for entry in row_entries + table_entries:
+        # GX's own word for "nothing unexpected"; warn/fail/quarantine all count as not successful.
+        entry["success"] = entry["level"] in ("ok", "skipped")
+    name = result.source.name
+    failures = [f"{name}: {t['name']}{'(' + t['column'] + ')' if t['column'] else ''} = {t['value']}"
+                for t in table_entries if t["level"] == "fail"]
+    raw = result.frame.raw
+    entry = {
+        "rows_in": raw.height,
+        "rows_valid": raw.height - result.bad_rows.height,
+        "rows_quarantined": result.bad_rows.height,
+        "file": result.frame.path.name,
+        "as_of": as_of.isoformat(),
+        "checks": row_entries + table_entries,
+        "null_rates": {c: raw[c].null_count() / raw.height for c in result.source.names},
+    }
+    return entry, failures

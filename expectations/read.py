@@ -1,0 +1,146 @@
+"""Read one raw source file and type it against the contract.
+
+Whole-file problems (missing, empty, corrupt, a column missing or of the wrong type throughout)
+raise ``BadFileError``: no row of such a file can be trusted, so ingest stops. A value that
+fails to parse in an otherwise good column is a row problem: it becomes null in the typed frame
+and the ``type(column)`` check quarantines that row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from expectations.contract import Column, Source
+from upstream.errors import BadFileError
+
+RAW_PREFIX = "raw__"
+_TRUE = ("true", "t", "1", "yes", "y")
+_FALSE = ("false", "f", "0", "no", "n")
+
+
+@dataclass
+class SourceFrame:
+    """A source as read: ``raw`` holds the file's contract columns (as read), ``typed`` the contract types."""
+
+    source: Source
+    path: Path
+    raw: pl.DataFrame
+    typed: pl.DataFrame
+
+
+def find_source_file(raw_dir: Path, source: Source) -> Path:
+    """``<source>.parquet`` preferred, else ``<source>.csv``; neither is a missing-file error."""
+    for suffix in (".parquet", ".csv"):
+        candidate = raw_dir / f"{source.name}{suffix}"
+        if candidate.exists():
+            return candidate
+    raise BadFileError(str(raw_dir / f"{source.name}.parquet"), "missing file (no .parquet or .csv for this source)")
+
+
+def _read_frame(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise BadFileError(str(path), "not a regular file")
+    if path.stat().st_size == 0:
+        raise BadFileError(str(path), "empty file (0 bytes)")
+    try:
+        if path.suffix == ".csv":
+            # Strings throughout: typing is ours to do, against the contract, not the reader's guess.
+            return pl.read_csv(path, infer_schema=False)
+        return pl.read_parquet(path)
+    except Exception as exc:  # any reader failure means the file cannot be used
+        kind = "CSV" if path.suffix == ".csv" else "parquet"
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BadFileError(str(path), f"truncated or corrupt {kind} file ({detail})") from None
+
+
+def _to_contract_type(values: pl.Series, column: Column, path: Path) -> pl.Series:
+    """Cast one column to its contract type; values that do not parse become null."""
+    target, found = column.dtype, values.dtype
+    if found == target:
+        return values
+    if found == pl.Null:
+        return pl.Series(values.name, [None] * len(values), dtype=target)
+    if target == pl.String:
+        if found.is_integer() or found == pl.String:
+            return values.cast(pl.String)
+    elif target == pl.Date:
+        if found == pl.String:
+            return values.str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
+        if isinstance(found, pl.Datetime):
+            return values.dt.date()
+    elif target == pl.Float64:
+        if found == pl.String:
+            return values.str.strip_chars().cast(pl.Float64, strict=False)
+        if found.is_numeric():
+            return values.cast(pl.Float64)
+    elif target == pl.Boolean:
+        if found == pl.String:
+            lowered = values.str.strip_chars().str.to_lowercase()
+            return (
+                pl.select(
+                    pl.when(lowered.is_in(_TRUE)).then(True).when(lowered.is_in(_FALSE)).then(False).otherwise(None)
+                )
+                .to_series()
+                .rename(values.name)
+            )
+        if found.is_integer():
+            return pl.select(pl.when(values == 1).then(True).when(values == 0).then(False)).to_series().rename(
+                values.name
+            )
+    raise BadFileError(str(path), f"wrong type: expected {target}, found {found}", column.name)
+
+
+def _check_columns(path: Path, source: Source, present: set[str]) -> None:
+    for column in source.columns:
+        if column.name not in present:
+            unknown = sorted(present - set(source.names))
+            hint = f"; unexpected columns present: {', '.join(unknown)}" if unknown else ""
+            raise BadFileError(str(path), f"missing column (renamed or absent){hint}", column.name)
+
+
+def probe_source(raw_dir: Path, source: Source) -> Path:
+    """Cheap up-front check (file present, non-empty, readable header, contract columns) so a bad
+    file fails before any source is validated. Damage deeper in a file is caught by ``read_source``."""
+    path = find_source_file(raw_dir, source)
+    if not path.is_file():
+        raise BadFileError(str(path), "not a regular file")
+    if path.stat().st_size == 0:
+        raise BadFileError(str(path), "empty file (0 bytes)")
+    try:
+        if path.suffix == ".csv":
+            names = pl.read_csv(path, n_rows=0, infer_schema=False).columns
+        else:
+            names = list(pl.read_parquet_schema(path))
+    except Exception as exc:  # any reader failure means the file cannot be used
+        kind = "CSV" if path.suffix == ".csv" else "parquet"
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BadFileError(str(path), f"truncated or corrupt {kind} file ({detail})") from None
+    _check_columns(path, source, set(names))
+    return path
+
+
+def read_source(raw_dir: Path, source: Source) -> SourceFrame:
+    """Read, check the columns, and type a source. Raises BadFileError for whole-file problems."""
+    path = find_source_file(raw_dir, source)
+    frame = _read_frame(path)
+    if frame.height == 0:
+        raise BadFileError(str(path), "empty file (no rows)")
+    _check_columns(path, source, set(frame.columns))
+    raw = frame.select(source.names)
+    typed_columns = []
+    for column in source.columns:
+        values = raw[column.name]
+        typed = _to_contract_type(values, column, path)
+        present_in = values.is_not_null().sum()
+        if present_in > 0 and typed.is_not_null().sum() == 0:
+            example = values.drop_nulls().head(1).cast(pl.String).to_list()[0]
+            raise BadFileError(
+                str(path),
+                f"wrong type throughout the column: expected {column.dtype}, no value parses (e.g. {example!r})",
+                column.name,
+            )
+        typed_columns.append(typed)
+    return SourceFrame(source, path, raw, pl.DataFrame(typed_columns))
