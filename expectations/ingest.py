@@ -268,9 +268,7 @@ def table_checks(result: SourceResult, settings: Settings, previous: dict | None
     if result.source.name == "hospital_spells":
         valid = result.canonical.with_row_index("row_index").join(result.bad_rows, on="row_index", how="anti")
         share = valid["admission_method"].is_in(list(EMERGENCY_ADMISSION_METHODS)).mean() if valid.height else 0.0
-        # Settings give one range: outside it warns; failing needs a share half-way further towards the
-        # impossible extremes (0 or 1), which means a broken admission_method column, not a busy winter.
-        fail_low, fail_high = cfg.emergency_share_min / 2, (1 + cfg.emergency_share_max) / 2
+        fail_low, fail_high = cfg.emergency_share_fail_min, cfg.emergency_share_fail_max
         level = (
             "fail" if not fail_low <= share <= fail_high
             else "warn" if not cfg.emergency_share_min <= share <= cfg.emergency_share_max

@@ -31,8 +31,12 @@ class IngestSettings(BaseModel):
     row_count_change_fail: float = 0.50
     null_rate_warn: float = 0.01
     null_rate_fail: float = 0.20
+    #: Share of spells that are emergency admissions: outside the warn range is unusual,
+    #: outside the fail range means a broken admission_method column.
     emergency_share_min: float = 0.20
     emergency_share_max: float = 0.80
+    emergency_share_fail_min: float = 0.05
+    emergency_share_fail_max: float = 0.95
     #: Dates before this are impossible in a delivery (they are placeholder dates such as 1801-01-01).
     earliest_valid_date: date = date(1900, 1, 1)
     max_age_years: int = 115

@@ -29,10 +29,13 @@ def test_row_count_change_warns_between_thresholds(delivery: Path, settings, tmp
 def test_emergency_share_warns_outside_range_and_fails_far_outside(delivery: Path, tmp_path: Path) -> None:
     # Valid spells: S1 (21), S2 (11), S7 (22) -> emergency share 2/3.
     warn = Settings(home=tmp_path / "h1", pseudo_key="k", ingest=IngestSettings(emergency_share_max=0.6))
-    summary = ingest_delivery(delivery, tmp_path / "o1", warn, build_docs=False)  # fail only above (1+0.6)/2=0.8
+    summary = ingest_delivery(delivery, tmp_path / "o1", warn, build_docs=False)  # 2/3 > 0.6, below fail max 0.95
     assert _table(summary, "hospital_spells", "emergency_admission_share")["level"] == "warn"
-    fail = Settings(home=tmp_path / "h2", pseudo_key="k", ingest=IngestSettings(emergency_share_max=0.2))
-    with pytest.raises(UpstreamError, match="emergency_admission_share"):  # 2/3 > (1+0.2)/2 = 0.6
+    fail = Settings(
+        home=tmp_path / "h2", pseudo_key="k",
+        ingest=IngestSettings(emergency_share_max=0.2, emergency_share_fail_max=0.6),
+    )
+    with pytest.raises(UpstreamError, match="emergency_admission_share"):  # 2/3 > fail max 0.6
         ingest_delivery(delivery, tmp_path / "o2", fail, build_docs=False)
     assert not (tmp_path / "o2").exists()
 
