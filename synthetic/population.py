@@ -1,0 +1,248 @@
+"""The resident population: households, ages, places, practices, registrations, NHS numbers.
+
+Built up front for the whole population as flat numpy arrays (a few hundred MB at 1.9M), because
+households, LSOAs and practices tie people together; the event simulation then runs chunk by chunk.
+Dates are integer days since 1970-01-01 throughout, converted to dates only when files are written.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from expectations.contract import ETHNIC_CATEGORIES
+from features.codelists import CODELIST_DIR
+
+EPOCH = date(1970, 1, 1)
+LOCALITIES = ("North", "South", "East", "West")
+MEDWAY_LAD = "E06000035"
+KENT_LADS = tuple(f"E07000{n}" for n in range(105, 117))
+PEOPLE_PER_LSOA = 1700
+PEOPLE_PER_PRACTICE = 6000
+
+# Household types: (share of households). Ages are at the extract date.
+_HH_TYPES = ("older_single", "older_couple", "adult_single", "adult_couple", "family", "shared")
+_HH_SHARES = np.array([0.145, 0.10, 0.160, 0.180, 0.310, 0.105])
+# 65+ age bands (England-like shape) and their weights.
+_OLD_BANDS = np.array([65, 70, 75, 80, 85, 90])
+_OLD_WEIGHTS = np.array([0.27, 0.26, 0.20, 0.13, 0.09, 0.05])
+_OLD_WIDTH = np.array([5, 5, 5, 5, 5, 11])
+# Ethnic category shares (Medway-like, 2021 census shape); older households are mostly White British.
+_ETHNIC_P = {
+    "A": 0.78, "B": 0.006, "C": 0.045, "D": 0.006, "E": 0.003, "F": 0.004, "G": 0.006, "H": 0.022,
+    "J": 0.006, "K": 0.004, "L": 0.009, "M": 0.035, "N": 0.012, "P": 0.003, "R": 0.003, "S": 0.012,
+    "Z": 0.02, "99": 0.014,
+}
+
+
+def to_days(d: date) -> int:
+    return (d - EPOCH).days
+
+
+@dataclass
+class Population:
+    """One entry per resident, ordered by household."""
+
+    nhs: np.ndarray  # str
+    dob: np.ndarray  # int days
+    sex: np.ndarray  # str '1','2','9'
+    ethnic: np.ndarray  # str
+    lsoa: np.ndarray  # str
+    imd: np.ndarray  # int 1-10
+    uprn: np.ndarray  # str
+    household: np.ndarray  # int, global household id, non-decreasing
+    practice: np.ndarray  # str
+    locality: np.ndarray  # str
+    reg: np.ndarray  # int days
+    spare_nhs: np.ndarray  # valid NHS numbers not given to anyone (for defects)
+
+    def __len__(self) -> int:
+        return len(self.nhs)
+
+
+def _lsoa_pool() -> tuple[list[str], list[str], dict[str, int]]:
+    """Kent & Medway LSOAs with IMD 2019 deciles, read from the shipped IMD file."""
+    medway: list[str] = []
+    kent: list[str] = []
+    deciles: dict[str, int] = {}
+    with gzip.open(CODELIST_DIR / "imd2019_lsoa11_deciles.csv.gz", "rt", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        for row in reader:
+            if row[2] == MEDWAY_LAD:
+                medway.append(row[0])
+            elif row[2] in KENT_LADS:
+                kent.append(row[0])
+            else:
+                continue
+            deciles[row[0]] = int(row[5])
+    return sorted(medway), sorted(kent), deciles
+
+
+def nhs_numbers(count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` distinct valid NHS numbers (Modulus 11), in a shuffled but reproducible order."""
+    need = int(count * 1.12) + 64
+    offset = int(rng.integers(0, 10_000_000))
+    base = (400_000_000 + (np.arange(need, dtype=np.int64) * 7919 + offset) % 290_000_000).astype(np.int64)
+    digits = np.stack([(base // 10 ** (8 - i)) % 10 for i in range(9)], axis=1)
+    total = (digits * np.arange(10, 1, -1)).sum(axis=1)
+    check = 11 - total % 11
+    check = np.where(check == 11, 0, check)
+    ok = check != 10
+    numbers = base[ok] * 10 + check[ok]
+    if len(numbers) < count:
+        raise ValueError("not enough NHS numbers")
+    return np.array([str(n) for n in numbers[:count]], dtype=object)
+
+
+def _old_ages(rng: np.random.Generator, n: int) -> np.ndarray:
+    band = rng.choice(len(_OLD_BANDS), n, p=_OLD_WEIGHTS)
+    return _OLD_BANDS[band] + rng.random(n) * _OLD_WIDTH[band]
+
+
+def build_population(residents: int, seed: int, end_date: date, window_start: int) -> Population:
+    """Households first, then people in them, then places, practices and registrations."""
+    rng = np.random.default_rng([seed, 0])
+    ages: list[np.ndarray] = []
+    sexes: list[np.ndarray] = []
+    hh_of: list[np.ndarray] = []
+    h = 0
+    total = 0
+    while total < residents:
+        batch = max(64, int((residents - total) / 2.3) + 16)
+        types = rng.choice(len(_HH_TYPES), batch, p=_HH_SHARES)
+        for t in types:
+            if total >= residents:
+                break
+            if t == 0:
+                a = _old_ages(rng, 1)
+                s = np.array(["2" if rng.random() < 0.64 else "1"])
+            elif t == 1:
+                a0 = min(_old_ages(rng, 1)[0], 96.0)
+                a = np.array([a0 + rng.normal(2, 3), a0])
+                a = np.clip(a, 65, 101)
+                s = np.array(["1", "2"])
+            elif t == 2:
+                a = 18 + rng.random(1) * 47
+                s = np.array(["1" if rng.random() < 0.52 else "2"])
+            elif t == 3:
+                a0 = 20 + rng.random() * 44
+                a = np.clip(np.array([a0 + rng.normal(2, 3), a0]), 18, 64.9)
+                s = np.array(["1", "2"])
+            elif t == 4:
+                kids = rng.choice([1, 2, 3], p=[0.42, 0.42, 0.16])
+                a0 = 24 + rng.random() * 28
+                two = rng.random() < 0.78
+                adults = [a0 + rng.normal(2, 3), a0] if two else [a0]
+                kid_ages = np.minimum(rng.random(kids) * 18, a0 - 18)
+                a = np.concatenate([np.array(adults), kid_ages])
+                s = np.array((["1", "2"] if two else ["2" if rng.random() < 0.85 else "1"])
+                             + ["1" if rng.random() < 0.51 else "2" for _ in range(kids)])
+            else:
+                size = rng.choice([2, 3, 4], p=[0.4, 0.4, 0.2])
+                a = 18 + rng.random(size) * 40
+                if rng.random() < 0.4:
+                    a[0] = _old_ages(rng, 1)[0]
+                s = np.array(["1" if rng.random() < 0.5 else "2" for _ in range(size)])
+            a = a[: residents - total]
+            s = s[: len(a)]
+            ages.append(a)
+            sexes.append(s)
+            hh_of.append(np.full(len(a), h))
+            h += 1
+            total += len(a)
+    age = np.concatenate(ages)
+    sex = np.concatenate(sexes).astype(object)
+    household = np.concatenate(hh_of)
+    n_hh = h
+    n = len(age)
+    sex[rng.random(n) < 0.001] = "9"
+    end = to_days(end_date)
+    dob = (end - np.floor(age * 365.25)).astype(np.int64)
+    # Babies are born at least 8 days before the extract, so their registration is never in the future.
+    dob = np.minimum(dob, end - 8)
+
+    # Places: LSOAs (Medway first, then Kent), four localities, practices within localities.
+    medway, kent, deciles = _lsoa_pool()
+    # a multiple of four, so the four localities get the same number of LSOAs
+    n_lsoa = int(min(4 * max(1, round(residents / PEOPLE_PER_LSOA / 4)), len(medway) + len(kent)))
+    if n_lsoa <= len(medway):
+        chosen = sorted(rng.choice(medway, n_lsoa, replace=False).tolist())
+    else:
+        chosen = sorted(medway + rng.choice(kent, n_lsoa - len(medway), replace=False).tolist())
+    hh_lsoa = rng.integers(0, n_lsoa, n_hh)
+    lsoa_locality = (np.arange(n_lsoa) * len(LOCALITIES)) // n_lsoa
+    loc_people = np.bincount(lsoa_locality[hh_lsoa[household]], minlength=len(LOCALITIES))
+    practice_codes: list[str] = []
+    lsoa_practices: list[list[int]] = [[] for _ in range(n_lsoa)]
+    numbers = sorted(rng.choice(np.arange(1, 999), min(998, max(4, residents // 2000)), replace=False).tolist())
+    k = 0
+    for loc in range(len(LOCALITIES)):
+        loc_lsoas = np.flatnonzero(lsoa_locality == loc)
+        n_pr = int(max(1, round(loc_people[loc] / PEOPLE_PER_PRACTICE)))
+        first = len(practice_codes)
+        for _ in range(n_pr):
+            num = numbers[k % len(numbers)]
+            practice_codes.append(f"G8{2 + k // len(numbers)}{num:03d}")
+            k += 1
+        for j, lsoa_idx in enumerate(loc_lsoas):
+            lsoa_practices[lsoa_idx] = list(range(first, first + n_pr))
+            # main practice first
+            main = first + (j % n_pr)
+            lsoa_practices[lsoa_idx].remove(main)
+            lsoa_practices[lsoa_idx].insert(0, main)
+    hh_practice = np.empty(n_hh, dtype=np.int64)
+    switch = rng.random(n_hh) < 0.15
+    for i in range(n_hh):
+        options = lsoa_practices[hh_lsoa[i]]
+        hh_practice[i] = options[0] if not switch[i] or len(options) == 1 else options[rng.integers(1, len(options))]
+
+    lsoa_arr = np.array(chosen, dtype=object)
+    p_lsoa = lsoa_arr[hh_lsoa[household]]
+    imd = np.array([deciles[x] for x in chosen], dtype=np.int64)[hh_lsoa[household]]
+    practice = np.array(practice_codes, dtype=object)[hh_practice[household]]
+    locality = np.array(LOCALITIES, dtype=object)[lsoa_locality[hh_lsoa[household]]]
+
+    # Ethnicity mostly shared within a household; older households are more often White British.
+    cats = list(_ETHNIC_P)
+    probs = np.array(list(_ETHNIC_P.values()))
+    probs = probs / probs.sum()
+    hh_eth = rng.choice(len(cats), n_hh, p=probs)
+    hh_old = np.zeros(n_hh, dtype=bool)
+    hh_old[household[age >= 65]] = True
+    hh_eth = np.where(hh_old & (rng.random(n_hh) < 0.6), 0, hh_eth)
+    person_eth = np.where(rng.random(n) < 0.05, rng.choice(len(cats), n, p=probs), hh_eth[household])
+    ethnic = np.array(cats, dtype=object)[person_eth]
+    assert set(ethnic.tolist()) <= set(ETHNIC_CATEGORIES)
+
+    uprn_base = 100_000_000_000 + int(rng.integers(0, 1_000_000)) * 1000
+    uprn = np.array([str(uprn_base + int(x) * 7) for x in range(n_hh)], dtype=object)[household]
+
+    # Registration: most long before the window; 5% of households move in during it (on a Monday);
+    # babies register on the Monday after birth.
+    grid_start = grid_start_day(window_start)
+    n_weeks = (end - grid_start) // 7
+    mover = rng.random(n_hh) < 0.05
+    move_day = grid_start + 7 * rng.integers(1, max(2, n_weeks - 1), n_hh)
+    earliest = np.maximum(dob, end - 40 * 365)
+    before = earliest + (rng.random(n) * np.maximum(window_start - earliest, 1)).astype(np.int64)
+    monday_after_birth = dob + (7 - (dob + 3) % 7)
+    reg = np.where(dob >= window_start - 7, monday_after_birth, before)
+    reg = np.where(mover[household], np.maximum(move_day[household], np.where(dob >= move_day[household] - 7,
+                                                                           monday_after_birth, 0)), reg)
+    reg = np.maximum(reg, dob)
+
+    pool = nhs_numbers(n + n // 4 + 6000, rng)
+    return Population(
+        nhs=pool[:n], dob=dob, sex=sex, ethnic=ethnic, lsoa=p_lsoa, imd=imd, uprn=uprn, household=household,
+        practice=practice, locality=locality, reg=reg.astype(np.int64), spare_nhs=pool[n:],
+    )
+
+
+def grid_start_day(window_start: int) -> int:
+    """First Monday on or after the window start: simulation steps are Monday-aligned weeks."""
+    return window_start + (7 - (window_start + 3) % 7) % 7

@@ -1,0 +1,300 @@
+"""The latent health model: one weekly step, used both to generate the data and to compute the truth.
+
+Why one function for both: the true 12-month probability of an outcome given a person's latent state at T
+is defined by the same dynamics that write the data. ``advance`` is that single definition. The generator
+calls it once per week with recording on; the truth calculation copies the state at T, replicates it
+K times (households kept together, so bereavement stays coupled) and runs it forward 53 steps.
+
+Truth estimator: see ``truth_probabilities`` (conditional Monte Carlo: unbiased, bounded, low variance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from synthetic.worlds import World
+
+WEEK_YEARS = 7 / 365
+LTS_NONE, LTS_COMMUNITY, LTS_RESIDENTIAL, LTS_NURSING = 0, 1, 2, 3
+REABLEMENT_WEEKS = 6
+TRUTH_STEPS = 53  # 52 weeks + the 365th day (a 1-day step)
+
+
+def expit(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def step_prob(log_rate: np.ndarray, frac: float) -> np.ndarray:
+    """Probability of at least one event in a step from an annual log-rate."""
+    return -np.expm1(-np.exp(log_rate) * WEEK_YEARS * frac)
+
+
+@dataclass
+class Static:
+    """Per-person values that do not change over the simulation."""
+
+    age0: np.ndarray  # age in years at the grid start (negative before birth)
+    dep: np.ndarray  # deprivation 0 (decile 10) .. 1 (decile 1)
+    u: np.ndarray  # service-use propensity
+    hh: np.ndarray  # local household index
+    n_hh: int
+    reg_step: np.ndarray  # first step at which the person is registered
+
+    def tile(self, k: int) -> Static:
+        n = len(self.age0)
+        return Static(
+            age0=np.tile(self.age0, k), dep=np.tile(self.dep, k), u=np.tile(self.u, k),
+            hh=(np.tile(self.hh, k) + np.repeat(np.arange(k) * self.n_hh, n)), n_hh=self.n_hh * k,
+            reg_step=np.tile(self.reg_step, k),
+        )
+
+
+@dataclass
+class State:
+    """Latent state at the start of a week."""
+
+    f: np.ndarray
+    dem: np.ndarray
+    alive: np.ndarray
+    lts: np.ndarray  # LTS_* code
+    reab_end: np.ndarray  # step at which the current reablement episode ends, -1 if none
+    fall_mem: np.ndarray
+    adm_mem: np.ndarray
+    ber_mem: np.ndarray
+
+    def copy(self) -> State:
+        return State(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
+
+    def tile(self, k: int) -> State:
+        return State(**{f.name: np.tile(getattr(self, f.name), k) for f in fields(self)})
+
+
+def subset(st: State, sx: Static, idx: np.ndarray) -> tuple[State, Static]:
+    """The people ``idx`` (whole households only), with households renumbered 0..H-1."""
+    uniq, hh = np.unique(sx.hh[idx], return_inverse=True)
+    return (State(**{f.name: getattr(st, f.name)[idx] for f in fields(st)}),
+            Static(age0=sx.age0[idx], dep=sx.dep[idx], u=sx.u[idx], hh=hh.astype(np.int64), n_hh=len(uniq),
+                   reg_step=sx.reg_step[idx]))
+
+
+@dataclass
+class Step:
+    """What happened in one week (all boolean masks are for active people only)."""
+
+    active: np.ndarray
+    alone: np.ndarray
+    fall: np.ndarray
+    fall_admit: np.ndarray
+    ea: np.ndarray
+    death: np.ndarray
+    request: np.ndarray
+    req_outcome: np.ndarray  # 0 none, 1 telecare/equipment, 2 reablement, 3 long-term support
+    reab_done: np.ndarray
+    reab_to_lts: np.ndarray
+    carehome_from_ea: np.ndarray
+    reab_from_ea: np.ndarray
+    new_lts: np.ndarray  # LTS_* type of a new long-term service (0 if none)
+    escalate: np.ndarray  # community -> care home type (0 if none)
+    dem_onset: np.ndarray
+    bereaved: np.ndarray
+    elective: np.ndarray
+    ae_only: np.ndarray
+    gp_contacts: np.ndarray
+    p_ea: np.ndarray
+    p_ce: np.ndarray
+    p_ce_not_via_ea: np.ndarray
+    p_death: np.ndarray
+
+
+def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, frac: float = 1.0,
+            record: bool = True, burn_in: bool = False, suppress: str | None = None) -> Step:
+    """Move the state on one week (in place) and return what happened.
+
+    ``burn_in`` (weeks before the data window) only lets recent falls and admissions accumulate, so the
+    window starts with people's recent history already in their state; nobody dies or changes service.
+    """
+    n = len(st.f)
+    age = sx.age0 + s * WEEK_YEARS
+    age_s = np.maximum(age - 50.0, 0.0) / 10.0
+    active = st.alive & (s >= sx.reg_step)
+    adult = age >= 18
+    old = age >= 65
+    community = st.alive & (st.lts < LTS_RESIDENTIAL)
+    living_here = np.bincount(sx.hh, weights=community, minlength=sx.n_hh)[sx.hh]
+    alone = adult & community & (living_here == 1)
+    f, dep, dem = st.f, sx.dep, st.dem
+    demf = dem.astype(float)
+    alonef = alone.astype(float)
+
+    p_fall = step_prob(w.fall_base + w.fall_f * f + w.fall_age * age_s + w.fall_dem * demf + w.fall_dep * dep
+                       + w.fall_mem * st.fall_mem, frac)
+    q_admit = expit(w.fall_admit_base + w.fall_admit_f * f + w.fall_admit_age * age_s)
+    p_ea_other = step_prob(
+        w.ea_base + w.ea_f * f + w.ea_age * age_s + w.ea_dep * dep + w.ea_fall * st.fall_mem
+        + w.ea_adm * st.adm_mem + w.ea_ber * st.ber_mem + w.ea_alone * alonef + w.ea_dem * demf + w.ea_u * sx.u,
+        frac)
+    p_ea = 1 - (1 - p_fall * q_admit) * (1 - p_ea_other)
+    p_death = step_prob(w.death_base + w.death_f * f + w.death_age * age_s + w.death_dep * dep
+                        + w.death_adm * st.adm_mem + w.death_dem * demf, frac)
+    in_none = (st.lts == LTS_NONE) & (st.reab_end < 0)
+    p_req = in_none * adult * step_prob(
+        w.req_base + w.req_f * f + w.req_age * age_s + w.req_alone * alonef + w.req_fall * st.fall_mem
+        + w.req_adm * st.adm_mem + w.req_ber * st.ber_mem + w.req_dem * demf + w.req_dep * dep, frac)
+    p_direct = np.clip(w.lts_direct_base + w.lts_direct_f * f + w.lts_direct_alone * alonef, 0, 0.5)
+    reab_ending = st.reab_end == s
+    p_reab_lts = reab_ending * np.clip(w.reab_to_lts_base + w.reab_to_lts_f * f, 0, 0.8)
+    no_lts = st.lts == LTS_NONE
+    p_carehome = old * no_lts * expit(w.carehome_from_ea_base + w.carehome_from_ea_f * f
+                                      + w.carehome_from_ea_dem * demf + w.carehome_from_ea_alone * alonef)
+    p_ce_not_via_ea = np.where(active, 1 - (1 - p_req * p_direct) * (1 - p_reab_lts), 0.0)
+    p_ce = np.where(active, 1 - (1 - p_ce_not_via_ea) * (1 - p_ea * p_carehome), 0.0)
+
+    r = rng.random((10, n))
+    # ``suppress`` draws the week *conditional on* the named outcome not happening (see truth_probabilities).
+    no_ea = suppress in ("ea", "crisis")
+    no_ce = suppress in ("ce", "crisis")
+    p_home_fall = p_fall * (1 - q_admit) / (1 - p_fall * q_admit)  # P(fall, not admitted | no admission)
+    if no_ea:
+        fall = active & (r[0] < p_home_fall)
+        fall_admit = np.zeros(n, dtype=bool)
+        ea = fall_admit
+    else:
+        fall = active & (r[0] < p_fall)
+        fall_admit = fall & (r[1] < q_admit)
+        ea = (fall_admit | (r[2] < p_ea_other)) & active
+    if no_ce and not no_ea:
+        # condition on "no care-home move from hospital": thin admissions, redraw falls for the thinned
+        keep = (1 - p_carehome) / (1 - p_ea * p_carehome)
+        thinned = ea & (r[9] >= keep)
+        ea = ea & ~thinned
+        fall_admit = fall_admit & ~thinned
+        fall = np.where(thinned, rng.random(n) < p_home_fall, fall)
+    death = active & (r[3] < p_death) & (suppress != "crisis")
+    if no_ce:
+        request = active & (r[4] < p_req * (1 - p_direct) / (1 - p_req * p_direct))
+        u_out = p_direct + r[5] * (1 - p_direct)
+    else:
+        request = active & (r[4] < p_req)
+        u_out = r[5]
+    cut_reab = p_direct + w.reablement_share
+    req_outcome = np.where(u_out < p_direct, 3, np.where(u_out < cut_reab, 2,
+                                                         np.where(u_out < cut_reab + w.telecare_share, 1, 0)))
+    req_outcome = np.where(request, req_outcome, 0)
+    reab_done = active & reab_ending
+    reab_to_lts = reab_done & (r[6] < p_reab_lts) & (not no_ce)
+    carehome_from_ea = ea & (r[7] < p_carehome) & (not no_ce)
+    reab_from_ea = ea & old & no_lts & ~carehome_from_ea & (st.reab_end < 0) & (r[8] < w.reab_from_ea)
+
+    # Types of new long-term services; a care-home move from hospital takes precedence.
+    r2 = rng.random((6 if record else 4, n))
+    carehome_type = np.where(r2[0] < 0.35 + 0.8 * np.maximum(f - 0.25, 0), LTS_NURSING, LTS_RESIDENTIAL)
+    direct_type = np.where((dem | (f > 0.3)) & (r2[1] < 0.5), carehome_type, LTS_COMMUNITY)
+    new_lts = np.where(carehome_from_ea, carehome_type,
+                       np.where(request & (req_outcome == 3), direct_type,
+                                np.where(reab_to_lts, LTS_COMMUNITY, LTS_NONE)))
+    p_escalate = (st.lts == LTS_COMMUNITY) * step_prob(w.escalate_base + w.escalate_f * f + w.escalate_dem * demf,
+                                                       frac)
+    escalate = np.where(active & (r2[2] < p_escalate) & (new_lts == LTS_NONE), carehome_type, 0)
+    p_dem = step_prob(w.dem_base + w.dem_age * age_s + w.dem_f * f, frac)
+    dem_onset = active & ~dem & (r2[3] < p_dem)
+    if record:
+        el = active & (r2[4] < step_prob(w.el_base + w.el_age * age_s + w.el_f * f, frac))
+        ae_only = active & (r2[5] < step_prob(w.ae_base + w.ae_f * f + w.ae_dep * dep + w.ae_u * sx.u
+                                              + w.ae_age * age_s, frac))
+        gp_rate = np.exp(w.gp_base + w.gp_f * f + w.gp_u * sx.u + w.gp_age * age_s) * WEEK_YEARS * frac
+        gp_contacts = np.where(active, rng.poisson(gp_rate), 0)
+    else:
+        el = ae_only = np.zeros(n, dtype=bool)
+        gp_contacts = np.zeros(n, dtype=np.int64)
+
+    # --- update the state ---------------------------------------------------------------------------
+    decay = 0.5 ** (frac / w.memory_half_life_weeks)
+    if burn_in:
+        st.fall_mem = st.fall_mem * decay + fall
+        st.adm_mem = st.adm_mem * decay + ea
+        return Step(active=active, alone=alone, fall=fall, fall_admit=fall_admit, ea=ea, death=death & False,
+                    request=request & False, req_outcome=req_outcome * 0, reab_done=reab_done & False,
+                    reab_to_lts=reab_to_lts & False, carehome_from_ea=carehome_from_ea & False,
+                    reab_from_ea=reab_from_ea & False, new_lts=new_lts * 0, escalate=escalate * 0,
+                    dem_onset=dem_onset & False, bereaved=np.zeros(n, dtype=bool), elective=el, ae_only=ae_only,
+                    gp_contacts=gp_contacts, p_ea=p_ea, p_ce=p_ce, p_ce_not_via_ea=p_ce_not_via_ea,
+                    p_death=p_death)
+    died_here = np.bincount(sx.hh, weights=death, minlength=sx.n_hh)[sx.hh]
+    bereaved = active & ~death & ((died_here - death) > 0)
+    st.fall_mem = st.fall_mem * decay + fall
+    st.adm_mem = st.adm_mem * decay + ea
+    st.ber_mem = st.ber_mem * decay + bereaved
+    growth = (w.frailty_drift + w.frailty_growth * f * (1 + w.frailty_dep * dep)) * WEEK_YEARS * frac
+    st.f = np.clip(f + active * growth + w.fall_jump * fall + w.adm_jump * ea + w.ber_jump * bereaved, 0, 0.95)
+    st.dem = dem | dem_onset
+    st.lts = np.where(new_lts > 0, new_lts, np.where(escalate > 0, escalate, st.lts)).astype(np.int8)
+    new_reab = (request & (req_outcome == 2)) | reab_from_ea
+    st.reab_end = np.where(reab_done | (new_lts > 0), -1, st.reab_end)
+    st.reab_end = np.where(new_reab & (new_lts == 0), s + REABLEMENT_WEEKS, st.reab_end).astype(np.int32)
+    st.alive = st.alive & ~death
+    return Step(
+        active=active, alone=alone, fall=fall, fall_admit=fall_admit, ea=ea, death=death, request=request,
+        req_outcome=req_outcome, reab_done=reab_done, reab_to_lts=reab_to_lts, carehome_from_ea=carehome_from_ea,
+        reab_from_ea=reab_from_ea & (new_lts == 0), new_lts=new_lts, escalate=escalate, dem_onset=dem_onset,
+        bereaved=bereaved, elective=el, ae_only=ae_only, gp_contacts=gp_contacts, p_ea=np.where(active, p_ea, 0.0),
+        p_ce=p_ce, p_ce_not_via_ea=p_ce_not_via_ea, p_death=np.where(active, p_death, 0.0),
+    )
+
+
+#: Replicate futures per outcome. Care escalation gets more: its main route (request -> reablement ->
+#: long-term support) is a two-stage path that the conditional estimator only partly averages out.
+TRUTH_REPLICATES = {"ea": 4, "ce": 12, "crisis": 4}
+#: For households of young, well people with no recent shocks, whose futures barely vary.
+QUIET_REPLICATES = {"ea": 1, "ce": 2, "crisis": 1}
+
+
+def truth_by_household(st: State, sx: Static, s0: int, rng: np.random.Generator,
+                       w: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``truth_probabilities`` with fewer replicates for quiet households (same expectation, less work)."""
+    age = sx.age0 + s0 * WEEK_YEARS
+    busy_person = ((age >= 50) | (st.f > 0.06) | (st.lts > 0) | (st.reab_end >= 0) | st.dem
+                   | (st.fall_mem + st.adm_mem + st.ber_mem > 0.05))
+    busy = np.bincount(sx.hh, weights=busy_person, minlength=sx.n_hh)[sx.hh] > 0
+    out = [np.zeros(len(st.f)) for _ in range(3)]
+    for mask, reps in ((busy, TRUTH_REPLICATES), (~busy, QUIET_REPLICATES)):
+        idx = np.flatnonzero(mask)
+        if len(idx) == 0:
+            continue
+        sub_st, sub_sx = subset(st, sx, idx)
+        for k, p in enumerate(truth_probabilities(sub_st, sub_sx, s0, rng, w, reps)):
+            out[k][idx] = p
+    return out[0], out[1], out[2]
+
+
+def truth_probabilities(st: State, sx: Static, s0: int, rng: np.random.Generator, w: World,
+                        replicates: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True P(emergency admission), P(care escalation), P(crisis) in [T, T + 365 days) from the state at T.
+
+    For each outcome, K replicate futures are drawn *conditional on that outcome not happening yet*
+    (``suppress``), and each contributes 1 - prod_t (1 - h_t), h_t being the outcome's probability in week t
+    given that future. Because the probability of a path with no outcome factorises into
+    prod_t (1 - h_t) x P(the rest of the week | no outcome), this is exactly P(outcome) in expectation,
+    always inside [0, 1], and its only noise comes from the other shocks (falls at home, bereavement,
+    dementia onset, frailty steps). ``st`` is the state at the start of step ``s0`` (= T); it is not modified.
+    """
+    n = len(st.f)
+    out = []
+    for outcome in ("ea", "ce", "crisis"):
+        k_reps = (replicates or TRUTH_REPLICATES)[outcome]
+        rs = st.tile(k_reps)
+        rx = sx.tile(k_reps)
+        log_none = np.zeros(n * k_reps)
+        for k in range(TRUTH_STEPS):
+            frac = 1.0 if k < TRUTH_STEPS - 1 else 1 / 7
+            d = advance(rs, rx, s0 + k, rng, w, frac=frac, record=False, suppress=outcome)
+            if outcome == "ea":
+                h = d.p_ea
+            elif outcome == "ce":
+                h = d.p_ce
+            else:  # a care-home move from hospital is itself an emergency admission
+                h = 1 - (1 - d.p_ea) * (1 - d.p_ce_not_via_ea) * (1 - d.p_death)
+            log_none += np.log1p(-np.minimum(h, 1 - 1e-12))
+        out.append((-np.expm1(log_none)).reshape(k_reps, n).mean(axis=0))
+    return out[0], out[1], out[2]

@@ -1,0 +1,137 @@
+"""Ground-truth worlds: every parameter of the latent health model, declared in one dataclass per world.
+
+Why a dataclass per world: the models engineer must be able to show the pipeline *learns* the risk drivers
+rather than having them hard-wired. ``alt`` changes which drivers dominate (isolation, bereavement and
+deprivation up; frailty and falls down) while keeping the data shapes identical.
+
+Rates are annual, on the log scale (log-hazard = intercept + sum of coefficient x driver). Drivers:
+``f`` latent frailty (about an eFI, 0-1), ``age_s`` = max(age - 50, 0) / 10, ``dep`` deprivation
+(0 = IMD decile 10, 1 = decile 1), ``fall_mem``/``adm_mem``/``ber_mem`` decaying counts of recent falls,
+emergency admissions and bereavements, ``alone`` living alone (adults), ``dem`` dementia, ``u`` a person
+frailty-independent propensity for using services (partly visible through GP and A&E contact rates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class World:
+    name: str
+    # --- frailty: baseline and progression -------------------------------------------------------
+    frailty_noise_sd: float = 0.45  # log-normal spread of baseline frailty at a given age
+    frailty_dep: float = 0.35  # deprivation multiplies baseline frailty by exp(frailty_dep * dep)
+    frailty_drift: float = 0.001  # absolute per year
+    frailty_growth: float = 0.04  # proportional per year, times (1 + frailty_dep * dep)
+    fall_jump: float = 0.012
+    adm_jump: float = 0.015
+    ber_jump: float = 0.01
+    memory_half_life_weeks: float = 26.0
+    u_sd: float = 0.4
+    # --- falls -----------------------------------------------------------------------------------
+    fall_base: float = -3.6
+    fall_f: float = 7.0
+    fall_age: float = 0.30
+    fall_dem: float = 0.6
+    fall_dep: float = 0.2
+    fall_mem: float = 0.5
+    fall_admit_base: float = -2.4  # logit of P(admitted | fall)
+    fall_admit_f: float = 5.0
+    fall_admit_age: float = 0.25
+    # --- emergency admission (not fall-related) ---------------------------------------------------
+    ea_base: float = -3.3
+    ea_f: float = 6.0
+    ea_age: float = 0.20
+    ea_dep: float = 0.55
+    ea_fall: float = 0.6
+    ea_adm: float = 0.7
+    ea_ber: float = 0.7
+    ea_alone: float = 0.35
+    ea_dem: float = 0.3
+    ea_u: float = 0.8
+    # --- elective admissions and non-admitted A&E --------------------------------------------------
+    el_base: float = -3.6
+    el_age: float = 0.25
+    el_f: float = 2.0
+    ae_base: float = -1.9
+    ae_f: float = 3.0
+    ae_dep: float = 0.4
+    ae_u: float = 1.2
+    ae_age: float = 0.05
+    gp_base: float = 1.0
+    gp_f: float = 5.0
+    gp_u: float = 1.0
+    gp_age: float = 0.1
+    # --- death ------------------------------------------------------------------------------------
+    death_base: float = -8.1
+    death_f: float = 9.0
+    death_age: float = 0.75
+    death_dep: float = 0.3
+    death_adm: float = 0.4
+    death_dem: float = 0.5
+    # --- dementia onset ---------------------------------------------------------------------------
+    dem_base: float = -8.6
+    dem_age: float = 1.1
+    dem_f: float = 3.0
+    dem_diagnosed: float = 0.65
+    # --- social care (CLD pathway) ----------------------------------------------------------------
+    req_base: float = -5.6
+    req_f: float = 8.0
+    req_age: float = 0.25
+    req_alone: float = 0.8
+    req_fall: float = 0.6
+    req_adm: float = 0.6
+    req_ber: float = 0.5
+    req_dem: float = 0.9
+    req_dep: float = 0.2
+    lts_direct_base: float = 0.04  # P(request -> long-term support) = base + slope * f, capped
+    lts_direct_f: float = 0.4
+    lts_direct_alone: float = 0.05
+    reablement_share: float = 0.30
+    telecare_share: float = 0.22
+    reab_to_lts_base: float = 0.08
+    reab_to_lts_f: float = 0.8
+    carehome_from_ea_base: float = -6.3  # logit, people 65+
+    carehome_from_ea_f: float = 9.0
+    carehome_from_ea_dem: float = 1.4
+    carehome_from_ea_alone: float = 0.8
+    reab_from_ea: float = 0.12
+    escalate_base: float = -3.8  # community LTS -> care home, log annual rate
+    escalate_f: float = 5.0
+    escalate_dem: float = 1.2
+
+
+DEFAULT = World(name="default")
+
+#: Isolation, bereavement and deprivation dominate; frailty and falls matter much less.
+ALT = replace(
+    DEFAULT,
+    name="alt",
+    fall_base=-3.9,
+    fall_f=4.0,
+    fall_admit_base=-3.0,
+    fall_admit_f=2.0,
+    ea_base=-3.85,
+    ea_f=2.5,
+    ea_age=0.22,
+    ea_dep=1.6,
+    ea_fall=0.05,
+    ea_adm=0.3,
+    ea_ber=1.6,
+    ea_alone=1.1,
+    ea_dem=0.1,
+    req_f=4.0,
+    req_alone=1.8,
+    req_ber=1.5,
+    req_fall=0.1,
+    req_dep=0.9,
+    lts_direct_f=0.3,
+    lts_direct_alone=0.2,
+    carehome_from_ea_f=4.0,
+    carehome_from_ea_alone=2.0,
+    death_f=6.0,
+    death_dep=0.9,
+)
+
+WORLDS: dict[str, World] = {w.name: w for w in (DEFAULT, ALT)}

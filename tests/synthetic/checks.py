@@ -1,0 +1,88 @@
+"""Independent re-implementation of the contract checks, used to audit the generator's recorded defects.
+
+Written from the contract text (DESIGN §3, expectations/contract.py), not from the generator's code, so a
+defect the generator forgot to record, or a valid row that accidentally fails a check, shows up here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from expectations.contract import SOURCES
+from expectations.identifiers import nhs_number_is_valid, snomed_is_valid
+
+ICD_RE = re.compile(r"^[A-Z][0-9]{2}[0-9]{0,2}$")
+
+
+def canonical_icd(code: str) -> str:
+    c = code.strip().upper().replace(".", "")
+    if re.fullmatch(r"[A-Z][0-9]{2}[X\-]", c) or re.fullmatch(r"[A-Z][0-9]{3}[X\-]", c):
+        c = c[:-1]
+    return c
+
+
+def read_source(delivery: Path, name: str) -> pl.DataFrame:
+    pq = delivery / f"{name}.parquet"
+    if pq.exists():
+        return pl.read_parquet(pq)
+    return pl.read_csv(delivery / f"{name}.csv", schema=SOURCES[name].schema)  # type: ignore[arg-type]
+
+
+def row_problems(delivery: Path, extract: date) -> dict[tuple[str, int], set[str]]:
+    """(source, row_index) -> the set of defect kinds that row shows."""
+    found: dict[tuple[str, int], set[str]] = {}
+
+    def flag(source: str, rows: list[int] | pl.Series, kind: str) -> None:
+        for r in list(rows):
+            found.setdefault((source, int(r)), set()).add(kind)
+
+    frames = {name: read_source(delivery, name).with_row_index("_i") for name in SOURCES}
+    res = frames["residents"]
+    nhs_ok = res["nhs_number"].map_elements(nhs_number_is_valid, return_dtype=pl.Boolean)
+    for name, df in frames.items():
+        src = SOURCES[name]
+        ok = df["nhs_number"].map_elements(nhs_number_is_valid, return_dtype=pl.Boolean, skip_nulls=False)
+        flag(name, df.filter(~ok.fill_null(False))["_i"], "bad_nhs_number")
+        for col in src.columns:
+            if col.required and col.name != "nhs_number":
+                flag(name, df.filter(pl.col(col.name).is_null())["_i"], "null_required")
+            if col.dtype == pl.Date:
+                flag(name, df.filter(pl.col(col.name) > extract)["_i"], "future_date")
+                flag(name, df.filter(pl.col(col.name) < date(1900, 1, 1))["_i"], "date_before_1900")
+            if col.allowed is not None:
+                flag(name, df.filter(pl.col(col.name).is_not_null() & ~pl.col(col.name).is_in(col.allowed))["_i"],
+                     "unknown_code")
+            if col.kind == "snomed":
+                bad = df.filter(pl.col(col.name).is_not_null()
+                                & ~pl.col(col.name).map_elements(snomed_is_valid, return_dtype=pl.Boolean))
+                flag(name, bad["_i"], "malformed_code")
+            if col.kind in ("icd10", "icd10_list"):
+                def icd_bad(v: str, many: bool = col.kind == "icd10_list") -> bool:
+                    codes = [c for c in v.split(",")] if many else [v]
+                    if many and v == "":
+                        return False
+                    return any(not ICD_RE.match(canonical_icd(c)) for c in codes)
+                bad = df.filter(pl.col(col.name).is_not_null()
+                                & pl.col(col.name).map_elements(icd_bad, return_dtype=pl.Boolean))
+                flag(name, bad["_i"], "malformed_code")
+        body = df.drop("_i")
+        dup = ~body.select(pl.struct(pl.all()).is_first_distinct()).to_series()
+        keys = {"residents": "nhs_number", "hospital_spells": "spell_id", "deaths": "nhs_number"}
+        if name in keys:
+            dup = dup | (~df[keys[name]].is_first_distinct() & df[keys[name]].is_not_null())
+        flag(name, df.filter(dup)["_i"], "duplicate_row")
+    spells = frames["hospital_spells"]
+    flag("hospital_spells", spells.filter(pl.col("discharge_date") < pl.col("admission_date"))["_i"],
+         "discharge_before_admission")
+    known = set(res.filter(nhs_ok)["nhs_number"].to_list())
+    for name, df in frames.items():
+        if name == "residents":
+            continue
+        ok = df["nhs_number"].map_elements(nhs_number_is_valid, return_dtype=pl.Boolean).fill_null(False)
+        unknown = df.filter(ok & ~pl.col("nhs_number").is_in(list(known)))
+        flag(name, unknown["_i"], "unknown_person")
+    return found
