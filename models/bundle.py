@@ -1,0 +1,167 @@
+"""The trained model as one picklable object: encoding, calibrated estimator, and reasons.
+
+Why one object: scoring must encode features exactly as training did (same columns, same category
+levels, same missing-value handling) and explain with the same reference values. Bundling them means
+the registry version *is* the whole recipe; nothing is re-derived at scoring time.
+
+Encoding: numeric and boolean columns become floats (null -> NaN; HGB handles NaN natively, the
+logistic pipeline imputes the training median and adds a missing indicator). String columns are
+one-hot encoded with the levels seen in training (unseen levels -> all zeros). Every encoded column
+remembers its source feature, so reasons are always reported per feature, never per dummy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from models.reasons import Reason
+
+
+@dataclass
+class FeatureEncoder:
+    """Turns a polars feature frame into the float matrix the estimators were fitted on."""
+
+    features: list[str]
+    numeric: list[str] = field(default_factory=list)
+    levels: dict[str, list[str]] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    source_of: list[str] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, frame: pl.DataFrame, features: list[str]) -> FeatureEncoder:
+        enc = cls(features=list(features))
+        for name in features:
+            dtype = frame.schema[name]
+            if dtype.is_numeric() or dtype == pl.Boolean:
+                enc.numeric.append(name)
+                enc.columns.append(name)
+                enc.source_of.append(name)
+            else:
+                values = frame.get_column(name).cast(pl.String).drop_nulls().unique().sort().to_list()
+                enc.levels[name] = values
+                for value in values:
+                    enc.columns.append(f"{name}={value}")
+                    enc.source_of.append(name)
+        return enc
+
+    def transform(self, frame: pl.DataFrame) -> np.ndarray:
+        missing = [f for f in self.features if f not in frame.columns]
+        if missing:
+            from upstream.errors import UpstreamError
+
+            raise UpstreamError(f"feature frame lacks model inputs: {', '.join(missing)}")
+        exprs: list[pl.Expr] = []
+        for name in self.features:
+            if name in self.levels:
+                col = pl.col(name).cast(pl.String)
+                exprs += [(col == v).fill_null(False).cast(pl.Float64).alias(f"{name}={v}") for v in self.levels[name]]
+            else:
+                exprs.append(pl.col(name).cast(pl.Float64).fill_nan(None).alias(name))
+        return frame.select(exprs).select(self.columns).to_numpy().astype(np.float64, copy=False)
+
+    def group_matrix(self) -> np.ndarray:
+        """(encoded columns x features) 0/1 matrix: sums encoded contributions back to features."""
+        index = {name: i for i, name in enumerate(self.features)}
+        m = np.zeros((len(self.columns), len(self.features)))
+        for j, source in enumerate(self.source_of):
+            m[j, index[source]] = 1.0
+        return m
+
+
+@dataclass
+class UpstreamModel:
+    """A fitted, calibrated classifier plus everything needed to score and explain it.
+
+    ``kind`` is ``"logistic"`` or ``"hgb"``. ``estimator`` is a fitted ``CalibratedClassifierCV`` around
+    one frozen base model (calibrated on a hold-out), so there is one base model to explain. ``reference`` holds the encoded training
+    medians used as the "typical person" for HGB occlusion attributions.
+    """
+
+    kind: str
+    target: str
+    encoder: FeatureEncoder
+    estimator: Any
+    reference: np.ndarray
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.encoder.features)
+
+    def predict_proba(self, features: pl.DataFrame) -> np.ndarray:
+        """Calibrated probability of the target for each row."""
+        return self.estimator.predict_proba(self.encoder.transform(features))[:, 1]
+
+    @property
+    def base_estimator(self) -> Any:
+        """The uncalibrated model (calibration is a monotone map of its log-odds)."""
+        inner = self.estimator.calibrated_classifiers_[0].estimator
+        from sklearn.frozen import FrozenEstimator
+
+        return inner.estimator if isinstance(inner, FrozenEstimator) else inner
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per-row, per-feature contributions on the base model's log-odds scale (rows x features).
+
+        Logistic: coefficient x standardised value (missing indicators and one-hot dummies summed into
+        their feature). HGB: occlusion against a typical person: f(x) - f(x with feature j set to the
+        training median / modal level). It needs one extra prediction per feature, and only for the
+        rows whose value differs from the reference, which keeps it vectorised and cheap at 280k rows.
+        """
+        groups = self.encoder.group_matrix()
+        if self.kind == "logistic":
+            pipe = self.base_estimator
+            imputer, scaler, lr = pipe.named_steps["impute"], pipe.named_steps["scale"], pipe.named_steps["model"]
+            z = scaler.transform(imputer.transform(x))
+            per_col = z * lr.coef_[0]
+            n_base = x.shape[1]
+            base = per_col[:, :n_base] @ groups
+            # Missing-value indicators come after the imputed columns, in imputer.indicator_.features_.
+            if per_col.shape[1] > n_base:
+                ind_features = imputer.indicator_.features_
+                base += per_col[:, n_base:] @ groups[ind_features]
+            return base
+        model = self.base_estimator
+        full = model.decision_function(x)
+        out = np.zeros((x.shape[0], len(self.encoder.features)))
+        used = _hgb_split_columns(model, x.shape[1])
+        for f_idx in range(len(self.encoder.features)):
+            cols = np.flatnonzero(groups[:, f_idx])
+            if not used[cols].any():
+                continue  # the model never splits on this feature: its occlusion effect is exactly 0
+            ref = self.reference[cols]
+            differs = ~np.all((x[:, cols] == ref) | (np.isnan(x[:, cols]) & np.isnan(ref)), axis=1)
+            rows = np.flatnonzero(differs)
+            if len(rows) == 0:
+                continue
+            swapped = x[rows].copy()
+            swapped[:, cols] = ref
+            out[rows, f_idx] = full[rows] - model.decision_function(swapped)
+        return out
+
+    def explain(self, features: pl.DataFrame, top_n: int = 3) -> list[list[Reason]]:
+        """Top ``top_n`` risk-raising features per row, with registry reason texts (models.reasons)."""
+        from models.reasons import top_reasons
+
+        return top_reasons(self.contributions(self.encoder.transform(features)), features, self.encoder.features, top_n)
+
+
+def _hgb_split_columns(model: Any, n_columns: int) -> np.ndarray:
+    """Which encoded columns any tree of a fitted HistGradientBoostingClassifier splits on.
+
+    Reads sklearn's fitted tree arrays (a private attribute); if that ever changes, every column is
+    treated as used, which is only slower, never wrong.
+    """
+    try:
+        used = np.zeros(n_columns, dtype=bool)
+        for iteration in model._predictors:
+            for predictor in iteration:
+                nodes = predictor.nodes
+                used[np.unique(nodes["feature_idx"][~nodes["is_leaf"].astype(bool)])] = True
+        return used
+    except (AttributeError, KeyError, IndexError, ValueError):
+        return np.ones(n_columns, dtype=bool)

@@ -1,0 +1,145 @@
+"""Outcome labels (DESIGN §5) for one index date, from the clean (pseudonymised) data.
+
+Why a separate module: labels look *forward* from the index date while features look back.
+Keeping them apart makes the point-in-time rule easy to audit: nothing here is ever a model input.
+
+Definitions, for people alive (no death before T in residents or deaths), born and registered
+(``registration_start < T``) at T -- the same population as the feature table --
+with the outcome window ``[T, T + 365 days)``:
+
+- ``emergency_admission``: a hospital spell with an emergency admission method starting in the window.
+- ``care_escalation``: a ``Long Term Support`` service (community, residential or nursing) starting in the
+  window, for a person with no Long Term Support service open at T. Residential and nursing care are the
+  CLD record of a care-home admission, so a care-home move counts once, whichever way it is recorded.
+- ``crisis``: either of the above, or death in the window.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from expectations.contract import EMERGENCY_ADMISSION_METHODS, LONG_TERM_SERVICE_TYPES
+from upstream.errors import BadFileError, UpstreamError
+
+OUTCOME_WINDOW = timedelta(days=365)
+TARGETS: tuple[str, ...] = ("emergency_admission", "care_escalation", "crisis")
+
+
+def scan_source(clean_dir: Path, source: str) -> pl.LazyFrame:
+    """Lazy scan of one clean source (parquet, as written by ingest)."""
+    path = Path(clean_dir) / f"{source}.parquet"
+    if not path.exists():
+        raise BadFileError(str(path), "clean source file is missing (run `upstream ingest` first)")
+    return pl.scan_parquet(path)
+
+
+def eligible_people(clean_dir: Path, index_date: date) -> pl.LazyFrame:
+    """People alive and registered at T: the population both features and labels are defined on."""
+    residents = scan_source(clean_dir, "residents")
+    deaths = (
+        scan_source(clean_dir, "deaths")
+        .group_by("person_id")
+        .agg(pl.col("date_of_death").min().alias("_death_reg"))
+    )
+    return (
+        residents.join(deaths, on="person_id", how="left")
+        .with_columns(pl.min_horizontal("date_of_death", "_death_reg").alias("_death"))
+        .filter(
+            (pl.col("registration_start") < index_date)
+            & (pl.col("date_of_birth") < index_date)
+            & (pl.col("_death").is_null() | (pl.col("_death") >= index_date))
+        )
+        .select("person_id", "_death")
+    )
+
+
+def build_labels(clean_dir: Path, index_date: date) -> pl.DataFrame:
+    """Outcome booleans per eligible person for the 12 months from ``index_date``."""
+    if not isinstance(index_date, date):
+        raise UpstreamError(f"index_date must be a date, got {index_date!r}")
+    start, end = index_date, index_date + OUTCOME_WINDOW
+    people = eligible_people(clean_dir, index_date)
+
+    emergency = (
+        scan_source(clean_dir, "hospital_spells")
+        .filter(
+            pl.col("admission_method").is_in(EMERGENCY_ADMISSION_METHODS)
+            & (pl.col("admission_date") >= start)
+            & (pl.col("admission_date") < end)
+        )
+        .select("person_id")
+        .unique()
+        .with_columns(pl.lit(True).alias("emergency_admission"))
+    )
+
+    long_term = scan_source(clean_dir, "social_care_events").filter(
+        (pl.col("event_type") == "Service") & pl.col("service_type").is_in(LONG_TERM_SERVICE_TYPES)
+    )
+    open_at_t = (
+        long_term.filter(
+            (pl.col("event_start_date") < start)
+            & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= start))
+        )
+        .select("person_id")
+        .unique()
+    )
+    new_service = (
+        long_term.filter((pl.col("event_start_date") >= start) & (pl.col("event_start_date") < end))
+        .select("person_id")
+        .unique()
+        .join(open_at_t, on="person_id", how="anti")
+        .with_columns(pl.lit(True).alias("care_escalation"))
+    )
+
+    return (
+        people.join(emergency, on="person_id", how="left")
+        .join(new_service, on="person_id", how="left")
+        .with_columns(
+            pl.col("emergency_admission").fill_null(False),
+            pl.col("care_escalation").fill_null(False),
+            (pl.col("_death").is_not_null() & (pl.col("_death") < end)).alias("_died"),
+        )
+        .with_columns((pl.col("emergency_admission") | pl.col("care_escalation") | pl.col("_died")).alias("crisis"))
+        .select("person_id", "emergency_admission", "care_escalation", "crisis")
+        .sort("person_id")
+        .collect()
+    )
+
+
+def data_end(clean_dir: Path) -> date:
+    """Last date with any recorded activity: the edge of what the delivery can tell us about outcomes."""
+    columns = {
+        "hospital_spells": "admission_date",
+        "gp_events": "event_date",
+        "ae_attendances": "arrival_date",
+        "social_care_events": "event_start_date",
+        "deaths": "date_of_death",
+    }
+    ends = []
+    for source, column in columns.items():
+        path = Path(clean_dir) / f"{source}.parquet"
+        if path.exists():
+            value = pl.scan_parquet(path).select(pl.col(column).max()).collect().item()
+            if value is not None:
+                ends.append(value)
+    if not ends:
+        raise UpstreamError(f"{clean_dir}: no dated events found, cannot place a test window")
+    return max(ends)
+
+
+def data_start(clean_dir: Path) -> date:
+    """First date with recorded activity: features need history after it."""
+    starts = []
+    for source, column in {"hospital_spells": "admission_date", "gp_events": "event_date",
+                           "ae_attendances": "arrival_date"}.items():
+        path = Path(clean_dir) / f"{source}.parquet"
+        if path.exists():
+            value = pl.scan_parquet(path).select(pl.col(column).min()).collect().item()
+            if value is not None:
+                starts.append(value)
+    if not starts:
+        raise UpstreamError(f"{clean_dir}: no dated events found")
+    return min(starts)

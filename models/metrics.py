@@ -1,0 +1,194 @@
+"""Discrimination, calibration and clinical-usefulness metrics, with bootstrap CIs.
+
+Why hand-written AUROC/AUPRC: the bootstrap needs hundreds of replicates at 280k people. Scores are
+sorted once; each replicate is a Poisson-weighted pass over the tied-score groups (O(n) numpy),
+which is ~100x cheaper than re-running sklearn per replicate. Point estimates equal sklearn's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EPS = 1e-6
+TOP_FRACTIONS = {"top5": 0.05, "top20": 0.20}
+DECISION_THRESHOLDS = np.round(np.arange(0.01, 0.51, 0.01), 2)
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """Scores grouped by tied value (ascending), ready for weighted rank statistics."""
+
+    inverse: np.ndarray
+    n_groups: int
+    y: np.ndarray
+
+
+def _rank(y: np.ndarray, score: np.ndarray) -> _Ranked:
+    _, inverse = np.unique(score, return_inverse=True)
+    return _Ranked(inverse, int(inverse.max()) + 1 if len(inverse) else 0, y.astype(np.float64))
+
+
+def _auroc_weighted(r: _Ranked, w: np.ndarray) -> float:
+    pos = np.bincount(r.inverse, weights=w * r.y, minlength=r.n_groups)
+    neg = np.bincount(r.inverse, weights=w * (1.0 - r.y), minlength=r.n_groups)
+    total_pos, total_neg = pos.sum(), neg.sum()
+    if total_pos == 0 or total_neg == 0:
+        return float("nan")
+    below = np.cumsum(neg) - neg
+    return float(np.sum(pos * (below + 0.5 * neg)) / (total_pos * total_neg))
+
+
+def _auprc_weighted(r: _Ranked, w: np.ndarray) -> float:
+    # Same step-wise definition as sklearn.average_precision_score (thresholds at distinct scores).
+    pos = np.bincount(r.inverse, weights=w * r.y, minlength=r.n_groups)[::-1]
+    neg = np.bincount(r.inverse, weights=w * (1.0 - r.y), minlength=r.n_groups)[::-1]
+    total_pos = pos.sum()
+    if total_pos == 0:
+        return float("nan")
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    precision = tp / np.maximum(tp + fp, 1e-300)
+    recall_step = pos / total_pos
+    return float(np.sum(recall_step * precision))
+
+
+def auroc(y: np.ndarray, score: np.ndarray) -> float:
+    y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
+    return _auroc_weighted(_rank(y, score), np.ones(len(y)))
+
+
+def auprc(y: np.ndarray, score: np.ndarray) -> float:
+    y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
+    return _auprc_weighted(_rank(y, score), np.ones(len(y)))
+
+
+def bootstrap_ci(
+    y: np.ndarray, score: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """Percentile CIs for AUROC and AUPRC from a Poisson bootstrap (resampling people)."""
+    y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
+    r = _rank(y, score)
+    rng = np.random.default_rng(seed)
+    aurocs, auprcs = np.empty(n_boot), np.empty(n_boot)
+    for i in range(n_boot):
+        w = rng.poisson(1.0, size=len(y)).astype(np.float64)
+        aurocs[i], auprcs[i] = _auroc_weighted(r, w), _auprc_weighted(r, w)
+    alpha = (1.0 - level) / 2.0
+    return {
+        "auroc": (float(np.nanquantile(aurocs, alpha)), float(np.nanquantile(aurocs, 1 - alpha))),
+        "auprc": (float(np.nanquantile(auprcs, alpha)), float(np.nanquantile(auprcs, 1 - alpha))),
+    }
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def _newton_logistic(x: np.ndarray, y: np.ndarray, offset: np.ndarray, n_iter: int = 50) -> np.ndarray:
+    """Unpenalised logistic regression by Newton-Raphson (x includes the intercept column)."""
+    beta = np.zeros(x.shape[1])
+    for _ in range(n_iter):
+        eta = np.clip(x @ beta + offset, -30, 30)
+        mu = 1.0 / (1.0 + np.exp(-eta))
+        grad = x.T @ (y - mu)
+        hess = (x * (mu * (1 - mu))[:, None]).T @ x
+        step = np.linalg.solve(hess + 1e-9 * np.eye(x.shape[1]), grad)
+        beta += step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return beta
+
+
+def calibration_slope_intercept(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """Slope: logistic regression of y on logit(p). Intercept: calibration-in-the-large (offset logit(p)).
+
+    A perfectly calibrated model has slope 1 and intercept 0; slope < 1 means predictions are too extreme.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    lp = _logit(p)
+    ones = np.ones_like(lp)
+    slope = _newton_logistic(np.column_stack([ones, lp]), y, np.zeros_like(lp))[1]
+    intercept = _newton_logistic(ones[:, None], y, lp)[0]
+    return float(slope), float(intercept)
+
+
+def brier(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean((np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
+
+
+def top_flags(score: np.ndarray, fraction: float) -> np.ndarray:
+    """Boolean mask of the top ``fraction`` of people by score (exactly ceil(fraction*n), ties by order)."""
+    n = len(score)
+    k = int(np.ceil(fraction * n))
+    flags = np.zeros(n, dtype=bool)
+    if k:
+        flags[np.argsort(-np.asarray(score), kind="stable")[:k]] = True
+    return flags
+
+
+def ppv_sensitivity(y: np.ndarray, score: np.ndarray, fraction: float) -> tuple[float, float]:
+    y = np.asarray(y, dtype=bool)
+    flags = top_flags(score, fraction)
+    tp = float(np.sum(y & flags))
+    return float(tp / max(flags.sum(), 1)), float(tp / y.sum()) if y.sum() else float("nan")
+
+
+def net_benefit(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray = DECISION_THRESHOLDS) -> dict[str, np.ndarray]:
+    """Decision curve (Vickers): net benefit of acting on p >= pt, against treat-all, per threshold."""
+    y = np.asarray(y, dtype=bool)
+    p = np.asarray(p, dtype=np.float64)
+    n = len(y)
+    prevalence = y.mean()
+    model, treat_all = [], []
+    for pt in thresholds:
+        act = p >= pt
+        tp, fp = np.sum(act & y), np.sum(act & ~y)
+        odds = pt / (1 - pt)
+        model.append(tp / n - fp / n * odds)
+        treat_all.append(prevalence - (1 - prevalence) * odds)
+    return {"threshold": np.asarray(thresholds), "model": np.asarray(model), "treat_all": np.asarray(treat_all)}
+
+
+def calibration_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Observed vs mean predicted risk by decile of predicted risk (quantile bins)."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    bins = np.array_split(order, n_bins)
+    bins = [b for b in bins if len(b)]
+    return {
+        "predicted": np.array([p[b].mean() for b in bins]),
+        "observed": np.array([y[b].mean() for b in bins]),
+        "n": np.array([len(b) for b in bins]),
+    }
+
+
+def evaluate(y: np.ndarray, p: np.ndarray, *, n_boot: int = 200, seed: int = 0, probabilities: bool = True) -> dict[str, float]:
+    """The full metric set under the names MLflow logs (without the ``test_`` prefix).
+
+    ``probabilities=False`` is for rank-only baselines (e.g. age): calibration and Brier are then skipped.
+    """
+    y = np.asarray(y, dtype=bool)
+    p = np.asarray(p, dtype=np.float64)
+    ci = bootstrap_ci(y, p, n_boot=n_boot, seed=seed)
+    out = {
+        "auroc": auroc(y, p),
+        "auroc_ci_low": ci["auroc"][0],
+        "auroc_ci_high": ci["auroc"][1],
+        "auprc": auprc(y, p),
+        "auprc_ci_low": ci["auprc"][0],
+        "auprc_ci_high": ci["auprc"][1],
+        "event_rate": float(y.mean()),
+        "n": float(len(y)),
+    }
+    for name, fraction in TOP_FRACTIONS.items():
+        ppv, sens = ppv_sensitivity(y, p, fraction)
+        out[f"ppv_{name}"], out[f"sensitivity_{name}"] = ppv, sens
+    if probabilities:
+        slope, intercept = calibration_slope_intercept(y, p)
+        out |= {"brier": brier(y, p), "calibration_slope": slope, "calibration_intercept": intercept}
+        nb = net_benefit(y, p)
+        for pt in (0.05, 0.1, 0.2):
+            out[f"net_benefit_p{round(pt * 100):02d}"] = float(nb["model"][np.isclose(nb["threshold"], pt)][0])
+    return out

@@ -1,0 +1,204 @@
+"""MLflow logging, registration and the promotion gate for one training run.
+
+One absolute sqlite tracking URI (settings.tracking_uri) and an experiment whose artifacts live under
+settings.artifact_root: the registry and the files travel together with UPSTREAM_HOME. Clients are
+made per call, never at import.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from models.bundle import UpstreamModel
+from models.gate import decide
+from upstream.settings import Settings
+
+CARD_DIR = "model_card"
+GATE_ARTIFACT = "gate/gate_decision.json"
+
+
+def model_name(target: str) -> str:
+    return f"upstream-{target}"
+
+
+def client_for(settings: Settings):
+    """An MlflowClient bound to the settings' store, with the fluent API pointed at the same store."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def ensure_experiment(client, settings: Settings, target: str) -> str:
+    name = model_name(target)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = (settings.artifact_root / name).resolve()
+    location.mkdir(parents=True, exist_ok=True)
+    return client.create_experiment(name, artifact_location=location.as_uri())
+
+
+def champion_test_auroc(client, target: str) -> float | None:
+    """The current champion's recorded test AUROC, or None when there is no champion yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(model_name(target), "champion")
+    except MlflowException:
+        return None
+    return client.get_run(version.run_id).data.metrics.get("test_auroc")
+
+
+def codelist_versions() -> dict[str, str]:
+    from features import codelists
+
+    lists = [*codelists.ALL_SNOMED_LISTS, codelists.FALLS_ICD10, codelists.HFRS_ICD10]
+    return {c.name: c.version for c in lists}
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+
+
+def _log_params(mlflow, params: dict[str, Any]) -> None:
+    items = [(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 90):
+        mlflow.log_params(dict(items[i : i + 90]))
+
+
+def log_and_register(
+    *,
+    settings: Settings,
+    target: str,
+    chosen: str,
+    bundle: UpstreamModel,
+    example_source: pl.DataFrame,
+    metrics: dict[str, float],
+    candidate_metrics: dict[str, dict[str, float]],
+    baseline_metrics: dict[str, dict[str, float]],
+    fairness: pl.DataFrame,
+    y_test: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    context: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """Log the run, register the chosen model, apply the gate, attach the model card. Returns ids."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from models import card, plots
+    from models.pyfunc import UpstreamPyfunc, example_frame
+    from models.train import CALIBRATION, HGB_PARAMS, LR_PARAMS
+
+    client = client_for(settings)
+    experiment_id = ensure_experiment(client, settings, target)
+    name = model_name(target)
+    previous_auroc = champion_test_auroc(client, target)
+    decision = decide(metrics, fairness, previous_auroc, settings.gate)
+    versions = codelist_versions()
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{target}-{chosen}") as run, \
+            tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        params = {
+            "target": target,
+            "chosen_model": chosen,
+            "n_features": len(context["features"]),
+            "n_train": context["n_train"],
+            "n_test": context["n_test"],
+            "train_dates": ",".join(str(d) for d in context.get("train_dates", [])),
+            "test_date": str(context.get("test_date")),
+            "index_date": str(context.get("index_date")),
+            "sample": context.get("sample"),
+            "seed": context["seed"],
+            "calibration": json.dumps(CALIBRATION),
+            "data_fingerprint_train": context["train_fingerprint"],
+            "data_fingerprint_test": context["test_fingerprint"],
+            **{f"hgb_{k}": v for k, v in HGB_PARAMS.items()},
+            **{f"lr_{k}": v for k, v in LR_PARAMS.items()},
+            **{f"codelist.{k}": v for k, v in versions.items()},
+        }
+        _log_params(mlflow, params)
+        all_metrics = dict(metrics)
+        for kind, m in candidate_metrics.items():
+            all_metrics |= {f"{kind}_test_{k}": v for k, v in m.items()}
+        for base, m in baseline_metrics.items():
+            all_metrics |= {f"baseline_{base}_test_{k}": v for k, v in m.items()}
+        all_metrics |= {k: v for k, v in timings.items()}
+        all_metrics |= {"train_event_rate": context["train_event_rate"], "test_event_rate": context["test_event_rate"]}
+        mlflow.log_metrics(_finite(all_metrics))
+
+        data_fp = {
+            "train": context["train_fingerprint"],
+            "test": context["test_fingerprint"],
+            "files": context.get("data_files", {}),
+            "clean_dir": context.get("clean_dir"),
+        }
+        (tmp / "data_fingerprint.json").write_text(json.dumps(data_fp, indent=2))
+        (tmp / "codelist_versions.json").write_text(json.dumps(versions, indent=2))
+        (tmp / "features.json").write_text(json.dumps(context["features"], indent=2))
+        for f in ("data_fingerprint.json", "codelist_versions.json", "features.json"):
+            mlflow.log_artifact(str(tmp / f), "data")
+        mlflow.set_tag("data_fingerprint", context["train_fingerprint"] + "/" + context["test_fingerprint"])
+
+        fairness.write_csv(tmp / "fairness.csv")
+        plots.fairness_plot(fairness, tmp / "fairness.png")
+        mlflow.log_artifact(str(tmp / "fairness.csv"), "fairness")
+        mlflow.log_artifact(str(tmp / "fairness.png"), "fairness")
+        table = pl.DataFrame([{"model": k, **v} for k, v in {**candidate_metrics, **{
+            f"baseline: {b}": m for b, m in baseline_metrics.items()}}.items()], infer_schema_length=None)
+        table.write_csv(tmp / "metrics_table.csv")
+        mlflow.log_artifact(str(tmp / "metrics_table.csv"), "metrics")
+        plots.calibration_plot(y_test, predictions, tmp / "calibration.png")
+        plots.decision_curve_plot(y_test, predictions, tmp / "decision_curve.png")
+        mlflow.log_artifact(str(tmp / "calibration.png"), "plots")
+        mlflow.log_artifact(str(tmp / "decision_curve.png"), "plots")
+
+        example = example_frame(example_source, bundle.feature_names)
+        signature = infer_signature(example, bundle.predict_proba(pl.from_pandas(example)))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=UpstreamPyfunc(bundle),
+            signature=signature,
+            input_example=example,
+            registered_model_name=name,
+            pip_requirements=["scikit-learn", "polars", "numpy", "pandas", "mlflow"],
+        )
+        version = str(info.registered_model_version)
+        client.set_registered_model_alias(name, decision.alias, version)
+        reasons_text = "; ".join(decision.reasons) if decision.reasons else "passed all gate checks"
+        for key, value in (("gate_decision", decision.alias), ("gate_reasons", reasons_text[:4900])):
+            mlflow.set_tag(key, value)
+            client.set_model_version_tag(name, version, key, value)
+        client.set_model_version_tag(name, version, "chosen_model", chosen)
+        gate_json = {
+            "alias": decision.alias,
+            "reasons": decision.reasons,
+            "checks": decision.checks,
+            "previous_champion_test_auroc": previous_auroc,
+            "thresholds": settings.gate.model_dump(),
+        }
+        (tmp / "gate_decision.json").write_text(json.dumps(gate_json, indent=2))
+        mlflow.log_artifact(str(tmp / "gate_decision.json"), "gate")
+
+        card_context = card.card_context(
+            target=target, version=version, run_id=run.info.run_id, alias=decision.alias, chosen=chosen,
+            metrics=metrics, candidate_metrics=candidate_metrics, baseline_metrics=baseline_metrics,
+            fairness=fairness, context=context, gate=gate_json, codelists=versions,
+        )
+        (tmp / "model_card.md").write_text(card.render_markdown(card_context))
+        (tmp / "model_card.html").write_text(card.render_html(card_context))
+        mlflow.log_artifact(str(tmp / "model_card.md"), CARD_DIR)
+        mlflow.log_artifact(str(tmp / "model_card.html"), CARD_DIR)
+        run_id = run.info.run_id
+    return {"run_id": run_id, "model_name": name, "version": version, "alias": decision.alias,
+            "reasons": decision.reasons}

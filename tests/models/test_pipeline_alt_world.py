@@ -1,0 +1,80 @@
+"""End to end on a generated delivery from the *alternative* world (isolation, bereavement and deprivation
+drive risk; frailty and falls much less): generate -> ingest -> train_and_register -> compare with the
+generator's oracle. Nothing in models/ knows which world it is given, so getting close to this world's
+oracle shows the pipeline learns the drivers rather than having them built in.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+
+from expectations.pseudonymise import pseudonymise
+from models.labels import build_labels
+from models.metrics import auroc
+from models.registry import load_model
+from models.train import train_and_register
+from upstream.settings import IngestSettings, Settings
+
+pytestmark = pytest.mark.slow
+RESIDENTS = 6000
+KEY = "test-key-not-secret"
+
+
+@pytest.fixture(scope="module")
+def alt_world(tmp_path_factory):
+    from expectations.ingest import ingest_delivery
+    from synthetic.generate import generate_delivery
+
+    root = tmp_path_factory.mktemp("alt")
+    generate_delivery(root / "raw", residents=RESIDENTS, seed=5, world="alt")
+    # The generator's emergency share (~0.87 of spells) is above ingest's default table check (0.80);
+    # that is between those two packages, so it is relaxed here to test the models on this delivery.
+    settings = Settings(home=root / "home", pseudo_key=KEY, ingest=IngestSettings(emergency_share_max=0.95))
+    ingest_delivery(root / "raw", root / "out", settings)
+    clean = root / "out" / "clean"
+    result = train_and_register(clean, "crisis", date(2026, 11, 23), settings)
+    return root, clean, settings, result
+
+
+def _truth(root, day: date) -> pl.DataFrame:
+    truth = pl.read_parquet(root / "raw" / "_truth" / f"risk_{day}.parquet").filter(pl.col("eligible"))
+    return truth.with_columns(pseudonymise(truth["nhs_number"], KEY.encode()).alias("person_id"))
+
+
+def test_temporal_split_is_picked_from_the_data(alt_world):
+    _, _, _, result = alt_world
+    # Data end 2026-11-22: the latest Monday whose 12-month window is fully observed is 2025-11-17.
+    assert result.test_date == date(2025, 11, 17)
+    assert result.train_dates and all(d + timedelta(days=365) <= result.test_date for d in result.train_dates)
+
+
+def test_labels_match_generator_outcomes(alt_world):
+    root, clean, _, result = alt_world
+    truth = _truth(root, result.test_date)
+    labels = build_labels(clean, result.test_date)
+    joined = labels.join(truth, on="person_id", how="full", coalesce=True)
+    assert labels.height == truth.height == joined.height  # same population
+    for target in ("emergency_admission", "care_escalation", "crisis"):
+        assert (joined[target] == joined[f"y_{target}"]).all(), target
+
+
+def test_close_to_the_alt_world_oracle(alt_world):
+    root, clean, settings, result = alt_world
+    truth = _truth(root, result.test_date)
+    from features.build import build_features
+
+    frame = build_features(clean, result.test_date).join(truth, on="person_id", how="inner")
+    model = load_model("crisis", settings, result.alias)
+    p = model.predict_proba(frame)
+    model_auroc = auroc(frame["y_crisis"].to_numpy(), p)
+    oracle = auroc(frame["y_crisis"].to_numpy(), frame["p_crisis"].to_numpy())
+    assert model_auroc == pytest.approx(result.metrics["test_auroc"], abs=1e-9)
+    # ~5.8k training rows: within 0.06 of the oracle here; the 0.03 goal is measured at 280k (bench/).
+    assert model_auroc > oracle - 0.06, (model_auroc, oracle)
+    # In this world age explains little: the model must find the other drivers to beat age by far.
+    assert model_auroc > result.baselines["age_only"]["auroc"] + 0.05
+    reasons = {r["feature"] for rs in model.explain(frame.sort(pl.Series(-p)).head(200), 3) for r in rs}
+    assert reasons & {"lives_alone", "bereaved_3m", "bereaved_6m", "bereaved_12m", "imd_decile"}, reasons

@@ -1,0 +1,142 @@
+"""Training, MLflow logging, registration and the promotion gate against a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+
+from models.metrics import auroc
+from models.registry import champion_summary, load_champion, load_model
+from models.train import train_on_frames
+from tests.models.conftest import make_frame
+from upstream.errors import UpstreamError
+from upstream.settings import GateSettings, Settings
+
+TRAIN = make_frame(3000, 11, date(2023, 1, 2))
+TEST = make_frame(6000, 12, date(2024, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("mlflow_home")
+
+
+@pytest.fixture(scope="module")
+def first(home):
+    """The first model ever trained: no champion exists, so it must be promoted if it passes the checks."""
+    settings = Settings(home=home)
+    return settings, train_on_frames(TRAIN.drop("_true_p"), TEST, "crisis", settings, n_boot=50)
+
+
+def test_no_champion_is_a_clear_error(tmp_path):
+    with pytest.raises(UpstreamError, match="no 'champion' model"):
+        load_champion("crisis", Settings(home=tmp_path))
+
+
+def test_first_model_becomes_champion_and_is_close_to_oracle(first):
+    _, result = first
+    assert result.alias == "champion", result.gate_reasons
+    assert result.model_name == "upstream-crisis" and result.version == "1"
+    oracle = auroc(TEST["crisis"].to_numpy(), TEST["_true_p"].to_numpy())
+    assert result.metrics["test_auroc"] > oracle - 0.03
+    assert result.metrics["test_auroc"] > result.baselines["age_only"]["auroc"] + 0.02
+    assert 0.8 <= result.metrics["test_calibration_slope"] <= 1.2
+
+
+def test_run_has_metrics_artifacts_and_alias(first):
+    settings, result = first
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    run = client.get_run(result.run_id)
+    for name in ("test_auroc", "test_auroc_ci_low", "test_auroc_ci_high", "test_auprc", "test_brier",
+                 "test_calibration_slope", "test_calibration_intercept", "test_ppv_top5", "test_sensitivity_top5",
+                 "test_ppv_top20", "test_sensitivity_top20", "logistic_test_auroc", "hgb_test_auroc",
+                 "baseline_age_only_test_auroc", "baseline_prior_emergency_admissions_test_auroc"):
+        assert name in run.data.metrics, name
+    assert run.data.metrics["test_auroc"] == pytest.approx(
+        max(run.data.metrics["logistic_test_auroc"], run.data.metrics["hgb_test_auroc"]))
+    assert any(k.startswith("codelist.efi_") for k in run.data.params)
+    artifacts = {a.path for d in ("model_card", "fairness", "plots", "data", "gate")
+                 for a in client.list_artifacts(result.run_id, d)}
+    assert {"model_card/model_card.md", "model_card/model_card.html", "fairness/fairness.csv",
+            "fairness/fairness.png", "plots/calibration.png", "plots/decision_curve.png",
+            "data/data_fingerprint.json", "data/codelist_versions.json", "gate/gate_decision.json"} <= artifacts
+    version = client.get_model_version_by_alias("upstream-crisis", "champion")
+    assert str(version.version) == "1" and version.run_id == result.run_id
+    # The registry artifact lives under <home>/mlartifacts, not the working directory.
+    assert client.get_experiment(run.info.experiment_id).artifact_location.startswith(
+        settings.artifact_root.as_uri())
+    model = mlflow.models.get_model_info(f"models:/upstream-crisis/{version.version}")
+    assert model.signature is not None and "age" in model.signature.inputs.input_names()
+
+
+def test_loaded_champion_scores_and_explains(first):
+    settings, result = first
+    loaded = load_champion("crisis", settings)
+    assert (loaded.version, loaded.run_id) == ("1", result.run_id)
+    p = loaded.predict_proba(TEST)
+    assert p.shape == (TEST.height,) and np.all((p > 0) & (p < 1))
+    assert auroc(TEST["crisis"].to_numpy(), p) == pytest.approx(result.metrics["test_auroc"], abs=1e-9)
+    oldest = TEST.sort("age", descending=True).head(50)
+    reasons = loaded.explain(oldest, top_n=3)
+    assert len(reasons) == 50 and all(len(r) <= 3 for r in reasons)
+    flat = [x for r in reasons for x in r]
+    assert all(set(x) == {"feature", "value", "text", "contribution"} for x in flat)
+    assert all(x["contribution"] > 0 and x["feature"] in loaded.feature_names for x in flat)
+    # Everyone here is 97-99 and the world's risk rises with age: age is among their reasons, in
+    # the registry's words ("aged 98").
+    age_reasons = [x for r in reasons for x in r if x["feature"] == "age"]
+    assert len(age_reasons) >= 40 and all(x["text"] == f"aged {x['value']}" for x in age_reasons)
+
+
+def test_champion_summary_for_the_api(first):
+    settings, result = first
+    summary = champion_summary("crisis", settings)
+    assert summary["version"] == "1" and summary["run_id"] == result.run_id
+    assert summary["metrics"]["test_auroc"] == pytest.approx(result.metrics["test_auroc"])
+    assert summary["card_markdown"].startswith("# Model card: upstream-crisis, version 1")
+    assert "## Fairness" in summary["card_markdown"] and "## Limitations" in summary["card_markdown"]
+
+
+def test_worse_model_is_challenger_then_threshold_change_flips_it(first):
+    settings, champion = first
+    weak_features = ["female", "imd_decile"]  # unrelated to the outcome in this world
+    weak = train_on_frames(TRAIN.drop("_true_p"), TEST, "crisis", settings, features=weak_features, n_boot=50)
+    assert weak.alias == "challenger"
+    assert weak.metrics["test_auroc"] < champion.metrics["test_auroc"]
+    assert any("does not beat the current champion" in r for r in weak.gate_reasons)
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    assert str(client.get_model_version_by_alias("upstream-crisis", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("upstream-crisis", "challenger").version) == weak.version
+    run = client.get_run(weak.run_id)
+    assert run.data.tags["gate_decision"] == "challenger"
+    assert "does not beat" in run.data.tags["gate_reasons"]
+    gate_file = mlflow.artifacts.download_artifacts(run_id=weak.run_id, artifact_path="gate/gate_decision.json")
+    with open(gate_file) as fh:
+        gate = json.load(fh)
+    assert gate["alias"] == "challenger" and gate["checks"]["beats_champion"] is False
+    assert load_model("crisis", settings, "challenger").version == weak.version
+
+    # Same data, but settings that accept any AUROC change and any calibration: now it is promoted.
+    lenient = Settings(home=settings.home, gate=GateSettings(
+        min_auroc_gain=-1.0, calibration_slope_min=-100, calibration_slope_max=100, max_subgroup_auroc_gap=1.0))
+    flipped = train_on_frames(TRAIN.drop("_true_p"), TEST, "crisis", lenient, features=weak_features, n_boot=50)
+    assert flipped.alias == "champion" and flipped.gate_reasons == []
+    assert load_champion("crisis", settings).version == flipped.version
+
+
+def test_unknown_target_is_rejected(tmp_path):
+    with pytest.raises(UpstreamError, match="unknown target"):
+        train_on_frames(TRAIN, TEST, "falls", Settings(home=tmp_path))
+
+
+def test_fairness_table_covers_audit_dimensions(first):
+    _, result = first
+    dims = set(result.fairness["dimension"].to_list())
+    assert dims == {"overall", "imd_quintile", "sex", "age_band", "ethnic_group"}
+    assert result.fairness.filter(pl.col("dimension") == "imd_quintile").height == 5
