@@ -1,0 +1,93 @@
+"""Benchmark: the whole weekly flow (ingest + validation, features, train, score, lists) on N residents.
+
+Goal (issue 6): 280k residents in under 5 minutes including validation. Prints the wall time of each
+step and the ratio of the scoring week (no training) to the 300 s goal, for a cold week with training
+and a second week scored with that champion.
+
+    .venv/bin/python bench/bench_weekly.py --residents 280000
+    .venv/bin/python bench/bench_weekly.py --residents 1900000 --train-sample 200000   # lead only
+
+Synthetic delivery generation is not timed (it stands in for the council's data warehouse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+GOAL_SECONDS = 300.0
+
+
+def _generator():
+    """Imported late: the generator is a separate package (and heavy)."""
+    from synthetic.generate import generate_delivery
+
+    return generate_delivery
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--residents", type=int, default=280_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--train-sample", type=int, default=None)
+    parser.add_argument("--dask-address", default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep data here (default: a temp dir)")
+    args = parser.parse_args()
+
+    for name, value in {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "GX_ANALYTICS_ENABLED": "false",
+        "UPSTREAM_PSEUDO_KEY": os.environ.get("UPSTREAM_PSEUDO_KEY", "bench-key-not-secret"),
+    }.items():
+        os.environ.setdefault(name, value)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="upstream-bench-"))
+    raw = workdir / "raw"
+    home = workdir / "home"
+    from pipelines.steps import delivery_extract_date
+
+    if not (raw / "residents.parquet").exists() and not (raw / "residents.csv").exists():
+        started = time.perf_counter()
+        _generator()(raw, residents=args.residents, seed=args.seed)
+        print(f"generate {args.residents:,} residents: {time.perf_counter() - started:.1f} s (not part of the goal)")
+    extract = delivery_extract_date(raw)
+    assert extract is not None, "the generator writes _delivery.json with extract_date"
+
+    from pipelines.prefect_server import prefect_api, prepare_environment
+
+    prepare_environment()
+    from pipelines.flows import weekly
+
+    with prefect_api(with_ui=False):  # PREFECT_API_URL if set, else Prefect's ephemeral API
+        for label, index_date, train in (
+            ("week 1 (train)", extract - timedelta(days=7), "always"),
+            ("week 2 (score only)", extract, "never"),
+        ):
+            started = time.perf_counter()
+            result = weekly(
+                raw_dir=str(raw),
+                index_date=index_date,
+                train=train,
+                home=str(home),
+                dask_address=args.dask_address,
+                train_sample=args.train_sample,
+            )
+            total = time.perf_counter() - started
+            steps = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items())
+            print(
+                f"{label}: {result['n_scored']:,} scored in {total:.1f} s "
+                f"(ratio to the {GOAL_SECONDS:.0f} s goal: {total / GOAL_SECONDS:.2f}); {steps}"
+            )
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(f"peak RSS of this process: {peak_gib:.1f} GiB; data in {workdir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""``upstream demo``: synthetic delivery -> two weekly runs (with training) -> the API.
+
+Two consecutive weeks (index date D-7, then D = the delivery's extract date) so the lists' "change since
+last week" and "new this week" mean something on first sight.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RESIDENTS = 280_000
+QUICK_RESIDENTS = 20_000
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_RESIDENTS:,} residents instead of 280k")
+    parser.add_argument("--residents", type=int, default=None, help="population size (overrides --quick)")
+    parser.add_argument("--seed", type=int, default=42, help="generator seed")
+    parser.add_argument("--no-serve", action="store_true", help="stop after the weekly runs (do not start the API)")
+    parser.add_argument(
+        "--train-sample", type=int, default=None, help="cap people per training date (faster on large demos)"
+    )
+
+
+def residents_for(args: argparse.Namespace) -> int:
+    if args.residents is not None:
+        if args.residents < 100:
+            from upstream.errors import UpstreamError
+
+            raise UpstreamError("--residents must be at least 100")
+        return args.residents
+    return QUICK_RESIDENTS if args.quick else DEFAULT_RESIDENTS
+
+
+def synthesise(raw_dir: Path, residents: int, seed: int) -> date:
+    """Generate the delivery (unless this exact one is already there) and return its extract date."""
+    import json
+
+    from pipelines.steps import delivery_extract_date
+
+    marker = raw_dir / "_demo.json"
+    wanted = {"residents": residents, "seed": seed}
+    if not (marker.exists() and json.loads(marker.read_text()) == wanted):
+        print(f"generating a synthetic delivery of {residents:,} residents in {raw_dir} ...", flush=True)
+        _generator()(raw_dir, residents=residents, seed=seed)
+        marker.write_text(json.dumps(wanted))
+    return delivery_extract_date(raw_dir) or date.today()
+
+
+def _generator():
+    """Imported late: the generator is a separate package (and heavy)."""
+    from synthetic.generate import generate_delivery
+
+    return generate_delivery
+
+
+def demo_keys(settings: Any, localities: list[str]) -> dict[str, str] | None:
+    """An admin key and a key for the first locality (None when serving's key module is not available)."""
+    try:
+        from serving.keys import create_key
+    except ImportError:
+        return None
+    from upstream.store import get_engine
+
+    engine = get_engine(settings.db_url)
+    keys = {"admin": create_key(engine, "admin", [], "demo admin")}
+    if localities:
+        keys[f"locality ({localities[0]})"] = create_key(engine, "locality", [localities[0]], "demo locality")
+    return keys
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.prefect_server import prepare_environment
+
+    prepare_environment()
+    from pipelines.flows import weekly
+    from pipelines.prefect_server import prefect_api
+    from upstream.errors import UpstreamError
+    from upstream.settings import get_settings
+
+    settings = get_settings()
+    raw_dir = settings.home / "demo" / "raw"
+    extract = synthesise(raw_dir, residents_for(args), args.seed)
+    weeks = [extract - timedelta(days=7), extract]
+    with prefect_api(with_ui=not args.no_serve) as api_url:
+        results = []
+        for number, (index_date, train) in enumerate(zip(weeks, ("always", "auto"), strict=True), start=1):
+            print(f"weekly run {number}/2: index date {index_date} (train={train}) ...", flush=True)
+            state = weekly(
+                raw_dir=str(raw_dir),
+                index_date=index_date,
+                train=train,
+                home=str(settings.home),
+                train_sample=args.train_sample,
+                return_state=True,
+            )
+            if not state.is_completed():
+                try:
+                    state.result()
+                except UpstreamError:
+                    raise
+                except Exception as exc:
+                    raise UpstreamError(f"weekly run {number} failed: {type(exc).__name__}: {exc}") from exc
+            results.append(state.result())
+        latest = results[-1]
+        print(f"\npublished {latest['week']}: {latest['n_scored']:,} residents scored")
+        print(f"lists (CSV, Excel): {settings.home / 'lists' / latest['week']}")
+        prefect_ui = api_url.removesuffix("/api") if api_url else "(temporary; run `prefect server start` to browse)"
+        print(f"Prefect UI:  {prefect_ui}")
+        print(f"MLflow UI:   mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
+        if args.no_serve:
+            return 0
+        import sqlalchemy as sa
+
+        from upstream.store import get_engine, published_weeks, scores
+
+        with get_engine(settings.db_url).connect() as conn:
+            names = (
+                conn.execute(
+                    sa.select(scores.c.locality)
+                    .join(published_weeks, published_weeks.c.run_id == scores.c.run_id)
+                    .where(published_weeks.c.week == latest["week"])
+                    .distinct()
+                    .order_by(scores.c.locality)
+                )
+                .scalars()
+                .all()
+            )
+        keys = demo_keys(settings, list(names))
+        host, port = settings.serving.host, settings.serving.port
+        print(f"API docs:    http://{host}:{port}/docs")
+        if keys is None:
+            print("API keys:    serving.keys is not available; create keys with `upstream keys`")
+        else:
+            for role, key in keys.items():
+                print(f"API key ({role}): {key}")
+        import uvicorn
+
+        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, log_level="info")
+    return 0

@@ -1,0 +1,88 @@
+"""``upstream run``: the weekly flow, once (ingest, features, train if needed, score, lists)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+
+from upstream.errors import UpstreamError
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
+
+
+def add_weekly_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``run`` and ``schedule``."""
+    parser.add_argument("--raw", required=True, type=Path, help="delivery directory (raw extracts)")
+    parser.add_argument(
+        "--dask-address",
+        default=None,
+        help="address of an existing Dask scheduler (e.g. tcp://10.0.0.5:8786): fan out features and scoring "
+        "per locality; UPSTREAM_HOME must be on storage the workers share",
+    )
+    parser.add_argument(
+        "--train",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="auto: train only when there is no champion model yet (default)",
+    )
+    parser.add_argument(
+        "--train-sample", type=int, default=None, help="cap people per training date (large populations)"
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_weekly_arguments(parser)
+    parser.add_argument(
+        "--index-date", type=_date, default=None, help="scoring date (default: the delivery's extract date, else today)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.prefect_server import prepare_environment
+
+    prepare_environment()
+    if not args.raw.is_dir():
+        raise UpstreamError(f"{args.raw}: delivery directory not found")
+    from pipelines.flows import weekly
+    from pipelines.prefect_server import prefect_api
+    from upstream.settings import get_settings
+
+    settings = get_settings()
+    with prefect_api(with_ui=False) as api_url:
+        state = weekly(
+            raw_dir=str(args.raw.resolve()),
+            index_date=args.index_date,
+            train=args.train,
+            dask_address=args.dask_address,
+            home=str(settings.home),
+            train_sample=args.train_sample,
+            return_state=True,
+        )
+    if not state.is_completed():
+        # The flow's own log says which step failed; the last good week is still the one served.
+        try:
+            state.result()
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise UpstreamError(
+                f"the weekly run failed ({type(exc).__name__}: {exc}); the last published week is unchanged"
+            ) from exc
+    result = state.result()
+    print(
+        f"published {result['week']}: {result['n_scored']} residents scored; lists in {settings.home / 'lists' / result['week']}"
+    )
+    print("steps: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result["timings"].items()))
+    if api_url is None:
+        print(
+            "Prefect: runs are recorded in the local Prefect database; `prefect server start` to browse them in the UI"
+        )
+    else:
+        print(f"Prefect UI: {api_url.removesuffix('/api')}")
+    return 0

@@ -1,0 +1,197 @@
+"""Score history and publishing in the operational DB (``upstream.store``).
+
+A week's run writes its scores under a fresh ``run_id`` (invisible to readers), then ``publish_week``
+makes it visible in ONE transaction: insert the lists, repoint ``published_weeks[week]`` and delete
+every other run of that week. A run that dies before that transaction leaves the last good week
+served; re-running a week never duplicates history.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from upstream.store import published_weeks, risk_lists, score_runs, scores
+
+_CHUNK = 20_000
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(rows: list[dict[str, Any]], size: int = _CHUNK) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def start_score_run(
+    engine: Engine,
+    *,
+    run_id: str,
+    week: str,
+    index_date: date,
+    target: str,
+    model_name: str,
+    model_version: str,
+) -> None:
+    """Record a run as ``running`` before any score is written, so a crash leaves a visible trace."""
+    with engine.begin() as conn:
+        conn.execute(
+            score_runs.insert().values(
+                run_id=run_id,
+                week=week,
+                index_date=index_date,
+                target=target,
+                model_name=model_name,
+                model_version=str(model_version),
+                status="running",
+                started_at=_now(),
+            )
+        )
+
+
+def write_scores(engine: Engine, run_id: str, banded: pl.DataFrame) -> int:
+    """Insert a run's scores (one transaction) and mark the run ``complete``; returns rows written."""
+    columns = ["person_id", "locality", "score", "band", "in_long_term_care", "reasons"]
+    rows = banded.select(columns).to_dicts()
+    for row in rows:
+        row["run_id"] = run_id
+        row["reasons"] = json.loads(row["reasons"])
+    with engine.begin() as conn:
+        for chunk in _chunks(rows):
+            conn.execute(scores.insert(), chunk)
+        conn.execute(
+            score_runs.update()
+            .where(score_runs.c.run_id == run_id)
+            .values(status="complete", n_scored=len(rows), finished_at=_now())
+        )
+    return len(rows)
+
+
+def mark_failed(engine: Engine, run_id: str) -> None:
+    """Best effort: flag an unpublished run as failed (its rows are cleared when the week is next published)."""
+    with engine.begin() as conn:
+        conn.execute(
+            score_runs.update().where(score_runs.c.run_id == run_id).values(status="failed", finished_at=_now())
+        )
+
+
+@dataclass(frozen=True)
+class PublishedWeek:
+    week: str
+    run_id: str
+    index_date: date
+
+
+def published_week(engine: Engine, week: str) -> PublishedWeek | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(published_weeks).where(published_weeks.c.week == week)).first()
+    return None if row is None else PublishedWeek(row.week, row.run_id, row.index_date)
+
+
+def previous_published(engine: Engine, index_date: date, week: str) -> PublishedWeek | None:
+    """The latest other published week with an earlier index date ("last week")."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(published_weeks)
+            .where(published_weeks.c.index_date < index_date, published_weeks.c.week != week)
+            .order_by(published_weeks.c.index_date.desc())
+            .limit(1)
+        ).first()
+    return None if row is None else PublishedWeek(row.week, row.run_id, row.index_date)
+
+
+def load_run_scores(engine: Engine, run_id: str) -> pl.DataFrame:
+    """person_id, score of one run (for "change since last week")."""
+    with engine.connect() as conn:
+        result = conn.execute(sa.select(scores.c.person_id, scores.c.score).where(scores.c.run_id == run_id)).all()
+    return pl.DataFrame(
+        {"person_id": [r[0] for r in result], "score": [r[1] for r in result]},
+        schema={"person_id": pl.String, "score": pl.Float64},
+    )
+
+
+def load_run_list_members(engine: Engine, run_id: str) -> pl.DataFrame:
+    """person_id of everyone on one run's lists (for "new this week")."""
+    with engine.connect() as conn:
+        result = conn.execute(sa.select(risk_lists.c.person_id).where(risk_lists.c.run_id == run_id)).all()
+    return pl.DataFrame({"person_id": [r[0] for r in result]}, schema={"person_id": pl.String})
+
+
+def _delete_runs(conn: Connection, run_ids: list[str]) -> None:
+    if not run_ids:
+        return
+    conn.execute(risk_lists.delete().where(risk_lists.c.run_id.in_(run_ids)))
+    conn.execute(scores.delete().where(scores.c.run_id.in_(run_ids)))
+    conn.execute(score_runs.delete().where(score_runs.c.run_id.in_(run_ids)))
+
+
+def publish_week(
+    engine: Engine,
+    *,
+    week: str,
+    run_id: str,
+    index_date: date,
+    lists: pl.DataFrame,
+    before_commit: Callable[[], None] | None = None,
+) -> str | None:
+    """Make ``run_id`` the published run of ``week`` in one transaction; returns the replaced run id.
+
+    Inserts the lists, repoints ``published_weeks[week]`` and deletes every other run of the week
+    (the replaced one and any failed attempts), so history holds exactly one run per week.
+    """
+    columns = [
+        "locality",
+        "rank",
+        "person_id",
+        "score",
+        "band",
+        "change_since_last_week",
+        "new_this_week",
+        "reason_for_listing",
+        "reasons",
+    ]
+    rows = lists.select(columns).to_dicts()
+    for row in rows:
+        row["run_id"] = run_id
+        row["week"] = week
+        row["reasons"] = json.loads(row["reasons"])
+    with engine.begin() as conn:
+        status = conn.execute(sa.select(score_runs.c.status).where(score_runs.c.run_id == run_id)).scalar_one_or_none()
+        if status != "complete":
+            raise RuntimeError(f"run {run_id} is {status or 'missing'}; only a complete run can be published")
+        previous = conn.execute(
+            sa.select(published_weeks.c.run_id).where(published_weeks.c.week == week)
+        ).scalar_one_or_none()
+        for chunk in _chunks(rows):
+            conn.execute(risk_lists.insert(), chunk)
+        if previous is None:
+            conn.execute(
+                published_weeks.insert().values(week=week, run_id=run_id, index_date=index_date, published_at=_now())
+            )
+        else:
+            conn.execute(
+                published_weeks.update()
+                .where(published_weeks.c.week == week)
+                .values(run_id=run_id, index_date=index_date, published_at=_now())
+            )
+        others = conn.execute(
+            sa.select(score_runs.c.run_id).where(score_runs.c.week == week, score_runs.c.run_id != run_id)
+        ).scalars()
+        _delete_runs(conn, list(others))
+        if before_commit is not None:
+            before_commit()  # failure drills: anything raised here rolls the whole publish back
+    return previous if previous != run_id else None

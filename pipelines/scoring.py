@@ -1,0 +1,143 @@
+"""Population scoring: turn a feature table and the champion model into a banded score frame.
+
+Plain functions (no Prefect), so scoring can be tested with hand-made frames and run per
+locality on a Dask worker. Reasons travel as a JSON string column because their ``value`` mixes
+numbers, text and nulls, which a polars struct cannot hold; the DB layer decodes them once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+
+#: Score bands, defined once. A resident's band comes from their percentile rank within their own
+#: locality (fraction of the locality's scored residents with a strictly lower score), so every team
+#: sees the same shape of band whatever the locality's overall risk. Checked top-down.
+BANDS: tuple[tuple[str, float], ...] = (
+    ("very high", 0.95),  # top 5%
+    ("high", 0.80),  # 80th-95th percentile
+    ("moderate", 0.50),  # 50th-80th percentile
+    ("low", 0.0),
+)
+BAND_ORDER: tuple[str, ...] = tuple(name for name, _ in BANDS)
+
+SCORE_COLUMNS = ("person_id", "locality", "score", "in_long_term_care", "reasons")
+
+
+class ScoringModel(Protocol):
+    """What scoring needs from ``models.registry.LoadedModel``."""
+
+    version: Any
+    run_id: str
+
+    def predict_proba(self, features: pl.DataFrame) -> np.ndarray: ...
+
+    def explain(self, features: pl.DataFrame, top_n: int) -> list[list[Any]]: ...
+
+
+def iso_week(index_date: date) -> str:
+    """The list's week key (``2026-W48``): re-running any day of a week replaces that week."""
+    year, week, _ = index_date.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _reason_dict(reason: Any) -> dict[str, Any]:
+    """Reasons may arrive as dicts, TypedDicts, dataclasses or pydantic models: normalise to a dict."""
+    if isinstance(reason, Mapping):
+        source: Mapping[str, Any] = reason
+    elif hasattr(reason, "model_dump"):
+        source = reason.model_dump()
+    else:
+        source = {key: getattr(reason, key, None) for key in ("feature", "value", "text", "contribution")}
+    value = source.get("value")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        value = None
+    if value is not None and not isinstance(value, int | float | str | bool):
+        value = str(value)
+    contribution = source.get("contribution")
+    return {
+        "feature": str(source.get("feature")),
+        "value": value,
+        "text": str(source.get("text")),
+        "contribution": None if contribution is None else float(contribution),
+    }
+
+
+def encode_reasons(reasons: Sequence[Sequence[Any]]) -> list[str]:
+    """One JSON array per resident."""
+    return [json.dumps([_reason_dict(r) for r in person], separators=(",", ":")) for person in reasons]
+
+
+def score_features(features: pl.DataFrame, model: ScoringModel, top_n: int) -> pl.DataFrame:
+    """Score every row of a feature table: person_id, locality, score, in_long_term_care, reasons (JSON).
+
+    The feature table already holds only residents alive and registered at the index date, so this
+    is the whole living population (or one locality's share of it when fanned out).
+    """
+    if features.height == 0:
+        return empty_scores()
+    proba = np.asarray(model.predict_proba(features), dtype=float).reshape(-1)
+    if proba.shape[0] != features.height:
+        raise ValueError(f"model returned {proba.shape[0]} scores for {features.height} residents")
+    reasons = model.explain(features, top_n)
+    if len(reasons) != features.height:
+        raise ValueError(f"model returned {len(reasons)} reason lists for {features.height} residents")
+    ltc = (
+        features["in_long_term_care"].fill_null(False).cast(pl.Boolean)
+        if "in_long_term_care" in features.columns
+        else pl.Series([False] * features.height)
+    )
+    return pl.DataFrame(
+        {
+            "person_id": features["person_id"].cast(pl.String),
+            "locality": features["locality"].cast(pl.String).fill_null("Unknown"),
+            "score": proba,
+            "in_long_term_care": ltc,
+            "reasons": encode_reasons(reasons),
+        }
+    )
+
+
+def empty_scores() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "person_id": pl.String,
+            "locality": pl.String,
+            "score": pl.Float64,
+            "in_long_term_care": pl.Boolean,
+            "reasons": pl.String,
+        }
+    )
+
+
+def locality_percentile() -> pl.Expr:
+    """Fraction of the same locality's residents with a strictly lower score (0 for the lowest)."""
+    return ((pl.col("score").rank("min").over("locality") - 1) / pl.len().over("locality")).alias("percentile")
+
+
+def assign_bands(scores: pl.DataFrame) -> pl.DataFrame:
+    """Add ``percentile`` and ``band`` (see ``BANDS``); sorted by locality then score descending."""
+    with_pct = scores.with_columns(locality_percentile())
+    band = pl.lit(BANDS[-1][0])
+    for name, threshold in reversed(BANDS[:-1]):
+        band = pl.when(pl.col("percentile") >= threshold).then(pl.lit(name)).otherwise(band)
+    return with_pct.with_columns(band.alias("band")).sort(
+        ["locality", "score", "person_id"], descending=[False, True, False]
+    )
+
+
+def combine_partitions(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Stack per-locality score frames and band them; order-independent, so fan-out = local run."""
+    frames = [p.select(SCORE_COLUMNS) for p in parts if p.height]
+    combined = pl.concat(frames) if frames else empty_scores()
+    duplicated = combined["person_id"].is_duplicated().any()
+    if duplicated:
+        raise ValueError("a resident was scored in more than one partition")
+    return assign_bands(combined)

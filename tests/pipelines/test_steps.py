@@ -1,0 +1,63 @@
+"""Plain step functions: partitioning for fan-out, index dates, train modes, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import polars as pl
+import pytest
+
+from pipelines.steps import partition_clean, resolve_index_date, should_train
+from upstream.cli import main
+from upstream.errors import UpstreamError
+
+
+def test_partition_clean_splits_people_and_their_events(tmp_path):
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    pl.DataFrame({"person_id": ["a", "b", "c", "d"], "locality": ["North", "South", "North", None]}).write_parquet(
+        clean / "residents.parquet"
+    )
+    pl.DataFrame({"person_id": ["a", "a", "b", "d", "c"], "value": [1, 2, 3, 4, 5]}).write_parquet(
+        clean / "gp_events.parquet"
+    )
+    parts = partition_clean(clean, tmp_path / "parts")
+    assert list(parts) == ["North", "South", "Unknown"]
+    north = pl.read_parquet(parts["North"] / "gp_events.parquet").sort("value")
+    assert north["value"].to_list() == [1, 2, 5]
+    assert pl.read_parquet(parts["South"] / "gp_events.parquet")["value"].to_list() == [3]
+    assert pl.read_parquet(parts["Unknown"] / "residents.parquet")["person_id"].to_list() == ["d"]
+    # Re-partitioning replaces the previous partitions.
+    pl.DataFrame({"person_id": ["a"], "locality": ["North"]}).write_parquet(clean / "residents.parquet")
+    assert list(partition_clean(clean, tmp_path / "parts")) == ["North"]
+    assert not (tmp_path / "parts" / "south").exists()
+
+
+def test_index_date_from_delivery(tmp_path):
+    assert resolve_index_date(tmp_path, date(2026, 1, 5)) == date(2026, 1, 5)
+    assert resolve_index_date(tmp_path, None) == date.today()
+    (tmp_path / "_delivery.json").write_text(json.dumps({"extract_date": "2026-11-23"}))
+    assert resolve_index_date(tmp_path, None) == date(2026, 11, 23)
+    (tmp_path / "_delivery.json").write_text(json.dumps({"extract_date": "23/11/2026"}))
+    with pytest.raises(UpstreamError, match="extract_date"):
+        resolve_index_date(tmp_path, None)
+
+
+def test_train_modes(settings):
+    # An empty MLflow store has no champion: auto trains, never does not.
+    assert should_train("always", settings) is True
+    assert should_train("never", settings) is False
+    assert should_train("auto", settings) is True
+    with pytest.raises(UpstreamError, match="--train"):
+        should_train("sometimes", settings)
+
+
+def test_cli_run_missing_delivery_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "--raw", str(tmp_path / "nope")]) == 2
+    assert "delivery directory not found" in capsys.readouterr().err
+
+
+def test_cli_schedule_rejects_a_bad_cron(tmp_path, capsys):
+    assert main(["schedule", "--raw", str(tmp_path), "--cron", "every monday"]) == 2
+    assert "cron" in capsys.readouterr().err

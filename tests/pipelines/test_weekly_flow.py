@@ -1,0 +1,230 @@
+"""End to end: the real weekly Prefect flow on a small generated delivery, two weeks, a re-run, a failure
+drill, and the Dask fan-out (distributed LocalCluster) giving the same published week as the local run.
+
+Expected values are recomputed here from the stored scores with an independent implementation of the
+list rules (numpy, not ``pipelines.lists``), or come from the generator's recorded truth.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from tests.pipelines.conftest import latest_artifact
+from upstream.settings import Settings
+from upstream.store import get_engine, published_weeks, risk_lists, score_runs, scores
+
+generate = pytest.importorskip("synthetic.generate", reason="the synthetic generator is not built yet")
+
+
+@pytest.fixture(scope="module")
+def delivery(tmp_path_factory):
+    from pipelines.steps import delivery_extract_date
+
+    root = tmp_path_factory.mktemp("weekly")
+    raw = root / "raw"
+    generate.generate_delivery(raw, residents=3000, seed=11)
+    extract = delivery_extract_date(raw)
+    assert extract is not None
+    return {"raw": raw, "home": root / "home", "extract": extract}
+
+
+def _published(engine, week: str) -> tuple[str, pl.DataFrame, pl.DataFrame]:
+    with engine.connect() as conn:
+        run_id = conn.execute(sa.select(published_weeks.c.run_id).where(published_weeks.c.week == week)).scalar_one()
+        s = conn.execute(
+            sa.select(
+                scores.c.person_id,
+                scores.c.locality,
+                scores.c.score,
+                scores.c.band,
+                scores.c.in_long_term_care,
+                scores.c.reasons,
+            ).where(scores.c.run_id == run_id)
+        ).all()
+        lst = conn.execute(
+            sa.select(
+                risk_lists.c.locality,
+                risk_lists.c.rank,
+                risk_lists.c.person_id,
+                risk_lists.c.score,
+                risk_lists.c.band,
+                risk_lists.c.change_since_last_week,
+                risk_lists.c.new_this_week,
+                risk_lists.c.reason_for_listing,
+                risk_lists.c.reasons,
+            ).where(risk_lists.c.run_id == run_id)
+        ).all()
+    score_frame = pl.DataFrame(
+        [dict(r._mapping) | {"reasons": json.dumps(r.reasons)} for r in s], infer_schema_length=None
+    ).sort("person_id")
+    list_frame = pl.DataFrame(
+        [dict(r._mapping) | {"reasons": json.dumps(r.reasons)} for r in lst], infer_schema_length=None
+    ).sort(["locality", "rank"])
+    return run_id, score_frame, list_frame
+
+
+def _counts(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in (score_runs, scores, published_weeks, risk_lists)
+        }
+
+
+@pytest.fixture(scope="module")
+def two_weeks(delivery, prefect_harness, small_delivery_gate):
+    from pipelines.flows import weekly
+
+    home = str(delivery["home"])
+    week1 = weekly(str(delivery["raw"]), delivery["extract"] - timedelta(days=7), train="always", home=home)
+    week2 = weekly(str(delivery["raw"]), delivery["extract"], train="auto", home=home)
+    return week1, week2
+
+
+def _expected_top_band(frame: pl.DataFrame, percentile: float, capacity: int) -> set[str]:
+    """Independent implementation: per locality, share with a strictly lower score >= percentile,
+    excluding long-term care, highest first, up to capacity."""
+    chosen: set[str] = set()
+    for locality in frame["locality"].unique():
+        part = frame.filter(pl.col("locality") == locality)
+        values = part["score"].to_numpy()
+        lower = np.array([(values < v).sum() for v in values]) / len(values)
+        eligible = (lower >= percentile) & ~part["in_long_term_care"].to_numpy()
+        order = sorted(np.flatnonzero(eligible), key=lambda i: (-values[i], part["person_id"][int(i)]))
+        chosen |= {part["person_id"][int(i)] for i in order[:capacity]}
+    return chosen
+
+
+def test_two_weeks_end_to_end(delivery, two_weeks):
+    from pipelines.scoring import iso_week
+
+    week1, week2 = two_weeks
+    settings = Settings(home=delivery["home"])
+    engine = get_engine(settings.db_url)
+    w1, w2 = iso_week(delivery["extract"] - timedelta(days=7)), iso_week(delivery["extract"])
+    assert (week1["week"], week2["week"]) == (w1, w2)
+    assert _counts(engine)["published_weeks"] == 2 and _counts(engine)["score_runs"] == 2
+
+    _, scores1, _ = _published(engine, w1)
+    _, scores2, lists2 = _published(engine, w2)
+    assert scores2.height == week2["n_scored"] > 2000
+
+    # Auto did not retrain in week 2: one registered version, used by both runs.
+    with engine.connect() as conn:
+        versions = conn.execute(sa.select(score_runs.c.model_version).distinct()).scalars().all()
+    assert len(versions) == 1
+
+    # Nobody in long-term care is listed; the top band matches an independent implementation.
+    rules = settings.lists
+    listed = scores2.join(lists2.select("person_id", "reason_for_listing"), on="person_id")
+    assert not listed["in_long_term_care"].any()
+    top = set(lists2.filter(pl.col("reason_for_listing").is_in(["top_band", "both"]))["person_id"])
+    assert top == _expected_top_band(scores2, rules.band_percentile, rules.capacity_per_locality)
+
+    # Change since last week and risers, from the two weeks' stored scores.
+    joined = scores2.join(scores1.select("person_id", pl.col("score").alias("before")), on="person_id", how="left")
+    change = dict(zip(joined["person_id"], (joined["score"] - joined["before"]).to_list(), strict=True))
+    for row in lists2.iter_rows(named=True):
+        expected = change[row["person_id"]]
+        if expected is None:
+            assert row["change_since_last_week"] is None
+        else:
+            assert row["change_since_last_week"] == pytest.approx(expected, abs=1e-12)
+    risers = {p for p, c in change.items() if c is not None and c >= rules.risk_rise_threshold - 1e-9} - set(
+        scores2.filter(pl.col("in_long_term_care"))["person_id"]
+    )
+    assert set(lists2.filter(pl.col("reason_for_listing").is_in(["risk_rise", "both"]))["person_id"]) == risers
+
+    # "New this week" = not on week 1's list.
+    _, _, lists1 = _published(engine, w1)
+    previous = set(lists1["person_id"])
+    assert lists2["new_this_week"].to_list() == [p not in previous for p in lists2["person_id"]]
+
+    # CSV and Excel per locality, the same rows as the DB.
+    from pipelines.lists import locality_file_stem
+
+    for locality in scores2["locality"].unique():
+        stem = locality_file_stem(locality)
+        csv = pl.read_csv(settings.home / "lists" / w2 / f"{stem}.csv")
+        assert csv["person_id"].to_list() == lists2.filter(pl.col("locality") == locality)["person_id"].to_list()
+        assert (settings.home / "lists" / w2 / f"{stem}.xlsx").exists()
+
+    # Artifacts of the last run: validation reconciles, sizes are suppressed, progress reached 100%.
+    validation = latest_artifact("validation-summary")["data"]
+    validation = json.loads(validation) if isinstance(validation, str) else validation
+    assert len(validation) == 6
+    assert all(r["rows_in"] == r["rows_valid"] + r["rows_quarantined"] for r in validation)
+    sizes = latest_artifact("list-sizes")["data"]
+    sizes = json.loads(sizes) if isinstance(sizes, str) else sizes
+    for row in sizes:
+        assert row["listed"] == "<8" or int(row["listed"]) % 5 == 0
+    assert latest_artifact("weekly-progress")["data"] == pytest.approx(100.0)
+    assert latest_artifact("model-metrics")["data"]
+
+
+def test_rerun_replaces_week_and_failure_drill_changes_nothing(delivery, two_weeks):
+    from pipelines.flows import weekly
+    from pipelines.scoring import iso_week
+    from pipelines.steps import InjectedFailure
+
+    settings = Settings(home=delivery["home"])
+    engine = get_engine(settings.db_url)
+    week = iso_week(delivery["extract"])
+    before_counts = _counts(engine)
+    run_before, scores_before, lists_before = _published(engine, week)
+
+    again = weekly(str(delivery["raw"]), delivery["extract"], train="never", home=str(delivery["home"]))
+    assert again["replaced_run_id"] == run_before
+    assert _counts(engine) == before_counts  # no duplicated history
+    run_after, scores_after, lists_after = _published(engine, week)
+    assert run_after != run_before
+    assert scores_after.equals(scores_before) and lists_after.equals(lists_before)
+
+    csv = next((settings.home / "lists" / week).glob("*.csv")).read_bytes()
+    for step in ("score", "publish"):
+        state = weekly(
+            str(delivery["raw"]),
+            delivery["extract"],
+            train="never",
+            home=str(delivery["home"]),
+            inject_failure=step,
+            return_state=True,
+        )
+        assert state.is_failed()
+        with pytest.raises(InjectedFailure):
+            state.result()
+        assert _published(engine, week)[0] == run_after
+        assert next((settings.home / "lists" / week).glob("*.csv")).read_bytes() == csv
+
+
+def test_dask_fan_out_matches_local_run(delivery, two_weeks):
+    from distributed import LocalCluster
+
+    from pipelines.flows import weekly
+    from pipelines.scoring import iso_week
+
+    settings = Settings(home=delivery["home"])
+    engine = get_engine(settings.db_url)
+    week = iso_week(delivery["extract"])
+    _, local_scores, local_lists = _published(engine, week)
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        result = weekly(
+            str(delivery["raw"]),
+            delivery["extract"],
+            train="never",
+            home=str(delivery["home"]),
+            dask_address=cluster.scheduler_address,
+        )
+    _, dask_scores, dask_lists = _published(engine, week)
+    partitions = list((settings.home / "weeks" / week / "features").glob("*.parquet"))
+    assert len(partitions) == local_scores["locality"].n_unique() > 1  # really fanned out per locality
+    assert result["n_scored"] == local_scores.height
+    assert dask_scores.equals(local_scores)
+    assert dask_lists.equals(local_lists)
