@@ -1,0 +1,344 @@
+"""The Upstream API: weekly rising-risk lists, resident scores with reasons, the champion's model card.
+
+``create_app`` is a factory: nothing connects or reads at import or construction; the database
+engine is opened on the first request. Every person-level route checks locality scope, writes an
+audit row, and never logs a person id (the access log records route templates, not paths).
+"""
+
+
+import logging
+import re
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from serving import queries
+from serving.audit import AuditUnavailable, record_access
+from serving.deps import engine_of, require_principal
+from serving.exports import XLSX_MEDIA_TYPE, to_csv, to_xlsx
+from serving.keys import Principal
+from serving.model_card import NoChampion, champion_summary
+from serving.reid import reid_lookup
+from serving.schemas import (
+    AuditRow,
+    ErrorOut,
+    Health,
+    ModelCardOut,
+    ResidentScoreOut,
+    RiskListOut,
+    SummaryCell,
+    SummaryOut,
+)
+from upstream.disclosure import suppress_count
+from upstream.settings import Settings, get_settings
+
+access_log = logging.getLogger("upstream.serving.access")
+error_log = logging.getLogger("upstream.serving.error")
+
+WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$"
+PERSON_ID_PATTERN = r"^[0-9a-f]{16,64}$"
+LOCALITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 '&.-]{0,79}$"
+HISTORY_WEEKS = 52
+
+ERROR_TEXT = {
+    401: "Missing, invalid or revoked API key",
+    403: "The key's role or locality scope does not allow this",
+    404: "Not found, or not visible to this key (the two are indistinguishable on purpose)",
+    503: "The audit log could not be written, so no person-level data is served; retry shortly",
+}
+
+
+class ListFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+    xlsx = "xlsx"
+
+
+class Target(StrEnum):
+    emergency_admission = "emergency_admission"
+    care_escalation = "care_escalation"
+    crisis = "crisis"
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorOut, "description": ERROR_TEXT[code]} for code in codes}
+
+
+class AccessLogMiddleware:
+    """Logs method, route *template*, status and duration: the URL itself may carry a person id."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+        response_started = {"value": False}
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                response_started["value"] = True
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"cache-control", b"no-store"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # Never let the traceback reach the server log: driver errors embed SQL parameters (person ids).
+            error_log.error("unhandled %s on %s", type(exc).__name__, _template(scope))
+            if not response_started["value"]:
+                await send_wrapper(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b'{"detail":"internal error"}'})
+        finally:
+            access_log.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                _template(scope),
+                status_holder["status"],
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+def _template(scope) -> str:
+    """The matched route's template (``/residents/{person_id}/score``), never the concrete path."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or ("/static/*" if scope["path"].startswith("/static/") else "-")
+
+
+def _safe_filename(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9-]+", "_", text)
+
+
+def _add_nhs_numbers(rows: list[dict], settings: Settings) -> None:
+    mapping = reid_lookup(settings.reid_map_path)
+    for row in rows:
+        row["nhs_number"] = mapping.get(row["person_id"])
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API and web pages for ``settings`` (the process settings when None)."""
+    settings = settings or get_settings()
+    # uvicorn's access log prints full URLs, which carry person ids; however the app is launched
+    # (``upstream serve``, the demo, a factory string), that logger must stay silent. Ours logs templates.
+    logging.getLogger("uvicorn.access").disabled = True
+    app = FastAPI(
+        title="Upstream",
+        version="0.1.0",
+        description="Rising-risk lists, scores with reasons, and the champion model card. "
+        "Every route except /health needs an API key (X-API-Key header, bearer token, or the web login cookie).",
+    )
+    app.state.settings = settings
+    app.add_middleware(AccessLogMiddleware)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    max_limit = settings.serving.max_list_limit
+
+    @app.get("/health", response_model=Health, tags=["meta"])
+    def health() -> Health:
+        """Liveness only: no auth, no data."""
+        return Health()
+
+    @app.get(
+        "/localities/{locality}/rising-risk",
+        response_model=RiskListOut,
+        tags=["lists"],
+        responses={
+            200: {
+                "description": "The week's list as JSON, CSV or Excel (by `format`)",
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    XLSX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            **error_responses(401, 403, 404, 503),
+        },
+    )
+    def rising_risk(
+        request: Request,
+        locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
+        principal: Annotated[Principal, Depends(require_principal)],
+        week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
+        limit: Annotated[int, Query(ge=1, le=max_limit)] = min(500, max_limit),
+        format: Annotated[ListFormat, Query()] = ListFormat.json,
+    ) -> Any:
+        """The published rising-risk list for a locality and week, with reasons."""
+        engine = engine_of(request)
+        route = "/localities/{locality}/rising-risk"
+
+        def refuse(code: int, detail: str) -> HTTPException:
+            record_access(engine, principal, route, code, locality=locality, week=week)
+            return HTTPException(status_code=code, detail=detail)
+
+        if not principal.may_see_locality(locality):
+            raise refuse(403, "this key is not scoped to that locality")
+        with engine.connect() as conn:
+            pw = queries.published(conn, week)
+            if pw is None:
+                raise refuse(404, "no published list for that week")
+            if not queries.locality_known(conn, pw.run_id, locality):
+                raise refuse(404, "unknown locality")
+            rows = queries.list_rows(conn, pw.run_id, pw.week, locality, limit)
+        with_nhs = principal.reidentifies
+        if with_nhs:
+            _add_nhs_numbers(rows, settings)
+        record_access(engine, principal, route, 200, locality=locality, week=pw.week)
+        stem = f"rising-risk_{_safe_filename(locality)}_{pw.week}"
+        if format is ListFormat.csv:
+            return Response(
+                to_csv(rows, with_nhs),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{stem}.csv"'},
+            )
+        if format is ListFormat.xlsx:
+            return Response(
+                to_xlsx(rows, with_nhs, f"{locality} {pw.week}"),
+                media_type=XLSX_MEDIA_TYPE,
+                headers={"Content-Disposition": f'attachment; filename="{stem}.xlsx"'},
+            )
+        return RiskListOut(
+            locality=locality,
+            week=pw.week,
+            index_date=pw.index_date,
+            model_name=pw.model_name,
+            model_version=pw.model_version,
+            count=len(rows),
+            rows=rows,
+        )
+
+    @app.get(
+        "/residents/{person_id}/score",
+        response_model=ResidentScoreOut,
+        tags=["residents"],
+        responses=error_responses(401, 404, 503),
+    )
+    def resident_score(
+        request: Request,
+        person_id: Annotated[str, PathParam(pattern=PERSON_ID_PATTERN, description="Pseudonymised id")],
+        principal: Annotated[Principal, Depends(require_principal)],
+    ) -> ResidentScoreOut:
+        """Latest published score, band and reasons, with the score history.
+
+        A locality key gets the same 404 for a resident outside its localities as for one that
+        does not exist, so the route cannot be used to probe who lives where."""
+        engine = engine_of(request)
+        route = "/residents/{person_id}/score"
+        with engine.connect() as conn:
+            history = queries.resident_history(conn, person_id)
+        if not history or not principal.may_see_locality(history[0]["locality"]):
+            record_access(engine, principal, route, 404, person_id=person_id)
+            raise HTTPException(status_code=404, detail="resident not found")
+        latest = history[0]
+        nhs_number = reid_lookup(settings.reid_map_path).get(person_id) if principal.reidentifies else None
+        record_access(engine, principal, route, 200, person_id=person_id, locality=latest["locality"], week=latest["week"])
+        return ResidentScoreOut(
+            person_id=person_id,
+            nhs_number=nhs_number,
+            locality=latest["locality"],
+            week=latest["week"],
+            index_date=latest["index_date"],
+            score=latest["score"],
+            band=latest["band"],
+            in_long_term_care=bool(latest["in_long_term_care"]),
+            reasons=latest["reasons"],
+            history=[
+                {"week": h["week"], "index_date": h["index_date"], "score": h["score"], "band": h["band"]}
+                for h in history[:HISTORY_WEEKS]
+            ],
+        )
+
+    @app.get("/models/current", response_model=ModelCardOut, tags=["models"], responses=error_responses(401, 404))
+    def current_model(
+        principal: Annotated[Principal, Depends(require_principal)],
+        target: Annotated[Target | None, Query(description="Outcome; the configured default when omitted")] = None,
+    ) -> ModelCardOut:
+        """The champion model's card and metrics from the registry."""
+        chosen = target.value if target else settings.target
+        tracking = settings.tracking_uri
+        if tracking.startswith("sqlite:///") and not Path(tracking.removeprefix("sqlite:///")).exists():
+            raise HTTPException(status_code=404, detail=f"no champion model for {chosen}")
+        try:
+            return ModelCardOut(**champion_summary(chosen, settings))
+        except NoChampion:
+            raise HTTPException(status_code=404, detail=f"no champion model for {chosen}") from None
+
+    @app.get("/summary", response_model=SummaryOut, tags=["aggregates"], responses=error_responses(401, 404))
+    def summary(
+        request: Request,
+        principal: Annotated[Principal, Depends(require_principal)],
+        week: Annotated[str | None, Query(pattern=WEEK_PATTERN)] = None,
+    ) -> SummaryOut:
+        """Residents by locality and band, with small-number suppression (1-7 hidden, the rest rounded to 5)."""
+        with engine_of(request).connect() as conn:
+            pw = queries.published(conn, week)
+            if pw is None:
+                raise HTTPException(status_code=404, detail="no published scores for that week")
+            counts = queries.band_counts(conn, pw.run_id)
+        cells = [
+            SummaryCell(locality=loc, band=band, residents=suppress_count(n))
+            for loc, band, n in counts
+            if principal.may_see_locality(loc)
+        ]
+        return SummaryOut(
+            week=pw.week,
+            index_date=pw.index_date,
+            rule="counts of 1-7 suppressed (null); others rounded to the nearest 5",
+            cells=cells,
+        )
+
+    @app.get(
+        "/audit",
+        response_model=list[AuditRow],
+        tags=["admin"],
+        responses=error_responses(401, 403),
+    )
+    def audit(
+        request: Request,
+        principal: Annotated[Principal, Depends(require_principal)],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[AuditRow]:
+        """The most recent audit rows (admin keys only)."""
+        if principal.role != "admin":
+            raise HTTPException(status_code=403, detail="admin keys only")
+        import sqlalchemy as sa
+
+        from upstream.store import audit_log
+
+        with engine_of(request).connect() as conn:
+            rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)).all()
+        return [AuditRow(**{k: v for k, v in row._mapping.items() if k != "id"}) for row in rows]
+
+    from serving.web import build_router
+
+    app.include_router(build_router(settings))
+
+    @app.exception_handler(AuditUnavailable)
+    async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> Response:
+        if request.url.path.startswith("/ui"):
+            from serving.web import error_page
+
+            return error_page(getattr(request.state, "principal", None), 503, "Please try again in a minute.")
+        return JSONResponse({"detail": ERROR_TEXT[503]}, status_code=503, headers={"Retry-After": "30"})
+
+    return app

@@ -1,0 +1,176 @@
+"""Read-side queries over the operational DB.
+
+Every query reaches ``scores`` and ``risk_lists`` through ``published_weeks``, so rows of a run
+that failed or is still being written are never served (ARCHITECTURE: publishing is a pointer swap).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from upstream.store import published_weeks, risk_lists, score_runs, scores
+
+
+@dataclass(frozen=True)
+class PublishedWeek:
+    week: str
+    run_id: str
+    index_date: date
+    model_name: str | None
+    model_version: str | None
+
+
+def published(conn: Connection, week: str | None = None) -> PublishedWeek | None:
+    """The published run for ``week``, or the latest published week when ``week`` is None."""
+    query = (
+        sa.select(
+            published_weeks.c.week,
+            published_weeks.c.run_id,
+            published_weeks.c.index_date,
+            score_runs.c.model_name,
+            score_runs.c.model_version,
+        )
+        .select_from(published_weeks.outerjoin(score_runs, score_runs.c.run_id == published_weeks.c.run_id))
+        .order_by(published_weeks.c.week.desc())
+        .limit(1)
+    )
+    if week is not None:
+        query = query.where(published_weeks.c.week == week)
+    row = conn.execute(query).first()
+    return PublishedWeek(**row._mapping) if row else None
+
+
+def recent_weeks(conn: Connection, up_to: str, n: int) -> list[PublishedWeek]:
+    """The ``n`` published weeks ending at ``up_to``, oldest first (for trend charts)."""
+    rows = conn.execute(
+        sa.select(
+            published_weeks.c.week,
+            published_weeks.c.run_id,
+            published_weeks.c.index_date,
+            sa.null().label("model_name"),
+            sa.null().label("model_version"),
+        )
+        .where(published_weeks.c.week <= up_to)
+        .order_by(published_weeks.c.week.desc())
+        .limit(n)
+    ).all()
+    return [PublishedWeek(**row._mapping) for row in reversed(rows)]
+
+
+def localities(conn: Connection, run_id: str) -> list[str]:
+    """Localities scored in a published run."""
+    rows = conn.execute(
+        sa.select(scores.c.locality).where(scores.c.run_id == run_id).distinct().order_by(scores.c.locality)
+    ).all()
+    return [row.locality for row in rows]
+
+
+def locality_known(conn: Connection, run_id: str, locality: str) -> bool:
+    """Whether the run scored anyone in ``locality`` (an empty list is still a valid answer)."""
+    found = conn.execute(
+        sa.select(sa.literal(1)).where(scores.c.run_id == run_id, scores.c.locality == locality).limit(1)
+    ).first()
+    return found is not None
+
+
+def _decode_json_column(texts: list[str | None]) -> list:
+    """Decode many small JSON documents with one parser call (per-row decoding dominated a 500-row list)."""
+    return json.loads("[" + ",".join(t if t is not None else "null" for t in texts) + "]")
+
+
+def list_rows(conn: Connection, run_id: str, week: str, locality: str, limit: int) -> list[dict]:
+    """The published rising-risk list for one locality and week, in rank order."""
+    result = conn.execute(
+        sa.select(
+            risk_lists.c.rank,
+            risk_lists.c.person_id,
+            risk_lists.c.score,
+            risk_lists.c.band,
+            risk_lists.c.change_since_last_week,
+            risk_lists.c.new_this_week,
+            risk_lists.c.reason_for_listing,
+            sa.type_coerce(risk_lists.c.reasons, sa.Text).label("reasons"),
+        )
+        .select_from(
+            risk_lists.join(
+                published_weeks,
+                sa.and_(published_weeks.c.run_id == risk_lists.c.run_id, published_weeks.c.week == risk_lists.c.week),
+            )
+        )
+        .where(risk_lists.c.run_id == run_id, risk_lists.c.week == week, risk_lists.c.locality == locality)
+        .order_by(risk_lists.c.rank)
+        .limit(limit)
+    ).all()
+    reasons = _decode_json_column([row[7] for row in result])
+    keys = ("rank", "person_id", "score", "band", "change_since_last_week", "new_this_week", "reason_for_listing")
+    out = []
+    for row, row_reasons in zip(result, reasons, strict=True):
+        item = dict(zip(keys, row[:7], strict=True))
+        item["new_this_week"] = bool(item["new_this_week"])
+        item["reasons"] = row_reasons or []
+        out.append(item)
+    return out
+
+
+def resident_history(conn: Connection, person_id: str) -> list[dict]:
+    """A resident's published scores, newest week first."""
+    rows = conn.execute(
+        sa.select(
+            published_weeks.c.week,
+            published_weeks.c.index_date,
+            scores.c.locality,
+            scores.c.score,
+            scores.c.band,
+            scores.c.reasons,
+            scores.c.in_long_term_care,
+        )
+        .select_from(scores.join(published_weeks, published_weeks.c.run_id == scores.c.run_id))
+        .where(scores.c.person_id == person_id)
+        .order_by(published_weeks.c.week.desc())
+    ).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def band_counts(conn: Connection, run_id: str) -> list[tuple[str, str, int]]:
+    """(locality, band, residents) for a published run; suppression is applied by the caller."""
+    rows = conn.execute(
+        sa.select(scores.c.locality, scores.c.band, sa.func.count().label("n"))
+        .where(scores.c.run_id == run_id)
+        .group_by(scores.c.locality, scores.c.band)
+        .order_by(scores.c.locality, scores.c.band)
+    ).all()
+    return [(row.locality, row.band, int(row.n)) for row in rows]
+
+
+def score_histogram(conn: Connection, run_id: str, locality: str, bins: int = 10) -> list[int]:
+    """Residents per equal-width score bin in [0, 1], counted in the database."""
+    # Thresholds in a CASE, not CAST/FLOOR, so SQLite and PostgreSQL bin identically.
+    bin_expr = sa.case(*[(scores.c.score < (i + 1) / bins, i) for i in range(bins - 1)], else_=bins - 1)
+    rows = conn.execute(
+        sa.select(bin_expr.label("b"), sa.func.count().label("n"))
+        .where(scores.c.run_id == run_id, scores.c.locality == locality)
+        .group_by(bin_expr)
+    ).all()
+    counts = [0] * bins
+    for row in rows:
+        counts[max(0, min(bins - 1, int(row.b)))] += int(row.n)
+    return counts
+
+
+def new_entries(conn: Connection, weeks: list[PublishedWeek], locality: str) -> list[tuple[str, int, int]]:
+    """(week, new this week, listed) for each given published week."""
+    out = []
+    for pw in weeks:
+        row = conn.execute(
+            sa.select(
+                sa.func.count().label("listed"),
+                sa.func.coalesce(sa.func.sum(sa.case((risk_lists.c.new_this_week, 1), else_=0)), 0).label("new"),
+            ).where(risk_lists.c.run_id == pw.run_id, risk_lists.c.week == pw.week, risk_lists.c.locality == locality)
+        ).one()
+        out.append((pw.week, int(row.new), int(row.listed)))
+    return out

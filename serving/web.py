@@ -1,0 +1,177 @@
+"""Locality web pages: log in with an API key, see the week's list, download CSV or Excel.
+
+Server-rendered (Jinja2, autoescaped) in the NHS.UK frontend style with local CSS only: council
+networks often block CDNs, and nothing about a resident should leave the page to a third party.
+The key is kept in an httpOnly, SameSite=Strict cookie and re-checked on every request, so
+revoking a key ends its web sessions at once.
+"""
+
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from serving import queries
+from serving.audit import record_access
+from serving.charts import bar_chart_svg
+from serving.deps import COOKIE_NAME, engine_of, optional_principal
+from serving.keys import Principal, authenticate
+from serving.reid import reid_lookup
+from upstream.settings import Settings
+
+TREND_WEEKS = 8
+HISTOGRAM_BINS = 10
+
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_REDIRECT = {303: {"description": "Redirect (to the login page when not signed in)"}}
+
+
+def _html_error(code: int, description: str) -> dict[int | str, dict[str, Any]]:
+    return {code: {"description": description, "content": _HTML}}
+
+
+@cache
+def _templates():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    html = _templates().get_template(name).render(**context)
+    return HTMLResponse(
+        html,
+        status_code=status_code,
+        headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        },
+    )
+
+
+def error_page(principal: Principal | None, code: int, message: str) -> HTMLResponse:
+    titles = {401: "Sign in failed", 403: "Not available to you", 404: "Page not found", 503: "Try again shortly"}
+    return render("error.html", status_code=code, title=titles.get(code, "Error"), message=message, principal=principal)
+
+
+def _to_login() -> RedirectResponse:
+    return RedirectResponse("/ui/login", status_code=303)
+
+
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/ui", tags=["web pages"])
+    max_limit = settings.serving.max_list_limit
+    Caller = Annotated[Principal | None, Depends(optional_principal)]
+
+    @router.get("/login", response_class=HTMLResponse)
+    def login_form(principal: Caller) -> HTMLResponse:
+        """The sign-in form (API key)."""
+        return render("login.html", principal=principal, error=None)
+
+    @router.post(
+        "/login",
+        response_class=HTMLResponse,
+        responses={**_REDIRECT, **_html_error(401, "The key is unknown, malformed or revoked")},
+    )
+    def login(request: Request, api_key: Annotated[str, Form(max_length=200)]) -> Response:
+        """Check the key; on success keep it in an httpOnly cookie and go to the lists."""
+        if authenticate(engine_of(request), api_key) is None:
+            return render("login.html", status_code=401, principal=None, error="That key was not recognised.")
+        response = RedirectResponse("/ui", status_code=303)
+        response.set_cookie(
+            COOKIE_NAME,
+            api_key.strip(),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+            max_age=8 * 3600,
+        )
+        return response
+
+    @router.post("/logout", response_class=HTMLResponse, responses=_REDIRECT)
+    def logout() -> Response:
+        """Forget the key cookie."""
+        response = _to_login()
+        response.delete_cookie(COOKIE_NAME, path="/")
+        return response
+
+    @router.get("", response_class=HTMLResponse, responses=_REDIRECT)
+    def home(request: Request, principal: Caller) -> Response:
+        """The localities this key may see (straight to the list when there is only one)."""
+        if principal is None:
+            return _to_login()
+        with engine_of(request).connect() as conn:
+            pw = queries.published(conn)
+            names = queries.localities(conn, pw.run_id) if pw else []
+        visible = [n for n in names if principal.may_see_locality(n)]
+        if len(visible) == 1:
+            return RedirectResponse(f"/ui/localities/{quote(visible[0])}", status_code=303)
+        return render("home.html", principal=principal, localities=visible, week=pw.week if pw else None)
+
+    @router.get(
+        "/localities/{locality}",
+        response_class=HTMLResponse,
+        responses={
+            **_REDIRECT,
+            **_html_error(403, "The key is not scoped to this locality"),
+            **_html_error(404, "No published list for that locality or week"),
+            **_html_error(503, "The audit log could not be written, so the list is not shown"),
+        },
+    )
+    def locality_page(
+        request: Request,
+        principal: Caller,
+        locality: Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9 '&.-]{0,79}$", max_length=80)],
+        week: Annotated[str | None, Query(pattern=r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$")] = None,
+    ) -> Response:
+        """The week's rising-risk list for one locality, with charts and downloads."""
+        if principal is None:
+            return _to_login()
+        engine = engine_of(request)
+        route = "/ui/localities/{locality}"
+        if not principal.may_see_locality(locality):
+            record_access(engine, principal, route, 403, locality=locality, week=week)
+            return error_page(principal, 403, "This key is not scoped to that locality.")
+        with engine.connect() as conn:
+            pw = queries.published(conn, week)
+            if pw is None or not queries.locality_known(conn, pw.run_id, locality):
+                record_access(engine, principal, route, 404, locality=locality, week=week)
+                return error_page(principal, 404, "There is no published list for that locality and week.")
+            rows = queries.list_rows(conn, pw.run_id, pw.week, locality, max_limit)
+            histogram = queries.score_histogram(conn, pw.run_id, locality, HISTOGRAM_BINS)
+            weeks = queries.recent_weeks(conn, pw.week, TREND_WEEKS)
+            trend = queries.new_entries(conn, weeks, locality)
+            all_weeks = [w.week for w in queries.recent_weeks(conn, "9999-W99", 52)]
+        if principal.reidentifies:
+            mapping = reid_lookup(settings.reid_map_path)
+            for row in rows:
+                row["nhs_number"] = mapping.get(row["person_id"])
+        record_access(engine, principal, route, 200, locality=locality, week=pw.week)
+        bin_labels = [f"{i * 100 // HISTOGRAM_BINS}%" for i in range(HISTOGRAM_BINS)]
+        return render(
+            "locality.html",
+            principal=principal,
+            locality=locality,
+            pw=pw,
+            rows=rows,
+            n_new=sum(1 for r in rows if r["new_this_week"]),
+            weeks=list(reversed(all_weeks)),
+            download_limit=max_limit,
+            distribution_svg=bar_chart_svg(bin_labels, histogram, f"Residents of {locality} by predicted risk"),
+            trend_svg=bar_chart_svg(
+                [w[5:] for w, _, _ in trend], [n for _, n, _ in trend], f"New entries to the {locality} list by week"
+            ),
+        )
+
+    return router

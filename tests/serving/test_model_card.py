@@ -1,0 +1,63 @@
+"""``GET /models/current`` against a real MLflow sqlite tracking store in a temporary directory."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.keys import create_key
+from upstream.settings import Settings
+from upstream.store import get_engine
+
+CARD = "# Model card: upstream-crisis\n\nIntended use: weekly rising-risk lists.\n"
+
+
+def _register_champion(settings: Settings) -> str:
+    """What models/ does at promotion: a run with metrics and a card, a registered version, alias champion."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    experiment_id = client.create_experiment("upstream", artifact_location=(settings.artifact_root).as_uri())
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "test_auroc", 0.78)
+    client.log_metric(run.info.run_id, "test_calibration_slope", 0.97)
+    client.log_text(run.info.run_id, CARD, "model_card/model_card.md")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("upstream-crisis")
+    client.create_model_version("upstream-crisis", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    second = client.create_model_version("upstream-crisis", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias("upstream-crisis", "champion", second.version)
+    return run.info.run_id
+
+
+def test_current_model_card_and_metrics(tmp_path):
+    settings = Settings(home=tmp_path, pseudo_key="test-key-not-secret")
+    run_id = _register_champion(settings)
+    key = create_key(get_engine(settings.db_url), "analyst", [])
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/models/current", headers={"X-API-Key": key})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_name"] == "upstream-crisis"
+        assert body["version"] == "2"  # the alias, not the latest-created or first version
+        assert body["run_id"] == run_id
+        assert body["metrics"] == {"test_auroc": 0.78, "test_calibration_slope": 0.97}
+        assert body["model_card"] == CARD
+        assert body["alias"] == "champion"
+        # No champion for another target yet.
+        assert client.get("/models/current?target=care_escalation", headers={"X-API-Key": key}).status_code == 404
+        assert client.get("/models/current").status_code == 401
+
+
+def test_direct_mlflow_fallback_reads_the_same_champion(tmp_path):
+    """The path used when models.registry is absent: MLflow client, alias, run metrics, card artifact."""
+    from serving.model_card import NoChampion, _from_mlflow
+
+    settings = Settings(home=tmp_path, pseudo_key="test-key-not-secret")
+    run_id = _register_champion(settings)
+    summary = _from_mlflow("crisis", settings)
+    assert (summary["version"], summary["run_id"], summary["model_card"]) == ("2", run_id, CARD)
+    assert summary["metrics"] == {"test_auroc": 0.78, "test_calibration_slope": 0.97}
+    with pytest.raises(NoChampion):
+        _from_mlflow("care_escalation", settings)

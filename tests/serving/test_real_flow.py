@@ -1,0 +1,84 @@
+"""The API over a database made by the real weekly Prefect flow (synthetic delivery -> ingest -> features
+-> train -> score -> publish). Expected values come from the raw delivery (who lives where, their NHS
+numbers) and the keyed pseudonym, not from serving's own code.
+"""
+
+from __future__ import annotations
+
+import os
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+generate = pytest.importorskip("synthetic.generate", reason="the synthetic generator is not built yet")
+pytest.importorskip("pipelines.flows", reason="the weekly flow is not built yet")
+
+from expectations.pseudonymise import pseudonymise_one  # noqa: E402
+from serving.app import create_app  # noqa: E402
+from serving.keys import create_key  # noqa: E402
+from upstream.settings import Settings  # noqa: E402
+from upstream.store import audit_log, get_engine, published_weeks, risk_lists  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def flow_db(tmp_path_factory, prefect_harness, small_delivery_gate):
+    from pipelines.flows import weekly
+    from pipelines.steps import delivery_extract_date
+
+    root = tmp_path_factory.mktemp("serving_flow")
+    raw, home = root / "raw", root / "home"
+    generate.generate_delivery(raw, residents=2000, seed=5)
+    result = weekly(str(raw), delivery_extract_date(raw), train="always", home=str(home))
+    settings = Settings(home=home)
+    residents = pl.read_parquet(raw / "residents.parquet", columns=["nhs_number", "locality"]).with_columns(
+        pl.col("nhs_number").cast(pl.String)
+    )
+    return settings, result, residents
+
+
+def test_api_serves_the_flow_output(flow_db):
+    settings, result, residents = flow_db
+    key = os.environ.get("UPSTREAM_PSEUDO_KEY", "").encode() or settings.pseudonymisation_key()
+    engine = get_engine(settings.db_url)
+    with engine.connect() as conn:
+        week = conn.execute(sa.select(published_weeks.c.week)).scalar_one()
+        by_locality = dict(
+            conn.execute(
+                sa.select(risk_lists.c.locality, sa.func.count())
+                .join(published_weeks, published_weeks.c.run_id == risk_lists.c.run_id)
+                .group_by(risk_lists.c.locality)
+            ).all()
+        )
+    assert week == result["week"]
+    locality, other = sorted(by_locality, key=lambda name: -by_locality[name])[:2]
+    home_of = dict(zip(residents["nhs_number"], residents["locality"], strict=True))
+    pid_to_nhs = {pseudonymise_one(n, key): n for n in residents["nhs_number"].to_list()}
+
+    local_key = create_key(engine, "locality", [locality])
+    with TestClient(create_app(settings)) as client:
+        h = {"X-API-Key": local_key}
+        body = client.get(f"/localities/{locality}/rising-risk?limit=5000", headers=h).json()
+        assert body["week"] == week and body["count"] == by_locality[locality] > 0
+        assert [r["rank"] for r in body["rows"]] == list(range(1, body["count"] + 1))
+        for row in body["rows"]:
+            # The NHS number is the one the council delivered for this pseudonym, and they live here.
+            assert row["nhs_number"] == pid_to_nhs[row["person_id"]]
+            assert home_of[row["nhs_number"]] == locality
+            assert row["reasons"] and all(reason["text"] for reason in row["reasons"])
+        first = body["rows"][0]["person_id"]
+        score = client.get(f"/residents/{first}/score", headers=h).json()
+        assert score["locality"] == locality and score["nhs_number"] == pid_to_nhs[first]
+        # Someone from the other locality is invisible to this key.
+        outsider = client.get(f"/localities/{other}/rising-risk", headers={"X-API-Key": create_key(engine, "analyst", [])})
+        outsider_pid = outsider.json()["rows"][0]["person_id"]
+        assert client.get(f"/residents/{outsider_pid}/score", headers=h).status_code == 404
+        assert client.get("/models/current", headers=h).status_code == 200
+    with engine.connect() as conn:
+        audited = conn.execute(
+            sa.select(sa.func.count()).select_from(audit_log).where(audit_log.c.key_id == local_key.split("_")[1])
+        ).scalar_one()
+    assert audited == 3  # list, own resident, refused outsider

@@ -1,0 +1,52 @@
+"""Web pages through TestClient: login cookie, locality redirect, escaping, downloads with the cookie."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.serving.conftest import auth
+
+
+def test_login_sets_httponly_strict_cookie_and_cookie_authenticates(app, keys):
+    with TestClient(app) as browser:
+        bad = browser.post("/ui/login", data={"api_key": "ups_nope"}, follow_redirects=False)
+        assert bad.status_code == 401 and "not recognised" in bad.text
+        ok = browser.post("/ui/login", data={"api_key": keys["south"]}, follow_redirects=False)
+        assert ok.status_code == 303 and ok.headers["location"] == "/ui"
+        cookie = ok.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        # A single-locality key goes straight to its list.
+        home = browser.get("/ui", follow_redirects=False)
+        assert home.status_code == 303 and home.headers["location"] == "/ui/localities/South"
+        # The cookie also authorises the download links on the page.
+        csv = browser.get("/localities/South/rising-risk?format=csv")
+        assert csv.status_code == 200 and csv.text.count("\n") == 1 + 4
+        out = browser.post("/ui/logout", follow_redirects=False)
+        assert out.status_code == 303
+        browser.cookies.clear()  # what the browser does with the expired cookie
+        assert browser.get("/localities/South/rising-risk").status_code == 401
+
+
+def test_analyst_home_lists_every_locality(client, keys):
+    r = client.get("/ui", headers=auth(keys["analyst"]), follow_redirects=False)
+    assert r.status_code == 200
+    for name in ("East", "North", "South"):
+        assert f'href="/ui/localities/{name}"' in r.text
+
+
+def test_locality_page_contents(client, keys, scored):
+    r = client.get("/ui/localities/North?week=2026-W47", headers=auth(keys["north"]))
+    assert r.status_code == 200
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    assert r.text.count('<tr class="nhsuk-table__row"') == 5
+    assert 'id="new-count">2<' in r.text  # W47: two new entries
+    assert "format=csv" in r.text and "format=xlsx" in r.text
+    assert "<script src=\"/static/sort.js\">" in r.text
+    # Nothing is fetched from elsewhere: the only absolute URL is the SVG namespace identifier.
+    page = r.text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "http://" not in page and "https://" not in page
+
+
+def test_static_assets_are_local(client):
+    assert client.get("/static/upstream.css").status_code == 200
+    assert client.get("/static/sort.js").status_code == 200
