@@ -5,7 +5,7 @@ resource.getrusage in the child). Prints rows written, seconds, residents per se
 time per resident relative to the first (smallest) size, which shows whether cost scales linearly.
 
     .venv/bin/python bench/bench_synth.py 20000 280000
-    .venv/bin/python bench/bench_synth.py 1900000 --workers 2
+    .venv/bin/python bench/bench_synth.py 1900000 --workers 2 --defect-rate 0.01 --keep /work/data/d1900k
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from synthetic.generate import generate_delivery
-out, n, seed, fmt, workers = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+out, n, seed, fmt, workers, defects = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
 t0 = time.perf_counter()
-s = generate_delivery(out, residents=n, seed=seed, defect_rate=0.0, fmt=fmt, workers=workers)
+s = generate_delivery(out, residents=n, seed=seed, defect_rate=defects, fmt=fmt, workers=workers)
 elapsed = time.perf_counter() - t0
 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 workers_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -36,8 +36,8 @@ print(json.dumps({"residents": n, "seconds": elapsed, "peak_rss_mib": peak_mib, 
 """
 
 
-def run_one(residents: int, seed: int, fmt: str, out: Path, workers: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(out), str(residents), str(seed), fmt, str(workers)],
+def run_one(residents: int, seed: int, fmt: str, out: Path, workers: int, defect_rate: float) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(out), str(residents), str(seed), fmt, str(workers), str(defect_rate)],
                           check=True, capture_output=True, text=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--format", default="parquet", choices=("parquet", "csv"))
     parser.add_argument("--workers", type=int, default=1, help="simulation processes (peak RSS is per process)")
+    parser.add_argument("--defect-rate", type=float, default=0.0)
     parser.add_argument("--keep", type=Path, default=None, help="write the last delivery here and keep it")
     args = parser.parse_args()
     base_per_resident = None
@@ -59,7 +60,7 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
         out = keep or tmp / "d"
         try:
-            r = run_one(n, args.seed, args.format, out, args.workers)
+            r = run_one(n, args.seed, args.format, out, args.workers, args.defect_rate)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         per = r["seconds"] / n

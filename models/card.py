@@ -39,6 +39,11 @@ HEADLINE = [
 ]
 
 
+#: Fairness table columns; the gate compares "AUROC" with "gate reference AUROC" (see models.fairness).
+FAIRNESS_COLUMNS = ["dimension", "group", "n", "events", "event rate", "observed/expected", "AUROC",
+                    "gate reference AUROC", "FPR", "FNR"]
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
@@ -62,7 +67,8 @@ def card_context(
     ]
     fairness_rows = [
         (r["dimension"], r["group"], str(r["n"]), str(r["events"]), _fmt(r["event_rate"]),
-         _fmt(r["observed_expected"]), _fmt(r["auroc"]), _fmt(r["fpr"]), _fmt(r["fnr"]))
+         _fmt(r["observed_expected"]), _fmt(r["auroc"]), _fmt(r.get("gate_reference_auroc")), _fmt(r["fpr"]),
+         _fmt(r["fnr"]))
         for r in fairness.iter_rows(named=True)
     ]
     return {
@@ -124,7 +130,7 @@ AUROC 95% bootstrap CI: {c['auroc_ci']}
 {_md_table(["model", "AUROC", "AUPRC", "calibration slope", "PPV top 20%", "sensitivity top 20%"], c['comparison'])}
 
 ## Fairness (SPARRA-style audit, list threshold = top 20%)
-{_md_table(["dimension", "group", "n", "events", "event rate", "observed/expected", "AUROC", "FPR", "FNR"], c['fairness'])}
+{_md_table(FAIRNESS_COLUMNS, c['fairness'])}
 
 ## Promotion gate
 Checks: {", ".join(f"{k}={'pass' if v else 'fail'}" for k, v in gate['checks'].items())}
@@ -160,7 +166,7 @@ th{{background:#f0f4f5}}h1,h2{{color:#005eb8}}</style></head><body>
 <h3>Against simple baselines</h3>
 {table(["model", "AUROC", "AUPRC", "calibration slope", "PPV top 20%", "sensitivity top 20%"], c['comparison'])}
 <h2>Fairness (SPARRA-style audit, list threshold = top 20%)</h2>
-{table(["dimension", "group", "n", "events", "event rate", "observed/expected", "AUROC", "FPR", "FNR"], c['fairness'])}
+{table(FAIRNESS_COLUMNS, c['fairness'])}
 <h2>Promotion gate</h2><ul>{reasons}</ul>
 <h2>Limitations</h2><ul>{"".join(f"<li>{e(x)}</li>" for x in c['limitations'])}</ul>
 </body></html>

@@ -3,9 +3,11 @@
 For each audited dimension (IMD quintile, sex, age band, ethnicity group) and each group: size, event
 rate, mean predicted risk, observed/expected ratio and calibration-in-the-large, AUROC, and the false
 positive and false negative rates at the list threshold (the top 20% of the whole population is
-flagged, as on the weekly list). Each group's AUROC gap is reported against the overall AUROC and
-against the dimension's pooled within-group AUROC (see ``GATE_WITHIN_DIMENSIONS``). The dimensions are derived from the audit columns of the feature
-table, which are demographics, not model-specific choices.
+flagged, as on the weekly list). Each group's AUROC gap is reported against the overall AUROC, against
+the dimension's pooled within-group AUROC (what the gate uses for age bands, see ``GATE_WITHIN_DIMENSIONS``)
+and against the AUROC among comparable people (``comparable_auroc``: within-group pairs, standardised to
+the group's age mix), which is what the gate uses for every other dimension. The dimensions are derived from the audit columns of the feature table, which are
+demographics, not model-specific choices.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from models.metrics import auroc, calibration_slope_intercept, top_flags
+from models.metrics import auroc, calibration_slope_intercept, top_flags, weighted_auroc
 
 LIST_FRACTION = 0.20
 #: Dimensions whose groups are gated against the dimension's pooled within-group AUROC instead of the
@@ -26,6 +28,8 @@ MIN_GROUP_EVENTS = 20
 #: Below this many events (or non-events) a group is reported but not gated on: with 100 events the
 #: AUROC's standard error is still ~0.03, so smaller groups would flip the gate on noise alone.
 MIN_GATE_EVENTS = 100
+#: Width of the age bins used to standardise the reference AUROC to a group's age mix.
+STANDARDISATION_AGE_BIN_YEARS = 5
 AGE_BANDS: tuple[tuple[int, int, str], ...] = (
     (0, 18, "0-17"), (18, 45, "18-44"), (45, 65, "45-64"), (65, 75, "65-74"), (75, 85, "75-84"), (85, 200, "85+"),
 )
@@ -55,12 +59,16 @@ def fairness_audit(frame: pl.DataFrame, y: np.ndarray, p: np.ndarray) -> pl.Data
     y = np.asarray(y, dtype=bool)
     p = np.asarray(p, dtype=np.float64)
     flagged = top_flags(p, LIST_FRACTION)
-    rows = [_group_row("overall", "all", y, p, flagged)]
+    rows = [_group_row("overall", "all", y, p, flagged) | {"comparable_auroc": None}]
+    age_bins = _age_bins(frame)
     for dimension, labels in audit_groups(frame).items():
         values = labels.to_numpy()
         for group in sorted(set(values.tolist())):
             mask = values == group
-            rows.append(_group_row(dimension, group, y[mask], p[mask], flagged[mask]))
+            row = _group_row(dimension, group, y[mask], p[mask], flagged[mask])
+            gated_on_comparable = row["auditable"] and dimension not in GATE_WITHIN_DIMENSIONS
+            row["comparable_auroc"] = comparable_auroc(values, group, age_bins, y, p) if gated_on_comparable else None
+            rows.append(row)
     table = pl.DataFrame(rows, infer_schema_length=None)
     overall = rows[0]["auroc"]
     # Pooled within-group AUROC of a dimension: the share of (event, non-event) pairs *in the same group*
@@ -76,13 +84,55 @@ def fairness_audit(frame: pl.DataFrame, y: np.ndarray, p: np.ndarray) -> pl.Data
         .alias("within_auroc")
     )
     reference = (
-        pl.when(pl.col("dimension").is_in(GATE_WITHIN_DIMENSIONS)).then(pl.col("within_auroc")).otherwise(overall)
+        pl.when(pl.col("dimension").is_in(GATE_WITHIN_DIMENSIONS))
+        .then(pl.col("within_auroc"))
+        .otherwise(pl.coalesce(pl.col("comparable_auroc"), pl.lit(overall, dtype=pl.Float64)))
     )
     return table.with_columns(
         (pl.col("auroc") - overall).alias("auroc_gap"),
         (pl.col("auroc") - pl.col("within_auroc")).alias("auroc_gap_within"),
+        (pl.col("auroc") - pl.col("comparable_auroc")).alias("auroc_gap_comparable"),
         reference.alias("gate_reference_auroc"),
     ).with_columns((pl.col("auroc") - pl.col("gate_reference_auroc")).alias("gate_gap"))
+
+
+def _age_bins(frame: pl.DataFrame) -> np.ndarray | None:
+    """5-year age bin per row, or None when the frame has no ages."""
+    if "age" not in frame.columns or frame["age"].null_count() == len(frame):
+        return None
+    age = frame["age"].cast(pl.Float64).fill_null(strategy="mean").to_numpy()
+    return np.clip(age // STANDARDISATION_AGE_BIN_YEARS, 0, 200 // STANDARDISATION_AGE_BIN_YEARS).astype(np.int64)
+
+
+def comparable_auroc(values: np.ndarray, group: str, age_bins: np.ndarray | None, y: np.ndarray, p: np.ndarray) -> float:
+    """How well the model ranks *comparable* people: the dimension's pooled within-group AUROC, with every
+    group standardised to ``group``'s age mix.
+
+    Why not the overall AUROC: two case-mix effects lower a group's AUROC whatever the model's fairness.
+    (1) When group membership itself carries risk (deprivation), the overall AUROC includes the easy
+    between-group pairs, which no within-group AUROC can. (2) A group that is younger than average (most
+    minority ethnic groups in England) has less spread in age, the strongest risk driver. Pooling only
+    within-group (event, non-event) pairs removes (1); reweighting each group's rows to this group's share
+    of every 5-year age bin (direct standardisation) removes (2). What is left is the question the gate
+    asks: does the model rank this group's members worse than it ranks people of the same ages elsewhere?
+    """
+    mask = values == group
+    target = None if age_bins is None else np.bincount(age_bins[mask], minlength=age_bins.max() + 1) / mask.sum()
+    numerator = denominator = 0.0
+    for other in set(values.tolist()):
+        rows = values == other
+        if age_bins is None:
+            weights = np.ones(int(rows.sum()))
+        else:
+            own = np.bincount(age_bins[rows], minlength=len(target)) / rows.sum()
+            ratio = np.divide(target, own, out=np.zeros_like(target), where=own > 0)
+            weights = ratio[age_bins[rows]]
+        events = y[rows].astype(np.float64)
+        pairs = float((weights * events).sum() * (weights * (1.0 - events)).sum())
+        if pairs > 0:
+            numerator += weighted_auroc(events, p[rows], weights) * pairs
+            denominator += pairs
+    return numerator / denominator if denominator else float("nan")
 
 
 def _group_row(dimension: str, group: str, y: np.ndarray, p: np.ndarray, flagged: np.ndarray) -> dict:

@@ -33,9 +33,10 @@ def decide(
 ) -> GateDecision:
     """Apply the three gate rules (issue 5 item 6) with thresholds from settings.
 
-    Subgroup rule: a group fails when its AUROC is more than ``max_subgroup_auroc_gap`` below the overall
-    AUROC, except for the dimensions in ``GATE_WITHIN_DIMENSIONS`` (age band), which are compared with
-    the dimension's pooled within-group AUROC (see models.fairness for why). Only groups with at least
+    Subgroup rule: a group fails when its AUROC is more than ``max_subgroup_auroc_gap`` below the AUROC
+    the model reaches among comparable people (``models.fairness.comparable_auroc``: within-group pairs,
+    standardised to the group's age mix); age bands (``GATE_WITHIN_DIMENSIONS``) are compared with the
+    pooled within-band AUROC. models.fairness says why neither is the plain overall AUROC. Only groups with at least
     ``MIN_GATE_EVENTS`` events and non-events are gated on; smaller ones are reported in the table.
     """
     reasons: list[str] = []
@@ -58,7 +59,11 @@ def decide(
     audited = fairness.filter((pl.col("dimension") != "overall") & pl.col("gated"))
     worst = audited.filter(pl.col("gate_gap") < -gate.max_subgroup_auroc_gap)
     for row in worst.iter_rows(named=True):
-        against = "overall" if row["dimension"] not in GATE_WITHIN_DIMENSIONS else f"the {row['dimension']} within-group"
+        against = (
+            "the comparable-people"
+            if row["dimension"] not in GATE_WITHIN_DIMENSIONS
+            else f"the {row['dimension']} within-group"
+        )
         reasons.append(
             f"{row['dimension']}={row['group']}: AUROC {row['auroc']:.4f} is {-row['gate_gap']:.4f} below {against}"
             f" AUROC {row['gate_reference_auroc']:.4f} (allowed {gate.max_subgroup_auroc_gap})"

@@ -58,6 +58,12 @@ def auroc(y: np.ndarray, score: np.ndarray) -> float:
     return _auroc_weighted(_rank(y, score), np.ones(len(y)))
 
 
+def weighted_auroc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> float:
+    """AUROC with row weights: each (event, non-event) pair counts by the product of their weights."""
+    y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
+    return _auroc_weighted(_rank(y, score), np.asarray(weights, dtype=np.float64))
+
+
 def auprc(y: np.ndarray, score: np.ndarray) -> float:
     y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
     return _auprc_weighted(_rank(y, score), np.ones(len(y)))

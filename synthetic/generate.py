@@ -29,7 +29,7 @@ from synthetic.population import Population, build_population, grid_start_day, t
 from synthetic.worlds import WORLDS
 from upstream.errors import UpstreamError
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 DEFAULT_END_DATE = date(2026, 11, 22)
 CHUNK_RESIDENTS = 25_000
 MAX_DEFECT_RATE = 0.1

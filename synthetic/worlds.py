@@ -40,18 +40,20 @@ class World:
     fall_admit_f: float = 5.0
     fall_admit_age: float = 0.25
     # --- emergency admission (not fall-related) ---------------------------------------------------
-    ea_base: float = -3.3
+    # Re-weighted in generator 1.1 so that, as in real linked data, much of the risk beyond age is *recorded*:
+    # deprivation, living alone, bereavement and prior admissions, not only the latent propensity u.
+    ea_base: float = -3.85
     ea_f: float = 6.0
     ea_age: float = 0.20
-    ea_dep: float = 0.55
+    ea_dep: float = 1.3
     ea_fall: float = 0.6
-    ea_adm: float = 0.7
-    ea_ber: float = 0.7
-    ea_alone: float = 0.35
+    ea_adm: float = 0.75
+    ea_ber: float = 1.0
+    ea_alone: float = 0.9
     ea_dem: float = 0.3
-    ea_u: float = 0.8
+    ea_u: float = 0.5
     # --- elective admissions and non-admitted A&E --------------------------------------------------
-    el_base: float = -3.6
+    el_base: float = -2.6  # electives and day cases: most spells are not emergencies in England
     el_age: float = 0.25
     el_f: float = 2.0
     ae_base: float = -1.9
@@ -64,7 +66,7 @@ class World:
     gp_u: float = 1.0
     gp_age: float = 0.1
     # --- death ------------------------------------------------------------------------------------
-    death_base: float = -8.1
+    death_base: float = -8.5
     death_f: float = 9.0
     death_age: float = 0.75
     death_dep: float = 0.3
@@ -112,14 +114,15 @@ ALT = replace(
     fall_f=4.0,
     fall_admit_base=-3.0,
     fall_admit_f=2.0,
-    ea_base=-3.85,
+    ea_base=-4.1,
     ea_f=2.5,
     ea_age=0.22,
-    ea_dep=1.6,
+    ea_dep=1.9,
     ea_fall=0.05,
     ea_adm=0.3,
-    ea_ber=1.6,
-    ea_alone=1.1,
+    ea_ber=1.8,
+    ea_alone=1.7,
+    ea_u=0.3,
     ea_dem=0.1,
     req_f=4.0,
     req_alone=1.8,

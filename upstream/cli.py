@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: third-party loggers held at WARNING unless --verbose
+NOISY_LOGGERS = ("httpx", "httpcore", "great_expectations")
+
+
 def _quiet_third_parties() -> None:
     # There is no internet here or in most council networks: never phone home.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -62,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # Prefect's API client logs every HTTP request at INFO: a wall of noise around our own INFO lines.
+        for noisy in NOISY_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args._run(args) or 0)
     except UpstreamError as exc:

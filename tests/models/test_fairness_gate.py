@@ -68,3 +68,49 @@ def test_gate_rules_and_thresholds():
     assert decide({**good, "test_calibration_slope": 1.3}, _fair_table(0.0), None,
                   GateSettings(calibration_slope_max=1.4)).promoted
     assert not decide(good, _fair_table(0.0), 0.79, GateSettings(min_auroc_gain=0.02)).promoted
+
+
+def test_comparable_people_reference_separates_case_mix_from_unfairness():
+    from sklearn.metrics import roc_auc_score
+
+    # Risk depends on age and on deprivation. Group "young" is under 50, so even a perfect-risk
+    # model ranks its members less well than everyone's; group "badly served" has the same ages as the
+    # majority but the model's scores for them are noise.
+    rng = np.random.default_rng(3)
+    n = 60_000
+    group = rng.choice(["majority", "young", "badly served"], size=n, p=[0.8, 0.1, 0.1])
+    age = np.where(group == "young", rng.integers(18, 50, n), rng.integers(18, 100, n))
+    deprived = rng.random(n) < 0.5
+    risk = 1 / (1 + np.exp(-(-5.5 + 0.055 * age + 1.2 * deprived)))
+    y = rng.random(n) < risk
+    p = np.where(group == "badly served", rng.permutation(risk), risk)
+    frame = pl.DataFrame({"age": age, "ethnic_group": group, "imd_decile": np.where(deprived, 1, 10)})
+    table = fairness_audit(frame, y, p)
+    rows = {r["group"]: r for r in table.filter(pl.col("dimension") == "ethnic_group").iter_rows(named=True)}
+    overall = table.filter(pl.col("dimension") == "overall")["auroc"][0]
+
+    # Independent reference for "young": per group h, sklearn's weighted AUROC with weights = young's
+    # share / h's share of each 5-year age bin, pooled over groups by weighted (event x non-event) pairs.
+    bins = age // 5
+    young_share = np.bincount(bins[group == "young"], minlength=bins.max() + 1) / (group == "young").sum()
+    num = den = 0.0
+    for h in ("majority", "young", "badly served"):
+        m = group == h
+        own = np.bincount(bins[m], minlength=bins.max() + 1) / m.sum()
+        w = np.divide(young_share, own, out=np.zeros_like(own), where=own > 0)[bins[m]]
+        pairs = (w * y[m]).sum() * (w * ~y[m]).sum()
+        num += roc_auc_score(y[m], p[m], sample_weight=w) * pairs
+        den += pairs
+    assert rows["young"]["comparable_auroc"] == pytest.approx(num / den)
+
+    assert rows["young"]["auroc"] < overall - 0.05  # the literal overall comparison would block the model
+    assert rows["young"]["gate_gap"] > -0.02  # but for people of their ages it works as well as for anyone
+    assert rows["badly served"]["gate_gap"] < -0.1  # real under-performance is still caught
+    # Deprivation is a risk factor, so the model ranks *within* each quintile less well than overall;
+    # neither quintile is singled out against comparable people.
+    imd = table.filter(pl.col("dimension") == "imd_quintile")
+    assert (imd["gate_gap"] > -0.03).all()
+    decision = decide({"test_auroc": overall, "test_calibration_slope": 1.0}, table, None, GateSettings())
+    assert decision.alias == "challenger"
+    assert [r.split(":")[0] for r in decision.reasons] == ["ethnic_group=badly served"]
+    assert "comparable-people" in decision.reasons[0]
