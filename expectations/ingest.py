@@ -341,6 +341,7 @@ def ingest_delivery(
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise UpstreamError(f"{raw_dir}: delivery directory not found")
+    chunk_rows = chunk_rows or settings.ingest.gx_chunk_rows
     as_of = resolve_as_of(raw_dir, as_of)
     for name in SOURCE_ORDER:
         probe_source(raw_dir, SOURCES[name])  # fail fast, before any work, on a missing/empty/renamed file

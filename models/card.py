@@ -26,7 +26,10 @@ LIMITATIONS = [
     "Temporal validation only: the test year is the latest fully observed one, and drift after it is not measured.",
     "Only recorded activity is visible: people who do not use services look low-risk (inverse care law).",
     "Prescriptions are not in the data contract, so the eFI polypharmacy deficit is always absent.",
-    "Ethnicity is not a model input; it is audited. Groups with fewer than 20 events are reported but not gated on.",
+    "Ethnicity is not a model input; it is audited. Groups with fewer than 100 events (or non-events) are reported"
+    " but not gated on. The gate compares each group's AUROC with the model's AUROC among comparable people"
+    " (within-group pairs, standardised to the group's age mix; age bands: pooled within-band), not with the"
+    " overall AUROC, which case mix alone would put out of reach for younger or less deprived groups.",
     "Calibration is Platt scaling fitted on training years; recheck calibration when service patterns change.",
     "Reasons are attributions of the model, not causes: for the gradient-boosted model they compare each person "
     "with a typical (median) resident one feature at a time.",

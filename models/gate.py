@@ -36,8 +36,8 @@ def decide(
     Subgroup rule: a group fails when its AUROC is more than ``max_subgroup_auroc_gap`` below the AUROC
     the model reaches among comparable people (``models.fairness.comparable_auroc``: within-group pairs,
     standardised to the group's age mix); age bands (``GATE_WITHIN_DIMENSIONS``) are compared with the
-    pooled within-band AUROC. models.fairness says why neither is the plain overall AUROC. Only groups with at least
-    ``MIN_GATE_EVENTS`` events and non-events are gated on; smaller ones are reported in the table.
+    pooled within-band AUROC. models.fairness says why neither is the plain overall AUROC. Only groups with
+    at least ``MIN_GATE_EVENTS`` events and non-events are gated on; smaller ones are reported in the table.
     """
     reasons: list[str] = []
     auroc = metrics["test_auroc"]

@@ -76,9 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.prefect_server import prepare_environment
 
     prepare_environment()
-    from pipelines.flows import weekly
+    from pipelines.cli_run import run_weekly
     from pipelines.prefect_server import prefect_api
-    from upstream.errors import UpstreamError
     from upstream.settings import get_settings
 
     settings = get_settings()
@@ -89,22 +88,7 @@ def run(args: argparse.Namespace) -> int:
         results = []
         for number, (index_date, train) in enumerate(zip(weeks, ("always", "auto"), strict=True), start=1):
             print(f"weekly run {number}/2: index date {index_date} (train={train}) ...", flush=True)
-            state = weekly(
-                raw_dir=str(raw_dir),
-                index_date=index_date,
-                train=train,
-                home=str(settings.home),
-                train_sample=args.train_sample,
-                return_state=True,
-            )
-            if not state.is_completed():
-                try:
-                    state.result()
-                except UpstreamError:
-                    raise
-                except Exception as exc:
-                    raise UpstreamError(f"weekly run {number} failed: {type(exc).__name__}: {exc}") from exc
-            results.append(state.result())
+            results.append(run_weekly(raw_dir, index_date, train, settings.home, train_sample=args.train_sample))
         latest = results[-1]
         print(f"\npublished {latest['week']}: {latest['n_scored']:,} residents scored")
         print(f"lists (CSV, Excel): {settings.home / 'lists' / latest['week']}")

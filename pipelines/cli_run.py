@@ -36,6 +36,42 @@ def add_weekly_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_weekly(
+    raw_dir: Path,
+    index_date: date | None,
+    train: str,
+    home: Path,
+    train_sample: int | None = None,
+    dask_address: str | None = None,
+) -> dict:
+    """Run the weekly flow once; a failed run becomes an UpstreamError (a message, not a traceback).
+
+    The flow's own log says which step failed; the last published week is still the one served.
+    """
+    from pipelines.flows import weekly
+
+    state = weekly(
+        raw_dir=str(raw_dir),
+        index_date=index_date,
+        train=train,
+        dask_address=dask_address,
+        home=str(home),
+        train_sample=train_sample,
+        return_state=True,
+    )
+    if not state.is_completed():
+        try:
+            state.result()
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise UpstreamError(
+                f"the weekly run for {index_date or 'the extract date'} failed ({type(exc).__name__}: {exc});"
+                " the last published week is unchanged"
+            ) from exc
+    return state.result()
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     add_weekly_arguments(parser)
     parser.add_argument(
@@ -49,32 +85,19 @@ def run(args: argparse.Namespace) -> int:
     prepare_environment()
     if not args.raw.is_dir():
         raise UpstreamError(f"{args.raw}: delivery directory not found")
-    from pipelines.flows import weekly
     from pipelines.prefect_server import prefect_api
     from upstream.settings import get_settings
 
     settings = get_settings()
     with prefect_api(with_ui=False) as api_url:
-        state = weekly(
-            raw_dir=str(args.raw.resolve()),
+        result = run_weekly(
+            raw_dir=args.raw.resolve(),
             index_date=args.index_date,
             train=args.train,
-            dask_address=args.dask_address,
-            home=str(settings.home),
+            home=settings.home,
             train_sample=args.train_sample,
-            return_state=True,
+            dask_address=args.dask_address,
         )
-    if not state.is_completed():
-        # The flow's own log says which step failed; the last good week is still the one served.
-        try:
-            state.result()
-        except UpstreamError:
-            raise
-        except Exception as exc:
-            raise UpstreamError(
-                f"the weekly run failed ({type(exc).__name__}: {exc}); the last published week is unchanged"
-            ) from exc
-    result = state.result()
     print(
         f"published {result['week']}: {result['n_scored']} residents scored; lists in {settings.home / 'lists' / result['week']}"
     )

@@ -25,21 +25,12 @@ import polars as pl
 
 from upstream.disclosure import suppress_count
 from upstream.settings import ListSettings
+from upstream.store import LIST_ROW_COLUMNS
 
 #: Scores are floats: treat a rise within this of the threshold as reaching it (0.35 - 0.30 < 0.05).
 _RISE_TOLERANCE = 1e-9
 
-LIST_COLUMNS = (
-    "locality",
-    "rank",
-    "person_id",
-    "score",
-    "band",
-    "change_since_last_week",
-    "new_this_week",
-    "reason_for_listing",
-    "reasons",
-)
+LIST_COLUMNS = LIST_ROW_COLUMNS
 
 
 def build_lists(

@@ -19,7 +19,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from upstream.store import published_weeks, risk_lists, score_runs, scores
+from upstream.store import LIST_ROW_COLUMNS, published_weeks, risk_lists, score_runs, scores
 
 _CHUNK = 20_000
 
@@ -153,18 +153,7 @@ def publish_week(
     Inserts the lists, repoints ``published_weeks[week]`` and deletes every other run of the week
     (the replaced one and any failed attempts), so history holds exactly one run per week.
     """
-    columns = [
-        "locality",
-        "rank",
-        "person_id",
-        "score",
-        "band",
-        "change_since_last_week",
-        "new_this_week",
-        "reason_for_listing",
-        "reasons",
-    ]
-    rows = lists.select(columns).to_dicts()
+    rows = lists.select(LIST_ROW_COLUMNS).to_dicts()
     for row in rows:
         row["run_id"] = run_id
         row["week"] = week

@@ -5,18 +5,11 @@ from __future__ import annotations
 import csv
 import io
 
+from upstream.store import LIST_ROW_COLUMNS
+
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
-BASE_COLUMNS = [
-    "rank",
-    "person_id",
-    "score",
-    "band",
-    "change_since_last_week",
-    "new_this_week",
-    "reason_for_listing",
-    "reasons",
-]
+BASE_COLUMNS = [c for c in LIST_ROW_COLUMNS if c != "locality"]
 
 
 def _columns(with_nhs: bool) -> list[str]:

@@ -72,6 +72,9 @@ risk_lists = sa.Table(
     sa.Index("ix_lists_week_locality", "week", "locality"),
 )
 
+#: The columns of one published list row, in order (what lists, exports and the API share).
+LIST_ROW_COLUMNS: tuple[str, ...] = tuple(c.name for c in risk_lists.columns if c.name not in ("run_id", "week"))
+
 api_keys = sa.Table(
     "api_keys",
     metadata,

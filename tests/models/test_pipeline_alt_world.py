@@ -16,7 +16,7 @@ from models.labels import build_labels
 from models.metrics import auroc
 from models.registry import load_model
 from models.train import train_and_register
-from upstream.settings import IngestSettings, Settings
+from upstream.settings import Settings
 
 pytestmark = pytest.mark.slow
 RESIDENTS = 6000
@@ -30,9 +30,7 @@ def alt_world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("alt")
     generate_delivery(root / "raw", residents=RESIDENTS, seed=5, world="alt")
-    # The generator's emergency share (~0.87 of spells) is above ingest's default table check (0.80);
-    # that is between those two packages, so it is relaxed here to test the models on this delivery.
-    settings = Settings(home=root / "home", pseudo_key=KEY, ingest=IngestSettings(emergency_share_max=0.95))
+    settings = Settings(home=root / "home", pseudo_key=KEY)
     ingest_delivery(root / "raw", root / "out", settings)
     clean = root / "out" / "clean"
     result = train_and_register(clean, "crisis", date(2026, 11, 23), settings)
