@@ -55,7 +55,9 @@ def main() -> None:
 
     if not (raw / "residents.parquet").exists() and not (raw / "residents.csv").exists():
         started = time.perf_counter()
-        _generator()(raw, residents=args.residents, seed=args.seed)
+        from synthetic import default_workers
+
+        _generator()(raw, residents=args.residents, seed=args.seed, workers=default_workers())
         print(f"generate {args.residents:,} residents: {time.perf_counter() - started:.1f} s (not part of the goal)")
     extract = delivery_extract_date(raw)
     assert extract is not None, "the generator writes _delivery.json with extract_date"

@@ -127,7 +127,8 @@ class Feature:
         if self.reason_template is None or value is None or not self.reason_if(value):
             return None
         plural = "" if value == 1 else "s"
-        shown = round(value) if isinstance(value, float) and value.is_integer() else value
+        # Floats are shown to at most 2 decimals: 90.80000000000001 must read "90.8" on a list.
+        shown = (int(value) if value.is_integer() else round(value, 2)) if isinstance(value, float) else value
         return self.reason_template.format(value=shown, s=plural, window=self.window_text)
 
 

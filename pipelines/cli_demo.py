@@ -45,7 +45,9 @@ def synthesise(raw_dir: Path, residents: int, seed: int) -> date:
     wanted = {"residents": residents, "seed": seed}
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         print(f"generating a synthetic delivery of {residents:,} residents in {raw_dir} ...", flush=True)
-        _generator()(raw_dir, residents=residents, seed=seed)
+        from synthetic import default_workers
+
+        _generator()(raw_dir, residents=residents, seed=seed, workers=default_workers())
         marker.write_text(json.dumps(wanted))
     return delivery_extract_date(raw_dir) or date.today()
 

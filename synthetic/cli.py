@@ -6,6 +6,7 @@ import argparse
 from datetime import date
 from pathlib import Path
 
+from synthetic import default_workers
 from upstream.errors import UpstreamError
 
 
@@ -26,8 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world", choices=("default", "alt"), default="default",
                         help="ground-truth world: which risk drivers dominate")
     parser.add_argument("--end-date", type=_date, default=None, help="extract date (default 2026-11-22)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes simulating chunks in parallel (same output whatever the number)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="processes simulating chunks in parallel (same output whatever the number; "
+                        "default: this machine's cores, at most 4)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -114,3 +114,10 @@ def test_features_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.Capture
     assert main(["features", "--clean", str(clean), "--index-date", "2024-06-01", "--out", str(out)]) == 2
     assert "date_of_birth" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_reason_text_rounds_floats_for_people():
+    from features.registry import reason_text
+
+    assert reason_text("hfrs", 90.80000000000001) == "Hospital Frailty Risk Score 90.8"
+    assert reason_text("hfrs", 16.0) == "Hospital Frailty Risk Score 16"
