@@ -14,7 +14,7 @@ from datetime import date
 
 import polars as pl
 
-from expectations.contract import SOURCES, Source
+from expectations.contract import LOCALITY_NAME_RE, SOURCES, Source
 from expectations.identifiers import (
     ICD10_CANONICAL_RE,
     icd10_canonical_expr,
@@ -36,6 +36,7 @@ ICD10_FORMAT = "icd10_format"
 ICD10_LIST_FORMAT = "icd10_list_format"
 LSOA11_FORMAT = "lsoa11_format"
 ODS_FORMAT = "ods_practice_format"
+LOCALITY_FORMAT = "locality_name_format"
 VALUE_SET = "in_value_set"
 NOT_FUTURE = "date_not_after_as_of"
 NOT_TOO_EARLY = "date_not_before_earliest"
@@ -92,6 +93,8 @@ def row_checks(source: Source | str) -> list[Check]:
             checks.append(Check(LSOA11_FORMAT, col.name))
         elif col.kind == "ods_practice":
             checks.append(Check(ODS_FORMAT, col.name))
+        elif col.kind == "locality_name":
+            checks.append(Check(LOCALITY_FORMAT, col.name))
         elif col.kind == "date":
             checks.append(Check(NOT_FUTURE, col.name))
             checks.append(Check(NOT_TOO_EARLY, col.name))
@@ -188,6 +191,8 @@ def check_exprs(
             expr = _when_present(c, pl.col(c).str.contains(LSOA11_RE))
         elif check.name == ODS_FORMAT:
             expr = _when_present(c, pl.col(c).str.contains(ODS_PRACTICE_RE))
+        elif check.name == LOCALITY_FORMAT:
+            expr = _when_present(c, pl.col(c).str.contains(LOCALITY_NAME_RE))
         elif check.name == VALUE_SET:
             expr = _when_present(c, pl.col(c).is_in(list(check.params)))
         elif check.name == NOT_FUTURE:

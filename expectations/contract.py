@@ -13,6 +13,11 @@ from typing import Literal
 
 import polars as pl
 
+#: A locality (team patch) name. Declared once: ingest checks delivered names against it, and serving uses it
+#: to bound the locality path parameter and key scopes, so every delivered locality can be served. No "/":
+#: the name is one URL path segment.
+LOCALITY_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9 '&.,()-]{0,79}$"
+
 ColumnKind = Literal[
     "nhs_number",  # 10 digits, Modulus 11 check digit; pseudonymised to person_id at ingest
     "date",
@@ -23,6 +28,7 @@ ColumnKind = Literal[
     "ods_practice",
     "code",  # a short code from a value set
     "text",
+    "locality_name",  # a team patch name; also a URL path segment and a key scope in serving
     "float",
     "bool",
 ]
@@ -132,7 +138,7 @@ RESIDENTS = Source(
         Column("lsoa11", pl.String, "lsoa11", "LSOA 2011 of residence (E01...)"),
         Column("uprn", pl.String, "text", "Household property id"),
         Column("gp_practice", pl.String, "ods_practice", "ODS code of the registered practice"),
-        Column("locality", pl.String, "text", "Locality (team patch) name"),
+        Column("locality", pl.String, "locality_name", "Locality (team patch) name"),
         Column("registration_start", pl.Date, "date", "Start of current GP registration"),
         Column("date_of_death", pl.Date, "date", "Date of death, null if alive", required=False),
     ),

@@ -22,7 +22,7 @@ import polars as pl
 from great_expectations.core import ExpectationSuite
 
 from expectations import checks as C
-from expectations.contract import SOURCES, Source
+from expectations.contract import LOCALITY_NAME_RE, SOURCES, Source
 from expectations.read import RAW_PREFIX
 
 Mode = Literal["precomputed", "native"]
@@ -56,6 +56,7 @@ def _native(check: C.Check, source: Source, as_of: date, earliest: date, max_age
         C.ICD10_LIST_FORMAT: C.ICD10_LIST_CANONICAL_RE,
         C.LSOA11_FORMAT: C.LSOA11_RE,
         C.ODS_FORMAT: C.ODS_PRACTICE_RE,
+        C.LOCALITY_FORMAT: LOCALITY_NAME_RE,
     }.get(check.name)
     if regex is not None:
         return gxe.ExpectColumnValuesToMatchRegex(column=c, regex=regex, meta=meta)

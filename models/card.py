@@ -11,6 +11,8 @@ from typing import Any
 
 import polars as pl
 
+from upstream.disclosure import suppress_count
+
 INTENDED_USE = (
     "Rank residents of one council / ICS area by their risk of a {outcome} in the next 12 months, so that "
     "locality teams can offer proactive, preventive support to people at rising risk (DESIGN §6). It is a "
@@ -69,7 +71,7 @@ def card_context(
         for name, m in [*candidate_metrics.items(), *((f"baseline: {b}", m) for b, m in baseline_metrics.items())]
     ]
     fairness_rows = [
-        (r["dimension"], r["group"], str(r["n"]), str(r["events"]), _fmt(r["event_rate"]),
+        (r["dimension"], r["group"], _count(r["n"]), _count(r["events"]), _fmt(r["event_rate"]),
          _fmt(r["observed_expected"]), _fmt(r["auroc"]), _fmt(r.get("gate_reference_auroc")), _fmt(r["fpr"]),
          _fmt(r["fnr"]))
         for r in fairness.iter_rows(named=True)
@@ -101,6 +103,12 @@ def card_context(
         "limitations": LIMITATIONS,
         "features": context.get("features", []),
     }
+
+
+def _count(n: int) -> str:
+    """Counts on the card are aggregate outputs shown to every API key: small-number suppression applies."""
+    shown = suppress_count(int(n))
+    return "<8" if shown is None else str(shown)
 
 
 def _md_table(header: list[str], rows: list[tuple]) -> str:

@@ -53,13 +53,30 @@ def _version_by_alias(client, target: str, alias: str):
 
 def load_model(target: str, settings: Settings, alias: str = "champion") -> LoadedModel:
     """Load the version behind ``alias`` (``champion`` or ``challenger``)."""
-    import mlflow.pyfunc
-
     client = client_for(settings)
     version = _version_by_alias(client, target, alias)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name(target)}/{version.version}")
+    return _load(target, str(version.version), version.run_id, alias)
+
+
+def load_model_version(target: str, settings: Settings, version: str, alias: str = "champion") -> LoadedModel:
+    """Load one exact registered version (e.g. the champion a scoring run resolved once, even if the alias
+    has moved since); ``alias`` is only recorded on the result."""
+    from mlflow.exceptions import MlflowException
+
+    client = client_for(settings)
+    try:
+        found = client.get_model_version(model_name(target), str(version))
+    except MlflowException as exc:
+        raise UpstreamError(f"model {model_name(target)} has no version {version}") from exc
+    return _load(target, str(found.version), found.run_id, alias)
+
+
+def _load(target: str, version: str, run_id: str, alias: str) -> LoadedModel:
+    import mlflow.pyfunc
+
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name(target)}/{version}")
     bundle = pyfunc.unwrap_python_model().bundle
-    return LoadedModel(target, str(version.version), version.run_id, alias, bundle)
+    return LoadedModel(target, version, run_id, alias, bundle)
 
 
 def load_champion(target: str, settings: Settings) -> LoadedModel:

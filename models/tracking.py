@@ -58,6 +58,34 @@ def champion_test_auroc(client, target: str) -> float | None:
     return client.get_run(version.run_id).data.metrics.get("test_auroc")
 
 
+def champion_auroc_on_this_test_set(
+    client, settings: Settings, target: str, test: pl.DataFrame, y_test: np.ndarray
+) -> tuple[float | None, str]:
+    """The current champion's AUROC on the *new* model's test set, so the gate compares like with like.
+
+    Why: each version's recorded test AUROC comes from its own (older) test year; an easier or harder year
+    would decide the promotion. Falls back to the recorded figure, saying so, when the champion cannot score
+    this frame (e.g. it used a feature that has since been retired). Returns (AUROC or None, basis).
+    """
+    import logging
+
+    from models.metrics import auroc
+    from models.registry import load_model
+
+    recorded = champion_test_auroc(client, target)
+    if recorded is None:
+        return None, "no champion"
+    try:
+        champion = load_model(target, settings, "champion")
+        return auroc(y_test, champion.predict_proba(test)), "champion scored on this test set"
+    except Exception as exc:  # any failure to re-score means: use what was recorded
+        logging.getLogger(__name__).warning(
+            "could not score the champion on this test set (%s); comparing with its recorded test AUROC",
+            type(exc).__name__,
+        )
+        return recorded, "champion's recorded test AUROC (its own test set)"
+
+
 def codelist_versions() -> dict[str, str]:
     from features import codelists
 
@@ -102,7 +130,7 @@ def log_and_register(
     client = client_for(settings)
     experiment_id = ensure_experiment(client, settings, target)
     name = model_name(target)
-    previous_auroc = champion_test_auroc(client, target)
+    previous_auroc, previous_basis = champion_auroc_on_this_test_set(client, settings, target, example_source, y_test)
     decision = decide(metrics, fairness, previous_auroc, settings.gate)
     versions = codelist_versions()
 
@@ -185,6 +213,7 @@ def log_and_register(
             "reasons": decision.reasons,
             "checks": decision.checks,
             "previous_champion_test_auroc": previous_auroc,
+            "previous_champion_auroc_basis": previous_basis,
             "thresholds": settings.gate.model_dump(),
         }
         (tmp / "gate_decision.json").write_text(json.dumps(gate_json, indent=2))

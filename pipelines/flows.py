@@ -120,7 +120,7 @@ def score_task(partition: str, features_path: str, home: str | None, inject_fail
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
 def store_scores_task(parts: list[Any], index_date: date, home: str | None) -> steps.ScoreRun:
     settings = _settings(home)
-    name, version = steps.model_identity(settings)
+    name, version = steps.scored_model_identity(parts, settings)
     return steps.store_scores(parts, index_date, settings, name, version)
 
 

@@ -165,6 +165,10 @@ def publish_week(
         previous = conn.execute(
             sa.select(published_weeks.c.run_id).where(published_weeks.c.week == week)
         ).scalar_one_or_none()
+        if previous == run_id:
+            # Publishing the same run again (a task retry after the commit, e.g. when the file export
+            # failed): replace its list rows instead of colliding with them on the primary key.
+            conn.execute(risk_lists.delete().where(risk_lists.c.run_id == run_id))
         for chunk in _chunks(rows):
             conn.execute(risk_lists.insert(), chunk)
         if previous is None:

@@ -214,7 +214,7 @@ _MODELS_LOCK = threading.Lock()
 
 def champion_or_none(settings: Settings) -> Any | None:
     """The champion model of ``settings.target`` (loaded once per process and version), or None."""
-    from models.registry import load_champion
+    from models.registry import load_model_version
 
     ref = champion_ref(settings)
     if ref is None:
@@ -223,7 +223,8 @@ def champion_or_none(settings: Settings) -> Any | None:
     with _MODELS_LOCK:  # partitions scored on threads share one loaded copy
         if key not in _MODELS:
             try:
-                _MODELS[key] = load_champion(settings.target, settings)
+                # The version just resolved, not "whatever is champion now": the cache key must match it.
+                _MODELS[key] = load_model_version(settings.target, settings, ref.version)
             except UpstreamError:
                 return None
         return _MODELS[key]
@@ -248,12 +249,21 @@ def run_training(clean_dir: Path, index_date: date, settings: Settings, sample: 
 
 
 def score_partition(features_path: Path, settings: Settings) -> pl.DataFrame:
-    """Score one partition's features with the champion (loaded on the worker that runs this)."""
+    """Score one partition's features with the champion (loaded on the worker that runs this).
+
+    Each row carries ``model_name``/``model_version`` of the model that scored it, so the run records the
+    version actually used even if the champion alias moves while the run is in progress.
+    """
+    from models.tracking import model_name
+
     model = champion_or_none(settings)
     if model is None:
         raise UpstreamError(f"no champion model for target {settings.target!r}: run with --train auto/always first")
     features = pl.read_parquet(features_path)
-    return score_features(features, model, settings.lists.top_reasons)
+    return score_features(features, model, settings.lists.top_reasons).with_columns(
+        pl.lit(model_name(settings.target), dtype=pl.String).alias("model_name"),
+        pl.lit(str(model.version), dtype=pl.String).alias("model_version"),
+    )
 
 
 def model_identity(settings: Settings) -> tuple[str, str]:
@@ -261,6 +271,27 @@ def model_identity(settings: Settings) -> tuple[str, str]:
     if ref is None:
         raise UpstreamError(f"no champion model for target {settings.target!r}")
     return ref.name, ref.version
+
+
+def scored_model_identity(parts: list[pl.DataFrame], settings: Settings) -> tuple[str, str]:
+    """(model name, version) that scored ``parts`` (``score_partition`` output).
+
+    Refuses partitions scored by different versions (the champion changed mid-run): one run, one model.
+    Falls back to the current champion only when nothing was scored at all.
+    """
+    found = {
+        (name, version)
+        for part in parts
+        if part.height and {"model_name", "model_version"} <= set(part.columns)
+        for name, version in part.select("model_name", "model_version").unique().iter_rows()
+    }
+    if len(found) > 1:
+        versions = ", ".join(sorted(v for _, v in found))
+        raise UpstreamError(f"partitions were scored by different model versions ({versions}): the champion "
+                            "changed during the run; re-run the week")
+    if found:
+        return found.pop()
+    return model_identity(settings)
 
 
 @dataclass(frozen=True)

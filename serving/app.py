@@ -18,6 +18,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from expectations.contract import LOCALITY_NAME_RE
 from serving import queries
 from serving.audit import AuditUnavailable, record_access
 from serving.deps import engine_of, require_principal
@@ -43,7 +44,7 @@ error_log = logging.getLogger("upstream.serving.error")
 
 WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$"
 PERSON_ID_PATTERN = r"^[0-9a-f]{16,64}$"
-LOCALITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 '&.-]{0,79}$"
+LOCALITY_PATTERN = LOCALITY_NAME_RE  # the contract's: every locality ingest accepts can be served
 HISTORY_WEEKS = 52
 
 ERROR_TEXT = {

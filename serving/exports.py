@@ -34,8 +34,9 @@ def _flat(row: dict, with_nhs: bool) -> list:
 
 
 def _safe_cell(value):
-    # Neutralise spreadsheet formula injection: text starting with = + - @ would be evaluated.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    # Neutralise spreadsheet formula injection: text starting with = + - @ (or tab / CR, which Excel
+    # skips before reading the formula, per OWASP) would be evaluated.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
 
@@ -54,7 +55,8 @@ def to_xlsx(rows: list[dict], with_nhs: bool, sheet_title: str) -> bytes:
 
     buffer = io.BytesIO()
     workbook = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
-    sheet = workbook.add_worksheet(sheet_title[:31])
+    # Excel's limits: 31 characters, and no apostrophe at either end (truncation can leave one at the end).
+    sheet = workbook.add_worksheet(sheet_title[:31].strip("'"))
     bold = workbook.add_format({"bold": True})
     columns = _columns(with_nhs)
     for c, name in enumerate(columns):

@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from expectations.contract import LOCALITY_NAME_RE
 from upstream.errors import UpstreamError
 from upstream.store import api_keys
 
 ROLES = ("locality", "analyst", "admin")
 KEY_PREFIX = "ups"
 _KEY_RE = re.compile(r"^ups_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
-LOCALITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 '&.-]{0,79}$")
+LOCALITY_RE = re.compile(LOCALITY_NAME_RE)
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,13 @@ class Principal:
     localities: tuple[str, ...]
 
     def may_see_locality(self, locality: str) -> bool:
-        """Locality keys see only their own localities; analyst and admin see all."""
-        return self.role != "locality" or locality in self.localities
+        """Locality keys see only their own localities; analyst and admin see all; anything else sees nothing.
+
+        Fail closed: a role this code does not know (a hand-edited row, a future migration) must not
+        fall through to "sees everything"."""
+        if self.role == "locality":
+            return locality in self.localities
+        return self.role in ("analyst", "admin")
 
     @property
     def reidentifies(self) -> bool:
@@ -95,7 +101,12 @@ def authenticate(engine: Engine, raw_key: str | None) -> Principal | None:
         return None
     if not hmac.compare_digest(row.key_hash, _hash_secret(secret)):
         return None
-    return Principal(key_id=key_id, role=row.role, localities=tuple(row.localities or ()))
+    # Only rows create_key could have written: a known role and a list of names. A JSON string scope
+    # ("North") would otherwise become the tuple of its letters.
+    scope = row.localities or []
+    if row.role not in ROLES or not isinstance(scope, list) or not all(isinstance(n, str) for n in scope):
+        return None
+    return Principal(key_id=key_id, role=row.role, localities=tuple(scope))
 
 
 def list_keys(engine: Engine) -> list[dict]:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from expectations.contract import LOCALITY_NAME_RE
 from serving import queries
 from serving.audit import record_access
 from serving.charts import bar_chart_svg
@@ -132,7 +133,7 @@ def build_router(settings: Settings) -> APIRouter:
     def locality_page(
         request: Request,
         principal: Caller,
-        locality: Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9 '&.-]{0,79}$", max_length=80)],
+        locality: Annotated[str, PathParam(pattern=LOCALITY_NAME_RE, max_length=80)],
         week: Annotated[str | None, Query(pattern=r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$")] = None,
     ) -> Response:
         """The week's rising-risk list for one locality, with charts and downloads."""

@@ -45,11 +45,13 @@ def _residents() -> pl.DataFrame:
                 locality="North", registration_start=D(2000, 1, 1), date_of_death=None)
     rows = [
         dict(base, nhs_number=P0, date_of_birth=D(1950, 3, 1)),                      # 0 valid
-        dict(base, nhs_number=P1, date_of_birth=D(1940, 5, 5), sex="2"),             # 1 valid
+        dict(base, nhs_number=P1, date_of_birth=D(1940, 5, 5), sex="2",
+             locality="Newcastle (West)"),                                            # 1 valid
         dict(base, nhs_number=P2_BAD, date_of_birth=D(1960, 1, 1)),                  # 2 bad mod 11
         dict(base, nhs_number=P0, date_of_birth=D(1951, 1, 1)),                      # 3 repeats row 0's person
         dict(base, nhs_number=P4, date_of_birth=D(1899, 12, 31)),                    # 4 before 1900, age 126
-        dict(base, nhs_number=P5, date_of_birth=D(1970, 1, 1), sex="X"),             # 5 sex not in set
+        dict(base, nhs_number=P5, date_of_birth=D(1970, 1, 1), sex="X",
+             locality="North/East"),                 # 5 sex not in set; "/" cannot be one URL path segment
         dict(base, nhs_number=P6, date_of_birth=D(2026, 6, 1)),                      # 6 future, age < 0
         dict(base, nhs_number=P7, date_of_birth=D(1980, 1, 1), registration_start=None),  # 7 null required
         dict(base, nhs_number=P8, date_of_birth=D(1910, 1, 2)),                      # 8 valid: aged 115
@@ -131,7 +133,7 @@ EXPECTED_REASONS = {
         2: "nhs_number_mod11",
         3: "duplicate_row",
         4: "date_not_before_earliest(date_of_birth); age_0_115",
-        5: "in_value_set(sex)",
+        5: "in_value_set(sex); locality_name_format(locality)",
         6: "date_not_after_as_of(date_of_birth); age_0_115",
         7: "not_null(registration_start)",
         9: "age_0_115",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 
 import polars as pl
@@ -111,3 +112,17 @@ def test_two_weeks_rerun_and_failed_publish(settings):
     # The next good publish of the week clears the failed attempt's rows: still one run per week.
     _publish(_week2(), WEEK2, settings)
     assert _counts(engine) == {"score_runs": 2, "scores": 21, "published_weeks": 2, "risk_lists": 5}
+
+
+def test_publishing_the_same_run_again_is_idempotent(settings):
+    # What a retry of the publish task does when the DB commit succeeded but the file export did not:
+    # publish the already published run once more. It must rewrite its lists, not hit the primary key.
+    engine = get_engine(settings.db_url)
+    run, _ = _publish(_week1(), WEEK1, settings)
+    shutil.rmtree(settings.home / "lists" / iso_week(WEEK1))  # the export that "failed" after the commit
+    again = publish_run(run, settings)
+    assert again.replaced_run_id is None
+    # Week 1 has 10 residents, 2 listed (p9, p8): nothing duplicated, and the files are back.
+    assert _counts(engine) == {"score_runs": 1, "scores": 10, "published_weeks": 1, "risk_lists": 2}
+    assert _published_list(engine, iso_week(WEEK1)) == [(1, "p9", "top_band", True), (2, "p8", "top_band", True)]
+    assert pl.read_csv(settings.home / "lists" / iso_week(WEEK1) / "a.csv")["person_id"].to_list() == ["p9", "p8"]

@@ -89,3 +89,57 @@ def test_multi_locality_key_gets_nhs_numbers_for_both(client, keys, scored):
         person = scored.in_locality(locality)[0]
         body = client.get(f"/residents/{person.person_id}/score", headers=auth(keys["both"])).json()
         assert body["nhs_number"] == person.nhs_number
+
+
+@pytest.mark.parametrize(
+    ("key_id", "role", "localities"),
+    [
+        ("00000000000000a1", "viewer", []),  # a role the code does not know
+        ("00000000000000a2", "Locality", ["North"]),  # near-miss spelling
+        ("00000000000000a3", "locality", "East"),  # scope stored as a string, not a list
+    ],
+)
+def test_keys_rows_create_key_could_not_write_are_refused(client, serving_settings, scored, key_id, role, localities):
+    """Fail closed: such a row (hand edit, bad migration) must not fall through to "sees every locality"."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from upstream.store import api_keys, get_engine
+
+    secret = "s" * 30
+    with get_engine(serving_settings.db_url).begin() as conn:
+        conn.execute(api_keys.delete().where(api_keys.c.key_id == key_id))
+        conn.execute(
+            api_keys.insert().values(
+                key_id=key_id,
+                key_hash=hashlib.sha256(secret.encode()).hexdigest(),
+                role=role,
+                localities=localities,
+                created_at=datetime.now(UTC),
+            )
+        )
+    key = f"ups_{key_id}_{secret}"
+    assert client.get("/localities/South/rising-risk", headers=auth(key)).status_code == 401
+    # "East" as a string would have scoped the key to the localities "E", "a", "s", "t".
+    assert client.get("/localities/East/rising-risk", headers=auth(key)).status_code == 401
+    assert client.get("/summary", headers=auth(key)).status_code == 401
+
+
+def test_principal_with_unknown_role_sees_no_locality():
+    from serving.keys import Principal
+
+    assert Principal("k", "viewer", ()).may_see_locality("North") is False
+    assert Principal("k", "analyst", ()).may_see_locality("North") is True
+    assert Principal("k", "locality", ("South",)).may_see_locality("North") is False
+
+
+def test_locality_names_follow_the_ingest_contract(tmp_path):
+    """Every locality ingest accepts can be scoped and served; one ingest rejects cannot be."""
+    from serving.keys import create_key
+    from upstream.errors import UpstreamError
+    from upstream.store import get_engine
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    assert create_key(engine, "locality", ["Newcastle (West)", "St. Mary's & Hoo"]).startswith("ups_")
+    with pytest.raises(UpstreamError, match="invalid locality name"):
+        create_key(engine, "locality", ["North/East"])  # "/" cannot be one URL path segment

@@ -39,3 +39,19 @@ def test_xlsx_keeps_text_as_text():
     assert row[3] == 0.1235
     # In a workbook the cell is typed as a string, never a formula, so it is not evaluated.
     assert row[-1] == '=HYPERLINK("http://x"); lives alone' and sheet.cell(2, 9).data_type == "s"
+
+
+def test_csv_formula_guard_covers_tab_and_carriage_return():
+    # OWASP CSV injection: Excel skips a leading tab or CR and then evaluates "=...".
+    for text in ("\t=1+1", "\r=1+1"):
+        row = {**ROW, "reasons": [{"text": text}]}
+        last_cell = to_csv([row], with_nhs=False).rstrip("\n").rsplit(",", 1)[1]
+        assert last_cell == "'" + text
+
+
+def test_xlsx_sheet_title_cut_at_an_apostrophe_still_opens():
+    # A locality whose 31st character is "'" (allowed by the locality pattern): cut to Excel's 31
+    # characters the title would end with an apostrophe, which Excel and xlsxwriter refuse (a 500).
+    locality = "A" * 30 + "'s Patch"
+    book = to_xlsx([ROW], with_nhs=False, sheet_title=f"{locality} 2026-W48")
+    assert openpyxl.load_workbook(io.BytesIO(book)).active.title == "A" * 30

@@ -140,10 +140,19 @@ def test_person_level_access_is_audited(client, keys, scored, serving_settings):
     ]
 
 
-def test_admin_reads_audit_log(client, keys):
+def test_admin_reads_audit_log(client, keys, scored, serving_settings):
+    """Newest first, exactly ``limit`` rows (six accesses are made here, so at least six rows exist)."""
+    from serving.keys import create_key
+
+    key = create_key(get_engine(serving_settings.db_url), "locality", ["South"], "audit reader probe")
+    south = scored.in_locality("South")
+    for person in south[:6]:
+        assert client.get(f"/residents/{person.person_id}/score", headers=auth(key)).status_code == 200
     r = client.get("/audit?limit=5", headers=auth(keys["admin"]))
     assert r.status_code == 200
-    assert len(r.json()) <= 5
+    rows = r.json()
+    assert [row["person_id"] for row in rows] == [p.person_id for p in reversed(south[1:6])]
+    assert {(row["key_id"], row["status_code"], row["locality"]) for row in rows} == {(key.split("_")[1], 200, "South")}
 
 
 def test_bearer_token_works_like_header(client, keys):
