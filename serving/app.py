@@ -319,8 +319,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         principal: Annotated[Principal, Depends(require_principal)],
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[AuditRow]:
-        """The most recent audit rows (admin keys only)."""
+        """The most recent audit rows (admin keys only). Reading them is itself audited: they name people."""
         if principal.role != "admin":
+            record_access(engine_of(request), principal, "/audit", 403)
             raise HTTPException(status_code=403, detail="admin keys only")
         import sqlalchemy as sa
 
@@ -328,6 +329,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         with engine_of(request).connect() as conn:
             rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)).all()
+        record_access(engine_of(request), principal, "/audit", 200)  # before the rows leave the server
         return [AuditRow(**{k: v for k, v in row._mapping.items() if k != "id"}) for row in rows]
 
     from serving.web import build_router

@@ -153,6 +153,9 @@ def test_admin_reads_audit_log(client, keys, scored, serving_settings):
     rows = r.json()
     assert [row["person_id"] for row in rows] == [p.person_id for p in reversed(south[1:6])]
     assert {(row["key_id"], row["status_code"], row["locality"]) for row in rows} == {(key.split("_")[1], 200, "South")}
+    # Reading the audit log names people, so it is audited too: the next read shows the last one first.
+    newest = client.get("/audit?limit=1", headers=auth(keys["admin"])).json()[0]
+    assert (newest["key_id"], newest["route"], newest["status_code"]) == (keys["admin"].split("_")[1], "/audit", 200)
 
 
 def test_bearer_token_works_like_header(client, keys):
