@@ -94,7 +94,7 @@ def list_rows(conn: Connection, run_id: str, week: str, locality: str, limit: in
             risk_lists.c.change_since_last_week,
             risk_lists.c.new_this_week,
             risk_lists.c.reason_for_listing,
-            sa.type_coerce(risk_lists.c.reasons, sa.Text).label("reasons"),
+            sa.cast(risk_lists.c.reasons, sa.Text).label("reasons"),
         )
         .select_from(
             risk_lists.join(
