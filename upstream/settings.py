@@ -12,6 +12,7 @@ import warnings
 from datetime import date
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -149,6 +150,11 @@ class _TomlWithoutSecrets(TomlConfigSettingsSource):
         data = super().__call__()
         if "pseudo_key" in data:
             raise ValueError("pseudo_key must not be set in the TOML config file; use UPSTREAM_PSEUDO_KEY")
+        for name in ("database_url", "mlflow_tracking_uri"):
+            if data.get(name) and urlsplit(str(data[name])).password:
+                raise ValueError(
+                    f"{name} in the TOML config file holds a password; set UPSTREAM_{name.upper()} in the environment"
+                )
         return data
 
 

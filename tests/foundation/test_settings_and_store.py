@@ -42,6 +42,13 @@ def test_toml_config_file_is_read_but_may_not_hold_secrets(monkeypatch, tmp_path
     with pytest.raises(ValueError, match="UPSTREAM_PSEUDO_KEY"):
         Settings()
 
+    # A database URL is fine in the file; one carrying a password is a secret and is refused.
+    config.write_text('database_url = "postgresql+psycopg://upstream@db.example/upstream"\n')
+    assert Settings().db_url == "postgresql+psycopg://upstream@db.example/upstream"
+    config.write_text('database_url = "postgresql+psycopg://upstream:hunter2@db.example/upstream"\n')
+    with pytest.raises(ValueError, match="UPSTREAM_DATABASE_URL"):
+        Settings()
+
 
 def test_missing_key_falls_back_loudly(monkeypatch):
     monkeypatch.delenv("UPSTREAM_PSEUDO_KEY", raising=False)
