@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
 from pathlib import Path
 
+from upstream.cli import iso_date
 from upstream.errors import UpstreamError
-
-
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from exc
 
 
 def _positive(value: str) -> int:
@@ -26,12 +19,12 @@ def _positive(value: str) -> int:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=None, choices=["crisis", "emergency_admission", "care_escalation"],
                         help="outcome to predict (default: settings.target, normally crisis)")
-    parser.add_argument("--index-date", type=_date, required=True,
+    parser.add_argument("--index-date", type=iso_date, required=True,
                         help="the date the model is for; training and test dates are picked before it")
     parser.add_argument("--clean", type=Path, default=None,
                         help="clean data directory written by ingest (default: the newest under UPSTREAM_HOME)")
     parser.add_argument("--sample", type=_positive, default=None, help="at most N people per training date")
-    parser.add_argument("--test-date", type=_date, default=None,
+    parser.add_argument("--test-date", type=iso_date, default=None,
                         help="override the test index date (default: latest fully observed Monday)")
 
 

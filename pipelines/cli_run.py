@@ -6,14 +6,8 @@ import argparse
 from datetime import date
 from pathlib import Path
 
+from upstream.cli import iso_date
 from upstream.errors import UpstreamError
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
 
 
 def add_weekly_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +69,7 @@ def run_weekly(
 def configure(parser: argparse.ArgumentParser) -> None:
     add_weekly_arguments(parser)
     parser.add_argument(
-        "--index-date", type=_date, default=None, help="scoring date (default: the delivery's extract date, else today)"
+        "--index-date", type=iso_date, default=None, help="scoring date (default: the delivery's extract date, else today)"
     )
 
 

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
 from pathlib import Path
 
 from synthetic import default_workers
+from upstream.cli import iso_date
 from upstream.errors import UpstreamError
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet", dest="fmt")
     parser.add_argument("--world", choices=("default", "alt"), default="default",
                         help="ground-truth world: which risk drivers dominate")
-    parser.add_argument("--end-date", type=_date, default=None, help="extract date (default 2026-11-22)")
+    parser.add_argument("--end-date", type=iso_date, default=None, help="extract date (default 2026-11-22)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="processes simulating chunks in parallel (same output whatever the number; "
                         "default: this machine's cores, at most 4)")

@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+from datetime import date
 
 from upstream.errors import UpstreamError
 
@@ -28,6 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serving.cli_serve", "start the API and the locality web pages"),
     "keys": ("serving.cli_keys", "create, list and revoke API keys"),
 }
+
+
+def iso_date(text: str) -> date:
+    """argparse type for YYYY-MM-DD options: a bad date is a usage error naming the value, not a traceback."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
 
 
 #: third-party loggers held at WARNING unless --verbose

@@ -31,6 +31,6 @@ def test_clean_dir_without_residents_is_rejected(empty_home, capsys):
 def test_bad_date_and_target_are_usage_errors(empty_home, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--index-date", "23/11/2026"])
-    assert exc.value.code == 2 and "not a date" in capsys.readouterr().err
+    assert exc.value.code == 2 and "not a YYYY-MM-DD date: '23/11/2026'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--index-date", "2026-11-23", "--target", "falls"])
