@@ -171,8 +171,13 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
         if s in truth_steps:
             t = truth_steps[s]
             trng = np.random.default_rng([seed, 2, chunk, to_days(t)])
-            truth_p[t] = (truth_probabilities(st, sx, s, trng, w, replicates) if replicates is not None
-                          else truth_by_household(st, sx, s, trng, w))
+            p_ea, p_ce, p_cr = (truth_probabilities(st, sx, s, trng, w, replicates) if replicates is not None
+                                else truth_by_household(st, sx, s, trng, w))
+            # In hospital at T with a care-home placement already decided (at admission, before T): the
+            # residential/nursing service starts at discharge, inside the window, so the outcome is certain.
+            # The latent state already has lts > 0, which alone would give p = 0 (DESIGN §5 counts the start).
+            pending = st.alive & (lts_type >= LTS_RESIDENTIAL) & (lts_start >= s * 7) & (lts_start < s * 7 + 365)
+            truth_p[t] = (p_ea, np.where(pending, 1.0, p_ce), np.where(pending, 1.0, p_cr))
         f_before = st.f
         lts_before = st.lts.copy()
         d = advance(st, sx, s, rng, w)
@@ -463,6 +468,8 @@ def _build(pop: Population, lo: int, hi: int, grid_start: int, end_g: int, death
         pl.when(died_in & pl.Series(dead_by_end[s["pid"].to_numpy()])).then(pl.lit("79")).otherwise("dest").alias("dest"),
         pl.when(pl.Series(dead_by_end[s["pid"].to_numpy()]) & died_in).then(pd_).otherwise("dis").alias("dis"),
     )
+    # the last simulated week can run past a mid-week extract date: nothing after the extract is delivered
+    s = s.filter(pl.col("adm") <= end_g)
     s = s.with_columns(pl.when(pl.col("dis") > end_g).then(None).otherwise("dis").alias("dis"))
     s = person(s.sort("pid", "adm", "spell_id"))
     spells_df = s.select("nhs_number", "spell_id", to_date("adm").alias("admission_date"),

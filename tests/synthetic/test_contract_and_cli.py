@@ -98,3 +98,15 @@ def test_parallel_workers_write_the_same_bytes(tmp_path: Path, monkeypatch: pyte
     assert s1.rows == s2.rows
     for f in [*(f"{s}.parquet" for s in SOURCES), "_truth/defects.parquet"]:
         assert (one / f).read_bytes() == (two / f).read_bytes(), f
+
+
+def test_no_valid_row_is_dated_after_the_extract_whatever_the_weekday(tmp_path: Path):
+    """The simulation runs in Monday-aligned weeks; an extract mid-week must still cut every source at it."""
+    end = date(2026, 6, 30)  # a Tuesday: the last simulated week runs past it
+    out = tmp_path / "tue"
+    generate_delivery(out, residents=3000, seed=4, years=2, end_date=end)
+    for name, source in SOURCES.items():
+        df = pl.read_parquet(out / f"{name}.parquet")
+        for col in source.columns:
+            if col.dtype == pl.Date:
+                assert df.filter(pl.col(col.name) > end).is_empty(), (name, col.name)

@@ -142,3 +142,19 @@ def test_alt_world_changes_the_risk_drivers(delivery, alt_delivery):
         together = truth.filter(pl.col("len") > 1)["p_emergency_admission"].mean()
         ratios[name] = alone / together
     assert ratios["alt"] > ratios["default"] * 1.3
+
+
+@pytest.mark.parametrize("t", TRUTH_DATES)
+def test_no_certain_outcome_gets_probability_zero(delivery, t):
+    """Someone in hospital at T waiting for a care-home placement (discharge destination 85, discharged on or
+    after T) gets a new residential/nursing service in the window for sure: p must not be 0 for them."""
+    out, _ = delivery
+    truth = pl.read_parquet(out / "_truth" / f"risk_{t}.parquet").filter("eligible")
+    spells = valid(out, "hospital_spells")
+    pending = set(spells.filter((pl.col("admission_date") < t) & (pl.col("discharge_date") >= t)
+                                & (pl.col("discharge_destination") == "85"))["nhs_number"])
+    mine = truth.filter(pl.col("nhs_number").is_in(list(pending)) & pl.col("y_care_escalation"))
+    assert mine.height > 0  # the fixture has such people at both truth dates
+    assert (mine["p_care_escalation"] == 1).all() and (mine["p_crisis"] == 1).all()
+    impossible = truth.filter(pl.col("y_care_escalation") & (pl.col("p_care_escalation") == 0))
+    assert impossible.is_empty(), impossible
