@@ -305,7 +305,19 @@ def _write_reid_map(path: Path, reid: pl.DataFrame) -> Path:
     """Merge with any earlier map (same key -> same person_id) and write to a temp file; caller renames."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
-        reid = pl.concat([pl.read_parquet(path), reid]).unique(maintain_order=True)
+        earlier = pl.read_parquet(path)
+        clash = earlier.join(reid, on="nhs_number", how="inner").filter(
+            pl.col("person_id") != pl.col("person_id_right")
+        )
+        if clash.height:
+            # A different key: every person_id would change, history would no longer link, and the map
+            # would hold two pseudonyms per person. Refuse rather than merge.
+            raise UpstreamError(
+                f"{path}: the pseudonymisation key differs from the one that made the existing "
+                f"re-identification map ({clash.height} people would get a new person_id); "
+                "set UPSTREAM_PSEUDO_KEY to the original key"
+            )
+        reid = pl.concat([earlier, reid]).unique(maintain_order=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     reid.write_parquet(tmp)
     return tmp

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from expectations.contract import ETHNIC_GROUPS, SOURCES
+from expectations.identifiers import icd10_canonical_expr
 from features.codelists import EFI_DEFICIT_COUNT, hfrs_weights, imd_deciles
 from features.registry import (
     DAYS_3M,
@@ -92,6 +93,9 @@ def _in_window(column: str, index_date: date, days: int) -> pl.Expr:
 def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date) -> pl.LazyFrame:
     """Residents alive, born and registered at T, with demographics and household features."""
     death_dates = deaths.group_by(PERSON).agg(pl.col("date_of_death").min().alias("_registered_death"))
+    # A blank UPRN is an unknown household, like a missing one: it must not join strangers into one home.
+    uprn = pl.col("uprn").str.strip_chars()
+    residents = residents.with_columns(pl.when(uprn == "").then(None).otherwise(uprn).alias("uprn"))
     people = residents.join(death_dates, on=PERSON, how="left").with_columns(
         pl.min_horizontal("date_of_death", "_registered_death").alias("_died")
     )
@@ -220,6 +224,9 @@ def _diagnoses(spells: pl.LazyFrame, *keep: str) -> pl.LazyFrame:
             ).alias("code"),
         )
         .explode("code")
+        # Canonical form (upper case, no dot, no filler) even if the clean data was not canonicalised:
+        # "w19.9", " g81" and "W19X" must score exactly as W19 and G81 do.
+        .with_columns(icd10_canonical_expr("code").alias("code"))
         .filter(pl.col("code").is_not_null() & (pl.col("code") != ""))
     )
 

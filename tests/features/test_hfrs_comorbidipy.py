@@ -116,3 +116,19 @@ def test_hfrs_counts_each_code_once_per_person(tmp_path: Path) -> None:
         ],
     )
     assert build_features(clean, T)["hfrs"].to_list() == [pytest.approx(4.4)]
+
+
+def test_hfrs_and_fall_admissions_accept_any_icd10_format_in_the_clean_data(tmp_path: Path) -> None:
+    # Codes as a warehouse writes them, not canonicalised: F00 7.1 + W19 3.2 + G81 4.4 = 14.7 (G81 twice
+    # in different formats still counts once); the "w19.9" primary makes it an emergency fall admission.
+    clean = write_clean(
+        tmp_path / "clean",
+        residents=[{"person_id": "x"}],
+        hospital_spells=[
+            {"person_id": "x", "admission_date": date(2024, 1, 1), "primary_diagnosis": "w19.9",
+             "secondary_diagnoses": "f00, g81,G81.1"},
+        ],
+    )
+    row = build_features(clean, T).to_dicts()[0]
+    assert row["hfrs"] == pytest.approx(14.7)
+    assert row["falls_admissions_12m"] == 1

@@ -149,3 +149,20 @@ def test_missing_uprn_gives_unknown_household_not_alone(tmp_path: Path) -> None:
     table = build_features(clean, T)
     assert table["household_size"].to_list() == [None, None]
     assert table["lives_alone"].to_list() == [None, None]
+
+
+def test_blank_uprn_is_an_unknown_household_too(tmp_path: Path) -> None:
+    # "" and "  " are not one shared address: neither household size, living alone nor bereavement
+    clean = write_clean(
+        tmp_path / "c",
+        residents=[
+            {"person_id": "x", "uprn": ""},
+            {"person_id": "y", "uprn": "  "},
+            {"person_id": "z", "uprn": "", "date_of_death": T - timedelta(days=30)},
+        ],
+    )
+    table = build_features(clean, T).sort("person_id")
+    assert table["person_id"].to_list() == ["x", "y"]
+    assert table["household_size"].to_list() == [None, None]
+    assert table["lives_alone"].to_list() == [None, None]
+    assert table["bereaved_3m"].to_list() == [False, False]

@@ -41,6 +41,12 @@ def _corrupt(raw: Path) -> None:
     (raw / "social_care_events.parquet").write_bytes(b"PAR1" + b"\x00garbage" * 50)
 
 
+def _truncated_csv(raw: Path) -> None:
+    # cut inside the last row: the reader would pad it with nulls and take it for a (bad) row
+    text = (raw / "ae_attendances.csv").read_text()
+    (raw / "ae_attendances.csv").write_text(text[: text.rstrip("\n").rfind(",2,") + 3])
+
+
 def _renamed(raw: Path) -> None:
     frame = pl.read_parquet(raw / "hospital_spells.parquet").rename({"admission_date": "admit_date"})
     frame.write_parquet(raw / "hospital_spells.parquet")
@@ -71,6 +77,7 @@ CASES: list[tuple[str, Callable[[Path], None], str, str | None, str]] = [
     ("empty", _empty, "residents.parquet", None, "empty file"),
     ("no rows", _no_rows, "deaths.parquet", None, "empty file (no rows)"),
     ("truncated", _truncated, "gp_events.parquet", None, "truncated or corrupt parquet"),
+    ("truncated csv", _truncated_csv, "ae_attendances.csv", None, "truncated CSV file"),
     ("corrupt", _corrupt, "social_care_events.parquet", None, "truncated or corrupt parquet"),
     ("renamed", _renamed, "hospital_spells.parquet", "admission_date", "admit_date"),
     ("dropped", _dropped, "deaths.parquet", "underlying_cause_icd10", "missing column"),

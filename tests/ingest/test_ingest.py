@@ -153,3 +153,19 @@ def test_rerun_replaces_output_atomically(delivery: Path, settings, tmp_path: Pa
     ingest_delivery(delivery, out, settings, build_docs=False)
     assert not (out / "stale.txt").exists() and (out / "validation_summary.json").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_a_different_pseudonymisation_key_is_refused_and_writes_nothing(delivery, tmp_path) -> None:
+    from upstream.errors import UpstreamError
+
+    home = tmp_path / "keyed_home"
+    first = Settings(home=home, pseudo_key="the-original-key")
+    ingest_delivery(delivery, tmp_path / "first", first, build_docs=False)
+    before = pl.read_parquet(first.reid_map_path)
+    # Same home (same re-identification map), another key: every person_id would silently change.
+    other = Settings(home=home, pseudo_key="a-different-key")
+    with pytest.raises(UpstreamError, match="pseudonymisation key differs"):
+        ingest_delivery(delivery, tmp_path / "second", other, build_docs=False)
+    assert not (tmp_path / "second").exists()
+    assert pl.read_parquet(first.reid_map_path).equals(before)
+    assert before.height == before["nhs_number"].n_unique() == 3

@@ -33,7 +33,10 @@ def test_api_conforms_to_its_schema(serving_settings, scored, keys):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck))
+        # derandomize: CI sees the same examples every run (a failure reproduces); run locally with a larger
+        # EXAMPLES_PER_OPERATION to explore further (300 per operation found nothing on 2026-11-25).
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
         def check(case) -> None:
             # Each generated request is sent with a locality key (North+South), an analyst key and an admin key.
             for who in ("both", "analyst", "admin"):
@@ -42,7 +45,7 @@ def test_api_conforms_to_its_schema(serving_settings, scored, keys):
 
         check()
     # The run really exercised success and refusal paths, not only validation errors.
-    assert {200, 404, 422} <= seen_statuses
+    assert {200, 404, 422} <= seen_statuses, seen_statuses
 
 
 def test_successful_responses_conform_to_schema(serving_settings, scored, keys):
