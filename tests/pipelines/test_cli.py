@@ -128,8 +128,11 @@ def test_schedule_serves_a_deployment_on_the_configured_server(prefect_harness, 
     assert deployment["parameters"]["raw_dir"] == str(raw.resolve())
     assert deployment["parameters"]["home"] == str(home.resolve())
 
-    # Ctrl+C stops it cleanly: the process has exited by itself (not killed), with code 0.
-    assert returncode == 0, output
+    # Ctrl+C stops it cleanly: the process has exited by itself (not killed). Whether Prefect's runner or
+    # our CLI sees the interrupt first is a race, so both of its clean exits are accepted: 0, or 130
+    # ("interrupted", the shell convention for SIGINT).
+    assert returncode in (0, 130), output
+    assert "Traceback" not in output, output
 
 
 def test_run_publishes_a_week_end_to_end(prefect_harness, tmp_path):
