@@ -31,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from upstream.processes import stop_process
+
 LOCALITIES = ["Chatham", "Gillingham", "Rochester", "Strood"]
 WEEKS = {"2026-W47": date(2026, 11, 16), "2026-W48": date(2026, 11, 23)}
 LIST_SIZE = 500
@@ -298,11 +300,7 @@ def main() -> int:
               f"p99 CSV list < 200 ms: {'MET' if ok_list else 'MISSED'} ({p99_list:.1f} ms); errors: {errors}")
         return 0 if ok_score and ok_list and errors == 0 else 1
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, timeout=10)
         log_handle.close()
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from upstream.errors import UpstreamError
+from upstream.processes import stop_process
 
 DEFAULT_PORT = 4200
 
@@ -108,9 +109,4 @@ def prefect_api(with_ui: bool, port: int = DEFAULT_PORT, timeout: float = 120) -
             yield api_url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=15)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from upstream.processes import stop_process
 from upstream.store import get_engine, published_weeks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,14 +65,7 @@ def _find_deployment(api_url: str, flow_name: str, name: str) -> dict | None:
 
 def _stop(process: subprocess.Popen, timeout: float = 60) -> int:
     """SIGINT (Ctrl+C) first, then kill if it does not stop in time."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-    return process.returncode
+    return stop_process(process, timeout=timeout, sig=signal.SIGINT)
 
 
 def test_schedule_serves_a_deployment_on_the_configured_server(prefect_harness, tmp_path):

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.serving.conftest import auth
+from upstream.processes import stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -67,12 +68,7 @@ def live_server(serving_settings, scored, keys, tmp_path_factory):
             time.sleep(0.2)
         yield base, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
 
 
 def _identifiers(scored) -> list[str]:
