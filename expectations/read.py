@@ -41,20 +41,22 @@ def find_source_file(raw_dir: Path, source: Source) -> Path:
     raise BadFileError(str(raw_dir / f"{source.name}.parquet"), "missing file (no .parquet or .csv for this source)")
 
 
-def _csv_cut_mid_row(path: Path) -> bool:
+def _refuse_truncated_csv(path: Path) -> None:
     """A CSV whose last record ends without a newline and has fewer fields than the header was cut
     off mid-row (a truncated transfer). The reader would pad it with nulls and take it for a row."""
+    if path.suffix != ".csv":
+        return
     size = path.stat().st_size
     with path.open("rb") as fh:
         header = fh.readline()
         fh.seek(max(size - 65536, 0))
         tail = fh.read()
     if tail.endswith(b"\n") or size <= len(header):
-        return False
+        return
     last = tail.rsplit(b"\n", 1)[-1].decode("utf-8", errors="replace")
     names = next(csv.reader([header.decode("utf-8-sig", errors="replace").rstrip("\r\n")]), [])
-    fields = next(csv.reader([last]), [])
-    return len(fields) < len(names)
+    if len(next(csv.reader([last]), [])) < len(names):
+        raise BadFileError(str(path), "truncated CSV file (the last row is cut off mid-row)")
 
 
 def _read_frame(path: Path) -> pl.DataFrame:
@@ -62,8 +64,7 @@ def _read_frame(path: Path) -> pl.DataFrame:
         raise BadFileError(str(path), "not a regular file")
     if path.stat().st_size == 0:
         raise BadFileError(str(path), "empty file (0 bytes)")
-    if path.suffix == ".csv" and _csv_cut_mid_row(path):
-        raise BadFileError(str(path), "truncated CSV file (the last row is cut off mid-row)")
+    _refuse_truncated_csv(path)
     try:
         if path.suffix == ".csv":
             # Strings throughout: typing is ours to do, against the contract, not the reader's guess.
@@ -138,8 +139,7 @@ def probe_source(raw_dir: Path, source: Source) -> Path:
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise BadFileError(str(path), f"truncated or corrupt {kind} file ({detail})") from None
     _check_columns(path, source, set(names))
-    if path.suffix == ".csv" and _csv_cut_mid_row(path):
-        raise BadFileError(str(path), "truncated CSV file (the last row is cut off mid-row)")
+    _refuse_truncated_csv(path)
     return path
 
 

@@ -78,6 +78,6 @@ def top_reasons(contributions: np.ndarray, features: pl.DataFrame, names: list[s
                 continue
             reasons.append({"feature": name, "value": value, "text": cache[key], "contribution": c})
         if not reasons and n > 0:
-            reasons.append(COMBINATION_REASON)
+            reasons.append(dict(COMBINATION_REASON))  # a copy: callers may annotate their rows
         result.append(reasons)
     return result

@@ -47,17 +47,6 @@ def ensure_experiment(client, settings: Settings, target: str) -> str:
     return client.create_experiment(name, artifact_location=location.as_uri())
 
 
-def champion_test_auroc(client, target: str) -> float | None:
-    """The current champion's recorded test AUROC, or None when there is no champion yet."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = client.get_model_version_by_alias(model_name(target), "champion")
-    except MlflowException:
-        return None
-    return client.get_run(version.run_id).data.metrics.get("test_auroc")
-
-
 def champion_auroc_on_this_test_set(
     client, settings: Settings, target: str, test: pl.DataFrame, y_test: np.ndarray
 ) -> tuple[float | None, str]:
@@ -65,24 +54,29 @@ def champion_auroc_on_this_test_set(
 
     Why: each version's recorded test AUROC comes from its own (older) test year; an easier or harder year
     would decide the promotion. Falls back to the recorded figure, saying so, when the champion cannot score
-    this frame (e.g. it used a feature that has since been retired). Returns (AUROC or None, basis).
+    this frame (e.g. it used a feature that has since been retired). Returns (AUROC or None, basis); the
+    alias is resolved once, so the version scored is the version whose record is the fallback.
     """
     import logging
 
-    from models.metrics import auroc
-    from models.registry import load_model
+    from mlflow.exceptions import MlflowException
 
-    recorded = champion_test_auroc(client, target)
-    if recorded is None:
+    from models.metrics import auroc
+    from models.registry import load_model_version
+
+    try:
+        version = client.get_model_version_by_alias(model_name(target), "champion")
+    except MlflowException:
         return None, "no champion"
     try:
-        champion = load_model(target, settings, "champion")
+        champion = load_model_version(target, settings, str(version.version))
         return auroc(y_test, champion.predict_proba(test)), "champion scored on this test set"
     except Exception as exc:  # any failure to re-score means: use what was recorded
         logging.getLogger(__name__).warning(
             "could not score the champion on this test set (%s); comparing with its recorded test AUROC",
             type(exc).__name__,
         )
+        recorded = client.get_run(version.run_id).data.metrics.get("test_auroc")
         return recorded, "champion's recorded test AUROC (its own test set)"
 
 

@@ -13,7 +13,7 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from upstream.store import published_weeks, risk_lists, score_runs, scores
+from upstream.store import LIST_ROW_COLUMNS, published_weeks, risk_lists, score_runs, scores
 
 
 @dataclass(frozen=True)
@@ -83,17 +83,17 @@ def _decode_json_column(texts: list[str | None]) -> list:
     return json.loads("[" + ",".join(t if t is not None else "null" for t in texts) + "]")
 
 
+#: A list row's plain columns, as declared once in upstream.store (reasons are read apart; the locality is
+#: the caller's).
+_LIST_FIELDS = tuple(name for name in LIST_ROW_COLUMNS if name not in ("locality", "reasons"))
+
+
 def list_rows(conn: Connection, run_id: str, week: str, locality: str, limit: int) -> list[dict]:
     """The published rising-risk list for one locality and week, in rank order."""
     result = conn.execute(
         sa.select(
-            risk_lists.c.rank,
-            risk_lists.c.person_id,
-            risk_lists.c.score,
-            risk_lists.c.band,
-            risk_lists.c.change_since_last_week,
-            risk_lists.c.new_this_week,
-            risk_lists.c.reason_for_listing,
+            *(risk_lists.c[name] for name in _LIST_FIELDS),
+            # Text on every backend (psycopg would decode JSON itself), so one parser call decodes them all.
             sa.cast(risk_lists.c.reasons, sa.Text).label("reasons"),
         )
         .select_from(
@@ -106,11 +106,10 @@ def list_rows(conn: Connection, run_id: str, week: str, locality: str, limit: in
         .order_by(risk_lists.c.rank)
         .limit(limit)
     ).all()
-    reasons = _decode_json_column([row[7] for row in result])
-    keys = ("rank", "person_id", "score", "band", "change_since_last_week", "new_this_week", "reason_for_listing")
+    reasons = _decode_json_column([row.reasons for row in result])
     out = []
     for row, row_reasons in zip(result, reasons, strict=True):
-        item = dict(zip(keys, row[:7], strict=True))
+        item = dict(zip(_LIST_FIELDS, row[: len(_LIST_FIELDS)], strict=True))
         item["new_this_week"] = bool(item["new_this_week"])
         item["reasons"] = row_reasons or []
         out.append(item)
