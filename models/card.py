@@ -103,7 +103,7 @@ def card_context(
             ("test index date", str(context.get("test_date", "–"))),
             ("training rows", show_count(n_train)),
             ("test rows (people)", show_count(n_test)),
-            ("event rate, train / test", f"{_fmt(train_rate)} / {_fmt(test_rate)}"),
+            ("event rate, train / test", f"{_fmt_rate(train_rate)} / {_fmt_rate(test_rate)}"),
             ("model inputs", str(len(context.get("features", [])))),
             ("data fingerprint (train/test)", f"{context.get('train_fingerprint')} / {context.get('test_fingerprint')}"),
             ("code lists", f"{len(codelists)} lists, versions in data/codelist_versions.json"),
@@ -119,6 +119,11 @@ def card_context(
     }
 
 
+def _fmt_rate(value: float | None) -> str:
+    """A disclosed rate exactly as upstream.disclosure rounded it (3 fixed places could move it off the count)."""
+    return "–" if value is None else str(value)
+
+
 def _count(n: int) -> str:
     """Counts on the card are aggregate outputs shown to every API key: small-number suppression applies."""
     return show_count(int(n))
@@ -132,16 +137,19 @@ def _rate_from(rate: float | None, n: int) -> float | None:
 
 
 def _fairness_row(r: dict[str, Any]) -> tuple:
-    """One audited group as shown to readers: counts rounded, rates from rounded counts, statistics withheld
-    for groups whose size, events or non-events are suppressed (FN and FP come back exactly from the rates)."""
+    """One audited group as shown to readers: counts rounded, rates from rounded counts, and no rate or
+    statistic at all for a group whose size, events or non-events are suppressed (with its counts rounded,
+    an FNR from e.g. 8 of 16 events would otherwise pin n=17, events=16; tests/foundation/test_disclosure.py).
+    FN and FP come back exactly from the audit's rates (they were computed from whole counts)."""
     n, events = int(r["n"]), int(r["events"])
     negatives = n - events
-    fnr = None if r["fnr"] is None else disclose_rate(round(r["fnr"] * events), events)
-    fpr = None if r["fpr"] is None else disclose_rate(round(r["fpr"] * negatives), negatives)
+    shown = group_disclosable(n, events)
+    fnr = disclose_rate(round(r["fnr"] * events), events) if shown and r["fnr"] is not None else None
+    fpr = disclose_rate(round(r["fpr"] * negatives), negatives) if shown and r["fpr"] is not None else None
     return (
-        r["dimension"], r["group"], _count(n), _count(events), _fmt(disclose_rate(events, n) if n else None),
+        r["dimension"], r["group"], _count(n), _count(events), _fmt_rate(disclose_rate(events, n) if shown and n else None),
         _fmt(disclose_statistic(r["observed_expected"], n, events)), _fmt(disclose_statistic(r["auroc"], n, events)),
-        _fmt(disclose_statistic(r.get("gate_reference_auroc"), n, events)), _fmt(fpr), _fmt(fnr),
+        _fmt(disclose_statistic(r.get("gate_reference_auroc"), n, events)), _fmt_rate(fpr), _fmt_rate(fnr),
     )
 
 
@@ -167,7 +175,7 @@ def reader_metrics(metrics: dict[str, float], prefix: str = "test_") -> dict[str
             count = suppress_count(n)
             out[key] = None if count is None else float(count)
         elif name == "event_rate":
-            out[key] = disclose_rate(events, n) if n else None
+            out[key] = disclose_rate(events, n) if n and group_disclosable(n, events) else None
         elif name.startswith("ppv_") and name[4:] in flagged:
             out[key] = disclose_ratio(value, flagged[name[4:]]) if group_disclosable(n, events) else None
         elif name.startswith("sensitivity_"):

@@ -53,18 +53,19 @@ def show_count(n: int) -> str:
     return SUPPRESSED if shown is None else str(shown)
 
 
-def disclose_rate(numerator: int, denominator: int, digits: int = 3) -> float | None:
+def disclose_rate(numerator: int, denominator: int) -> float | None:
     """numerator/denominator from the rounded counts; None when either count or their difference is suppressed.
 
     Why the difference: with n and the rate shown, a suppressed complement (non-events 1-7) would be
-    given back by n - events."""
+    given back by n - events. The rate has enough decimals (at least 3) that rate x shown denominator
+    gives back the rounded numerator, never a different, "exact-looking" number."""
     numerator, denominator = int(numerator), int(denominator)
     if not 0 <= numerator <= denominator:
         raise ValueError("a rate needs 0 <= numerator <= denominator")
     shown_num, shown_den = suppress_count(numerator), suppress_count(denominator)
     if shown_num is None or shown_den is None or is_suppressed(denominator - numerator) or shown_den == 0:
         return None
-    return round(shown_num / shown_den, digits)
+    return round(shown_num / shown_den, max(3, math.ceil(math.log10(shown_den))))
 
 
 def ratio_digits(denominator: int) -> int | None:
