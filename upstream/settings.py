@@ -64,6 +64,20 @@ class ListSettings(BaseModel):
     top_reasons: int = Field(3, ge=1, le=10)
 
 
+class CohortSettings(BaseModel):
+    """Who may be on a list at all (DESIGN §6; the rules themselves: ``expectations.cohort``)."""
+
+    #: Adult social care: people younger than this at T are never listed.
+    min_age: int = Field(18, ge=0, le=120)
+
+
+class OffersSettings(BaseModel):
+    """The service catalogue (``upstream.offers``): the shipped default unless a council names its own."""
+
+    #: A TOML file declaring the council's offers; None = ``upstream/service_catalogue.toml``.
+    catalogue: Path | None = None
+
+
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -77,7 +91,7 @@ class ServingSettings(BaseModel):
     trusted_hosts: list[str] = []
     #: /docs, /redoc and /openapi.json need a key unless this is set (e.g. for a developer sandbox).
     public_docs: bool = False
-    #: Web sign-in sessions: lifetime and idle timeout (the cookie holds a random id, never the key).
+    #: Web sign-in session lifetime in hours (the cookie holds a random session id, never the key).
     session_hours: float = Field(8.0, gt=0, le=24)
     #: ``Secure`` on cookies; None = on unless the server is bound to a loopback address (plain-http dev).
     secure_cookies: bool | None = None
@@ -119,6 +133,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     gate: GateSettings = GateSettings()
     lists: ListSettings = ListSettings()
+    cohort: CohortSettings = CohortSettings()
+    offers: OffersSettings = OffersSettings()
     serving: ServingSettings = ServingSettings()
     retention: RetentionSettings = RetentionSettings()
 
