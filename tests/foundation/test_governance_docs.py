@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from upstream.dataflow import DOC_PATH, TABLE_READERS, data_flow_markdown
+from serving.dataflow import DOC_PATH, TABLE_READERS, data_flow_markdown
 from upstream.settings import RetentionSettings
 from upstream.store import metadata
 
@@ -13,7 +13,7 @@ GOVERNANCE = Path(__file__).resolve().parents[2] / "docs" / "governance"
 
 
 def test_data_flow_document_matches_the_code():
-    assert DOC_PATH.read_text() == data_flow_markdown(), "run: uv run python -m upstream.dataflow > " + str(DOC_PATH)
+    assert DOC_PATH.read_text() == data_flow_markdown(), "run: uv run python -m serving.dataflow > " + str(DOC_PATH)
 
 
 def test_every_operational_table_declares_its_readers():
