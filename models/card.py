@@ -62,14 +62,6 @@ FAIRNESS_COLUMNS = ["dimension", "group", "n", "events", "event rate", "observed
                     "gate reference AUROC", "FPR", "FNR"]
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
 def card_context(
     *, target: str, version: str, run_id: str, alias: str, chosen: str, metrics: dict[str, float],
     candidate_metrics: dict[str, dict[str, float]], baseline_metrics: dict[str, dict[str, float]],
@@ -78,13 +70,14 @@ def card_context(
     """Everything the card shows, as plain values (dates and numbers already formatted)."""
     # Every number on the card reaches every API key: each goes through upstream.disclosure.
     shown = reader_metrics(metrics)
-    headline = [(label, _fmt(shown.get(key))) for key, label in HEADLINE]
-    ci = f"{_fmt(shown.get('test_auroc_ci_low'))}–{_fmt(shown.get('test_auroc_ci_high'))}"
+    # Disclosed values are printed as rounded (a fixed 3 places would add digits the rule removed).
+    headline = [(label, _fmt_rate(shown.get(key))) for key, label in HEADLINE]
+    ci = f"{_fmt_rate(shown.get('test_auroc_ci_low'))}–{_fmt_rate(shown.get('test_auroc_ci_high'))}"
     comparison = []
     for name, m in [*candidate_metrics.items(), *((f"baseline: {b}", m) for b, m in baseline_metrics.items())]:
         m = reader_metrics(m, prefix="")
-        comparison.append((name, _fmt(m.get("auroc")), _fmt(m.get("auprc")), _fmt(m.get("calibration_slope")),
-                           _fmt(m.get("ppv_top20")), _fmt(m.get("sensitivity_top20"))))
+        comparison.append((name, *(_fmt_rate(m.get(k)) for k in
+                                   ("auroc", "auprc", "calibration_slope", "ppv_top20", "sensitivity_top20"))))
     fairness_rows = [_fairness_row(r) for r in fairness.iter_rows(named=True)]
     n_train, n_test = int(context.get("n_train") or 0), int(context.get("n_test") or 0)
     train_rate = _rate_from(context.get("train_event_rate"), n_train)
@@ -120,7 +113,8 @@ def card_context(
 
 
 def _fmt_rate(value: float | None) -> str:
-    """A disclosed rate exactly as upstream.disclosure rounded it (3 fixed places could move it off the count)."""
+    """A disclosed value exactly as upstream.disclosure rounded it (3 fixed places could move a rate off the
+    rounded count, or add digits to a 2-decimal statistic)."""
     return "–" if value is None else str(value)
 
 
@@ -148,8 +142,9 @@ def _fairness_row(r: dict[str, Any]) -> tuple:
     fpr = disclose_rate(round(r["fpr"] * negatives), negatives) if shown and r["fpr"] is not None else None
     return (
         r["dimension"], r["group"], _count(n), _count(events), _fmt_rate(disclose_rate(events, n) if shown and n else None),
-        _fmt(disclose_statistic(r["observed_expected"], n, events)), _fmt(disclose_statistic(r["auroc"], n, events)),
-        _fmt(disclose_statistic(r.get("gate_reference_auroc"), n, events)), _fmt_rate(fpr), _fmt_rate(fnr),
+        _fmt_rate(disclose_statistic(r["observed_expected"], n, events)),
+        _fmt_rate(disclose_statistic(r["auroc"], n, events)),
+        _fmt_rate(disclose_statistic(r.get("gate_reference_auroc"), n, events)), _fmt_rate(fpr), _fmt_rate(fnr),
     )
 
 

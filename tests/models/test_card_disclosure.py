@@ -51,6 +51,9 @@ def test_tiny_group_shows_no_rate_and_training_rows_are_rounded():
     for r in c["fairness"]:
         if r[9] != "–" and r[3] != "<8":
             assert abs(float(r[9]) * int(r[3]) - round(float(r[9]) * int(r[3]))) < 0.5 + 1e-9
+    # Headline: 111 events in 600 -> AUROC to 2 decimals; the sensitivity is not in the metrics, so "–".
+    headline = dict(c["headline"])
+    assert headline["AUROC"] == "0.81" and headline["sensitivity, top 20%"] == "–"
     markdown = render_markdown(c)
     assert DISCLOSURE_MARKER in markdown and "5538" not in markdown
 
