@@ -52,7 +52,15 @@ def set_csrf_cookie(response: Response, request: Request, secure: bool) -> None:
 
 
 async def require_csrf(request: Request, csrf_token: Annotated[str, Form(max_length=128)] = "") -> None:
-    """Dependency for POST routes: the form's token must equal the cookie's (constant-time compare)."""
+    """Dependency for POST routes: the form's token must equal the cookie's (constant-time compare).
+
+    A request that carries its key in ``X-API-Key`` or a ``Bearer`` token is a script, not a browser
+    form: a cross-site page cannot set those headers, so such requests need no token (the same route can
+    serve the web form and API clients). Not any ``Authorization``: browsers re-send cached Basic
+    credentials (e.g. a proxy's) on cross-site posts by themselves."""
+    bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+    if request.headers.get("x-api-key") or bearer:
+        return
     cookie = request.cookies.get(CSRF_COOKIE) or ""
     if not (cookie and csrf_token and _TOKEN_RE.match(cookie) and hmac.compare_digest(cookie, csrf_token)):
         raise CsrfRejected()

@@ -153,6 +153,9 @@ def test_login_without_a_matching_csrf_token_is_refused(app, keys):
         browser.cookies.clear()
         r = browser.post("/ui/login", data={"api_key": keys["north"], "csrf_token": token}, follow_redirects=False)
         assert r.status_code == 403
+        # A script presenting its key in a header is not a browser form: no token needed.
+        r = browser.post("/ui/logout", headers=auth(keys["north"]), follow_redirects=False)
+        assert r.status_code == 303
 
 
 def test_sessions_are_stored_hashed_expire_and_end_with_the_key(tmp_path):
