@@ -1,7 +1,7 @@
 """The trained model as one picklable object: encoding, calibrated estimator, and reasons.
 
 Why one object: scoring must encode features exactly as training did (same columns, same category
-levels, same missing-value handling) and explain with the same reference values. Bundling them means
+levels, same missing-value handling) and explain the same base model. Bundling them means
 the registry version *is* the whole recipe; nothing is re-derived at scoring time.
 
 Encoding: numeric and boolean columns become floats (null -> NaN; HGB handles NaN natively, the
@@ -78,7 +78,8 @@ class UpstreamModel:
 
     ``kind`` is ``"logistic"`` or ``"hgb"``. ``estimator`` is a fitted ``CalibratedClassifierCV`` around
     one frozen base model (calibrated on a hold-out), so there is one base model to explain. ``reference`` holds the encoded training
-    medians used as the "typical person" for HGB occlusion attributions.
+    medians; reasons no longer use it (exact contributions need no reference person), but registered
+    bundles pickled with it must still load, so the field stays.
     """
 
     kind: str
@@ -105,12 +106,19 @@ class UpstreamModel:
         return inner.estimator if isinstance(inner, FrozenEstimator) else inner
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        """Per-row, per-feature contributions on the base model's log-odds scale (rows x features).
+        """Exact additive contributions per row and feature, on the base model's raw log-odds (rows x features).
 
-        Logistic: coefficient x standardised value (missing indicators and one-hot dummies summed into
-        their feature). HGB: occlusion against a typical person: f(x) - f(x with feature j set to the
-        training median / modal level). It needs one extra prediction per feature, and only for the
-        rows whose value differs from the reference, which keeps it vectorised and cheap at 280k rows.
+        Raw margin, before calibration: Platt scaling is a monotone map of this margin, so the ranking of
+        reasons is the same, and only on the raw margin do contributions add up exactly:
+        ``raw_base() + contributions(x).sum(axis=1) == base_estimator.decision_function(x)`` for every row.
+
+        Logistic: the model's own terms, coefficient x standardised value (missing indicators and one-hot
+        dummies summed into their feature); ``raw_base`` is the intercept. Gradient boosting: exact
+        (path-dependent) TreeSHAP values from the maintained ``shap`` package, whose ``TreeExplainer`` reads
+        scikit-learn's HistGradientBoosting trees natively (thresholds, missing-value directions, node
+        counts); ``raw_base`` is the training-weighted mean raw output. Both replace occlusion against a
+        "typical person", which was neither additive nor order-independent, and cost one extra
+        prediction per feature.
         """
         groups = self.encoder.group_matrix()
         if self.kind == "logistic":
@@ -125,23 +133,13 @@ class UpstreamModel:
                 ind_features = imputer.indicator_.features_
                 base += per_col[:, n_base:] @ groups[ind_features]
             return base
-        model = self.base_estimator
-        full = model.decision_function(x)
-        out = np.zeros((x.shape[0], len(self.encoder.features)))
-        used = _hgb_split_columns(model, x.shape[1])
-        for f_idx in range(len(self.encoder.features)):
-            cols = np.flatnonzero(groups[:, f_idx])
-            if not used[cols].any():
-                continue  # the model never splits on this feature: its occlusion effect is exactly 0
-            ref = self.reference[cols]
-            differs = ~np.all((x[:, cols] == ref) | (np.isnan(x[:, cols]) & np.isnan(ref)), axis=1)
-            rows = np.flatnonzero(differs)
-            if len(rows) == 0:
-                continue
-            swapped = x[rows].copy()
-            swapped[:, cols] = ref
-            out[rows, f_idx] = full[rows] - model.decision_function(swapped)
-        return out
+        return tree_shap(self.base_estimator, x) @ groups
+
+    def raw_base(self) -> float:
+        """The constant that, added to a row's contributions, gives the base model's raw log-odds."""
+        if self.kind == "logistic":
+            return float(self.base_estimator.named_steps["model"].intercept_[0])
+        return float(np.ravel(_tree_explainer(self.base_estimator).expected_value)[0])
 
     def explain(self, features: pl.DataFrame, top_n: int = 3) -> list[list[Reason]]:
         """Top ``top_n`` risk-raising features per row, with registry reason texts (models.reasons)."""
@@ -150,18 +148,28 @@ class UpstreamModel:
         return top_reasons(self.contributions(self.encoder.transform(features)), features, self.encoder.features, top_n)
 
 
-def _hgb_split_columns(model: Any, n_columns: int) -> np.ndarray:
-    """Which encoded columns any tree of a fitted HistGradientBoostingClassifier splits on.
+#: Rows per TreeSHAP call: bounds the (rows x encoded columns) float64 buffer shap allocates per chunk.
+TREE_SHAP_CHUNK_ROWS = 50_000
 
-    Reads sklearn's fitted tree arrays (a private attribute); if that ever changes, every column is
-    treated as used, which is only slower, never wrong.
+
+def _tree_explainer(model: Any) -> Any:
+    """shap's exact TreeExplainer in its path-dependent mode (no background data: uses the trees' own
+    training counts, so it is exact for the fitted model and needs nothing beyond the model)."""
+    import shap  # imported late: numba/llvmlite start-up is only paid by the processes that explain
+
+    return shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
+
+
+def tree_shap(model: Any, x: np.ndarray) -> np.ndarray:
+    """Exact TreeSHAP values (rows x encoded columns) of a fitted HistGradientBoostingClassifier's raw margin.
+
+    Rows are explained in chunks to keep shap's working memory bounded at county scale. Additivity is
+    not re-checked inside shap (it would predict every row again); the tests check it instead.
     """
-    try:
-        used = np.zeros(n_columns, dtype=bool)
-        for iteration in model._predictors:
-            for predictor in iteration:
-                nodes = predictor.nodes
-                used[np.unique(nodes["feature_idx"][~nodes["is_leaf"].astype(bool)])] = True
-        return used
-    except (AttributeError, KeyError, IndexError, ValueError):
-        return np.ones(n_columns, dtype=bool)
+    explainer = _tree_explainer(model)
+    out = np.empty(x.shape, dtype=np.float64)
+    for start in range(0, x.shape[0], TREE_SHAP_CHUNK_ROWS):
+        stop = min(start + TREE_SHAP_CHUNK_ROWS, x.shape[0])
+        values = explainer.shap_values(x[start:stop], check_additivity=False)
+        out[start:stop] = np.asarray(values).reshape(stop - start, x.shape[1])
+    return out

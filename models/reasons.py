@@ -1,7 +1,8 @@
 """Reason codes: each scored person's top risk-raising features, in plain English.
 
-Attributions come from the model (``UpstreamModel.contributions``: coefficient x standardised value for
-the logistic model, occlusion against a typical person for gradient boosting); the words come from the
+Attributions come from the model (``UpstreamModel.contributions``: exact additive contributions on the
+raw, pre-calibration log-odds: coefficient x standardised value for the logistic model, TreeSHAP for
+gradient boosting); the words come from the
 feature registry (``features.registry.reason_text``), so a list, the API and the data dictionary all say
 the same thing about a feature.
 """
