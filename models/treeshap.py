@@ -44,6 +44,15 @@ class _Leaf:
     value: float
     table: np.ndarray | None  # (2^d, d) contributions per pattern of satisfied features, or None if deep
 
+    @property
+    def table_columns(self) -> np.ndarray:
+        """The table feature-major (d, 2^d), contiguous per feature for fast 1-D gathers."""
+        return self._columns  # type: ignore[attr-defined]
+
+    def __post_init__(self) -> None:
+        columns = None if self.table is None else np.ascontiguousarray(self.table.T)
+        object.__setattr__(self, "_columns", columns)
+
 
 @dataclass(frozen=True)
 class _Tree:
@@ -203,19 +212,19 @@ def _block_values(trees: list[_Tree], x: np.ndarray) -> np.ndarray:
                 left |= np.isnan(column)
             goes_left[node] = left
         for leaf in tree.leaves:
-            d = len(leaf.features)
-            pattern = np.zeros(x.shape[0], dtype=np.int32)
+            pattern = np.zeros(x.shape[0], dtype=np.intp)
             for k, conditions in enumerate(leaf.conditions):
                 satisfied = None
                 for node, went_left in conditions:
                     step = goes_left[node] if went_left else ~goes_left[node]
                     satisfied = step if satisfied is None else satisfied & step
-                pattern |= satisfied.astype(np.int32) << k
+                pattern |= satisfied.astype(np.intp) << k
             if leaf.table is not None:
-                contributions = leaf.table[pattern]
+                table, rows = leaf.table_columns, pattern
             else:
-                seen, which = np.unique(pattern, return_inverse=True)
-                patterns = ((seen[:, None] >> np.arange(d)) & 1).astype(bool)
-                contributions = leaf_table(patterns, leaf.fractions, leaf.value)[which]
-            phi[leaf.features] += contributions.T
+                seen, rows = np.unique(pattern, return_inverse=True)
+                patterns = ((seen[:, None] >> np.arange(len(leaf.features))) & 1).astype(bool)
+                table = np.ascontiguousarray(leaf_table(patterns, leaf.fractions, leaf.value).T)
+            for feature, column in zip(leaf.features.tolist(), table, strict=True):
+                phi[feature] += column.take(rows)
     return phi.T
