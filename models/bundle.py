@@ -116,10 +116,10 @@ class UpstreamModel:
         dummies summed into their feature); ``raw_base`` is the intercept. Gradient boosting: exact
         (path-dependent) TreeSHAP values, the values the maintained ``shap`` package's ``TreeExplainer``
         gives for scikit-learn's HistGradientBoosting (tests compare them), computed by
-        ``models.treeshap`` because shap explains one person at a time (~12x the CPU, minutes at county
-        scale); ``raw_base`` is the training-count-weighted mean raw output. Both replace occlusion against a
-        "typical person", which was neither additive nor order-independent, and cost one extra
-        prediction per feature.
+        ``models.treeshap`` because shap explains one person at a time (11-24x the CPU, minutes at county
+        scale); a one-hot feature's contribution is the sum of its dummies' values. ``raw_base`` is the
+        training-count-weighted mean raw output. This replaces occlusion against a "typical person",
+        whose per-feature effects did not add up to the person's score.
         """
         groups = self.encoder.group_matrix()
         if self.kind == "logistic":
@@ -155,7 +155,7 @@ def tree_shap(model: Any, x: np.ndarray) -> np.ndarray:
     """Exact TreeSHAP values (rows x encoded columns) of a fitted HistGradientBoostingClassifier's raw margin.
 
     Computed by ``models.treeshap`` (the same values as ``shap.TreeExplainer``, checked in the tests,
-    about 12x less CPU because it works leaf by leaf for everyone at once).
+    11-24x less CPU because it works leaf by leaf for everyone at once).
     """
     from models.treeshap import tree_shap_values
 

@@ -2,8 +2,8 @@
 
 Why not ``shap.TreeExplainer`` itself: it gives exactly these values (the tests compare the two on a real
 model, and both against Shapley values computed from the definition), but it walks every tree for one
-person at a time: about 420 us CPU per person for a 109-tree, 31-leaf champion, i.e. ~2 CPU-minutes per
-280k residents and ~13 at 1.9M, which alone breaks the weekly time budget. Here the work runs the other
+person at a time: 480-780 us CPU per person for a 109-tree, 31-leaf champion (this module: 32-42 us),
+i.e. 2-3.5 CPU-minutes per 280k residents and 15-25 at 1.9M, which alone breaks the weekly time budget. Here the work runs the other
 way round: one leaf at a time for all people at once, with numpy.
 
 The maths (Lundberg et al. 2020, path-dependent value function): a leaf ``l`` with value ``v`` and the
