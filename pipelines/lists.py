@@ -47,6 +47,8 @@ from upstream.store import LIST_ROW_COLUMNS
 _RISE_TOLERANCE = 1e-9
 
 LIST_COLUMNS = LIST_ROW_COLUMNS
+#: Said when the model names no risk-raising factor for a listed person (e.g. a riser still near average).
+NO_REASON = "no single factor raises the risk above average"
 
 
 def _weeks_text(index_date: date, comparison_date: date | None) -> str:
@@ -160,7 +162,7 @@ def attach_details(
             pl.col("reasons").fill_null("[]"))
     out = out.with_columns(*_top_reasons(rules)).with_columns(
         pl.col("reasons").map_elements(
-            lambda text: TEXT_SEPARATOR.join(r["text"] for r in json.loads(text)), return_dtype=pl.String
+            lambda text: TEXT_SEPARATOR.join(r["text"] for r in json.loads(text)) or NO_REASON, return_dtype=pl.String
         ).alias("top_reasons")
     )
     if offers is not None:
