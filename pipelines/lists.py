@@ -119,7 +119,9 @@ def build_lists(
         if row["_rising"]:
             parts.append(f"Risk up {row['change_points']:.1f} points {weeks}".rstrip())
         if row["_top"]:
-            parts.append(f"Among the {row['_n_top']} highest risks in {row['locality']}")
+            n = row["_n_top"]
+            parts.append(f"The highest risk in {row['locality']}" if n == 1
+                         else f"Among the {n} highest risks in {row['locality']}")
         text = TEXT_SEPARATOR.join(parts)
         why.append(text[:1].upper() + text[1:])
     order = {s: i for i, s in enumerate(SECTION_IDS)}

@@ -92,7 +92,7 @@ def test_sections_order_and_words(week_two):
     assert a["rank"].to_list() == [1, 2, 3]
     assert a["change_points"].to_list() == [0.0, 5.0, 10.0]
     assert a["why_listed"].to_list() == [
-        "New this week; Among the 1 highest risks in A",
+        "New this week; The highest risk in A",
         "New this week; Risk up 5.0 points in 4 weeks",
         "Risk up 10.0 points in 4 weeks",
     ]
@@ -103,7 +103,7 @@ def test_sections_order_and_words(week_two):
     b = lists.filter(pl.col("locality") == "B")
     assert b["person_id"].to_list() == ["q0"]
     assert b["section"].to_list() == ["rising"]
-    assert b["why_listed"].to_list() == ["Risk up 20.0 points in 4 weeks; Among the 1 highest risks in B"]
+    assert b["why_listed"].to_list() == ["Risk up 20.0 points in 4 weeks; The highest risk in B"]
 
 
 def test_first_list_has_no_new_section_and_no_change(week_two):

@@ -162,7 +162,7 @@ def test_two_weeks_end_to_end(delivery, two_weeks):
     excluded = _independent_exclusions(delivery["raw"], T, settings)
     rules = settings.lists
     assert not set(lists2["person_id"]) & excluded
-    top = set(lists2.filter(pl.col("why_listed").str.contains("highest risks"))["person_id"])
+    top = set(lists2.filter(pl.col("why_listed").str.contains("highest risk"))["person_id"])
     assert top == _expected_top_band(scores2, rules.band_percentile, rules.capacity_per_locality, excluded)
 
     # Change in points and risers, from the two weeks' stored scores (week 1 is the comparison week).

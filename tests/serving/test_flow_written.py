@@ -93,7 +93,7 @@ def test_list_served_from_flow_output(flow_home):
     ]
     assert rows[0][4] == "9990000002" and rows[1][4] == "9990000008"
     assert body["rows"][0]["why_listed"] == "New this week; Risk up 7.0 points in 1 week"
-    assert body["rows"][1]["why_listed"] == "Among the 1 highest risks in North"
+    assert body["rows"][1]["why_listed"] == "The highest risk in North"
     assert body["rows"][1]["top_reasons"] == "2 falls in last 6 months"
     assert body["total"] == 2 and body["partial"] is False
 
