@@ -65,7 +65,7 @@ def write_opt_outs(raw: Path, share: float) -> int:
     return sample.height
 
 
-def run_weeks(raw: Path, home: Path, T: date, C: date, train: str) -> list[str]:
+def run_weeks(raw: Path, home: Path, T: date, C: date, train: str, only_t: bool = False) -> list[str]:
     from pipelines.prefect_server import prefect_api, prepare_environment
 
     prepare_environment()
@@ -73,7 +73,8 @@ def run_weeks(raw: Path, home: Path, T: date, C: date, train: str) -> list[str]:
 
     lines = []
     with prefect_api(with_ui=False):
-        for label, index_date, mode in (("comparison week C", C, train), ("week T", T, "never")):
+        weeks = [("comparison week C", C, train), ("week T", T, "never")]
+        for label, index_date, mode in weeks[1:] if only_t else weeks:
             load = os.getloadavg()[0]
             started = time.perf_counter()
             result = weekly(raw_dir=str(raw), index_date=index_date, train=mode, home=str(home))
@@ -164,6 +165,8 @@ def named_events(text: str | None) -> list[tuple[str, date | tuple[int, int] | i
             found += [("ae", d) for d in days]
         elif "fall" in part:
             found += [("fall", d) for d in days]
+        elif "GP contact" in part:
+            found += [("gp", d) for d in days]
         elif "first recorded" in part:
             found += [("gp", d) for d in days]
         elif any(w in part for w in ("request for care support", "reablement started", "equipment provided",
@@ -229,6 +232,7 @@ def main() -> None:
     parser.add_argument("--opt-out-share", type=float, default=0.0)
     parser.add_argument("--train", default="always")
     parser.add_argument("--skip-runs", action="store_true", help="only measure an already published week")
+    parser.add_argument("--only-week-t", action="store_true", help="re-run week T only (C already published)")
     args = parser.parse_args()
     os.environ.setdefault("UPSTREAM_PSEUDO_KEY", "bench-key-not-secret")
     for name, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
@@ -240,7 +244,7 @@ def main() -> None:
     if args.opt_out_share and not args.skip_runs:
         print(f"opt_outs.csv: {write_opt_outs(args.raw, args.opt_out_share):,} NHS numbers written")
     if not args.skip_runs:
-        run_weeks(args.raw, args.home, T, C, args.train)
+        run_weeks(args.raw, args.home, T, C, args.train, args.only_week_t)
     defects = pl.read_parquet(args.raw / "_truth" / "defects.parquet")
     lists = published_lists(args.home, T)
     excluded = independent_exclusions(args.raw, T, defects)

@@ -44,7 +44,11 @@ EVENT_OF_FEATURE: dict[str, str] = {
     **dict.fromkeys(("requests_without_service_12m", "reablement_12m", "equipment",
                      "social_isolation_support_12m"), "social_care"),
     "age": "birthday",
+    "gp_contacts_12m": "gp_contact",
 }
+#: Features that change by themselves as time passes (the days since a fall grow by a week every week):
+#: a rise in them is not a change in the person's records.
+GROWS_WITH_TIME: frozenset[str] = frozenset({"days_since_last_fall"})
 #: When a change is explained by events of several kinds, try them in this order (utilisation_trend rises
 #: with an admission or an A&E visit).
 FALLBACK_EVENTS: dict[str, tuple[str, ...]] = {"hospital": ("hospital", "ae"), "gp_record": ("gp_record", "fall")}
@@ -146,6 +150,8 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
         frames.append(joined.filter(pl.col("snomed_code").is_in(falls)).select(
             PERSON, pl.lit("fall").alias("kind"), pl.col("event_date").alias("date"),
             pl.lit("fall (GP record)").alias("detail")))
+        frames.append(joined.select(PERSON, pl.lit("gp_contact").alias("kind"), pl.col("event_date").alias("date"),
+                                    pl.lit("GP contact").alias("detail")))
         frames.append(joined.join(_gp_concepts().lazy(), on="snomed_code", how="inner").select(
             PERSON, pl.lit("gp_record").alias("kind"), pl.col("event_date").alias("date"),
             pl.col("words").alias("detail")))
@@ -258,6 +264,8 @@ def explain_changes(
         for name in names:
             a, b = now[name], before[name]
             if a == b or (a is None and b is None):
+                continue
+            if name in GROWS_WITH_TIME and a is not None and b is not None and a > b:
                 continue
             if contributions_now is not None and contributions_before is not None:
                 gain = float(contributions_now[i, index[name]] - contributions_before[i, index[name]])

@@ -23,7 +23,7 @@ C = date(2026, 11, 16)
 WEIGHTS = {
     "emergency_admissions_3m": 0.8, "emergency_admissions_12m": 0.3, "bed_days_12m": 0.02,
     "ae_attendances_3m": 0.2, "ambulance_arrivals_3m": 0.2, "falls_12m": 0.5, "days_since_last_fall": 0.0,
-    "bereaved_3m": 0.6, "lives_alone": 0.3, "dementia": 0.9,
+    "bereaved_3m": 0.6, "lives_alone": 0.3, "dementia": 0.9, "gp_contacts_12m": 0.1,
 }
 
 
@@ -90,7 +90,7 @@ def test_what_changed_names_the_events_that_moved_the_score(tmp_path: Path) -> N
     current = frame(
         feature_row("admitted", emergency_admissions_3m=1, emergency_admissions_12m=1, bed_days_12m=2),
         feature_row("bereaved", bereaved_3m=True, lives_alone=True),
-        feature_row("first_fall", falls_12m=1, days_since_last_fall=3),
+        feature_row("first_fall", falls_12m=1, days_since_last_fall=3, gp_contacts_12m=1),
         feature_row("two_things", ae_attendances_3m=1, ambulance_arrivals_3m=1, dementia=True),
         feature_row("nothing"),
         feature_row("aged_out", emergency_admissions_12m=0),
@@ -104,7 +104,8 @@ def test_what_changed_names_the_events_that_moved_the_score(tmp_path: Path) -> N
     assert got == {
         "admitted": "emergency admission on 18 Nov 2026",
         "bereaved": "household bereavement in November 2026",
-        "first_fall": "first fall recorded on 20 Nov 2026",
+        # the fall (0.5) moved the score more than the GP contact that recorded it (0.1)
+        "first_fall": "first fall recorded on 20 Nov 2026; GP contact on 20 Nov 2026",
         # dementia added 0.9, the ambulance A&E visit 0.2 + 0.2: dementia first
         "two_things": "dementia first recorded on 19 Nov 2026; A&E attendance by ambulance on 17 Nov 2026",
         "nothing": "No change in the records since 16 Nov 2026 raised the risk",
