@@ -165,9 +165,7 @@ def named_events(text: str | None) -> list[tuple[str, date | tuple[int, int] | i
             found += [("ae", d) for d in days]
         elif "fall" in part:
             found += [("fall", d) for d in days]
-        elif "GP contact" in part:
-            found += [("gp", d) for d in days]
-        elif "first recorded" in part:
+        elif "GP contact" in part or "first recorded" in part:
             found += [("gp", d) for d in days]
         elif any(w in part for w in ("request for care support", "reablement started", "equipment provided",
                                       "support for social isolation")):
