@@ -82,8 +82,12 @@ def synthesise(home: Path, residents: int, seed: int = 7) -> tuple[list[str], di
                 ranked = sorted((i for i in range(residents) if localities[i] == loc), key=lambda i: -week_scores[i])
                 conn.execute(risk_lists.insert(), [
                     {"run_id": run_id, "week": week, "locality": loc, "rank": r + 1, "person_id": person_ids[i],
-                     "score": week_scores[i], "band": "high", "change_since_last_week": 0.01 if w else None,
-                     "new_this_week": r % 7 == 0, "reason_for_listing": "top_band", "reasons": REASONS}
+                     "score": week_scores[i], "band": "high", "change_points": 1.0 if w else None,
+                     "section": "new" if r % 7 == 0 else "top", "why_listed": "Among the highest risks",
+                     "what_changed": "emergency admission on 12 Nov 2026" if r % 7 == 0 else None,
+                     "suggested_offers": "falls_prevention", "offer_evidence": "falls_prevention: 1 fall",
+                     "top_reasons": "; ".join(x["text"] for x in REASONS), "age_band": "75-84",
+                     "gp_practice": "G82001", "reasons": REASONS}
                     for r, i in enumerate(ranked[:LIST_SIZE])
                 ])
             conn.execute(published_weeks.insert().values(week=week, run_id=run_id, index_date=index_date,

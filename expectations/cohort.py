@@ -26,14 +26,10 @@ from pathlib import Path
 
 import polars as pl
 
-from expectations.contract import (
-    CARE_HOME_SERVICE_TYPES,
-    LONG_TERM_SERVICE_TYPES,
-    REABLEMENT_SERVICE_TYPE,
-    SOURCES,
-)
+from expectations.contract import CARE_HOME_SERVICE_TYPES, LONG_TERM_SERVICE_TYPES, REABLEMENT_SERVICE_TYPE
+from features.build import scan_clean
 from features.codelists import CARE_HOME_SNOMED, PALLIATIVE_CARE_SNOMED
-from upstream.errors import BadFileError, UpstreamError
+from upstream.errors import UpstreamError
 from upstream.settings import CohortSettings
 
 PERSON = "person_id"
@@ -68,26 +64,14 @@ class CohortSources:
         return cls(**{name: _scan(clean_dir, name) for name in cls.__dataclass_fields__})
 
 
-def _clean_schema(source: str) -> dict[str, pl.DataType]:
-    if source == OPT_OUTS_SOURCE:
-        return {PERSON: pl.String}
-    schema: dict[str, pl.DataType] = {PERSON: pl.String}
-    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
-    return schema
-
-
 def _scan(clean_dir: Path, source: str) -> pl.LazyFrame:
+    """The contract sources as the feature builder reads them; the optional opt-out file: person_id only."""
+    if source != OPT_OUTS_SOURCE:
+        return scan_clean(clean_dir, source)
     path = clean_dir / f"{source}.parquet"
-    schema = _clean_schema(source)
     if not path.exists():
-        if source == "residents":
-            raise BadFileError(str(path), "file not found: residents is required", None)
-        return pl.LazyFrame(schema=schema)
-    found = pl.read_parquet_schema(path)
-    missing = [c for c in schema if c not in found]
-    if missing:
-        raise BadFileError(str(path), "column missing from clean data", missing[0])
-    return pl.scan_parquet(path).select(list(schema)).cast(schema)  # type: ignore[arg-type]
+        return pl.LazyFrame(schema={PERSON: pl.String})
+    return pl.scan_parquet(path).select(pl.col(PERSON).cast(pl.String))
 
 
 def _age_at(T: date) -> pl.Expr:

@@ -221,3 +221,14 @@ DEATHS = Source(
 SOURCES: dict[str, Source] = {
     s.name: s for s in (RESIDENTS, GP_EVENTS, HOSPITAL_SPELLS, AE_ATTENDANCES, SOCIAL_CARE_EVENTS, DEATHS)
 }
+
+#: Optional sources (DESIGN §3): validated, quarantined and pseudonymised like the others when the delivery has
+#: them; a delivery without them is complete. Kept out of ``SOURCES`` so nothing requires or generates them.
+OPT_OUTS = Source(
+    "opt_outs",
+    "People who have opted out of the use of their data (DESIGN §7): one NHS number per row. They are removed "
+    "from every list and person-level output and only counted.",
+    (_nhs("NHS number of a person who opted out"),),
+    key=("nhs_number",),
+)
+OPTIONAL_SOURCES: dict[str, Source] = {s.name: s for s in (OPT_OUTS,)}

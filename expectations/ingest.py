@@ -25,9 +25,9 @@ from typing import Any
 import polars as pl
 
 from expectations import checks as C
-from expectations.contract import EMERGENCY_ADMISSION_METHODS, SOURCES, Source
+from expectations.contract import EMERGENCY_ADMISSION_METHODS, OPTIONAL_SOURCES, SOURCES, Source
 from expectations.pseudonymise import pseudonymise
-from expectations.read import RAW_PREFIX, SourceFrame, probe_source, read_source
+from expectations.read import RAW_PREFIX, SourceFrame, find_source_file, probe_source, read_source
 from expectations.suites import ALWAYS_PRECOMPUTED, Mode, build_suite
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
@@ -245,9 +245,11 @@ def table_checks(result: SourceResult, settings: Settings, previous: dict | None
     prev_rows = (previous or {}).get("rows_in")
     if prev_rows:
         change = abs(rows_in - prev_rows) / prev_rows
+        level = _level(change, cfg.row_count_change_warn, cfg.row_count_change_fail)
+        if result.source.name in OPTIONAL_SOURCES and level == "fail":
+            level = "warn"  # a short opt-out list doubling is news, not a broken extract
         out.append({"name": "row_count_change", "column": None, "unexpected_count": 0, "scope": "table",
-                    "value": round(change, 6), "previous": prev_rows,
-                    "level": _level(change, cfg.row_count_change_warn, cfg.row_count_change_fail)})
+                    "value": round(change, 6), "previous": prev_rows, "level": level})
     else:
         out.append({"name": "row_count_change", "column": None, "unexpected_count": 0, "scope": "table",
                     "value": None, "level": "skipped", "note": "no previous delivery"})
@@ -357,6 +359,10 @@ def ingest_delivery(
     as_of = resolve_as_of(raw_dir, as_of)
     for name in SOURCE_ORDER:
         probe_source(raw_dir, SOURCES[name])  # fail fast, before any work, on a missing/empty/renamed file
+    optional = [name for name in OPTIONAL_SOURCES if _has_source_file(raw_dir, name)]
+    for name in optional:
+        if not _has_no_rows(raw_dir, OPTIONAL_SOURCES[name]):
+            probe_source(raw_dir, OPTIONAL_SOURCES[name])
     key = settings.pseudonymisation_key()
 
     runner = GxRunner(settings.home / "gx")
@@ -370,8 +376,15 @@ def ingest_delivery(
     try:
         (tmp / "clean").mkdir(parents=True)
         (tmp / "quarantine").mkdir()
-        for name in SOURCE_ORDER:
-            frame = read_source(raw_dir, SOURCES[name])
+        for name in (*SOURCE_ORDER, *optional):
+            source = SOURCES.get(name) or OPTIONAL_SOURCES[name]
+            if name in OPTIONAL_SOURCES and _has_no_rows(raw_dir, source):
+                # a header-only opt-out file means "nobody opted out": an empty clean file, 0 = 0 + 0
+                _empty_clean(source).write_parquet(tmp / "clean" / f"{name}.parquet")
+                summary[name] = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "checks": [],
+                                 "file": find_source_file(raw_dir, source).name, "as_of": as_of.isoformat()}
+                continue
+            frame = read_source(raw_dir, source)
             result = validate_source(
                 frame, runner, as_of=as_of, settings=settings, valid_people=valid_people,
                 mode=mode, chunk_rows=chunk_rows,
@@ -407,6 +420,28 @@ def ingest_delivery(
         if reid_tmp is not None and reid_tmp.exists():
             reid_tmp.unlink()
     return summary
+
+
+def _has_source_file(raw_dir: Path, name: str) -> bool:
+    return any((raw_dir / f"{name}{suffix}").exists() for suffix in (".parquet", ".csv"))
+
+
+def _has_no_rows(raw_dir: Path, source: Source) -> bool:
+    """An optional file with a header but no rows (a valid "nobody" for opt-outs)."""
+    path = find_source_file(raw_dir, source)
+    if path.stat().st_size == 0:
+        return False  # a 0-byte file is a broken transfer: probe_source says so
+    try:
+        if path.suffix == ".csv":
+            return pl.read_csv(path, infer_schema=False, n_rows=1).height == 0
+        return pl.read_parquet_schema(path) is not None and pl.scan_parquet(path).select(pl.len()).collect().item() == 0
+    except Exception:
+        return False  # unreadable: let probe_source report it
+
+
+def _empty_clean(source: Source) -> pl.DataFrame:
+    schema = {"person_id": pl.String, **{k: v for k, v in source.schema.items() if k != "nhs_number"}}
+    return pl.DataFrame(schema=schema)
 
 
 def _summarise(result: SourceResult, as_of: date, settings: Settings, previous: dict | None) -> tuple[dict, list[str]]:

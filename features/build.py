@@ -78,6 +78,10 @@ def _scan(clean_dir: Path, source: str) -> pl.LazyFrame:
     return pl.scan_parquet(path).select(list(schema)).cast(schema)  # type: ignore[arg-type]
 
 
+#: Public name: the list cohort (``expectations.cohort``) reads the clean sources exactly as features do.
+scan_clean = _scan
+
+
 def _days_before(index_date: date, days: int) -> date:
     return index_date - timedelta(days=days)
 

@@ -205,7 +205,19 @@ def publish_lists(run: steps.ScoreRun, home: str | None = None, inject_failure: 
     create_table_artifact(
         table=published.sizes,
         key="list-sizes",
-        description=f"Rising-risk list sizes per locality, {published.week} (1-7 shown as <8, others rounded to 5)",
+        description=f"Rising-risk list sizes per locality and section, {published.week} "
+        "(1-7 shown as <8, others rounded to 5)",
+    )
+    create_table_artifact(
+        table=published.funnel,
+        key="cohort-funnel",
+        description=f"List cohort per locality, {published.week}: residents, each exclusion in order, in cohort "
+        "(1-7 shown as <8, others rounded to 5)",
+    )
+    create_table_artifact(
+        table=published.offers,
+        key="offer-demand",
+        description=f"Listed people each offer fits, against its weekly capacity, {published.week} (suppressed)",
     )
     return {
         "week": published.week,

@@ -19,7 +19,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from upstream.store import LIST_ROW_COLUMNS, published_weeks, risk_lists, score_runs, scores
+from upstream.store import LIST_ROW_COLUMNS, cohort_funnels, published_weeks, risk_lists, score_runs, scores
 
 _CHUNK = 20_000
 
@@ -114,6 +114,27 @@ def previous_published(engine: Engine, index_date: date, week: str) -> Published
     return None if row is None else PublishedWeek(row.week, row.run_id, row.index_date)
 
 
+def comparison_published(engine: Engine, index_date: date, week: str, lookback_weeks: int) -> PublishedWeek | None:
+    """The week a rise is measured against: the latest published week at least ``lookback_weeks`` before
+    ``index_date``; while fewer weeks exist, the earliest published one (so week 2 can already see risers)."""
+    cutoff = date.fromordinal(index_date.toordinal() - 7 * lookback_weeks)
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(published_weeks)
+            .where(published_weeks.c.index_date <= cutoff, published_weeks.c.week != week)
+            .order_by(published_weeks.c.index_date.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            row = conn.execute(
+                sa.select(published_weeks)
+                .where(published_weeks.c.index_date < index_date, published_weeks.c.week != week)
+                .order_by(published_weeks.c.index_date.asc())
+                .limit(1)
+            ).first()
+    return None if row is None else PublishedWeek(row.week, row.run_id, row.index_date)
+
+
 def load_run_scores(engine: Engine, run_id: str) -> pl.DataFrame:
     """person_id, score of one run (for "change since last week")."""
     with engine.connect() as conn:
@@ -135,6 +156,7 @@ def _delete_runs(conn: Connection, run_ids: list[str]) -> None:
     if not run_ids:
         return
     conn.execute(risk_lists.delete().where(risk_lists.c.run_id.in_(run_ids)))
+    conn.execute(cohort_funnels.delete().where(cohort_funnels.c.run_id.in_(run_ids)))
     conn.execute(scores.delete().where(scores.c.run_id.in_(run_ids)))
     conn.execute(score_runs.delete().where(score_runs.c.run_id.in_(run_ids)))
 
@@ -146,12 +168,16 @@ def publish_week(
     run_id: str,
     index_date: date,
     lists: pl.DataFrame,
+    funnel: list[dict[str, Any]] | None = None,
+    opted_out: list[str] | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> str | None:
     """Make ``run_id`` the published run of ``week`` in one transaction; returns the replaced run id.
 
-    Inserts the lists, repoints ``published_weeks[week]`` and deletes every other run of the week
-    (the replaced one and any failed attempts), so history holds exactly one run per week.
+    Inserts the lists and the (already suppressed) cohort funnel, repoints ``published_weeks[week]`` and
+    deletes every other run of the week (the replaced one and any failed attempts), so history holds exactly
+    one run per week. People in ``opted_out`` are removed from every stored week's scores and lists in the
+    same transaction: an opt-out applies to the past too (DESIGN §7).
     """
     rows = lists.select(LIST_ROW_COLUMNS).to_dicts()
     for row in rows:
@@ -169,8 +195,18 @@ def publish_week(
             # Publishing the same run again (a task retry after the commit, e.g. when the file export
             # failed): replace its list rows instead of colliding with them on the primary key.
             conn.execute(risk_lists.delete().where(risk_lists.c.run_id == run_id))
+            conn.execute(cohort_funnels.delete().where(cohort_funnels.c.run_id == run_id))
         for chunk in _chunks(rows):
             conn.execute(risk_lists.insert(), chunk)
+        if funnel:
+            conn.execute(cohort_funnels.insert(), [
+                {"run_id": run_id, "week": week, "locality": r["locality"], "position": r["position"],
+                 "step": r["step"], "label": r["label"], "people": r["people"]} for r in funnel
+            ])
+        for start in range(0, len(opted_out or []), 500):
+            chunk_ids = (opted_out or [])[start : start + 500]
+            conn.execute(risk_lists.delete().where(risk_lists.c.person_id.in_(chunk_ids)))
+            conn.execute(scores.delete().where(scores.c.person_id.in_(chunk_ids)))
         if previous is None:
             conn.execute(
                 published_weeks.insert().values(week=week, run_id=run_id, index_date=index_date, published_at=_now())

@@ -11,15 +11,16 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from pipelines.lists import attach_reasons, build_lists, list_sizes, locality_file_stem
+from pipelines.lists import attach_details, build_lists, funnel_rows, list_sizes, locality_file_stem, offer_demand
 from pipelines.publish import (
+    comparison_published,
     load_run_list_members,
     load_run_scores,
     mark_failed,
@@ -177,6 +178,9 @@ def build_partition_features(clean_dir: Path, index_date: date, out_path: Path) 
     from features.build import build_features
 
     features = build_features(Path(clean_dir), index_date)
+    opted_out = opted_out_people(Path(clean_dir))
+    if opted_out:  # never scored, never listed, never shown (DESIGN §7); still counted in the cohort funnel
+        features = features.filter(~pl.col("person_id").is_in(opted_out))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".parquet.tmp")
     features.write_parquet(tmp)
@@ -427,26 +431,96 @@ class PublishedLists:
     replaced_run_id: str | None
     sizes: list[dict[str, Any]]
     files: list[Path]
+    funnel: list[dict[str, Any]] = field(default_factory=list)
+    offers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def week_features(settings: Settings, index_date: date) -> pl.DataFrame | None:
+    """The feature table a week's run built (all partitions), or None when it is no longer on disk."""
+    paths = sorted((week_root(settings, index_date) / "features").glob("*.parquet"))
+    if not paths:
+        return None
+    return pl.concat([pl.read_parquet(p) for p in paths], how="vertical_relaxed")
+
+
+def clean_dir_of(settings: Settings, index_date: date) -> Path:
+    return week_root(settings, index_date) / "ingest" / "clean"
+
+
+class ModelExplainer:
+    """The champion's per-feature contributions, for "what changed" (``pipelines.what_changed.Explainer``)."""
+
+    def __init__(self, model: Any) -> None:
+        self.bundle = getattr(model, "bundle", model)
+        self.feature_names = list(self.bundle.feature_names)
+
+    def contributions_of(self, features: pl.DataFrame) -> Any:
+        return self.bundle.contributions(self.bundle.encoder.transform(features))
+
+
+def explainer_or_none(settings: Settings) -> ModelExplainer | None:
+    model = champion_or_none(settings)
+    if model is None or not hasattr(getattr(model, "bundle", model), "contributions"):
+        return None
+    return ModelExplainer(model)
+
+
+def opted_out_people(clean_dir: Path) -> list[str]:
+    """person_id of everyone in the delivery's opt-out file (ingest wrote it; absent = nobody)."""
+    path = Path(clean_dir) / "opt_outs.parquet"
+    if not path.exists():
+        return []
+    return pl.read_parquet(path, columns=["person_id"])["person_id"].unique().to_list()
 
 
 def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], None] | None = None) -> PublishedLists:
-    """Build the week's lists against last week's published run, export them and publish atomically.
+    """Build the week's lists (cohort, sections, words, offers), export them and publish atomically.
 
-    Order: list files are staged, then the DB transaction publishes, then the staged files take the
-    week's place. Any failure before the commit leaves the DB and the files of the last good run.
+    Order: list files are staged, then the DB transaction publishes (lists, funnel, removal of opted-out
+    people from every stored week), then the staged files take the week's place. Any failure before the
+    commit leaves the DB and the files of the last good run.
     """
+    from expectations.cohort import cohort_at
     from pipelines.lists import commit_exports, stage_exports
+    from pipelines.what_changed import what_changed
+    from upstream.offers import load_catalogue
 
+    catalogue = load_catalogue(settings)  # a broken council catalogue fails before anything is written
     engine = get_engine(settings.db_url)
+    clean_dir = clean_dir_of(settings, run.index_date)
+    cohort = cohort_at(clean_dir, run.index_date, settings.cohort)
     current = load_scores_for_lists(settings, run.run_id)
     last = previous_published(engine, run.index_date, run.week)
-    previous_scores = load_run_scores(engine, last.run_id) if last else None
-    previous_members = load_run_list_members(engine, last.run_id) if last else None
-    lists = build_lists(current, settings.lists, previous_scores, previous_members)
-    lists = attach_reasons(lists, load_reasons(settings, run.run_id, lists["person_id"].to_list()), settings.lists)
+    comparison = comparison_published(engine, run.index_date, run.week, settings.lists.rise_lookback_weeks)
+    lists = build_lists(
+        current,
+        settings.lists,
+        cohort,
+        index_date=run.index_date,
+        comparison_scores=load_run_scores(engine, comparison.run_id) if comparison else None,
+        comparison_date=comparison.index_date if comparison else None,
+        previous_members=load_run_list_members(engine, last.run_id) if last else None,
+    )
+    features_now = week_features(settings, run.index_date)
+    offers = catalogue.match(features_now.join(lists.select("person_id"), on="person_id", how="semi")) \
+        if features_now is not None else None
+    changes: dict[str, str] = {}
+    if features_now is not None:
+        explainer = explainer_or_none(settings)
+        for section, against in (("new", last), ("rising", comparison)):
+            people = lists.filter(pl.col("section") == section).select("person_id")
+            if against is None or people.height == 0:
+                continue
+            changes.update(what_changed(features_now, week_features(settings, against.index_date), people,
+                                        clean_dir, run.index_date, against.index_date, explainer))
+    lists = attach_details(
+        lists, settings.lists, reasons=load_reasons(settings, run.run_id, lists["person_id"].to_list()),
+        offers=offers, changes=changes,
+    )
     localities = sorted(current["locality"].unique().to_list())
+    funnel = funnel_rows(cohort, settings.cohort, localities)
     week_dir = lists_dir(settings, run.week)
-    staging = stage_exports(lists, week_dir, localities)
+    staging = stage_exports(lists, week_dir, localities, funnel)
     try:
         replaced = publish_week(
             engine,
@@ -454,6 +528,8 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
             run_id=run.run_id,
             index_date=run.index_date,
             lists=lists,
+            funnel=funnel,
+            opted_out=opted_out_people(clean_dir),
             before_commit=before_commit,
         )
     except BaseException:
@@ -462,4 +538,6 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = commit_exports(staging, week_dir)
-    return PublishedLists(run.week, run.run_id, replaced, list_sizes(lists, localities), files)
+    return PublishedLists(run.week, run.run_id, replaced, list_sizes(lists, localities), files,
+                          [{k: r[k] for k in ("locality", "step", "label", "shown")} for r in funnel],
+                          offer_demand(lists, catalogue, localities))

@@ -33,6 +33,7 @@ from serving.model_card import NoChampion, champion_summary
 from serving.reid import reid_lookup
 from serving.schemas import (
     AuditRow,
+    CohortFunnelOut,
     ErrorOut,
     Health,
     ModelCardOut,
@@ -64,6 +65,16 @@ class ListFormat(StrEnum):
     json = "json"
     csv = "csv"
     xlsx = "xlsx"
+
+
+class Section(StrEnum):
+    new = "new"
+    rising = "rising"
+    top = "top"
+
+
+OFFER_PATTERN = r"^[a-z0-9_]{1,60}$"
+PRACTICE_PATTERN = r"^[A-Z0-9]{3,10}$"
 
 
 class Target(StrEnum):
@@ -168,6 +179,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     max_limit = settings.serving.max_list_limit
     add_docs_routes(app, public=settings.serving.public_docs)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        """Browsers ask for it on every page; answer with the SVG icon instead of a 401/404."""
+        icon = Path(__file__).parent / "static" / "favicon.svg"
+        return Response(icon.read_bytes(), media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
     @app.get("/health", response_model=Health, tags=["meta"])
     def health() -> Health:
         """Liveness only: no auth, no data."""
@@ -193,10 +210,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
         principal: Annotated[Principal, Depends(require_principal)],
         week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
-        limit: Annotated[int, Query(ge=1, le=max_limit)] = min(500, max_limit),
+        limit: Annotated[
+            int | None, Query(ge=1, le=max_limit, description="Page size; omitted = the whole list")
+        ] = None,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        section: Annotated[Section | None, Query(description="new, rising or top")] = None,
+        offer: Annotated[str | None, Query(pattern=OFFER_PATTERN, description="Only rows this offer fits")] = None,
+        gp_practice: Annotated[str | None, Query(pattern=PRACTICE_PATTERN, description="ODS code")] = None,
         format: Annotated[ListFormat, Query()] = ListFormat.json,
     ) -> Any:
-        """The published rising-risk list for a locality and week, with reasons."""
+        """The published rising-risk list for a locality and week: the whole list unless a page is asked for.
+
+        Every response says how many rows the list has (``total``, header ``X-Total-Count`` for files) and
+        whether it is ``partial``, so no row is ever dropped silently."""
+        from upstream.list_row import display_row
+
         engine = engine_of(request)
         route = "/localities/{locality}/rising-risk"
 
@@ -206,38 +234,78 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         if not principal.may_see_locality(locality):
             raise refuse(403, "this key is not scoped to that locality")
+        cut = queries.ListFilter(section=section.value if section else None, offer=offer, gp_practice=gp_practice)
         with engine.connect() as conn:
             pw = queries.published(conn, week)
             if pw is None:
                 raise refuse(404, "no published list for that week")
             if not queries.locality_known(conn, pw.run_id, locality):
                 raise refuse(404, "unknown locality")
-            rows = queries.list_rows(conn, pw.run_id, pw.week, locality, limit)
+            rows, total = queries.list_rows(conn, pw.run_id, pw.week, locality, limit, offset, cut)
         with_nhs = principal.reidentifies
         if with_nhs:
             _add_nhs_numbers(rows, settings)
         record_access(engine, principal, route, 200, locality=locality, week=pw.week, format=format.value)
+        partial = offset > 0 or offset + len(rows) < total
+        next_offset = offset + len(rows) if offset + len(rows) < total else None
+        headers = {"X-Total-Count": str(total), "X-Partial": "true" if partial else "false"}
         stem = f"rising-risk_{_safe_filename(locality)}_{pw.week}"
         if format is ListFormat.csv:
             return Response(
                 to_csv(rows, with_nhs),
                 media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="{stem}.csv"'},
+                headers={"Content-Disposition": f'attachment; filename="{stem}.csv"', **headers},
             )
         if format is ListFormat.xlsx:
             return Response(
                 to_xlsx(rows, with_nhs, f"{locality} {pw.week}"),
                 media_type=XLSX_MEDIA_TYPE,
-                headers={"Content-Disposition": f'attachment; filename="{stem}.xlsx"'},
+                headers={"Content-Disposition": f'attachment; filename="{stem}.xlsx"', **headers},
             )
-        return RiskListOut(
+        return JSONResponse(
+            RiskListOut(
+                locality=locality,
+                week=pw.week,
+                index_date=pw.index_date,
+                model_name=pw.model_name,
+                model_version=pw.model_version,
+                total=total,
+                offset=offset,
+                count=len(rows),
+                partial=partial,
+                next_offset=next_offset,
+                rows=[display_row(r, with_nhs) for r in rows],
+            ).model_dump(mode="json"),
+            headers=headers,
+        )
+
+    @app.get(
+        "/localities/{locality}/cohort",
+        response_model=CohortFunnelOut,
+        tags=["aggregates"],
+        responses=error_responses(401, 403, 404),
+    )
+    def cohort_funnel(
+        request: Request,
+        locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
+        principal: Annotated[Principal, Depends(require_principal)],
+        week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
+    ) -> CohortFunnelOut:
+        """The list cohort for a locality and week: residents, then each exclusion in order (DESIGN §6),
+        then the people who could be listed. Small-number suppressed (1-7 hidden, the rest rounded to 5)."""
+        if not principal.may_see_locality(locality):
+            raise HTTPException(status_code=403, detail="this key is not scoped to that locality")
+        with engine_of(request).connect() as conn:
+            pw = queries.published(conn, week)
+            steps = queries.cohort_funnel(conn, pw.run_id, pw.week, locality) if pw else []
+        if pw is None or not steps:
+            raise HTTPException(status_code=404, detail="no published cohort for that locality and week")
+        return CohortFunnelOut(
             locality=locality,
             week=pw.week,
             index_date=pw.index_date,
-            model_name=pw.model_name,
-            model_version=pw.model_version,
-            count=len(rows),
-            rows=rows,
+            rule="counts of 1-7 suppressed (null, shown <8); others rounded to the nearest 5",
+            steps=[{**s, "shown": "<8" if s["people"] is None else str(s["people"])} for s in steps],
         )
 
     @app.get(

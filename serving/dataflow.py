@@ -19,6 +19,7 @@ TABLE_READERS = {
     "scores": "weekly flow (writes); API: resident score route and summary counts",
     "published_weeks": "weekly flow (pointer swap); API: which week is served",
     "risk_lists": "weekly flow (writes); API and web pages: list routes and downloads",
+    "cohort_funnels": "weekly flow (writes suppressed counts only); API and web page: the cohort funnel of a locality",
     "api_keys": "`upstream keys` (admin, writes); API: every authenticated request (hash compared)",
     "audit_log": "API (appends one row per person-level access or refusal); admin keys through /audit",
     "web_sessions": "web sign-in (writes the hash of a session id); API: requests with the session cookie",
@@ -29,10 +30,10 @@ IDENTIFYING_KINDS = {"nhs_number": "direct identifier: replaced by a keyed pseud
 
 
 def _sources() -> list[str]:
-    from expectations.contract import SOURCES
+    from expectations.contract import OPTIONAL_SOURCES, SOURCES
 
     lines = ["| source | what it is | columns | identifying columns and their treatment |", "|---|---|---|---|"]
-    for source in SOURCES.values():
+    for source in [*SOURCES.values(), *OPTIONAL_SOURCES.values()]:
         identifying = [f"`{c.name}` ({IDENTIFYING_KINDS[c.kind]})" for c in source.columns if c.kind in IDENTIFYING_KINDS]
         lines.append(
             f"| `{source.name}` | {source.description} | {len(source.columns)}: "

@@ -6,14 +6,13 @@ that failed or is still being written are never served (ARCHITECTURE: publishing
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from upstream.store import LIST_ROW_COLUMNS, published_weeks, risk_lists, score_runs, scores
+from upstream.store import LIST_ROW_COLUMNS, cohort_funnels, published_weeks, risk_lists, score_runs, scores
 
 
 @dataclass(frozen=True)
@@ -78,42 +77,103 @@ def locality_known(conn: Connection, run_id: str, locality: str) -> bool:
     return found is not None
 
 
-def _decode_json_column(texts: list[str | None]) -> list:
-    """Decode many small JSON documents with one parser call (per-row decoding dominated a 500-row list)."""
-    return json.loads("[" + ",".join(t if t is not None else "null" for t in texts) + "]")
-
-
-#: A list row's plain columns, as declared once in upstream.store (reasons are read apart; the locality is
-#: the caller's).
+#: A list row's stored columns, as declared once in upstream.store / upstream.list_row (the structured reasons
+#: are not part of the shown row; the locality is the caller's).
 _LIST_FIELDS = tuple(name for name in LIST_ROW_COLUMNS if name not in ("locality", "reasons"))
 
 
-def list_rows(conn: Connection, run_id: str, week: str, locality: str, limit: int) -> list[dict]:
-    """The published rising-risk list for one locality and week, in rank order."""
-    result = conn.execute(
-        sa.select(
-            *(risk_lists.c[name] for name in _LIST_FIELDS),
-            # Text on every backend (psycopg would decode JSON itself), so one parser call decodes them all.
-            sa.cast(risk_lists.c.reasons, sa.Text).label("reasons"),
-        )
-        .select_from(
-            risk_lists.join(
-                published_weeks,
-                sa.and_(published_weeks.c.run_id == risk_lists.c.run_id, published_weeks.c.week == risk_lists.c.week),
-            )
-        )
-        .where(risk_lists.c.run_id == run_id, risk_lists.c.week == week, risk_lists.c.locality == locality)
+@dataclass(frozen=True)
+class ListFilter:
+    """Cuts a team makes: a section, an offer id, a GP practice (None = all)."""
+
+    section: str | None = None
+    offer: str | None = None
+    gp_practice: str | None = None
+
+
+def _list_conditions(run_id: str, week: str, locality: str, cut: ListFilter) -> list:
+    conditions = [risk_lists.c.run_id == run_id, risk_lists.c.week == week, risk_lists.c.locality == locality]
+    if cut.section:
+        conditions.append(risk_lists.c.section == cut.section)
+    if cut.gp_practice:
+        conditions.append(risk_lists.c.gp_practice == cut.gp_practice)
+    if cut.offer:
+        # ids are ";"-separated: match whole ids only ("telecare" must not match "telecare_plus")
+        padded = sa.literal(";") + risk_lists.c.suggested_offers + sa.literal(";")
+        conditions.append(padded.like(f"%;{cut.offer};%"))
+    return conditions
+
+
+def _published_lists():
+    return risk_lists.join(
+        published_weeks,
+        sa.and_(published_weeks.c.run_id == risk_lists.c.run_id, published_weeks.c.week == risk_lists.c.week),
+    )
+
+
+def list_rows(
+    conn: Connection,
+    run_id: str,
+    week: str,
+    locality: str,
+    limit: int | None = None,
+    offset: int = 0,
+    cut: ListFilter | None = None,
+) -> tuple[list[dict], int]:
+    """The published list for one locality and week, in rank order: (one page of rows, total matching).
+
+    ``limit`` None = every row from ``offset``: lists are bounded (capacity plus risers), and a silently
+    cut list is the failure this API must never have.
+    """
+    conditions = _list_conditions(run_id, week, locality, cut or ListFilter())
+    total = conn.execute(
+        sa.select(sa.func.count()).select_from(_published_lists()).where(*conditions)
+    ).scalar_one()
+    query = (
+        sa.select(*(risk_lists.c[name] for name in _LIST_FIELDS))
+        .select_from(_published_lists())
+        .where(*conditions)
         .order_by(risk_lists.c.rank)
-        .limit(limit)
+        .offset(offset)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    rows = [dict(zip(_LIST_FIELDS, row, strict=True)) for row in conn.execute(query).all()]
+    return rows, int(total)
+
+
+def list_facets(conn: Connection, run_id: str, week: str, locality: str) -> dict[str, list[str]]:
+    """The GP practices and offers present in a published list (for the web page's filters)."""
+    rows = conn.execute(
+        sa.select(risk_lists.c.gp_practice, risk_lists.c.suggested_offers)
+        .select_from(_published_lists())
+        .where(*_list_conditions(run_id, week, locality, ListFilter()))
     ).all()
-    reasons = _decode_json_column([row.reasons for row in result])
-    out = []
-    for row, row_reasons in zip(result, reasons, strict=True):
-        item = dict(zip(_LIST_FIELDS, row[: len(_LIST_FIELDS)], strict=True))
-        item["new_this_week"] = bool(item["new_this_week"])
-        item["reasons"] = row_reasons or []
-        out.append(item)
-    return out
+    practices = sorted({r.gp_practice for r in rows if r.gp_practice})
+    offers = sorted({o for r in rows for o in (r.suggested_offers or "").split(";") if o})
+    return {"gp_practices": practices, "offers": offers}
+
+
+def section_counts(conn: Connection, run_id: str, week: str, locality: str, cut: ListFilter) -> dict[str, int]:
+    """Rows per section of a published list under a filter (the section part of ``cut`` is ignored)."""
+    base = ListFilter(offer=cut.offer, gp_practice=cut.gp_practice)
+    rows = conn.execute(
+        sa.select(risk_lists.c.section, sa.func.count().label("n"))
+        .select_from(_published_lists())
+        .where(*_list_conditions(run_id, week, locality, base))
+        .group_by(risk_lists.c.section)
+    ).all()
+    return {row.section: int(row.n) for row in rows}
+
+
+def cohort_funnel(conn: Connection, run_id: str, week: str, locality: str) -> list[dict]:
+    """A published week's (already suppressed) cohort funnel for one locality, in order."""
+    rows = conn.execute(
+        sa.select(cohort_funnels.c.step, cohort_funnels.c.label, cohort_funnels.c.people)
+        .where(cohort_funnels.c.run_id == run_id, cohort_funnels.c.week == week, cohort_funnels.c.locality == locality)
+        .order_by(cohort_funnels.c.position)
+    ).all()
+    return [dict(row._mapping) for row in rows]
 
 
 def resident_history(conn: Connection, person_id: str) -> list[dict]:
@@ -168,7 +228,7 @@ def new_entries(conn: Connection, weeks: list[PublishedWeek], locality: str) -> 
         row = conn.execute(
             sa.select(
                 sa.func.count().label("listed"),
-                sa.func.coalesce(sa.func.sum(sa.case((risk_lists.c.new_this_week, 1), else_=0)), 0).label("new"),
+                sa.func.coalesce(sa.func.sum(sa.case((risk_lists.c.section == "new", 1), else_=0)), 0).label("new"),
             ).where(risk_lists.c.run_id == pw.run_id, risk_lists.c.week == pw.week, risk_lists.c.locality == locality)
         ).one()
         out.append((pw.week, int(row.new), int(row.listed)))

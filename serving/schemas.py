@@ -24,15 +24,22 @@ class ReasonOut(BaseModel):
 
 
 class ListRowOut(BaseModel):
+    """One list row: exactly the columns of ``upstream.list_row.LIST_ROW`` (the files and the page show the same)."""
+
     rank: int
-    person_id: str
+    section: str = Field(description="new, rising or top")
     nhs_number: str | None = Field(None, description="Only for locality keys, for their own residents")
-    score: float
+    person_id: str
+    age_band: str
+    gp_practice: str | None
+    risk_percent: str = Field(description='Risk with sense: "< 1%", "> 99%", otherwise one decimal')
     band: str
-    change_since_last_week: float | None
-    new_this_week: bool
-    reason_for_listing: str
-    reasons: list[ReasonOut]
+    change_points: float | None = Field(description="Percentage points since the comparison week")
+    why_listed: str
+    what_changed: str | None
+    suggested_offers: str = Field(description="Offer ids, ';'-separated; empty when no offer fits")
+    offer_evidence: str
+    top_reasons: str
 
 
 class RiskListOut(BaseModel):
@@ -41,8 +48,27 @@ class RiskListOut(BaseModel):
     index_date: date
     model_name: str | None
     model_version: str | None
-    count: int
+    total: int = Field(description="Rows on the list (after any section/offer/practice filter)")
+    offset: int
+    count: int = Field(description="Rows in this response")
+    partial: bool = Field(description="True when this response holds fewer rows than total (a page)")
+    next_offset: int | None = Field(description="Offset of the next page, null on the last one")
     rows: list[ListRowOut]
+
+
+class FunnelStep(BaseModel):
+    step: str = Field(description='"residents", an exclusion reason id (expectations.cohort), or "in_cohort"')
+    label: str
+    people: int | None = Field(description="Suppressed: null = 1-7, others rounded to the nearest 5")
+    shown: str
+
+
+class CohortFunnelOut(BaseModel):
+    locality: str
+    week: str
+    index_date: date
+    rule: str
+    steps: list[FunnelStep]
 
 
 class HistoryPoint(BaseModel):

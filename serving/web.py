@@ -31,6 +31,10 @@ from upstream.settings import Settings
 
 TREND_WEEKS = 8
 HISTOGRAM_BINS = 10
+#: Rows per web page: a team works through a page, not a 28,000-pixel scroll.
+PAGE_SIZE = 100
+#: Bands sort by severity, not alphabetically.
+BAND_SEVERITY = {"very high": 4, "high": 3, "moderate": 2, "low": 1}
 
 _HTML = {"text/html": {"schema": {"type": "string"}}}
 _REDIRECT = {303: {"description": "Redirect (to the login page when not signed in)"}}
@@ -86,7 +90,6 @@ def _to_login() -> RedirectResponse:
 
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/ui", tags=["web pages"])
-    max_limit = settings.serving.max_list_limit
     Caller = Annotated[Principal | None, Depends(optional_principal)]
 
     @router.get("/login", response_class=HTMLResponse)
@@ -168,8 +171,15 @@ def build_router(settings: Settings) -> APIRouter:
         principal: Caller,
         locality: Annotated[str, PathParam(pattern=LOCALITY_NAME_RE, max_length=80)],
         week: Annotated[str | None, Query(pattern=r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$")] = None,
+        section: Annotated[str | None, Query(pattern=r"^(new|rising|top)?$")] = None,
+        offer: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{0,60}$")] = None,
+        gp_practice: Annotated[str | None, Query(pattern=r"^[A-Z0-9]{0,10}$")] = None,
+        page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     ) -> Response:
-        """The week's rising-risk list for one locality, with charts and downloads."""
+        """The week's rising-risk list for one locality: sections, filters, pages, charts and downloads."""
+        from upstream.list_row import SECTIONS, change_text, display_row
+        from upstream.offers import load_catalogue
+
         if principal is None:
             return _to_login()
         engine = engine_of(request)
@@ -177,12 +187,16 @@ def build_router(settings: Settings) -> APIRouter:
         if not principal.may_see_locality(locality):
             record_access(engine, principal, route, 403, locality=locality, week=week)
             return error_page(principal, 403, "This key is not scoped to that locality.", request)
+        cut = queries.ListFilter(section=section or None, offer=offer or None, gp_practice=gp_practice or None)
         with engine.connect() as conn:
             pw = queries.published(conn, week)
             if pw is None or not queries.locality_known(conn, pw.run_id, locality):
                 record_access(engine, principal, route, 404, locality=locality, week=week)
                 return error_page(principal, 404, "There is no published list for that locality and week.", request)
-            rows = queries.list_rows(conn, pw.run_id, pw.week, locality, max_limit)
+            rows, total = queries.list_rows(conn, pw.run_id, pw.week, locality, PAGE_SIZE, (page - 1) * PAGE_SIZE, cut)
+            counts = queries.section_counts(conn, pw.run_id, pw.week, locality, cut)
+            facets = queries.list_facets(conn, pw.run_id, pw.week, locality)
+            funnel = queries.cohort_funnel(conn, pw.run_id, pw.week, locality)
             histogram = queries.score_histogram(conn, pw.run_id, locality, HISTOGRAM_BINS)
             weeks = queries.recent_weeks(conn, pw.week, TREND_WEEKS)
             trend = queries.new_entries(conn, weeks, locality)
@@ -192,6 +206,23 @@ def build_router(settings: Settings) -> APIRouter:
             for row in rows:
                 row["nhs_number"] = mapping.get(row["person_id"])
         record_access(engine, principal, route, 200, locality=locality, week=pw.week, format="html")
+        try:
+            offer_titles = {o.id: o.title for o in load_catalogue(settings).offers}
+        except Exception:  # the page must still show the list if the catalogue file is broken
+            offer_titles = {}
+        shown = []
+        for row in rows:
+            item = display_row(row, principal.reidentifies)
+            item["change_text"] = change_text(item["change_points"])
+            item["score"] = row["score"]
+            item["band_order"] = BAND_SEVERITY.get(row["band"], 0)
+            item["offers"] = [o for o in (row["suggested_offers"] or "").split(";") if o]
+            shown.append(item)
+        groups = [(sid, heading, [r for r in shown if r["section"] == sid]) for sid, heading in SECTIONS]
+        pages = max(1, -(-total // PAGE_SIZE))
+        filters = {"week": pw.week, "section": cut.section or "", "offer": cut.offer or "",
+                   "gp_practice": cut.gp_practice or ""}
+        query = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v)
         bin_labels = [f"{i * 100 // HISTOGRAM_BINS}%" for i in range(HISTOGRAM_BINS)]
         return render(
             "locality.html",
@@ -199,10 +230,20 @@ def build_router(settings: Settings) -> APIRouter:
             principal=principal,
             locality=locality,
             pw=pw,
-            rows=rows,
-            n_new=sum(1 for r in rows if r["new_this_week"]),
+            groups=[g for g in groups if g[2]],
+            total=total,
+            counts=counts,
+            sections=SECTIONS,
+            page=page,
+            pages=pages,
+            first_row=(page - 1) * PAGE_SIZE + 1,
+            last_row=(page - 1) * PAGE_SIZE + len(shown),
+            filters=filters,
+            query=query,
+            facets=facets,
+            offer_titles=offer_titles,
+            funnel=[{**f, "shown": "<8" if f["people"] is None else f["people"]} for f in funnel],
             weeks=list(reversed(all_weeks)),
-            download_limit=max_limit,
             # Charts count people: every bar goes through the disclosure rule (1-7 shown as "<8", rest rounded).
             distribution_svg=bar_chart_svg(
                 bin_labels, disclose_counts(histogram), f"Residents of {locality} by predicted risk"

@@ -123,7 +123,7 @@ class ServiceCatalogue:
 
     def match(self, features: pl.DataFrame) -> pl.DataFrame:
         """Per person: ``suggested_offers`` (offer ids in catalogue order) and ``offer_evidence``
-        (one line per offer: "falls_prevention: 2 falls in the last 12 months")."""
+        (offers separated by " | ": "falls_prevention: 2 falls in the last 12 months | telecare: ...")."""
         missing = sorted(self.features - set(features.columns))
         if missing:
             raise UpstreamError(f"service catalogue {self.path}: feature table has no column(s) {', '.join(missing)}")
@@ -136,7 +136,7 @@ class ServiceCatalogue:
         for row in fits.iter_rows(named=True):
             ids = [o.id for i, o in enumerate(self.offers) if row[f"_fits_{i}"]]
             suggested.append(ids)
-            evidence.append("\n".join(f"{oid}: {'; '.join(self.get(oid).evidence(row))}" for oid in ids))
+            evidence.append(" | ".join(f"{oid}: {'; '.join(self.get(oid).evidence(row))}" for oid in ids))
         return pl.DataFrame(
             {"person_id": fits["person_id"], "suggested_offers": suggested, "offer_evidence": evidence},
             schema={"person_id": pl.String, "suggested_offers": pl.List(pl.String), "offer_evidence": pl.String},

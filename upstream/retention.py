@@ -36,8 +36,24 @@ def enforce_retention(settings: Settings, now: datetime | None = None) -> dict[s
             old_runs = sa.select(score_runs.c.run_id).where(score_runs.c.index_date < oldest_kept)
             removed["list_rows"] = conn.execute(risk_lists.delete().where(risk_lists.c.run_id.in_(old_runs))).rowcount
             removed["scores"] = conn.execute(scores.delete().where(scores.c.run_id.in_(old_runs))).rowcount
-            conn.execute(published_weeks.delete().where(published_weeks.c.run_id.in_(old_runs)))
+            # Every other per-run table (cohort funnels, outcomes, monitoring...) goes with its run: found from
+            # the foreign keys, so a table added later cannot outlive the retention period unnoticed.
+            for table in _tables_keyed_by_run():
+                conn.execute(table.delete().where(table.c.run_id.in_(old_runs)))
             removed["score_runs"] = conn.execute(
                 score_runs.delete().where(score_runs.c.index_date < oldest_kept)
             ).rowcount
     return removed
+
+
+def _tables_keyed_by_run() -> list[sa.Table]:
+    """Tables other than scores and lists whose rows belong to one score run (foreign key to score_runs)."""
+    from upstream.store import metadata
+
+    named = {score_runs.name, scores.name, risk_lists.name}
+    return [
+        table
+        for table in reversed(metadata.sorted_tables)
+        if table.name not in named
+        and any(fk.column.table is score_runs for fk in table.foreign_keys)
+    ]

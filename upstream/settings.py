@@ -60,7 +60,10 @@ class ListSettings(BaseModel):
 
     band_percentile: float = Field(0.80, ge=0.0, le=1.0)
     capacity_per_locality: int = Field(500, ge=1)
+    #: A rise of at least this (probability, 0.05 = 5 percentage points) over the lookback lists a person as rising.
     risk_rise_threshold: float = Field(0.05, ge=0.0)
+    #: Compare with the published week this many weeks earlier (or the earliest one, while fewer exist).
+    rise_lookback_weeks: int = Field(4, ge=1, le=52)
     top_reasons: int = Field(3, ge=1, le=10)
 
 

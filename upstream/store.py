@@ -64,16 +64,38 @@ risk_lists = sa.Table(
     sa.Column("person_id", sa.String(64), nullable=False),
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("band", sa.String(20), nullable=False),
-    sa.Column("change_since_last_week", sa.Float),  # null when not scored last week
-    sa.Column("new_this_week", sa.Boolean, nullable=False),
-    sa.Column("reason_for_listing", sa.String(20), nullable=False),  # top_band | risk_rise | both
+    # The rest follows the one list row declaration (upstream.list_row.LIST_ROW).
+    sa.Column("section", sa.String(10), nullable=False),  # new | rising | top
+    sa.Column("change_points", sa.Float),  # percentage points since the comparison week; null if not scored then
+    sa.Column("why_listed", sa.Text, nullable=False),
+    sa.Column("what_changed", sa.Text),
+    sa.Column("suggested_offers", sa.Text, nullable=False),  # offer ids, ";"-separated
+    sa.Column("offer_evidence", sa.Text, nullable=False),
+    sa.Column("top_reasons", sa.Text, nullable=False),
+    sa.Column("age_band", sa.String(10), nullable=False),
+    sa.Column("gp_practice", sa.String(10)),
     sa.Column("reasons", sa.JSON, nullable=False),
     sa.PrimaryKeyConstraint("run_id", "locality", "rank"),
     sa.Index("ix_lists_week_locality", "week", "locality"),
 )
 
-#: The columns of one published list row, in order (what lists, exports and the API share).
+#: The stored columns of one list row (what the pipeline writes and the API reads); what is SHOWN is declared
+#: in upstream.list_row.
 LIST_ROW_COLUMNS: tuple[str, ...] = tuple(c.name for c in risk_lists.columns if c.name not in ("run_id", "week"))
+
+cohort_funnels = sa.Table(
+    "cohort_funnels",
+    metadata,
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("score_runs.run_id"), nullable=False),
+    sa.Column("week", sa.String(8), nullable=False),
+    sa.Column("locality", sa.String(80), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),  # residents, then each exclusion in order, then in cohort
+    sa.Column("step", sa.String(60), nullable=False),  # "residents", a cohort reason id, or "in_cohort"
+    sa.Column("label", sa.String(200), nullable=False),
+    # Already small-number suppressed: null = 1-7 ("<8"), others rounded to 5. Raw counts are never stored.
+    sa.Column("people", sa.Integer),
+    sa.PrimaryKeyConstraint("run_id", "locality", "position"),
+)
 
 api_keys = sa.Table(
     "api_keys",

@@ -35,8 +35,9 @@ def _seed(settings: Settings) -> None:
                                                     score=0.5, band="high", reasons=[], in_long_term_care=False))
             conn.execute(risk_lists.insert().values(
                 run_id=run_id, week=f"W-{run_id}", locality="North", rank=1, person_id=f"{run_id}0", score=0.5,
-                band="high", change_since_last_week=None, new_this_week=True, reason_for_listing="top_band",
-                reasons=[]))
+                band="high", section="top", change_points=None, why_listed="Among the 500 highest risks in North",
+                what_changed=None, suggested_offers="", offer_evidence="", top_reasons="", age_band="80-84",
+                gp_practice=None, reasons=[]))
 
 
 def test_enforce_retention_deletes_only_what_is_past_its_period(tmp_path):

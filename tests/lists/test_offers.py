@@ -65,7 +65,7 @@ def test_offers_fit_by_rules_with_evidence() -> None:
     assert matched["faller"]["suggested_offers"] == ["falls_prevention"]
     assert matched["faller"]["offer_evidence"] == "falls_prevention: 2 falls in the last 12 months"
     assert matched["alone_faller_80"]["suggested_offers"] == ["falls_prevention", "telecare", "befriending"]
-    assert matched["alone_faller_80"]["offer_evidence"].split("\n") == [
+    assert matched["alone_faller_80"]["offer_evidence"].split(" | ") == [
         "falls_prevention: 1 fall in the last 12 months",
         "telecare: lives alone; 1 fall in the last 12 months",
         "befriending: lives alone; aged 80",
@@ -131,3 +131,15 @@ def test_duplicate_offer_and_bad_toml(tmp_path: Path) -> None:
         parse_catalogue(path)
     with pytest.raises(UpstreamError, match="file not found"):
         parse_catalogue(tmp_path / "missing.toml")
+
+
+def test_committed_lists_doc_is_generated_from_the_declarations() -> None:
+    from expectations.cohort import COHORT_REASONS
+    from upstream.list_docs import DEFAULT_PATH, render_lists_doc
+
+    text = render_lists_doc()
+    assert DEFAULT_PATH.read_text(encoding="utf-8") == text, "run `upstream docs`"
+    for reason in COHORT_REASONS:
+        assert f"`{reason}`" in text
+    for offer_id in REQUIRED_IDS:
+        assert f"`{offer_id}`" in text

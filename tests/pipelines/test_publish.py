@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from pipelines.publish import published_week
 from pipelines.scoring import iso_week
-from pipelines.steps import InjectedFailure, publish_run, store_scores
+from pipelines.steps import InjectedFailure, clean_dir_of, publish_run, store_scores
+from tests.features.conftest import write_clean
 from tests.pipelines.conftest import score_frame
 from upstream.store import get_engine, published_weeks, risk_lists, score_runs, scores
 
@@ -45,8 +46,7 @@ def _published_list(engine, week: str) -> list[tuple]:
                 sa.select(
                     risk_lists.c.rank,
                     risk_lists.c.person_id,
-                    risk_lists.c.reason_for_listing,
-                    risk_lists.c.new_this_week,
+                    risk_lists.c.section,
                 )
                 .join(published_weeks, published_weeks.c.run_id == risk_lists.c.run_id)
                 .where(published_weeks.c.week == week)
@@ -56,6 +56,8 @@ def _published_list(engine, week: str) -> list[tuple]:
 
 
 def _publish(frame: pl.DataFrame, index_date: date, settings, before_commit=None):
+    # the week's clean delivery the cohort is read from: everyone scored is an adult resident
+    write_clean(clean_dir_of(settings, index_date), residents=[{"person_id": p} for p in frame["person_id"]])
     run = store_scores([frame], index_date, settings, "upstream-crisis", "3")
     return run, publish_run(run, settings, before_commit=before_commit)
 
@@ -63,25 +65,26 @@ def _publish(frame: pl.DataFrame, index_date: date, settings, before_commit=None
 def test_two_weeks_rerun_and_failed_publish(settings):
     engine = get_engine(settings.db_url)
     _publish(_week1(), WEEK1, settings)
-    # Week 1, default rules: percentile >= 0.8 -> p8, p9; first week -> everyone new.
-    assert _published_list(engine, iso_week(WEEK1)) == [(1, "p9", "top_band", True), (2, "p8", "top_band", True)]
+    # Week 1, default rules: percentile >= 0.8 -> p8, p9; the first list has nothing to compare with: all top.
+    assert _published_list(engine, iso_week(WEEK1)) == [(1, "p9", "top"), (2, "p8", "top")]
 
     run2, published2 = _publish(_week2(), WEEK2, settings)
     # Week 2 (11 residents): p10 (10/11) and p8 (9/11) are above the 80th percentile; p7 (8/11) is not.
-    # p3 rose 0.4 -> 0.5 (>= 0.05); p9 fell; p10 was not scored last week.
-    expected = [(1, "p10", "top_band", True), (2, "p8", "top_band", False), (3, "p3", "risk_rise", True)]
+    # p3 rose 0.4 -> 0.5 (>= 0.05); p9 fell; p10 was not scored last week. Last week's list was p9, p8, so
+    # p10 and p3 are new (shown first, highest risk first), p8 stays in the top section.
+    expected = [(1, "p10", "new"), (2, "p3", "new"), (3, "p8", "top")]
     assert _published_list(engine, "2026-W48") == expected
     with engine.connect() as conn:
         changes = dict(
             conn.execute(
-                sa.select(risk_lists.c.person_id, risk_lists.c.change_since_last_week).where(
+                sa.select(risk_lists.c.person_id, risk_lists.c.change_points).where(
                     risk_lists.c.run_id == run2.run_id
                 )
             ).all()
         )
     assert changes["p10"] is None
     assert changes["p8"] == pytest.approx(0.0)
-    assert changes["p3"] == pytest.approx(0.1)
+    assert changes["p3"] == pytest.approx(10.0)  # percentage points
     assert published2.replaced_run_id is None
     assert (settings.home / "lists" / "2026-W48" / "a.csv").exists()
     assert _counts(engine) == {"score_runs": 2, "scores": 21, "published_weeks": 2, "risk_lists": 5}
@@ -107,7 +110,7 @@ def test_two_weeks_rerun_and_failed_publish(settings):
     assert (settings.home / "lists" / "2026-W48" / "a.csv").read_bytes() == csv_before
     assert [p.name for p in (settings.home / "lists").iterdir() if p.name.startswith(".")] == []
     # Week 1 is untouched throughout.
-    assert _published_list(engine, iso_week(WEEK1))[0] == (1, "p9", "top_band", True)
+    assert _published_list(engine, iso_week(WEEK1))[0] == (1, "p9", "top")
 
     # The next good publish of the week clears the failed attempt's rows: still one run per week.
     _publish(_week2(), WEEK2, settings)
@@ -124,5 +127,5 @@ def test_publishing_the_same_run_again_is_idempotent(settings):
     assert again.replaced_run_id is None
     # Week 1 has 10 residents, 2 listed (p9, p8): nothing duplicated, and the files are back.
     assert _counts(engine) == {"score_runs": 1, "scores": 10, "published_weeks": 1, "risk_lists": 2}
-    assert _published_list(engine, iso_week(WEEK1)) == [(1, "p9", "top_band", True), (2, "p8", "top_band", True)]
+    assert _published_list(engine, iso_week(WEEK1)) == [(1, "p9", "top"), (2, "p8", "top")]
     assert pl.read_csv(settings.home / "lists" / iso_week(WEEK1) / "a.csv")["person_id"].to_list() == ["p9", "p8"]

@@ -23,19 +23,25 @@ def test_publish_flow_artifact_and_failure_drill(prefect_harness, settings):
     rows = [(f"a{i:02d}", "Alpha", i / 100, False) for i in range(1, 51)]
     rows += [("b1", "Beta", 0.5, False), ("b2", "Beta", 0.6, False), ("b3", "Beta", 0.7, False)]
     rows += [(f"g{i}", "Gamma", i / 10, False) for i in range(10)]
+    from pipelines.steps import clean_dir_of
+    from tests.features.conftest import write_clean
+
+    # the week's clean delivery (read for the cohort): everyone an adult resident of their locality
+    write_clean(clean_dir_of(settings, date(2026, 11, 23)),
+                residents=[{"person_id": p, "locality": loc} for p, loc, _, _ in rows])
     run = store_scores([score_frame(rows)], date(2026, 11, 23), settings, "upstream-crisis", "1")
     result = publish_lists(run, home)
     assert result["run_id"] == run.run_id and result["week"] == "2026-W48"
 
     data = latest_artifact("list-sizes")["data"]
     sizes = {row["locality"]: row for row in (json.loads(data) if isinstance(data, str) else data)}
-    assert sizes["Alpha"] == {
-        "locality": "Alpha",
-        "listed": "10",
-        "top_band": "10",
-        "risk_rise": "0",
-        "new_this_week": "10",
-    }
+    # the first list: nothing to compare with, so all 10 are "top"; no features on disk here, so no offer
+    assert sizes["Alpha"] == {"locality": "Alpha", "listed": "10", "new": "0", "rising": "0", "top": "10",
+                              "with_offer": "0"}
+    data = latest_artifact("cohort-funnel")["data"]
+    funnel = [r for r in (json.loads(data) if isinstance(data, str) else data) if r["locality"] == "Alpha"]
+    assert (funnel[0]["step"], funnel[0]["shown"]) == ("residents", "50")
+    assert funnel[-1] == {"locality": "Alpha", "step": "in_cohort", "label": "In the list cohort", "shown": "50"}
     assert sizes["Beta"]["listed"] == "0"
     assert sizes["Gamma"]["listed"] == "<8"
 

@@ -54,9 +54,11 @@ def _published(engine, week: str) -> tuple[str, pl.DataFrame, pl.DataFrame]:
                 risk_lists.c.person_id,
                 risk_lists.c.score,
                 risk_lists.c.band,
-                risk_lists.c.change_since_last_week,
-                risk_lists.c.new_this_week,
-                risk_lists.c.reason_for_listing,
+                risk_lists.c.section,
+                risk_lists.c.change_points,
+                risk_lists.c.why_listed,
+                risk_lists.c.what_changed,
+                risk_lists.c.suggested_offers,
                 risk_lists.c.reasons,
             ).where(risk_lists.c.run_id == run_id)
         ).all()
@@ -87,18 +89,52 @@ def two_weeks(delivery, prefect_harness, small_delivery_gate):
     return week1, week2
 
 
-def _expected_top_band(frame: pl.DataFrame, percentile: float, capacity: int) -> set[str]:
+def _expected_top_band(frame: pl.DataFrame, percentile: float, capacity: int, excluded: set[str]) -> set[str]:
     """Independent implementation: per locality, share with a strictly lower score >= percentile,
-    excluding long-term care, highest first, up to capacity."""
+    excluding the cohort exclusions, highest first, up to capacity."""
     chosen: set[str] = set()
     for locality in frame["locality"].unique():
         part = frame.filter(pl.col("locality") == locality)
         values = part["score"].to_numpy()
         lower = np.array([(values < v).sum() for v in values]) / len(values)
-        eligible = (lower >= percentile) & ~part["in_long_term_care"].to_numpy()
+        eligible = (lower >= percentile) & ~part["person_id"].is_in(list(excluded)).to_numpy()
         order = sorted(np.flatnonzero(eligible), key=lambda i: (-values[i], part["person_id"][int(i)]))
         chosen |= {part["person_id"][int(i)] for i in order[:capacity]}
     return chosen
+
+
+def _independent_exclusions(raw, T, settings) -> set[str]:
+    """person_id of residents excluded at T by DESIGN §6, from the raw files (injected defect rows left out)."""
+    import csv as csv_module
+    from datetime import timedelta as td
+
+    from features.codelists import CODELIST_DIR
+
+    defects = pl.read_parquet(raw / "_truth" / "defects.parquet")
+
+    def read(name: str) -> pl.DataFrame:
+        frame = pl.read_parquet(raw / f"{name}.parquet").with_row_index("_r")
+        bad = defects.filter(pl.col("source") == name)["row_index"].implode()
+        return frame.filter(~pl.col("_r").is_in(bad)).drop("_r")
+
+    residents, spells, sc, gp = (read(n) for n in ("residents", "hospital_spells", "social_care_events", "gp_events"))
+    with (CODELIST_DIR / "care_home_snomed.csv").open() as fh:
+        care_codes = [r["code"] for r in csv_module.DictReader(fh)]
+    dob = pl.col("date_of_birth")
+    age = T.year - dob.dt.year() - ((dob.dt.month() * 100 + dob.dt.day()) > T.month * 100 + T.day).cast(pl.Int32)
+    nhs = set(residents.filter(age < 18)["nhs_number"])
+    nhs |= set(spells.filter((pl.col("admission_date") < T) & (pl.col("discharge_date").is_null()
+                                                               | (pl.col("discharge_date") >= T)))["nhs_number"])
+    nhs |= set(sc.filter((pl.col("event_type") == "Service") & (pl.col("event_start_date") <= T)
+                         & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= T))
+                         & pl.col("service_type").str.starts_with("Long Term Support")
+                         | (pl.col("service_type") == "Short Term Support: ST-Max")
+                         & (pl.col("event_type") == "Service") & (pl.col("event_start_date") <= T)
+                         & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= T)))["nhs_number"])
+    nhs |= set(gp.filter(pl.col("snomed_code").is_in(care_codes) & (pl.col("event_date") < T)
+                         & (pl.col("event_date") >= T - td(days=365)))["nhs_number"])
+    reid = pl.read_parquet(settings.reid_map_path)
+    return set(reid.filter(pl.col("nhs_number").is_in(list(nhs)))["person_id"])
 
 
 def test_two_weeks_end_to_end(delivery, two_weeks):
@@ -120,31 +156,42 @@ def test_two_weeks_end_to_end(delivery, two_weeks):
         versions = conn.execute(sa.select(score_runs.c.model_version).distinct()).scalars().all()
     assert len(versions) == 1
 
-    # Nobody in long-term care is listed; the top band matches an independent implementation.
+    # Exclusions, computed here from the raw delivery (not with expectations.cohort): nobody excluded at T is
+    # listed, and the top section matches an independent implementation over everyone else.
+    T = delivery["extract"]
+    excluded = _independent_exclusions(delivery["raw"], T, settings)
     rules = settings.lists
-    listed = scores2.join(lists2.select("person_id", "reason_for_listing"), on="person_id")
-    assert not listed["in_long_term_care"].any()
-    top = set(lists2.filter(pl.col("reason_for_listing").is_in(["top_band", "both"]))["person_id"])
-    assert top == _expected_top_band(scores2, rules.band_percentile, rules.capacity_per_locality)
+    assert not set(lists2["person_id"]) & excluded
+    top = set(lists2.filter(pl.col("why_listed").str.contains("highest risk"))["person_id"])
+    assert top == _expected_top_band(scores2, rules.band_percentile, rules.capacity_per_locality, excluded)
 
-    # Change since last week and risers, from the two weeks' stored scores.
+    # Change in points and risers, from the two weeks' stored scores (week 1 is the comparison week).
     joined = scores2.join(scores1.select("person_id", pl.col("score").alias("before")), on="person_id", how="left")
     change = dict(zip(joined["person_id"], (joined["score"] - joined["before"]).to_list(), strict=True))
     for row in lists2.iter_rows(named=True):
         expected = change[row["person_id"]]
         if expected is None:
-            assert row["change_since_last_week"] is None
+            assert row["change_points"] is None
         else:
-            assert row["change_since_last_week"] == pytest.approx(expected, abs=1e-12)
-    risers = {p for p, c in change.items() if c is not None and c >= rules.risk_rise_threshold - 1e-9} - set(
-        scores2.filter(pl.col("in_long_term_care"))["person_id"]
-    )
-    assert set(lists2.filter(pl.col("reason_for_listing").is_in(["risk_rise", "both"]))["person_id"]) == risers
+            assert row["change_points"] == pytest.approx(round(100 * expected, 1), abs=0.051)
+    risers = {p for p, c in change.items() if c is not None and c >= rules.risk_rise_threshold - 1e-9} - excluded
+    assert set(lists2.filter(pl.col("why_listed").str.contains("Risk up"))["person_id"]) == risers
 
-    # "New this week" = not on week 1's list.
+    # Sections: new = not on week 1's list; then rising; the rest top. New and rising say what changed.
     _, _, lists1 = _published(engine, w1)
     previous = set(lists1["person_id"])
-    assert lists2["new_this_week"].to_list() == [p not in previous for p in lists2["person_id"]]
+    expected_sections = [
+        "new" if p not in previous else "rising" if p in risers else "top" for p in lists2["person_id"]
+    ]
+    assert lists2["section"].to_list() == expected_sections
+    order = {"new": 0, "rising": 1, "top": 2}
+    for _, part in lists2.group_by("locality"):
+        keys = [(order[s], -sc) for s, sc in zip(part["section"], part["score"], strict=True)]
+        assert keys == sorted(keys)  # new first, then rising, then top; highest risk first in each
+    changed = lists2.filter(pl.col("section") != "top")
+    assert changed["what_changed"].null_count() == 0
+    assert lists2.filter(pl.col("section") == "top")["what_changed"].null_count() == lists2.filter(
+        pl.col("section") == "top").height
 
     # CSV and Excel per locality, the same rows as the DB.
     from pipelines.lists import locality_file_stem

@@ -24,7 +24,7 @@ import polars as pl
 from expectations.identifiers import nhs_check_digit
 from expectations.pseudonymise import pseudonymise_one
 from upstream.settings import Settings
-from upstream.store import get_engine, published_weeks, risk_lists, score_runs, scores
+from upstream.store import cohort_funnels, get_engine, published_weeks, risk_lists, score_runs, scores
 
 WEEKS = {"2026-W46": date(2026, 11, 9), "2026-W47": date(2026, 11, 16), "2026-W48": date(2026, 11, 23)}
 FAILED_WEEK, FAILED_DATE = "2026-W49", date(2026, 11, 30)
@@ -83,6 +83,38 @@ class Truth:
 
 def _band(score: float) -> str:
     return "high" if score >= 0.5 else "moderate" if score >= 0.2 else "low"
+
+
+#: The W48 cohort funnel of North, as the pipeline publishes it (already suppressed): 30 residents, 3 under 18
+#: (suppressed), 10 inpatients, 0 others, 15 in the cohort. Rounded values do not have to add up.
+FUNNEL_NORTH_W48 = [
+    ("residents", "Residents alive and registered at the index date", 30),
+    ("under_min_age", "Under 18", None),
+    ("inpatient", "In hospital", 10),
+    ("care_home", "Lives in a care home", 0),
+    ("open_long_term_service_or_reablement", "Already has long-term care or reablement", 0),
+    ("last_year_of_life", "Palliative or end-of-life care", 0),
+    ("opted_out", "Opted out", 0),
+    ("in_cohort", "In the list cohort", 15),
+]
+
+
+def _list_words(rank: int, n: int, n_new: int, week: str, locality: str) -> dict:
+    """The words of a hand-made list row: the last ``n_new`` ranks are new, ranks 1-3 top, the rest rising."""
+    section = "new" if rank > n - n_new else "top" if rank <= 3 else "rising"
+    offers = "falls_prevention;telecare" if rank % 2 else ""
+    return {
+        "section": section,
+        "change_points": None if week == "2026-W46" else 2.0,
+        "why_listed": {"new": "New this week", "top": f"Among the 3 highest risks in {locality}",
+                       "rising": "Risk up 2.0 points in 1 week"}[section],
+        "what_changed": None if section == "top" else "emergency admission on 12 Nov 2026",
+        "suggested_offers": offers,
+        "offer_evidence": "falls_prevention: 2 falls | telecare: lives alone" if offers else "No offer fits",
+        "top_reasons": "; ".join(r["text"] for r in REASON_TEXTS[: 1 + rank % 3]),
+        "age_band": "75-84",
+        "gp_practice": "G82001" if rank <= 2 else "G82002",
+    }
 
 
 def write_hand_scored_db(settings: Settings) -> Truth:
@@ -177,15 +209,19 @@ def write_hand_scored_db(settings: Settings) -> Truth:
                             "person_id": p.person_id,
                             "score": s,
                             "band": _band(s),
-                            "change_since_last_week": None if week == "2026-W46" else 0.02,
-                            "new_this_week": rank > len(ranked) - n_new,
-                            "reason_for_listing": "top_band" if rank <= 3 else "risk_rise",
+                            **_list_words(rank, len(ranked), n_new, week, locality),
                             "reasons": REASON_TEXTS[: 1 + rank % 3],
                         }
                     )
                 conn.execute(risk_lists.insert(), list_rows)
                 if not failed:
                     truth.lists[(week, locality)] = list_rows
+            if week == "2026-W48":
+                conn.execute(cohort_funnels.insert(), [
+                    {"run_id": run_id, "week": week, "locality": "North", "position": i, "step": step,
+                     "label": label, "people": people}
+                    for i, (step, label, people) in enumerate(FUNNEL_NORTH_W48)
+                ])
             if not failed:
                 conn.execute(
                     published_weeks.insert().values(week=week, run_id=run_id, index_date=index_date, published_at=now)

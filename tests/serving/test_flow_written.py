@@ -54,6 +54,18 @@ def flow_home(tmp_path_factory):
     week47 += [(_pid("South", i), "South", round(0.02 + 0.1 * i, 2), False) for i in range(10)]
     # W48: North #2 rises 0.25 -> 0.32 (+0.07, a risk rise); North #9 (0.95) moves into long-term care.
     week48 = [(p, loc, 0.32 if p == _pid("North", 2) else s, p == _pid("North", 9)) for p, loc, s, _ in week47]
+    # The clean delivery each week's cohort is read from: North #9 starts a residential placement on
+    # 20 Nov (so is in the cohort at W47, a care-home resident at W48); South #9 opts out before W48.
+    from tests.features.conftest import write_clean
+
+    residents = [{"person_id": p, "locality": loc} for p, loc, _, _ in week47]
+    placement = {"person_id": _pid("North", 9), "event_type": "Service", "event_start_date": date(2026, 11, 20),
+                 "service_type": "Long Term Support: Residential Care"}
+    for index_date in (W47, W48):
+        clean = write_clean(steps.clean_dir_of(settings, index_date), residents=residents,
+                            social_care_events=[placement])
+        if index_date == W48:
+            pl.DataFrame({"person_id": [_pid("South", 9)]}).write_parquet(clean / "opt_outs.parquet")
     for index_date, rows in ((W47, week47), (W48, week48), (W48, week48)):  # W48 twice: a re-run replaces it
         run = steps.store_scores([_frame(rows)], index_date, settings, "upstream-crisis", "3")
         steps.publish_run(run, settings)
@@ -71,19 +83,33 @@ def test_list_served_from_flow_output(flow_home):
     client, keys = flow_home
     body = client.get("/localities/North/rising-risk", headers={"X-API-Key": keys["north"]}).json()
     assert body["week"] == "2026-W48" and body["model_version"] == "3"
-    rows = [
-        (r["person_id"], r["score"], r["reason_for_listing"], r["new_this_week"], r["nhs_number"])
-        for r in body["rows"]
-    ]
-    # By hand: 0.95 is in long-term care (excluded); 0.85 is at the 80th percentile (8 of 10 lower) and was
-    # on last week's list; 0.32 rose by 0.07 >= 0.05 and is new.
+    rows = [(r["person_id"], r["risk_percent"], r["section"], r["change_points"], r["nhs_number"]) for r in body["rows"]]
+    # By hand: North #9 (0.95) starts a care-home placement between W47 and W48: excluded. 0.85 is at the 80th
+    # percentile (8 of 10 lower) and was on W47's list (with #9): top. #2 rose 0.25 -> 0.32 (+7 points >= 5)
+    # and was not on W47's list: new, shown first.
     assert [r[:4] for r in rows] == [
-        (_pid("North", 8), 0.85, "top_band", False),
-        (_pid("North", 2), 0.32, "risk_rise", True),
+        (_pid("North", 2), "32.0%", "new", 7.0),
+        (_pid("North", 8), "85.0%", "top", 0.0),
     ]
-    assert rows[0][4] == "9990000008" and rows[1][4] == "9990000002"
-    assert body["rows"][1]["change_since_last_week"] == pytest.approx(0.07)
-    assert body["rows"][0]["reasons"][0]["text"] == "2 falls in last 6 months"
+    assert rows[0][4] == "9990000002" and rows[1][4] == "9990000008"
+    assert body["rows"][0]["why_listed"] == "New this week; Risk up 7.0 points in 1 week"
+    assert body["rows"][1]["why_listed"] == "The highest risk in North"
+    assert body["rows"][1]["top_reasons"] == "2 falls in last 6 months"
+    assert body["total"] == 2 and body["partial"] is False
+
+
+def test_opted_out_resident_is_gone_but_counted(flow_home):
+    client, keys = flow_home
+    h = {"X-API-Key": keys["analyst"]}
+    south = client.get("/localities/South/rising-risk", headers=h).json()
+    assert _pid("South", 9) not in {r["person_id"] for r in south["rows"]}
+    # every week's score history of the opted-out person is gone, so the person routes know nothing
+    assert client.get(f"/residents/{_pid('South', 9)}/score", headers=h).status_code == 404
+    assert client.get("/localities/South/rising-risk?week=2026-W47", headers=h).json()["total"] == 1
+    funnel = {s["step"]: s["shown"] for s in client.get("/localities/South/cohort", headers=h).json()["steps"]}
+    assert funnel["opted_out"] == "<8" and funnel["residents"] == "10" and funnel["in_cohort"] == "10"
+    north = {s["step"]: s["shown"] for s in client.get("/localities/North/cohort", headers=h).json()["steps"]}
+    assert north["care_home"] == "<8" and north["in_cohort"] == "10"  # 9 rounds to 10
 
 
 def test_resident_history_across_flow_weeks(flow_home):

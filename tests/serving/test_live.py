@@ -129,19 +129,48 @@ def test_locality_page_in_headless_chromium(live_server, keys, scored, tmp_path)
             assert "was not recognised" in page.content()
             page.fill("#api_key", keys["north"])
             page.click("button[type=submit]")
-            page.wait_for_selector("#risk-list")
+            page.wait_for_selector("table.app-list")
             assert page.url.endswith("/ui/localities/North")  # single-locality key goes straight to its list
-            rows = page.locator("#risk-list tbody tr")
+            # Sections, new first: W48 North has ranks 3-5 new and ranks 1-2 top (scored_db).
+            assert [h.strip() for h in page.locator("main h2").all_inner_texts()][:2] == ["New this week", "Highest risk"]
+            rows = page.locator("table.app-list tbody tr")
             assert rows.count() == len(expected) == 5
-            first = rows.nth(0)
-            assert first.get_attribute("data-person") == expected[0]["person_id"]
-            assert scored.people[expected[0]["person_id"]].nhs_number in first.inner_text()
-            assert first.locator(".app-chip").all_inner_texts() == ["2 falls in last 6 months", "lives alone"]
+            new_rows = page.locator("#list-new tbody tr")
+            assert [new_rows.nth(i).get_attribute("data-person") for i in range(3)] == [
+                e["person_id"] for e in expected[2:]]
+            first = new_rows.nth(0)
+            assert scored.people[expected[2]["person_id"]].nhs_number in first.inner_text()
+            assert "emergency admission on 12 Nov 2026" in first.inner_text()  # what changed
             assert page.locator("#new-count").inner_text() == "3"
+            assert page.locator("#listed-count").inner_text() == "5"
             assert page.locator("svg.app-chart").count() == 2
-            # Sort by risk: first press sorts ascending, so the lowest listed score comes first.
-            page.click("th button:has-text('Risk')")
-            assert rows.nth(0).get_attribute("data-person") == expected[-1]["person_id"]
+            assert "-0.0" not in page.content()
+            # A favicon is declared and served.
+            assert page.locator("link[rel=icon]").get_attribute("href") == "/static/favicon.svg"
+            assert page.request.get(f"{base}/favicon.ico").status == 200
+            # Sort the new section by risk: first press sorts ascending, so the lowest risk comes first.
+            page.click("#list-new th button:has-text('Risk')")
+            assert new_rows.nth(0).get_attribute("data-person") == expected[-1]["person_id"]
+            # Bands sort by severity, not alphabetically: in the top section, "high" (0.9, 0.8) rows only;
+            # the band cells carry the severity rank.
+            assert set(page.locator("#list-top td[data-value] strong.app-band").all_inner_texts()) == {"high"}
+            assert page.locator("#list-top tbody tr").nth(0).locator("td").nth(6).get_attribute("data-value") == "3"
+            # The cohort funnel is on the page, suppressed.
+            funnel = page.locator("#cohort-funnel").inner_text()
+            assert "Under 18" in funnel and "<8" in funnel
+            # Filter by offer (ranks 1, 3, 5 fit telecare) and by GP practice.
+            page.select_option("#filter-offer", "telecare")
+            page.click("#apply-filters")
+            page.wait_for_selector("#page-status")
+            assert sorted(int(t) for t in page.locator("table.app-list tbody tr td:first-child").all_inner_texts()) \
+                == [1, 3, 5]
+            page.select_option("#filter-practice", "G82001")
+            page.click("#apply-filters")
+            page.wait_for_selector("#page-status")
+            assert page.locator("table.app-list tbody tr td:first-child").all_inner_texts() == ["1"]
+            page.goto(f"{base}/ui/localities/North?section=rising")
+            assert page.locator("#empty-list").count() == 1  # nobody rising in the fixture's W48
+            page.goto(f"{base}/ui/localities/North")
             # The CSV download carries the same rows, with NHS numbers for this locality key.
             with page.expect_download() as download_info:
                 page.click("#download-csv")
@@ -151,7 +180,7 @@ def test_locality_page_in_headless_chromium(live_server, keys, scored, tmp_path)
                 got = list(csv.DictReader(fh))
             assert [r["person_id"] for r in got] == [e["person_id"] for e in expected]
             assert [r["nhs_number"] for r in got] == [scored.people[e["person_id"]].nhs_number for e in expected]
-            assert [float(r["score"]) for r in got] == [0.9, 0.8, 0.7, 0.42, 0.41]
+            assert [r["risk_percent"] for r in got] == ["90.0%", "80.0%", "70.0%", "42.0%", "41.0%"]
             # Another locality's page is refused inside the same session.
             response = page.goto(f"{base}/ui/localities/South")
             assert response is not None and response.status == 403

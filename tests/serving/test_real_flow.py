@@ -61,14 +61,15 @@ def test_api_serves_the_flow_output(flow_db):
     local_key = create_key(engine, "locality", [locality])
     with TestClient(create_app(settings)) as client:
         h = {"X-API-Key": local_key}
-        body = client.get(f"/localities/{locality}/rising-risk?limit=5000", headers=h).json()
-        assert body["week"] == week and body["count"] == by_locality[locality] > 0
+        body = client.get(f"/localities/{locality}/rising-risk", headers=h).json()  # the whole list by default
+        assert body["week"] == week and body["count"] == body["total"] == by_locality[locality] > 0
+        assert body["partial"] is False
         assert [r["rank"] for r in body["rows"]] == list(range(1, body["count"] + 1))
         for row in body["rows"]:
             # The NHS number is the one the council delivered for this pseudonym, and they live here.
             assert row["nhs_number"] == pid_to_nhs[row["person_id"]]
             assert home_of[row["nhs_number"]] == locality
-            assert row["reasons"] and all(reason["text"] for reason in row["reasons"])
+            assert row["top_reasons"] and row["why_listed"] and row["section"] in ("new", "rising", "top")
         first = body["rows"][0]["person_id"]
         score = client.get(f"/residents/{first}/score", headers=h).json()
         assert score["locality"] == locality and score["nhs_number"] == pid_to_nhs[first]

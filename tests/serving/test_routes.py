@@ -26,11 +26,13 @@ def test_list_json_matches_published_rows_with_nhs_numbers_for_locality_key(clie
     assert body["index_date"] == "2026-11-23"
     expected = scored.lists[("2026-W48", "North")]
     assert [row["person_id"] for row in body["rows"]] == [e["person_id"] for e in expected]
-    assert [row["score"] for row in body["rows"]] == [0.9, 0.8, 0.7, 0.42, 0.41]
-    assert [row["new_this_week"] for row in body["rows"]] == [False, False, True, True, True]
+    assert [row["risk_percent"] for row in body["rows"]] == ["90.0%", "80.0%", "70.0%", "42.0%", "41.0%"]
+    assert [row["section"] for row in body["rows"]] == ["top", "top", "new", "new", "new"]
     for row in body["rows"]:
         assert row["nhs_number"] == scored.people[row["person_id"]].nhs_number
-    assert body["rows"][0]["reasons"][0]["text"] == "2 falls in last 6 months"
+    assert body["rows"][0]["top_reasons"] == "2 falls in last 6 months; lives alone"
+    assert (body["total"], body["count"], body["partial"], body["next_offset"]) == (5, 5, False, None)
+    assert r.headers["x-total-count"] == "5" and r.headers["x-partial"] == "false"
 
 
 def test_list_for_analyst_has_no_nhs_numbers(client, keys):
@@ -39,14 +41,35 @@ def test_list_for_analyst_has_no_nhs_numbers(client, keys):
     assert all(row["nhs_number"] is None for row in body["rows"])
 
 
-def test_list_earlier_week_limit_and_unpublished_week(client, keys, scored):
+def test_list_earlier_week_paging_and_unpublished_week(client, keys, scored):
     r = client.get("/localities/North/rising-risk?week=2026-W46&limit=2", headers=auth(keys["north"]))
     assert r.status_code == 200
-    rows = r.json()["rows"]
-    assert [row["score"] for row in rows] == [0.86, 0.76]  # W48 scores minus 0.04
-    assert rows[0]["change_since_last_week"] is None
+    body = r.json()
+    assert [row["risk_percent"] for row in body["rows"]] == ["86.0%", "76.0%"]  # W48 scores minus 0.04
+    assert body["rows"][0]["change_points"] is None
+    # a page says so: 2 of 5, and where the next page starts
+    assert (body["total"], body["count"], body["partial"], body["next_offset"]) == (5, 2, True, 2)
+    last = client.get("/localities/North/rising-risk?week=2026-W46&limit=2&offset=4", headers=auth(keys["north"]))
+    assert [r["rank"] for r in last.json()["rows"]] == [5] and last.json()["next_offset"] is None
+    assert last.json()["partial"] is True
     # W49 exists in the DB but its run failed and was never published.
     assert client.get("/localities/North/rising-risk?week=2026-W49", headers=auth(keys["north"])).status_code == 404
+
+
+def test_list_filters_by_section_offer_and_practice(client, keys, scored):
+    h = auth(keys["north"])
+    new = client.get("/localities/North/rising-risk?section=new", headers=h).json()
+    assert [r["rank"] for r in new["rows"]] == [3, 4, 5] and new["total"] == 3 and new["partial"] is False
+    # ranks 1, 3, 5 have falls_prevention;telecare (odd ranks)
+    telecare = client.get("/localities/North/rising-risk?offer=telecare", headers=h).json()
+    assert [r["rank"] for r in telecare["rows"]] == [1, 3, 5]
+    assert client.get("/localities/North/rising-risk?offer=tele", headers=h).json()["total"] == 0  # whole ids
+    practice = client.get("/localities/North/rising-risk?gp_practice=G82001", headers=h).json()
+    assert [r["rank"] for r in practice["rows"]] == [1, 2]
+    both = client.get("/localities/North/rising-risk?gp_practice=G82002&offer=falls_prevention&format=csv",
+                      headers=h)
+    assert [row["rank"] for row in csv.DictReader(io.StringIO(both.text))] == ["3", "5"]
+    assert both.headers["x-total-count"] == "2"
 
 
 def test_list_csv_rows(client, keys, scored):
@@ -56,10 +79,11 @@ def test_list_csv_rows(client, keys, scored):
     assert 'filename="rising-risk_North_2026-W48.csv"' in r.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [row["rank"] for row in rows] == ["1", "2", "3", "4", "5"]
-    assert rows[0]["score"] == "0.9"
+    assert rows[0]["risk_percent"] == "90.0%"
     assert rows[0]["nhs_number"] == scored.people[rows[0]["person_id"]].nhs_number
-    assert rows[0]["reasons"] == "2 falls in last 6 months; lives alone"  # rank 1 -> 2 reasons
-    assert rows[2]["new_this_week"] == "yes" and rows[0]["new_this_week"] == "no"
+    assert rows[0]["top_reasons"] == "2 falls in last 6 months; lives alone"  # rank 1 -> 2 reasons
+    assert rows[2]["section"] == "new" and rows[0]["section"] == "top"
+    assert rows[2]["what_changed"] == "emergency admission on 12 Nov 2026" and rows[0]["what_changed"] == ""
 
 
 def test_list_xlsx_opens_and_has_rows(client, keys, scored):
@@ -68,9 +92,20 @@ def test_list_xlsx_opens_and_has_rows(client, keys, scored):
     assert r.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     sheet = openpyxl.load_workbook(io.BytesIO(r.content)).active
     values = list(sheet.values)
-    assert values[0][:3] == ("rank", "person_id", "score")  # analyst: no nhs_number column
+    assert values[0][:3] == ("Rank", "Section", "Person id")  # analyst: no NHS number column
     assert len(values) == 1 + 4
-    assert values[1][2] == 0.68  # South's top score
+    assert values[1][5] == 0.68  # South's top risk, a number shown through the risk format
+    assert sheet.freeze_panes == "A2"
+
+
+def test_cohort_funnel_route_is_suppressed_and_scoped(client, keys):
+    body = client.get("/localities/North/cohort", headers=auth(keys["north"])).json()
+    assert body["week"] == "2026-W48"
+    assert [(s["step"], s["people"], s["shown"]) for s in body["steps"]][:3] == [
+        ("residents", 30, "30"), ("under_min_age", None, "<8"), ("inpatient", 10, "10")]
+    assert body["steps"][-1] == {"step": "in_cohort", "label": "In the list cohort", "people": 15, "shown": "15"}
+    assert client.get("/localities/North/cohort", headers=auth(keys["south"])).status_code == 403
+    assert client.get("/localities/East/cohort", headers=auth(keys["analyst"])).status_code == 404
 
 
 def test_resident_score_latest_and_history(client, keys, scored):

@@ -1,0 +1,340 @@
+"""What changed for a new or rising person since the comparison week, in words with dates (DESIGN §6).
+
+Computed from the DIFFERENCE between the two weeks, not from this week's reasons:
+1. the person's model inputs at T and at the comparison date C (both feature tables are kept per week);
+2. each feature's contribution at T minus at C, both from the current model (so a model change cannot
+   masquerade as a change in the person): the features whose value changed AND whose contribution rose
+   are what moved the score up;
+3. those features are grouped into the event that explains them (one emergency admission moves
+   ``emergency_admissions_3m``, ``bed_days_12m`` and ``hfrs`` together), the groups ranked by the
+   contribution they added, and each is said with the dated events found in the clean sources in [C, T)
+   ("emergency admission on 12 Nov 2026", "household bereavement in October 2026", "first fall recorded
+   on 3 Nov 2026"). A change with no dated event behind it (a window rolling on) is said from the feature.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+
+from expectations.contract import EMERGENCY_ADMISSION_METHODS, REABLEMENT_SERVICE_TYPE
+from features.registry import EFI_DEFICIT_COLUMNS, FEATURES, MODEL_FEATURES, reason_text
+
+PERSON = "person_id"
+#: At most this many changes are named per person (the biggest first).
+MAX_CHANGES = 3
+
+#: Which event explains a change in each model input. Features not named here are said from the feature.
+EVENT_OF_FEATURE: dict[str, str] = {
+    **dict.fromkeys(("emergency_admissions_3m", "emergency_admissions_12m", "emergency_admissions_24m",
+                     "bed_days_12m", "hfrs", "utilisation_trend"), "hospital"),
+    **dict.fromkeys(("ae_attendances_3m", "ae_attendances_12m", "ae_attendances_24m", "ambulance_arrivals_3m",
+                     "ambulance_arrivals_12m", "ambulance_arrivals_24m"), "ae"),
+    **dict.fromkeys(("falls_12m", "falls_gp_12m", "ae_falls_12m", "falls_admissions_12m", "falls_admissions_24m",
+                     "days_since_last_fall", "efi_falls"), "fall"),
+    **dict.fromkeys(("bereaved_3m", "bereaved_6m", "bereaved_12m", "lives_alone", "household_size"), "household"),
+    **dict.fromkeys(("dementia", "carer", "housebound", "efi", "multimorbidity_count",
+                     *(c for c in EFI_DEFICIT_COLUMNS.values() if c != "efi_falls")), "gp_record"),
+    **dict.fromkeys(("requests_without_service_12m", "reablement_12m", "equipment",
+                     "social_isolation_support_12m"), "social_care"),
+    "age": "birthday",
+    "gp_contacts_12m": "gp_contact",
+}
+#: Features that change by themselves as time passes (the days since a fall grow by a week every week):
+#: a rise in them is not a change in the person's records.
+GROWS_WITH_TIME: frozenset[str] = frozenset({"days_since_last_fall"})
+#: When a change is explained by events of several kinds, try them in this order (utilisation_trend rises
+#: with an admission or an A&E visit).
+FALLBACK_EVENTS: dict[str, tuple[str, ...]] = {"hospital": ("hospital", "ae"), "gp_record": ("gp_record", "fall")}
+
+
+class Explainer(Protocol):
+    """What the current model offers: per-feature contributions (rows x ``feature_names``)."""
+
+    feature_names: list[str]
+
+    def contributions_of(self, features: pl.DataFrame) -> np.ndarray: ...
+
+
+def day_text(d: date) -> str:
+    return f"{d.day} {d.strftime('%b %Y')}"
+
+
+def month_text(d: date) -> str:
+    return d.strftime("%B %Y")
+
+
+def _dates_text(dates: Sequence[date]) -> str:
+    dates = sorted(set(dates))
+    if len(dates) == 1:
+        return f"on {day_text(dates[0])}"
+    return "on " + ", ".join(day_text(d) for d in dates[:-1]) + f" and {day_text(dates[-1])}"
+
+
+# --- dated events in [C, T) from the clean sources --------------------------------------------------------
+
+
+def _gp_concepts() -> pl.DataFrame:
+    rows: list[tuple[str, str, str]] = []
+    named = {"dementia": "dementia", "carer": "recorded as a carer", "housebound": "recorded as housebound"}
+    for feature, words in named.items():
+        for code in FEATURES[feature].codelists[0].codes():
+            rows.append((code, feature, words))
+    for column in EFI_DEFICIT_COLUMNS.values():
+        if column == "efi_falls":
+            continue
+        words = FEATURES[column].reason(True) or column
+        for code in FEATURES[column].codelists[0].codes():
+            rows.append((code, column, words))
+    return pl.DataFrame(rows, schema={"snomed_code": pl.String, "concept": pl.String, "words": pl.String},
+                        orient="row").unique(["snomed_code", "concept"])
+
+
+def _scan(clean_dir: Path, source: str) -> pl.LazyFrame | None:
+    path = clean_dir / f"{source}.parquet"
+    return pl.scan_parquet(path) if path.exists() else None
+
+
+def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
+    """Dated events per person in [start, end): person_id, kind, date, detail.
+
+    ``people``: person_id, start (the comparison date C), end (the index date T).
+    """
+    clean_dir = Path(clean_dir)
+    ids = people.lazy().select(PERSON, "start", "end")
+    frames: list[pl.LazyFrame] = []
+
+    def between(column: str) -> pl.Expr:
+        return (pl.col(column) >= pl.col("start")) & (pl.col(column) < pl.col("end"))
+
+    spells = _scan(clean_dir, "hospital_spells")
+    if spells is not None:
+        joined = spells.join(ids, on=PERSON, how="inner")
+        emergency = pl.col("admission_method").is_in(list(EMERGENCY_ADMISSION_METHODS))
+        frames.append(joined.filter(between("admission_date")).select(
+            PERSON, pl.lit("hospital").alias("kind"), pl.col("admission_date").alias("date"),
+            pl.when(emergency).then(pl.lit("emergency admission")).otherwise(pl.lit("hospital admission"))
+            .alias("detail")))
+        frames.append(joined.filter(between("discharge_date") & (pl.col("admission_date") < pl.col("start"))).select(
+            PERSON, pl.lit("hospital").alias("kind"), pl.col("discharge_date").alias("date"),
+            pl.lit("discharged from hospital").alias("detail")))
+        fall_codes = sorted(FEATURES["falls_admissions_12m"].codelists[0].codes())
+        diagnoses = pl.concat_list(pl.col("primary_diagnosis"), pl.col("secondary_diagnoses").fill_null("").str.split(","))
+        frames.append(joined.filter(between("admission_date") & emergency).with_columns(diagnoses.alias("_dx"))
+                      .explode("_dx")
+                      .filter(pl.col("_dx").str.strip_chars().str.to_uppercase().str.slice(0, 3).is_in(fall_codes))
+                      .select(PERSON, pl.lit("fall").alias("kind"), pl.col("admission_date").alias("date"),
+                              pl.lit("fall (emergency admission)").alias("detail")))
+    ae = _scan(clean_dir, "ae_attendances")
+    if ae is not None:
+        joined = ae.join(ids, on=PERSON, how="inner").filter(between("arrival_date"))
+        falls = sorted(FEATURES["ae_falls_12m"].codelists[0].codes())
+        frames.append(joined.select(
+            PERSON, pl.lit("ae").alias("kind"), pl.col("arrival_date").alias("date"),
+            pl.when(pl.col("arrival_mode") == "1").then(pl.lit("A&E attendance by ambulance"))
+            .otherwise(pl.lit("A&E attendance")).alias("detail")))
+        frames.append(joined.filter(pl.col("chief_complaint_snomed").is_in(falls)
+                                    | pl.col("diagnosis_snomed").is_in(falls).fill_null(False))
+                      .select(PERSON, pl.lit("fall").alias("kind"), pl.col("arrival_date").alias("date"),
+                              pl.lit("fall (A&E)").alias("detail")))
+    gp = _scan(clean_dir, "gp_events")
+    if gp is not None:
+        joined = gp.join(ids, on=PERSON, how="inner").filter(between("event_date"))
+        falls = sorted(FEATURES["falls_gp_12m"].codelists[0].codes())
+        frames.append(joined.filter(pl.col("snomed_code").is_in(falls)).select(
+            PERSON, pl.lit("fall").alias("kind"), pl.col("event_date").alias("date"),
+            pl.lit("fall (GP record)").alias("detail")))
+        frames.append(joined.select(PERSON, pl.lit("gp_contact").alias("kind"), pl.col("event_date").alias("date"),
+                                    pl.lit("GP contact").alias("detail")))
+        frames.append(joined.join(_gp_concepts().lazy(), on="snomed_code", how="inner").select(
+            PERSON, pl.lit("gp_record").alias("kind"), pl.col("event_date").alias("date"),
+            pl.col("words").alias("detail")))
+    sc = _scan(clean_dir, "social_care_events")
+    if sc is not None:
+        joined = sc.join(ids, on=PERSON, how="inner").filter(between("event_start_date"))
+        detail = (
+            pl.when(pl.col("event_type") == "Request").then(pl.lit("request for care support"))
+            .when(pl.col("service_type") == REABLEMENT_SERVICE_TYPE).then(pl.lit("reablement started"))
+            .when(pl.col("service_component") == "Equipment").then(pl.lit("equipment provided"))
+            .when(pl.col("primary_support_reason").str.contains("Isolation")).then(pl.lit("support for social isolation"))
+            .otherwise(None)
+        )
+        frames.append(joined.select(PERSON, pl.lit("social_care").alias("kind"),
+                                    pl.col("event_start_date").alias("date"), detail.alias("detail"))
+                      .filter(pl.col("detail").is_not_null()))
+    residents = _scan(clean_dir, "residents")
+    if residents is not None:
+        deaths = _scan(clean_dir, "deaths")
+        people_all = residents.select(PERSON, "uprn", "date_of_birth", "date_of_death")
+        if deaths is not None:
+            people_all = people_all.join(
+                deaths.group_by(PERSON).agg(pl.col("date_of_death").min().alias("_d")), on=PERSON, how="left"
+            ).with_columns(pl.min_horizontal("date_of_death", "_d").alias("date_of_death")).drop("_d")
+        mine = people_all.join(ids, on=PERSON, how="inner")
+        others = people_all.filter(pl.col("date_of_death").is_not_null() & pl.col("uprn").is_not_null()).select(
+            pl.col(PERSON).alias("_other"), "uprn", pl.col("date_of_death").alias("_died"))
+        frames.append(mine.filter(pl.col("uprn").is_not_null()).join(others, on="uprn", how="inner")
+                      .filter((pl.col("_other") != pl.col(PERSON)) & between("_died"))
+                      .select(PERSON, pl.lit("household").alias("kind"), pl.col("_died").alias("date"),
+                              pl.lit("household bereavement").alias("detail")))
+        # a birthday in [C, T): "turned 80"
+        birthday = pl.date(pl.col("end").dt.year(), pl.col("date_of_birth").dt.month(), pl.col("date_of_birth").dt.day())
+        frames.append(mine.with_columns(birthday.alias("_bday")).filter(between("_bday")).select(
+            PERSON, pl.lit("birthday").alias("kind"), pl.col("_bday").alias("date"),
+            pl.format("turned {}", (pl.col("end").dt.year() - pl.col("date_of_birth").dt.year())).alias("detail")))
+    schema = {PERSON: pl.String, "kind": pl.String, "date": pl.Date, "detail": pl.String}
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([f.select(list(schema)).cast(schema) for f in frames]).unique().collect().sort(
+        PERSON, "date", "kind", "detail")
+
+
+def _event_text(kind: str, events: list[tuple[date, str]], first_fall: bool) -> str:
+    """Words for one kind of event: "emergency admission on 12 Nov 2026", "household bereavement in October"."""
+    if kind == "household":
+        return "household bereavement in " + month_text(max(d for d, _ in events))
+    if kind == "birthday":
+        return events[-1][1]
+    if kind == "fall":
+        words = "first fall recorded" if first_fall else ("fall recorded" if len({d for d, _ in events}) == 1
+                                                           else f"{len({d for d, _ in events})} falls recorded")
+        return f"{words} {_dates_text([d for d, _ in events])}"
+    by_detail: dict[str, list[date]] = defaultdict(list)
+    for d, detail in events:
+        by_detail[detail].append(d)
+    parts = []
+    for detail, dates in by_detail.items():
+        if kind == "gp_record":
+            parts.append(f"{detail} first recorded {_dates_text(dates[:1])}")
+        elif len(set(dates)) > 1:
+            parts.append(f"{len(set(dates))} x {detail} {_dates_text(dates)}")
+        else:
+            parts.append(f"{detail} {_dates_text(dates)}")
+    return "; ".join(parts)
+
+
+def _feature_text(name: str, before: Any, now: Any) -> str:
+    """A change with no dated event behind it, said from the feature itself."""
+    text = reason_text(name, now)
+    if text:
+        return text
+    words = name.replace("_", " ")
+    return f"{words} now {now} (was {before})"
+
+
+# --- the per-person explanation ----------------------------------------------------------------------------
+
+
+def explain_changes(
+    current: pl.DataFrame,
+    previous: pl.DataFrame,
+    events: pl.DataFrame,
+    contributions_now: np.ndarray | None,
+    contributions_before: np.ndarray | None,
+    feature_names: list[str],
+    comparison_date: date,
+) -> dict[str, str]:
+    """person_id -> what changed, for people in both tables (aligned by person_id, same order)."""
+    if current.height == 0:
+        return {}
+    if current["person_id"].to_list() != previous["person_id"].to_list():
+        raise ValueError("current and previous feature rows must be aligned by person_id")
+    names = [n for n in feature_names if n in current.columns and n in previous.columns]
+    now_rows = current.select(PERSON, *names).to_dicts()
+    before_rows = previous.select(*names).to_dicts()
+    by_person: dict[str, list[tuple[date, str, str]]] = defaultdict(list)
+    for pid, kind, d, detail in events.select(PERSON, "kind", "date", "detail").iter_rows():
+        by_person[pid].append((d, kind, detail))
+    index = {n: feature_names.index(n) for n in names}
+    out: dict[str, str] = {}
+    since = day_text(comparison_date)
+    for i, (now, before) in enumerate(zip(now_rows, before_rows, strict=True)):
+        pid = now.pop(PERSON)
+        gains: dict[str, float] = defaultdict(float)  # event kind, or "feature:<name>" -> added contribution
+        changed_features: dict[str, list[str]] = defaultdict(list)
+        best: dict[str, tuple[float, str]] = {}
+        person_events = by_person.get(pid, [])
+        kinds_seen = {k for _, k, _ in person_events}
+        for name in names:
+            a, b = now[name], before[name]
+            if a == b or (a is None and b is None):
+                continue
+            if name in GROWS_WITH_TIME and a is not None and b is not None and a > b:
+                continue
+            if contributions_now is not None and contributions_before is not None:
+                gain = float(contributions_now[i, index[name]] - contributions_before[i, index[name]])
+            else:  # no attributions available: every change that is itself a reason counts equally
+                gain = 1.0 if reason_text(name, a) else 0.0
+            if gain <= 0:
+                continue
+            kind = EVENT_OF_FEATURE.get(name)
+            candidates = FALLBACK_EVENTS.get(kind, (kind,)) if kind else ()
+            found = next((k for k in candidates if k in kinds_seen), None)
+            # No dated event behind it: one text per kind of change, said from its biggest feature.
+            key = found if found else f"feature:{kind or name}"
+            gains[key] += gain
+            changed_features[key].append(name)
+            best[key] = max(best.get(key, (gain, name)), (gain, name))
+        if not gains:
+            out[pid] = f"No change in the records since {since} raised the risk"
+            continue
+        texts: list[str] = []
+        for key, _ in sorted(gains.items(), key=lambda kv: -kv[1]):
+            if len(texts) == MAX_CHANGES:
+                break
+            if key.startswith("feature:"):
+                name = best[key][1]
+                text = _feature_text(name, before[name], now[name])
+            else:
+                events_of_kind = [(d, detail) for d, k, detail in person_events if k == key]
+                first_fall = key == "fall" and before.get("days_since_last_fall") is None
+                text = _event_text(key, events_of_kind, first_fall)
+            if text and text not in texts:
+                texts.append(text)
+        out[pid] = "; ".join(texts)
+    return out
+
+
+def what_changed(
+    current: pl.DataFrame,
+    previous: pl.DataFrame | None,
+    people: pl.DataFrame,
+    clean_dir: Path | None,
+    index_date: date,
+    comparison_date: date,
+    explainer: Explainer | None,
+) -> dict[str, str]:
+    """person_id -> what changed since ``comparison_date`` for ``people`` (a person_id column).
+
+    ``current``/``previous``: the feature tables at T and at C. People missing from ``previous`` were not
+    in the population at C (newly registered or moved in).
+    """
+    ids = people.select(PERSON).unique()
+    if ids.height == 0:
+        return {}
+    cur = current.join(ids, on=PERSON, how="inner").sort(PERSON)
+    if previous is None:
+        return {pid: f"Not available: the features of {day_text(comparison_date)} are no longer kept"
+                for pid in cur[PERSON]}
+    prev = previous.join(cur.select(PERSON), on=PERSON, how="inner").sort(PERSON)
+    out = {pid: f"Newly registered or moved into the area since {day_text(comparison_date)}"
+           for pid in cur.join(prev.select(PERSON), on=PERSON, how="anti")[PERSON]}
+    cur = cur.join(prev.select(PERSON), on=PERSON, how="semi").sort(PERSON)
+    names = explainer.feature_names if explainer is not None else [n for n in MODEL_FEATURES if n in cur.columns]
+    c_now = c_before = None
+    if explainer is not None and cur.height:
+        c_now, c_before = explainer.contributions_of(cur), explainer.contributions_of(prev)
+    events = (
+        change_events(clean_dir, cur.select(PERSON).with_columns(
+            pl.lit(comparison_date).alias("start"), pl.lit(index_date).alias("end")))
+        if clean_dir is not None
+        else pl.DataFrame(schema={PERSON: pl.String, "kind": pl.String, "date": pl.Date, "detail": pl.String})
+    )
+    out.update(explain_changes(cur, prev, events, c_now, c_before, names, comparison_date))
+    return out
