@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from upstream.settings import Settings
-from upstream.store import audit_log, get_engine, published_weeks, risk_lists, score_runs, scores, web_sessions
+from upstream.store import audit_log, get_engine, risk_lists, score_runs, scores, web_sessions
 
 
 def enforce_retention(settings: Settings, now: datetime | None = None) -> dict[str, int]:
