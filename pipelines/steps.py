@@ -94,6 +94,24 @@ def previous_validation_summary(settings: Settings, week: str) -> dict[str, Any]
     return json.loads((earlier[-1] / "ingest" / "validation_summary.json").read_text())
 
 
+def read_validation_summary(ingest_dir: Path) -> dict[str, Any]:
+    path = Path(ingest_dir) / "validation_summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def utc_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def new_local_run_id() -> str:
+    """An id for a weekly run started outside a Prefect flow run (tests calling the function directly)."""
+    from uuid import uuid4
+
+    return uuid4().hex
+
+
 def run_ingest(raw_dir: Path, index_date: date, settings: Settings) -> tuple[Path, dict[str, Any]]:
     """Validate, pseudonymise and quarantine the delivery into ``weeks/<week>/ingest``."""
     from expectations.ingest import ingest_delivery

@@ -335,6 +335,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from serving.web import build_router
 
     app.include_router(build_router(settings))
+    from serving.operations import build_operations_router  # issue 16: analyst pages (runs, monitoring)
+
+    app.include_router(build_operations_router(settings))
 
     @app.exception_handler(AuditUnavailable)
     async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> Response:
