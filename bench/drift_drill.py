@@ -88,7 +88,7 @@ def main() -> int:
                 )
             ).mappings().all()
         print(f"\n## {name}: state {state.name!r} ({seconds:.0f} s)")
-        if not fail:
+        if state.is_completed():  # a failed run wrote no monitoring: the rows would be an earlier run's
             for r in rows:
                 print(f"- {r['status']}: {r['kind']} {r['subject']} {r['metric']} = {r['value']} (threshold {r['threshold']})")
             if not rows:

@@ -272,6 +272,7 @@ def weekly(
     week = iso_week(when)
     flow_run_id = str(current_flow_run.id or steps.new_local_run_id())
     monitor.record_run_start(settings, flow_run_id, week, when)
+    step_log.info("%s  weekly run started", week, extra={"week": week, "starting": True})
     step = "ingest"
 
     def lap(done: str, following: str) -> None:
@@ -279,7 +280,9 @@ def weekly(
         now = time.perf_counter()
         timings[done] = round(now - clock, 2)
         clock = now
-        step_log.info("%s: %s done (%.1f s)", week, done, timings[done])
+        step_log.info(
+            "%s  %-8s done in %6.1f s", week, done, timings[done], extra={"week": week, "step": done}
+        )
         monitor.record_run_update(settings, flow_run_id, timings=dict(timings))
         step = following
 

@@ -262,8 +262,10 @@ def should_train(mode: str, settings: Settings) -> bool:
 def run_training(clean_dir: Path, index_date: date, settings: Settings, sample: int | None = None) -> Any:
     """Train as of the scoring date: ``models.train`` picks earlier dates whose 12-month outcomes are known."""
     from models.train import train_and_register
+    from upstream.console import quiet_prints
 
-    return train_and_register(Path(clean_dir), settings.target, index_date, settings, sample=sample)
+    with quiet_prints():  # MLflow prints "Successfully registered model ..." straight to stderr
+        return train_and_register(Path(clean_dir), settings.target, index_date, settings, sample=sample)
 
 
 def score_partition(features_path: Path, settings: Settings) -> pl.DataFrame:
