@@ -181,7 +181,10 @@ def configure_console(verbose: bool, stream: Any = None) -> StepHandler:
     stream = stream or sys.stderr
     root = logging.getLogger()
     for existing in list(root.handlers):
-        root.removeHandler(existing)
+        # Replace a previous console (or a plain basicConfig handler); leave others alone (pytest's capture).
+        plain = type(existing) is logging.StreamHandler and existing.stream in (sys.stderr, sys.stdout)
+        if isinstance(existing, StepHandler) or plain:
+            root.removeHandler(existing)
     handler = StepHandler(stream, verbose)
     handler.setFormatter(_Format(verbose))
     if not verbose:
@@ -201,12 +204,3 @@ def configure_console(verbose: bool, stream: Any = None) -> StepHandler:
         warnings.filterwarnings("ignore", message="\x1b")
     return handler
 
-
-def keep_console(handler: StepHandler) -> None:
-    """Put our handler back if a library reconfigured the root logger (Prefect does at first flow run)."""
-    root = logging.getLogger()
-    for existing in list(root.handlers):
-        if existing is not handler:
-            root.removeHandler(existing)
-    if handler not in root.handlers:
-        root.addHandler(handler)
