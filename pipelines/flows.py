@@ -255,8 +255,11 @@ def weekly(
     inject_failure: str | None = None,
     train_sample: int | None = None,
 ) -> dict:
-    """Ingest -> features -> (train) -> score -> lists for one week; re-running a week replaces it.
+    """Ingest -> features -> (train) -> score -> lists -> monitoring for one week; re-running a week replaces it.
 
+    Each run is recorded in ``weekly_runs`` (the analysts' run page). A crossed monitoring threshold or a
+    model kept as challenger ends the run in a COMPLETED state named "Completed with warnings" and sends an
+    alert; a failure records the step that failed and sends an alert before the flow fails.
     ``train``: ``auto`` trains only when there is no champion yet. ``inject_failure`` ("score" or
     "publish") is a failure drill: the run fails on purpose and the published week must not change.
     """
@@ -360,14 +363,17 @@ def weekly(
         lap("monitor", "done")
         progress.update(1.0, "monitored")
     except BaseException as exc:
-        monitor.record_run_update(
-            settings,
-            flow_run_id,
-            state="failed",
-            finished_at=steps.utc_now(),
-            timings=dict(timings),
-            error=f"step {step}: {type(exc).__name__}",
-        )
+        try:
+            monitor.record_run_update(
+                settings,
+                flow_run_id,
+                state="failed",
+                finished_at=steps.utc_now(),
+                timings=dict(timings),
+                error=f"step {step}: {type(exc).__name__}",
+            )
+        except Exception:  # the run's own failure is what matters: never mask it with a bookkeeping one
+            logger.warning("could not record the failed run %s in the run history", flow_run_id)
         if not isinstance(exc, KeyboardInterrupt):
             alerts.send_alert(alerts.run_failed(week, step, type(exc).__name__), settings)
         raise

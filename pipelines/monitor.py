@@ -285,6 +285,16 @@ def log_to_mlflow(settings: Settings, report: MonitoringReport) -> str | None:
     for start in range(0, len(metrics), 500):
         client.log_batch(run.info.run_id, metrics=metrics[start : start + 500], tags=[RunTag("alerts", str(len(report.alerts)))])
     client.set_terminated(run.info.run_id)
+    if report.model_name and report.model_version:
+        # From the registered model to its weekly health: the registry page shows where to look.
+        try:
+            client.set_model_version_tag(report.model_name, str(report.model_version), "monitoring_experiment", name)
+            client.set_model_version_tag(report.model_name, str(report.model_version), "last_monitored_week", report.week)
+            client.set_model_version_tag(
+                report.model_name, str(report.model_version), "last_monitoring_alerts", str(len(report.alerts))
+            )
+        except Exception:  # a tag is a convenience; the metrics are already logged
+            log.warning("could not tag %s v%s with its monitoring run", report.model_name, report.model_version)
     return run.info.run_id
 
 

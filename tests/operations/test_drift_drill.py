@@ -61,6 +61,29 @@ def _week_results(home, index_date):
     return [dict(r) for r in rows]
 
 
+def post_week(drill):
+    from pipelines.scoring import iso_week
+
+    return iso_week(drill["extract"])
+
+
+def test_monitoring_is_logged_to_mlflow_per_week_on_the_champion(drill):
+    from mlflow.tracking import MlflowClient
+
+    settings = Settings(home=drill["home"])
+    client = MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name("upstream-crisis-monitoring")
+    runs = client.search_runs([experiment.experiment_id])
+    # week 1, unchanged, older, 40% missing: four monitored runs (the failed runs never reached monitoring)
+    assert len(runs) == 4
+    assert {r.data.tags["model_name"] for r in runs} == {"upstream-crisis"}
+    assert {r.data.tags["model_version"] for r in runs} == {"1"}
+    history = client.get_metric_history(runs[0].info.run_id, "feature_drift.age.smd")
+    assert history and history[0].step == drill["extract"].toordinal() // 7
+    version = client.get_model_version("upstream-crisis", "1")
+    assert version.tags["last_monitored_week"] == post_week(drill)
+
+
 def _alerts(rows):
     return {(r["kind"], r["subject"], r["metric"]) for r in rows if r["status"] == "alert"}
 
@@ -81,6 +104,8 @@ def test_older_population_raises_the_age_drift_alert(drill):
     assert not any(kind == "volume" for kind, _, _ in flagged)  # same rows delivered
     state = drill["states"]["older"]
     assert state.is_completed() and state.name == "Completed with warnings"
+    result = state.result()  # the run's result is still there for the CLI
+    assert result["week"] == post_week(drill) and any("age" in w for w in result["warnings"])
     (post,) = drill["posts"]["older"]
     assert post["event"] == "monitoring_threshold" and "age" in post["text"]
     assert post["link"] == "https://upstream.example.nhs.uk/ui/monitoring"
