@@ -49,6 +49,9 @@ def drill(tmp_path_factory, prefect_harness, small_delivery_gate):
         week("half_gp", half_missing(raw, root / "half", "gp_events"), extract)
         week("forty_gp", half_missing(raw, root / "forty", "gp_events", missing=0.4), extract)
         week("failed", raw, extract, inject_failure="score")
+        # A retrained model that must beat the champion by 0.5 AUROC is kept as challenger: an alert.
+        patch.setenv("UPSTREAM_GATE__MIN_AUROC_GAIN", "0.5")
+        week("challenger", raw, extract - timedelta(days=14), train="always")
     return out
 
 
@@ -74,14 +77,24 @@ def test_monitoring_is_logged_to_mlflow_per_week_on_the_champion(drill):
     client = MlflowClient(settings.tracking_uri)
     experiment = client.get_experiment_by_name("upstream-crisis-monitoring")
     runs = client.search_runs([experiment.experiment_id])
-    # week 1, unchanged, older, 40% missing: four monitored runs (the failed runs never reached monitoring)
-    assert len(runs) == 4
+    # week 1, unchanged, older, 40% missing, challenger: five monitored runs (failed runs never got there)
+    assert len(runs) == 5
     assert {r.data.tags["model_name"] for r in runs} == {"upstream-crisis"}
-    assert {r.data.tags["model_version"] for r in runs} == {"1"}
-    history = client.get_metric_history(runs[0].info.run_id, "feature_drift.age.smd")
+    assert {r.data.tags["model_version"] for r in runs} == {"1"}  # the challenger never scores
+    latest = next(r for r in runs if r.data.tags["week"] == post_week(drill))
+    history = client.get_metric_history(latest.info.run_id, "feature_drift.age.smd")
     assert history and history[0].step == drill["extract"].toordinal() // 7
+    from pipelines.scoring import iso_week
+
     version = client.get_model_version("upstream-crisis", "1")
-    assert version.tags["last_monitored_week"] == post_week(drill)
+    assert version.tags["last_monitored_week"] == iso_week(drill["extract"] - timedelta(days=14))
+
+
+def test_a_model_kept_as_challenger_raises_an_alert(drill):
+    state = drill["states"]["challenger"]
+    assert state.is_completed() and state.name == "Completed with warnings"
+    (post,) = drill["posts"]["challenger"]
+    assert post["event"] == "challenger_kept" and "v2" in post["text"]
 
 
 def _alerts(rows):
@@ -135,10 +148,11 @@ def test_failed_run_posts_an_alert_and_is_recorded(drill):
     with engine.connect() as conn:
         runs = conn.execute(sa.select(weekly_runs).order_by(weekly_runs.c.started_at)).mappings().all()
     assert [r["state"] for r in runs] == [
-        "completed", "completed", "completed with warnings", "failed", "completed with warnings", "failed"
+        "completed", "completed", "completed with warnings", "failed", "completed with warnings", "failed",
+        "completed with warnings",
     ]
     assert runs[3]["error"] == "step ingest: UpstreamError"
-    assert runs[-1]["error"] == "step score: InjectedFailure"
+    assert runs[5]["error"] == "step score: InjectedFailure"
     assert set(runs[0]["timings"]) == {"ingest", "features", "train", "score", "publish", "monitor"}
     assert runs[0]["training_run_id"] and runs[1]["training_run_id"] is None
     assert runs[1]["delivery"]["residents"]["rows_in"] == 3000
@@ -166,7 +180,7 @@ def test_analyst_pages_show_the_runs_and_the_monitoring(drill):
         runs = client.get("/ui/runs", headers={"X-API-Key": analyst})
         monitoring = client.get("/ui/monitoring", headers={"X-API-Key": analyst})
     assert runs.status_code == 200
-    assert runs.text.count('data-flow-run="') == 6
+    assert runs.text.count('data-flow-run="') == 7
     assert runs.text.count(">failed") == 2 and "step score: InjectedFailure" in runs.text
     assert "MLflow training run" in runs.text and "MLflow monitoring run" in runs.text
     # Delivery counts as published: the worked-out suppression of the summary's own counts
