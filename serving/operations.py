@@ -200,7 +200,8 @@ def build_operations_router(settings: Settings) -> APIRouter:
                     "monitoring_link": mlflow_link(settings, r["monitoring_run_id"]),
                 }
             )
-        return render("runs.html", principal=principal, runs=runs)
+        # request=: after the issue-13 merge, render() uses it for the sign-out form's CSRF token
+        return render("runs.html", request=request, principal=principal, runs=runs)
 
     @router.get("/monitoring", response_class=HTMLResponse)
     def monitoring_page(request: Request, principal: Caller) -> Response:
@@ -214,6 +215,7 @@ def build_operations_router(settings: Settings) -> APIRouter:
         flagged.sort(key=lambda r: (r["status"] != "alert", r["kind"], r["subject"]))
         return render(
             "monitoring.html",
+            request=request,
             principal=principal,
             latest=latest,
             model_version=next((r["model_version"] for r in rows if r["week"] == latest), None),
