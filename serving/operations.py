@@ -159,7 +159,10 @@ def mlflow_link(settings: Settings, run_id: str | None) -> str | None:
 
 
 def build_operations_router(settings: Settings) -> APIRouter:
-    from serving.web import error_page, render
+    from serving.web import _REDIRECT, _html_error, error_page, render
+
+    # Every status the pages answer is in the OpenAPI schema (schemathesis checks it).
+    responses = {**_REDIRECT, **_html_error(403, "Analyst and admin keys only")}
 
     router = APIRouter(prefix="/ui", tags=["web pages"])
     Caller = Annotated[Principal | None, Depends(optional_principal)]
@@ -171,7 +174,7 @@ def build_operations_router(settings: Settings) -> APIRouter:
             return error_page(principal, 403, "The run history and monitoring pages are for analyst and admin keys.")
         return None
 
-    @router.get("/runs", response_class=HTMLResponse)
+    @router.get("/runs", response_class=HTMLResponse, responses=responses)
     def runs_page(request: Request, principal: Caller) -> Response:
         """Each weekly run: state, timings per step, delivery counts and quarantine, model, links."""
         if (refused := refuse(principal)) is not None:
@@ -203,7 +206,7 @@ def build_operations_router(settings: Settings) -> APIRouter:
         # request=: after the issue-13 merge, render() uses it for the sign-out form's CSRF token
         return render("runs.html", request=request, principal=principal, runs=runs)
 
-    @router.get("/monitoring", response_class=HTMLResponse)
+    @router.get("/monitoring", response_class=HTMLResponse, responses=responses)
     def monitoring_page(request: Request, principal: Caller) -> Response:
         """Model health week by week: drift, score distribution, delivery volumes, performance."""
         if (refused := refuse(principal)) is not None:
