@@ -171,6 +171,12 @@ def log_and_register(
         for f in ("data_fingerprint.json", "codelist_versions.json", "features.json"):
             mlflow.log_artifact(str(tmp / f), "data")
         mlflow.set_tag("data_fingerprint", context["train_fingerprint"] + "/" + context["test_fingerprint"])
+        # Issue 16: what weekly monitoring compares against (bins and shares only, no rows).
+        from models.monitoring import REFERENCE_ARTIFACT, reference_profile
+
+        reference = reference_profile(example_source, context["features"], predictions[chosen], y_test)
+        (tmp / "reference.json").write_text(json.dumps(reference))
+        mlflow.log_artifact(str(tmp / "reference.json"), REFERENCE_ARTIFACT.rpartition("/")[0])
 
         # Raw figures (exact small counts) for data scientists with access to the tracking store only; the
         # API never serves them (serving.model_card serves the suppressed card and reader_metrics).

@@ -93,11 +93,13 @@ def run(args: argparse.Namespace) -> int:
             results.append(run_weekly(raw_dir, index_date, train, settings.home, train_sample=args.train_sample))
         latest = results[-1]
         print(f"\npublished {latest['week']}: {latest['n_scored']:,} residents scored")
+        for warning in latest.get("warnings") or []:
+            print(f"warning: {warning}")
         print(f"lists (CSV, Excel): {settings.home / 'lists' / latest['week']}")
         prefect_ui = api_url.removesuffix("/api") if api_url else "(temporary; run `prefect server start` to browse)"
-        print(f"Prefect UI:  {prefect_ui}")
-        print(f"MLflow UI:   mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
         if args.no_serve:
+            print(f"Prefect UI:  {prefect_ui}")
+            print(f"MLflow UI:   mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
             return 0
         import sqlalchemy as sa
 
@@ -117,13 +119,20 @@ def run(args: argparse.Namespace) -> int:
             )
         keys = demo_keys(settings, list(names))
         host, port = settings.serving.host, settings.serving.port
+        print(f"\nWeb page:    http://{host}:{port}/ui   (sign in with a key below)")
+        print(f"Analysts:    http://{host}:{port}/ui/runs and /ui/monitoring")
         print(f"API docs:    http://{host}:{port}/docs")
+        print(f"Prefect UI:  {prefect_ui}")
+        print(f"MLflow UI:   mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
         if keys is None:
             print("API keys:    serving.keys is not available; create keys with `upstream keys`")
         else:
             for role, key in keys.items():
-                print(f"API key ({role}): {key}")
+                print(f"Key ({role}): {key}")
+        print("Press Ctrl+C to stop.", flush=True)
         import uvicorn
 
-        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, log_level="info")
+        # Quiet: the addresses are printed above; -v shows uvicorn's start-up lines too.
+        log_level = "info" if getattr(args, "verbose", False) else "warning"
+        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, log_level=log_level)
     return 0

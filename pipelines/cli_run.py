@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         f"published {result['week']}: {result['n_scored']} residents scored; lists in {settings.home / 'lists' / result['week']}"
     )
     print("steps: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result["timings"].items()))
+    for warning in result.get("warnings") or []:
+        print(f"warning: {warning}")  # the run ended "Completed with warnings"; alerts were sent if configured
     if api_url is None:
         print(
             "Prefect: runs are recorded in the local Prefect database; `prefect server start` to browse them in the UI"

@@ -8,6 +8,7 @@ I/O tasks retry. Scale-out: ``weekly(dask_address=...)`` runs the feature and sc
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import date
 from pathlib import Path
@@ -25,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipelines import steps
+from pipelines import alerts, monitor, steps
 from pipelines.scoring import iso_week
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
@@ -130,6 +131,35 @@ def publish_task(run: steps.ScoreRun, home: str | None, inject_failure: str | No
         steps.check_injected(inject_failure, "publish")
 
     return steps.publish_run(run, _settings(home), before_commit=drill)
+
+
+@task(cache_policy=NO_CACHE)
+def monitor_task(
+    run: steps.ScoreRun,
+    features_paths: dict,
+    ingest_dir: str,
+    home: str | None,
+    flow_run_id: str | None,
+) -> monitor.MonitoringReport:
+    """Monitoring of the week just published (drift, volumes, performance): see ``pipelines.monitor``."""
+    settings = _settings(home)
+    summary = steps.read_validation_summary(Path(ingest_dir))
+    return monitor.monitor_week(
+        settings,
+        week=run.week,
+        index_date=run.index_date,
+        score_run_id=run.run_id,
+        features_paths=features_paths,
+        summary=summary,
+        previous_summary=steps.previous_validation_summary(settings, run.week),
+        clean_dir=Path(ingest_dir) / "clean",
+        flow_run_id=flow_run_id,
+    )
+
+
+#: One line per weekly step on the console (the CLI shows this logger, and quietens the rest).
+step_log = logging.getLogger("upstream.steps")
+COMPLETED_WITH_WARNINGS = "Completed with warnings"
 
 
 # --- flows ------------------------------------------------------------------------------------------
@@ -237,64 +267,151 @@ def weekly(
     inject_failure: str | None = None,
     train_sample: int | None = None,
 ) -> dict:
-    """Ingest -> features -> (train) -> score -> lists for one week; re-running a week replaces it.
+    """Ingest -> features -> (train) -> score -> lists -> monitoring for one week; re-running a week replaces it.
 
+    Each run is recorded in ``weekly_runs`` (the analysts' run page). A crossed monitoring threshold or a
+    model kept as challenger ends the run in a COMPLETED state named "Completed with warnings" and sends an
+    alert; a failure records the step that failed and sends an alert before the flow fails.
     ``train``: ``auto`` trains only when there is no champion yet. ``inject_failure`` ("score" or
     "publish") is a failure drill: the run fails on purpose and the published week must not change.
     """
+    from prefect.runtime import flow_run as current_flow_run
+    from prefect.states import Completed
+
     logger = get_run_logger()
     settings = _settings(home)
     timings: dict[str, float] = {}
+    warnings: list[str] = []
     clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[step] = round(now - clock, 2)
-        clock = now
-
     when = steps.resolve_index_date(Path(raw_dir), index_date)
-    progress = _Progress("weekly-progress", f"Weekly run for {iso_week(when)}")
-    runner = task_runner(dask_address)
+    week = iso_week(when)
+    flow_run_id = str(current_flow_run.id or steps.new_local_run_id())
+    monitor.record_run_start(settings, flow_run_id, week, when)
+    step_log.info("%s  weekly run started", week, extra={"week": week, "starting": True})
+    step = "ingest"
 
-    clean_dir = str(Path(ingest(raw_dir, when, home)) / "clean")
-    lap("ingest")
-    progress.update(0.25, "ingested")
-
-    features_paths = build_features.with_options(task_runner=runner)(
-        clean_dir, when, home, per_locality=bool(dask_address)
-    )
-    lap("features")
-    progress.update(0.45, "features built")
-
-    if steps.should_train(train, settings):
-        trained = train_flow(clean_dir, when, home, train_sample)
-        if steps.champion_ref(settings) is None:
-            reasons = "; ".join(getattr(trained, "gate_reasons", []) or []) or "see the MLflow run"
-            raise UpstreamError(f"the model trained this run was not promoted ({reasons}) and there is no champion")
-    else:
-        create_table_artifact(
-            table=steps.model_metrics_rows(settings, None),
-            key="model-metrics",
-            description="Champion model used for scoring (not retrained this run)",
+    def lap(done: str, following: str) -> None:
+        nonlocal clock, step
+        now = time.perf_counter()
+        timings[done] = round(now - clock, 2)
+        clock = now
+        step_log.info(
+            "%s  %-8s done in %6.1f s", week, done, timings[done], extra={"week": week, "step": done}
         )
-    lap("train")
-    progress.update(0.65, "model ready")
+        monitor.record_run_update(settings, flow_run_id, timings=dict(timings))
+        step = following
 
-    run = score.with_options(task_runner=runner)(features_paths, when, home, inject_failure)
-    lap("score")
-    progress.update(0.85, "scored")
+    try:
+        progress = _Progress("weekly-progress", f"Weekly run for {week}")
+        runner = task_runner(dask_address)
 
-    published = publish_lists(run, home, inject_failure)
-    lap("publish")
-    progress.update(1.0, "published")
-    logger.info("published %s: %s residents scored (run %s)", run.week, run.n_scored, run.run_id)
+        ingest_dir = Path(ingest(raw_dir, when, home))
+        clean_dir = str(ingest_dir / "clean")
+        summary = steps.read_validation_summary(ingest_dir)
+        monitor.record_run_update(
+            settings,
+            flow_run_id,
+            delivery=monitor.delivery_counts(summary),
+            data_docs=str(ingest_dir / "data_docs" / "index.html"),
+        )
+        lap("ingest", "features")
+        progress.update(0.2, "ingested")
+
+        features_paths = build_features.with_options(task_runner=runner)(
+            clean_dir, when, home, per_locality=bool(dask_address)
+        )
+        lap("features", "train")
+        progress.update(0.4, "features built")
+
+        if steps.should_train(train, settings):
+            trained = train_flow(clean_dir, when, home, train_sample)
+            monitor.record_run_update(settings, flow_run_id, training_run_id=getattr(trained, "run_id", None))
+            if steps.champion_ref(settings) is None:
+                reasons = "; ".join(getattr(trained, "gate_reasons", []) or []) or "see the MLflow run"
+                raise UpstreamError(f"the model trained this run was not promoted ({reasons}) and there is no champion")
+            if getattr(trained, "alias", None) == "challenger":
+                kept = alerts.challenger_kept(
+                    week, trained.model_name, trained.version, list(getattr(trained, "gate_reasons", []) or [])
+                )
+                warnings.append(kept.summary)
+                alerts.send_alert(kept, settings)
+        else:
+            create_table_artifact(
+                table=steps.model_metrics_rows(settings, None),
+                key="model-metrics",
+                description="Champion model used for scoring (not retrained this run)",
+            )
+        lap("train", "score")
+        progress.update(0.6, "model ready")
+
+        run = score.with_options(task_runner=runner)(features_paths, when, home, inject_failure)
+        model = steps.champion_ref(settings)
+        monitor.record_run_update(
+            settings,
+            flow_run_id,
+            score_run_id=run.run_id,
+            model_name=model.name if model else None,
+            model_version=model.version if model else None,
+        )
+        lap("score", "publish")
+        progress.update(0.75, "scored")
+
+        published = publish_lists(run, home, inject_failure)
+        lap("publish", "monitor")
+        progress.update(0.9, "published")
+        logger.info("published %s: %s residents scored (run %s)", run.week, run.n_scored, run.run_id)
+
+        try:
+            report = monitor_task(run, features_paths, str(ingest_dir), home, flow_run_id)
+        except Exception as exc:  # the lists are published: a monitoring fault is a warning, not a failed run
+            warnings.append(f"monitoring could not run ({type(exc).__name__})")
+            report = None
+        if report is not None:
+            monitor.record_run_update(settings, flow_run_id, monitoring_run_id=report.mlflow_run_id)
+            if report.alerts:
+                texts = report.alert_texts()
+                warnings += texts
+                alerts.send_alert(alerts.monitoring_threshold(week, texts), settings)
+        lap("monitor", "done")
+        progress.update(1.0, "monitored")
+    except BaseException as exc:
+        try:
+            monitor.record_run_update(
+                settings,
+                flow_run_id,
+                state="failed",
+                finished_at=steps.utc_now(),
+                timings=dict(timings),
+                error=f"step {step}: {type(exc).__name__}",
+            )
+        except Exception:  # the run's own failure is what matters: never mask it with a bookkeeping one
+            logger.warning("could not record the failed run %s in the run history", flow_run_id)
+        if not isinstance(exc, KeyboardInterrupt):
+            alerts.send_alert(alerts.run_failed(week, step, type(exc).__name__), settings)
+        raise
+
     create_markdown_artifact(
         markdown=(
             f"# Weekly run {run.week}\n\n- index date: {when}\n- residents scored: {run.n_scored}\n"
             f"- score run: `{run.run_id}`\n- lists: `{steps.lists_dir(settings, run.week)}`\n"
+            + "".join(f"- warning: {w}\n" for w in warnings)
         ),
         key="weekly-summary",
         description="What this weekly run published",
     )
-    return {**published, "n_scored": run.n_scored, "index_date": when.isoformat(), "timings": timings}
+    state_name = COMPLETED_WITH_WARNINGS if warnings else "Completed"
+    monitor.record_run_update(
+        settings, flow_run_id, state=state_name.lower(), finished_at=steps.utc_now(), warnings=warnings
+    )
+    result = {
+        **published,
+        "n_scored": run.n_scored,
+        "index_date": when.isoformat(),
+        "timings": timings,
+        "warnings": warnings,
+        "flow_run_id": flow_run_id,
+    }
+    if warnings:
+        # A distinguishable final state (Prefect shows the name; the type stays COMPLETED so nothing retries).
+        return Completed(name=COMPLETED_WITH_WARNINGS, data=result, message=f"{len(warnings)} warning(s)")
+    return result

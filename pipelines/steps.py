@@ -95,6 +95,24 @@ def previous_validation_summary(settings: Settings, week: str) -> dict[str, Any]
     return json.loads((earlier[-1] / "ingest" / "validation_summary.json").read_text())
 
 
+def read_validation_summary(ingest_dir: Path) -> dict[str, Any]:
+    path = Path(ingest_dir) / "validation_summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def utc_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def new_local_run_id() -> str:
+    """An id for a weekly run started outside a Prefect flow run (tests calling the function directly)."""
+    from uuid import uuid4
+
+    return uuid4().hex
+
+
 def run_ingest(raw_dir: Path, index_date: date, settings: Settings) -> tuple[Path, dict[str, Any]]:
     """Validate, pseudonymise and quarantine the delivery into ``weeks/<week>/ingest``."""
     from expectations.ingest import ingest_delivery
@@ -248,8 +266,10 @@ def should_train(mode: str, settings: Settings) -> bool:
 def run_training(clean_dir: Path, index_date: date, settings: Settings, sample: int | None = None) -> Any:
     """Train as of the scoring date: ``models.train`` picks earlier dates whose 12-month outcomes are known."""
     from models.train import train_and_register
+    from upstream.console import quiet_prints
 
-    return train_and_register(Path(clean_dir), settings.target, index_date, settings, sample=sample)
+    with quiet_prints():  # MLflow prints "Successfully registered model ..." straight to stderr
+        return train_and_register(Path(clean_dir), settings.target, index_date, settings, sample=sample)
 
 
 def score_partition(features_path: Path, settings: Settings) -> pl.DataFrame:

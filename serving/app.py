@@ -427,6 +427,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from serving.web import build_router
 
     app.include_router(build_router(settings))
+    from serving.operations import build_operations_router  # issue 16: analyst pages (runs, monitoring)
+
+    app.include_router(build_operations_router(settings))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_refused(request: Request, exc: RequestValidationError) -> Response:

@@ -22,6 +22,9 @@ TABLE_READERS = {
     "cohort_funnels": "weekly flow (writes suppressed counts only); API and web page: the cohort funnel of a locality",
     "api_keys": "`upstream keys` (admin, writes); API: every authenticated request (hash compared)",
     "audit_log": "API (appends one row per person-level access or refusal); admin keys through /audit",
+    "weekly_runs": "weekly flow (state, step timings, delivery row counts, model and MLflow run ids; no personal data); "
+    "analysts' run-history page",
+    "monitoring_results": "weekly flow (drift, volume and performance checks: aggregates only); analysts' monitoring page",
     "web_sessions": "web sign-in (writes the hash of a session id); API: requests with the session cookie",
 }
 IDENTIFYING_KINDS = {"nhs_number": "direct identifier: replaced by a keyed pseudonym (HMAC-SHA256) at ingest",

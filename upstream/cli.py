@@ -54,7 +54,9 @@ def _quiet_third_parties() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="upstream", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show every log line (Prefect, MLflow, GX) at debug level"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -72,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _quiet_third_parties()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from upstream.console import configure_console
+
+    # Quiet by default: one line per step, our warnings once, errors (issue 16); -v shows everything.
+    configure_console(args.verbose)
     if not args.verbose:
         # Prefect's API client logs every HTTP request at INFO: a wall of noise around our own INFO lines.
         for noisy in NOISY_LOGGERS:

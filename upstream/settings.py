@@ -121,6 +121,48 @@ class RetentionSettings(BaseModel):
     score_weeks: int | None = Field(104, ge=60)
 
 
+class MonitoringSettings(BaseModel):
+    """Weekly model-health checks (issue 16). PSI thresholds follow the usual credit-risk convention:
+    below 0.1 no real shift, 0.1-0.25 worth a look, above 0.25 the population has moved."""
+
+    psi_warn: float = Field(0.10, ge=0.0)
+    psi_alert: float = Field(0.25, ge=0.0)
+    #: Standardised mean difference of a numeric feature (the covariate-balance thresholds).
+    smd_warn: float = Field(0.10, ge=0.0)
+    smd_alert: float = Field(0.20, ge=0.0)
+    #: Relative change in a source's delivered rows against the previous delivery that raises an alert.
+    volume_change_alert: float = Field(0.20, ge=0.0)
+    #: Rise (absolute, e.g. 0.02 = 2 percentage points) in a source's quarantine rate that raises an alert.
+    quarantine_rate_rise_alert: float = Field(0.02, ge=0.0)
+    #: Observed/expected outside [1 - x, 1 + x] on a matured week raises an alert.
+    oe_tolerance: float = Field(0.20, ge=0.0)
+    #: Realised AUROC this far below the champion's test AUROC raises an alert.
+    auroc_drop_alert: float = Field(0.05, ge=0.0)
+    #: Weeks shown on the monitoring page (and matured weeks evaluated per run).
+    history_weeks: int = Field(12, ge=1, le=520)
+    #: The MLflow UI analysts open (links from the run-history page).
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+
+
+class AlertSettings(BaseModel):
+    """Where alerts go. Nothing is sent when neither a webhook nor SMTP is configured.
+
+    ``UPSTREAM_ALERTS__WEBHOOK_URL`` may carry a token (Teams/Slack incoming webhooks do): set it in the
+    environment, not the TOML file. ``public_url`` is the address analysts open (links in alerts).
+    """
+
+    webhook_url: SecretStr | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    email_from: str = "upstream@localhost"
+    email_to: list[str] = []
+    public_url: str = "http://127.0.0.1:8000"
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
 class Settings(BaseSettings):
     """All of Upstream's configuration. ``UPSTREAM_HOME`` is the root of everything it writes."""
 
@@ -140,6 +182,8 @@ class Settings(BaseSettings):
     offers: OffersSettings = OffersSettings()
     serving: ServingSettings = ServingSettings()
     retention: RetentionSettings = RetentionSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("home")
     @classmethod
@@ -204,6 +248,11 @@ class _TomlWithoutSecrets(TomlConfigSettingsSource):
         data = super().__call__()
         if "pseudo_key" in data:
             raise ValueError("pseudo_key must not be set in the TOML config file; use UPSTREAM_PSEUDO_KEY")
+        alerts = data.get("alerts") or {}
+        for name in ("webhook_url", "smtp_password"):
+            if isinstance(alerts, dict) and alerts.get(name):
+                raise ValueError(f"alerts.{name} must not be set in the TOML config file; "
+                                 f"use UPSTREAM_ALERTS__{name.upper()} in the environment")
         for name in ("database_url", "mlflow_tracking_uri"):
             if data.get(name) and urlsplit(str(data[name])).password:
                 raise ValueError(

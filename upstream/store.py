@@ -141,6 +141,46 @@ web_sessions = sa.Table(
 #: Columns added after the first release: (table, column) -> DDL type, added in place on older databases.
 _ADDED_COLUMNS = {("audit_log", "format"): "VARCHAR(8)", ("audit_log", "subject_hash"): "VARCHAR(64)"}
 
+#: One row per weekly flow run (issue 16): what the analysts' run-history page shows.
+weekly_runs = sa.Table(
+    "weekly_runs",
+    metadata,
+    sa.Column("flow_run_id", sa.String(64), primary_key=True),
+    sa.Column("week", sa.String(8), index=True),
+    sa.Column("index_date", sa.Date),
+    sa.Column("state", sa.String(40), nullable=False),  # running | completed | completed with warnings | failed
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("timings", sa.JSON, nullable=False, default=dict),  # step -> seconds
+    sa.Column("delivery", sa.JSON, nullable=False, default=dict),  # source -> {rows_in, rows_valid, rows_quarantined}
+    sa.Column("score_run_id", sa.String(64)),
+    sa.Column("model_name", sa.String(100)),
+    sa.Column("model_version", sa.String(20)),
+    sa.Column("training_run_id", sa.String(64)),  # MLflow run of a model trained by this flow run
+    sa.Column("monitoring_run_id", sa.String(64)),  # MLflow run holding this week's monitoring metrics
+    sa.Column("data_docs", sa.String(500)),  # path of the GX Data Docs index
+    sa.Column("warnings", sa.JSON, nullable=False, default=list),  # short texts, no personal data
+    sa.Column("error", sa.Text),
+)
+
+#: Monitoring results, one row per check per week (issue 16); read by the analysts' monitoring page.
+monitoring_results = sa.Table(
+    "monitoring_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("week", sa.String(8), nullable=False, index=True),
+    sa.Column("index_date", sa.Date, nullable=False),
+    sa.Column("flow_run_id", sa.String(64)),
+    sa.Column("kind", sa.String(30), nullable=False),  # feature_drift | score_drift | volume | quarantine | ...
+    sa.Column("subject", sa.String(100), nullable=False),  # feature, source or scored week
+    sa.Column("metric", sa.String(40), nullable=False),  # psi | relative_change | auroc | o_e | ...
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("status", sa.String(10), nullable=False),  # ok | warn | alert | info
+    sa.Column("model_version", sa.String(20)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
