@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipelines.cli_demo", "synthetic data, then the weekly flow, then the API"),
     "serve": ("serving.cli_serve", "start the API and the locality web pages"),
     "keys": ("serving.cli_keys", "create, list and revoke API keys"),
+    "actions": ("loop.cli_actions", "import what teams did for listed people (all rows or none)"),
+    "evaluate": ("loop.cli_evaluate", "evaluate the effect of offers on crisis, with a declared method"),
 }
 
 
