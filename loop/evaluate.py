@@ -241,28 +241,45 @@ def _effect_json(e: Effect) -> dict[str, Any]:
     }
 
 
-def evaluate(settings: Settings, week_from: str | None = None, week_to: str | None = None, seed: int = 0,
-             n_boot: int = N_BOOTSTRAP, clean_dir: Path | None = None) -> dict[str, Any]:
-    """Compute the evaluation report (not written; see ``write_report``)."""
+def _offered_with_closed_windows(settings: Settings, week_from: str, week_to: str,
+                                 clean_dir: Path) -> tuple[pl.DataFrame, date, int]:
+    """Offered people whose 12-month window has closed; the data end; how many were left out for that."""
     from loop.actions import read_actions, week_monday
     from models.labels import data_end
 
-    clean_dir = clean_dir or latest_clean_dir(settings)
     end = data_end(clean_dir)
-    week_from = week_from or "0000-W01"
-    week_to = week_to or "9999-W53"
-    acts = read_actions(settings, (week_from, week_to))
-    people = offered_people(acts)
+    people = offered_people(read_actions(settings, (week_from, week_to)))
     if people.is_empty():
         raise UpstreamError(f"no offers recorded between {week_from} and {week_to}: import actions first "
                             "(`upstream actions import --file F.csv`)")
     closed = people["week"].map_elements(
         lambda w: week_monday(w) + timedelta(days=OUTCOME_WINDOW_DAYS) <= end, return_dtype=pl.Boolean)
-    not_closed = int((~closed).sum())
-    people = people.filter(closed)
-    if people.is_empty():
+    if not closed.any():
         raise UpstreamError(f"no offer week between {week_from} and {week_to} has a closed 12-month window "
                             f"(data end {end})")
+    return people.filter(closed), end, int((~closed).sum())
+
+
+def crisis_only(settings: Settings, week_from: str = "0000-W01", week_to: str = "9999-W53", seed: int = 0,
+                n_boot: int = N_BOOTSTRAP, clean_dir: Path | None = None) -> Effect:
+    """The crisis effect alone (no PRISM check): what the repeated-seeds study needs."""
+    clean_dir = clean_dir or latest_clean_dir(settings)
+    people, _end, _ = _offered_with_closed_windows(settings, week_from, week_to, clean_dir)
+    rng = np.random.default_rng(seed)
+    frame, _ = frames_at_weeks(clean_dir, people, pl.DataFrame(schema={"person_id": pl.String, "week": pl.String,
+                                                                       "listed": pl.Boolean}), rng)
+    return att_ipw(frame, "accepted", "crisis", rng, n_boot)
+
+
+def evaluate(settings: Settings, week_from: str | None = None, week_to: str | None = None, seed: int = 0,
+             n_boot: int = N_BOOTSTRAP, clean_dir: Path | None = None) -> dict[str, Any]:
+    """Compute the evaluation report (not written; see ``write_report``)."""
+    from loop.actions import week_monday
+
+    clean_dir = clean_dir or latest_clean_dir(settings)
+    week_from = week_from or "0000-W01"
+    week_to = week_to or "9999-W53"
+    people, end, not_closed = _offered_with_closed_windows(settings, week_from, week_to, clean_dir)
     rng = np.random.default_rng(seed)
     listed = pl.concat([people.select("person_id", "week"), _listed_weeks(settings, week_from, week_to)]).unique()
     listed = listed.filter(listed["week"].map_elements(

@@ -215,6 +215,18 @@ def publish_lists(run: steps.ScoreRun, home: str | None = None, inject_failure: 
     }
 
 
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
+def follow_up_task(clean_dir: str, home: str | None) -> dict[str, Any]:
+    """Outcomes of everyone ever listed, for windows that have closed; ASCOF 2B (loop/outcomes.py)."""
+    from loop.outcomes import follow_up, write_ascof_2b
+
+    settings = _settings(home)
+    result = follow_up(Path(clean_dir), settings)
+    ascof = write_ascof_2b(Path(clean_dir), settings)
+    return {"listings_followed": result.listings, "outcome_rows_added": result.new_rows,
+            "windows_pending": result.pending, "ascof_2b": str(ascof)}
+
+
 @flow(name="weekly")
 def weekly(
     raw_dir: str,
@@ -275,6 +287,8 @@ def weekly(
 
     published = publish_lists(run, home, inject_failure)
     lap("publish")
+    follow_up = follow_up_task(clean_dir, home)
+    lap("outcomes")
     progress.update(1.0, "published")
     logger.info("published %s: %s residents scored (run %s)", run.week, run.n_scored, run.run_id)
     create_markdown_artifact(
@@ -285,4 +299,5 @@ def weekly(
         key="weekly-summary",
         description="What this weekly run published",
     )
-    return {**published, "n_scored": run.n_scored, "index_date": when.isoformat(), "timings": timings}
+    return {**published, "n_scored": run.n_scored, "index_date": when.isoformat(), "timings": timings,
+            "outcomes": follow_up}
