@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 import sqlalchemy as sa
 
-from expectations.contract import LONG_TERM_SERVICE_TYPES, REABLEMENT_SERVICE_TYPE
+from expectations.contract import CARE_HOME_SERVICE_TYPES, REABLEMENT_SERVICE_TYPE
 from upstream.disclosure import suppress_count
 from upstream.settings import Settings
 from upstream.store import actions, get_engine, listing_outcomes, published_weeks, risk_lists
@@ -32,7 +32,6 @@ OUTCOMES = ("emergency_admission", "care_escalation", "death")
 ASCOF_MIN_AGE = 65
 ASCOF_DAYS = 91
 REABLEMENT_AFTER_DISCHARGE_DAYS = 7
-CARE_HOME_TYPES = tuple(t for t in LONG_TERM_SERVICE_TYPES if "Residential" in t or "Nursing" in t)
 
 
 def listings(settings: Settings) -> pl.DataFrame:
@@ -145,12 +144,14 @@ def ascof_2b(clean_dir: Path, data_end: date | None = None) -> pl.DataFrame:
     clean_dir = Path(clean_dir)
     end = data_end or last_date(clean_dir)
     residents = pl.scan_parquet(clean_dir / "residents.parquet").select("person_id", "date_of_birth", "locality")
-    deaths = (pl.scan_parquet(clean_dir / "deaths.parquet").group_by("person_id")
-              .agg(pl.col("date_of_death").min().alias("_dod")))
+    # a death in either the residents file or the death registrations counts (as in models/labels.py)
+    deaths = (pl.concat([pl.scan_parquet(clean_dir / "residents.parquet").select("person_id", "date_of_death"),
+                         pl.scan_parquet(clean_dir / "deaths.parquet").select("person_id", "date_of_death")])
+              .group_by("person_id").agg(pl.col("date_of_death").min().alias("_dod")))
     sc = pl.scan_parquet(clean_dir / "social_care_events.parquet").filter(pl.col("event_type") == "Service")
     reab = sc.filter(pl.col("service_type") == REABLEMENT_SERVICE_TYPE).select(
         "person_id", pl.col("event_start_date").alias("reab_start"))
-    homes = sc.filter(pl.col("service_type").is_in(CARE_HOME_TYPES)).select(
+    homes = sc.filter(pl.col("service_type").is_in(CARE_HOME_SERVICE_TYPES)).select(
         "person_id", pl.col("event_start_date").alias("home_start"))
     discharges = (pl.scan_parquet(clean_dir / "hospital_spells.parquet")
                   .filter(pl.col("discharge_date").is_not_null())
