@@ -9,6 +9,7 @@ bad row's line and reason. Stored pseudonymised (``person_id``): analysts read a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -168,9 +169,13 @@ def _write_rejected(rejected: pl.DataFrame, path: Path, settings: Settings) -> P
     return target
 
 
-def store_actions(valid: pl.DataFrame, source: str, settings: Settings) -> int:
-    """Insert rows not recorded yet, in ONE transaction (all or nothing). Returns how many were new."""
-    if valid.is_empty():
+def store_actions(valid: pl.DataFrame, source: str, settings: Settings,
+                  also: Callable[[sa.Connection], object] | None = None) -> int:
+    """Insert rows not recorded yet, in ONE transaction (all or nothing). Returns how many were new.
+
+    ``also`` runs inside the same transaction (the API's audit row: an action is never stored unaudited).
+    """
+    if valid.is_empty() and also is None:
         return 0
     engine = get_engine(settings.db_url)
     t = actions_table
@@ -185,6 +190,8 @@ def store_actions(valid: pl.DataFrame, source: str, settings: Settings) -> int:
         rows = [dict(r, source=source, recorded_at=now) for r in new.iter_rows(named=True)]
         for start in range(0, len(rows), 5000):
             conn.execute(t.insert(), rows[start:start + 5000])
+        if also is not None:
+            also(conn)
     return len(rows)
 
 
@@ -204,3 +211,18 @@ def read_actions(settings: Settings, weeks: tuple[str, str] | None = None,
                                       "offer": pl.String, "reason": pl.String, "locality": pl.String,
                                       "source": pl.String, "recorded_at": pl.Datetime(time_zone="UTC")},
                         orient="row")
+
+
+def action_problem(action: str, offer: str | None, reason: str | None, offers: frozenset[str]) -> str | None:
+    """The rule of ``validate_actions`` for one row (the API's check); None when the action is valid."""
+    if action not in ACTIONS:
+        return f"action is not one of {', '.join(ACTIONS)}"
+    if action in OFFER_REQUIRED and not offer:
+        return "offer is required for offered/accepted/declined"
+    if offer and offer not in offers:
+        return f"offer is not in the service catalogue ({', '.join(sorted(offers))})"
+    if action in REASON_REQUIRED and not reason:
+        return "reason is required for not_appropriate"
+    if reason and len(reason) > MAX_REASON:
+        return f"reason is longer than {MAX_REASON} characters"
+    return None

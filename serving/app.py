@@ -156,6 +156,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     max_limit = settings.serving.max_list_limit
 
+    from serving.actions_api import register as register_action_routes
+
+    register_action_routes(app, settings)  # loop: actions teams record (serving/actions_api.py)
+
     @app.get("/health", response_model=Health, tags=["meta"])
     def health() -> Health:
         """Liveness only: no auth, no data."""
