@@ -88,8 +88,11 @@ def record_action(settings: Settings, principal: Principal, person_id: str, body
 
 def register(app: FastAPI, settings: Settings) -> None:
     """Add the action routes to the app (called once from serving.app.create_app)."""
+    from serving.app import error_responses
 
-    @app.post("/residents/{person_id}/actions", response_model=ActionOut, status_code=201, tags=["actions"])
+
+    @app.post("/residents/{person_id}/actions", response_model=ActionOut, status_code=201, tags=["actions"],
+              responses=error_responses(401, 403, 404, 503))
     def post_action(
         request: Request,
         person_id: Annotated[str, PathParam(pattern=PERSON_ID_PATTERN, description="Pseudonymised id")],
@@ -99,7 +102,7 @@ def register(app: FastAPI, settings: Settings) -> None:
         """Record an action for a resident of one of the key's localities (audited with the write)."""
         return record_action(settings, principal, person_id, body, engine_of(request))
 
-    @app.get("/actions", response_model=list[ActionRow], tags=["actions"])
+    @app.get("/actions", response_model=list[ActionRow], tags=["actions"], responses=error_responses(401, 403, 503))
     def get_actions(
         request: Request,
         principal: Annotated[Principal, Depends(require_principal)],
