@@ -35,9 +35,6 @@ ACTIONS: dict[str, str] = {
 OFFER_REQUIRED = frozenset({"offered", "accepted", "declined"})
 REASON_REQUIRED = frozenset({"not_appropriate"})
 IMPORT_COLUMNS = ("nhs_number", "week", "action", "offer", "reason")
-#: Until the service catalogue (upstream/offers.py, issue 10) is on this branch, the offer ids it declares.
-FALLBACK_OFFER_IDS = frozenset({"falls_prevention", "reablement", "telecare", "befriending", "bereavement_support",
-                                "carers_assessment", "dementia_support"})
 ISO_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 MAX_REASON = 500
 #: How many bad rows the error message itself lists (all of them are in the rejected-rows report).
@@ -45,14 +42,10 @@ SHOWN_BAD_ROWS = 10
 
 
 def offer_ids(settings: Settings) -> frozenset[str]:
-    """Offer ids from the service catalogue when it exists, else the declared fallback set."""
-    try:
-        from upstream.offers import load_catalogue  # type: ignore[import-not-found]
-    except ImportError:
-        return FALLBACK_OFFER_IDS
-    catalogue = load_catalogue(settings)
-    ids = getattr(catalogue, "ids", None) or getattr(catalogue, "offers", None) or catalogue
-    return frozenset(ids.keys() if isinstance(ids, dict) else ids)
+    """Offer ids of the service catalogue in force (upstream/offers.py): the one list of what can be offered."""
+    from upstream.offers import load_catalogue
+
+    return frozenset(load_catalogue(settings).ids)
 
 
 def week_monday(week: str) -> date:

@@ -89,3 +89,9 @@ def test_effect_outside_zero_to_one_is_refused(tmp_path, effect):
 def test_programme_needs_two_years_of_history(tmp_path):
     with pytest.raises(UpstreamError, match="2 years"):
         generate_delivery(tmp_path, residents=100, seed=1, years=1, programme_effect=0.2)
+
+
+def test_the_programme_offer_is_in_the_shipped_service_catalogue():
+    from upstream.offers import DEFAULT_CATALOGUE, parse_catalogue
+
+    assert Programme(effect=0.1, start=END).offer in parse_catalogue(DEFAULT_CATALOGUE).ids
