@@ -339,6 +339,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from serving.web import build_router
 
     app.include_router(build_router(settings))
+    from serving.web_actions import build_actions_router
+
+    app.include_router(build_actions_router(settings))  # per-row action forms (serving/web_actions.py)
 
     @app.exception_handler(AuditUnavailable)
     async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> Response:
