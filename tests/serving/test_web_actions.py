@@ -16,7 +16,8 @@ def _stored(settings, person_id: str) -> list[tuple[str, str | None]]:
 
 
 def test_form_records_an_action_with_a_valid_token_only(client, keys, scored, serving_settings):
-    person = scored.in_locality("North")[6]
+    listed = [r["person_id"] for r in scored.lists[("2026-W48", "North")]]
+    person = next(p for p in scored.in_locality("North") if p.person_id == listed[-1])
     page = client.get("/ui/localities/North/actions?week=2026-W48", headers=auth(keys["north"]))
     assert page.status_code == 200
     assert f'data-person="{person.person_id}"' in page.text
