@@ -4,7 +4,7 @@
                                              prints the true ATT, the estimate and whether the CI covers it
   seeds SIZE --n N --effect E --dir D        N seeds at a small size by direct calls (generate, ingest,
                                              import, evaluate without the model or the PRISM check); coverage
-  import --home H --raw D --rows N           time and peak memory of importing N action rows (valid)
+  import --home H --rows N                   time and peak memory of importing N action rows (valid)
   outcomes --home H --weeks 52 --listed K    outcome follow-up with a year of weekly lists (K people a week,
                                              drawn from the residents and published into the bench DB)
 
@@ -117,10 +117,8 @@ def cmd_import(a: argparse.Namespace) -> None:
     from upstream.settings import Settings
 
     settings = Settings(home=Path(a.home))
-    residents = pl.read_parquet(Path(a.raw) / "residents.parquet", columns=["nhs_number"])
-    from expectations.identifiers import nhs_number_valid_expr
-
-    nhs = residents.filter(nhs_number_valid_expr("nhs_number"))["nhs_number"].to_numpy()
+    # residents ingest accepted (the re-identification map), so every row is valid
+    nhs = pl.read_parquet(settings.reid_map_path)["nhs_number"].to_numpy()
     rng = np.random.default_rng(0)
     weeks = [f"2026-W{w:02d}" for w in range(1, 48)]
     acts = np.array(["contacted", "offered", "accepted", "declined"])
@@ -209,7 +207,6 @@ def main() -> None:
     s.add_argument("--dir", required=True)
     i = sub.add_parser("import")
     i.add_argument("--home", required=True)
-    i.add_argument("--raw", required=True)
     i.add_argument("--rows", type=int, default=100_000)
     o = sub.add_parser("outcomes")
     o.add_argument("--home", required=True)
