@@ -102,4 +102,18 @@ def build_actions_router(settings: Settings) -> APIRouter:
         return RedirectResponse(f"/ui/localities/{quote(locality)}/actions?week={week}&saved={quote(note)}",
                                 status_code=303)
 
+    @router.get("/evaluation", response_class=HTMLResponse, responses=errors)
+    def evaluation_page(request: Request, principal: Caller) -> Response:
+        """The latest ``upstream evaluate`` report, for analysts (aggregates only, counts already suppressed)."""
+        if principal is None:
+            return _to_login()
+        if principal.role not in ("analyst", "admin"):
+            record_access(engine_of(request), principal, "/ui/evaluation", 403)
+            return error_page(principal, 403, "The evaluation report is for analysts.")
+        reports = sorted((settings.home / "evaluation").glob("*/evaluation.md"))
+        if not reports:
+            return error_page(principal, 404, "No evaluation yet: run `upstream evaluate`.")
+        return render("evaluation.html", principal=principal, report=reports[-1].read_text(),
+                      folder=reports[-1].parent.name)
+
     return router

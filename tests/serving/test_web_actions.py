@@ -58,3 +58,14 @@ def test_form_applies_the_action_rules_and_scope(client, keys, scored, serving_s
 
 def test_analysts_do_not_get_the_form(client, keys):
     assert client.get("/ui/localities/North/actions", headers=auth(keys["analyst"])).status_code == 403
+
+
+def test_evaluation_report_is_linked_and_shown_to_analysts_only(client, keys, serving_settings):
+    folder = serving_settings.home / "evaluation" / "2026-11-29"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "evaluation.md").write_text("# Upstream evaluation\n\n- Risk ratio: 0.870 <script>\n")
+    home = client.get("/ui", headers=auth(keys["analyst"]), follow_redirects=False)
+    assert 'href="/ui/evaluation"' in home.text
+    page = client.get("/ui/evaluation", headers=auth(keys["analyst"]))
+    assert page.status_code == 200 and "Risk ratio: 0.870 &lt;script&gt;" in page.text  # escaped
+    assert client.get("/ui/evaluation", headers=auth(keys["north"])).status_code == 403
