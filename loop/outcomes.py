@@ -84,15 +84,16 @@ def follow_up(clean_dir: Path, settings: Settings, data_end: date | None = None)
                             schema={"person_id": pl.String, "week": pl.String, "window": pl.String}, orient="row")
     rows: list[pl.DataFrame] = []
     pending = 0
-    for week in people["week"].unique().sort().to_list():
+    # split once (not one filter per week and window: a year of lists is ~150 week x window pairs)
+    done_by = {key: part.select("person_id") for key, part in done.partition_by(["week", "window"], as_dict=True).items()}
+    for (week,), here in sorted(people.partition_by("week", as_dict=True).items()):
         t = week_monday(week)
-        here = people.filter(pl.col("week") == week)
         for name, length in WINDOWS.items():
             if t + length > end:
                 pending += len(here)
                 continue
-            todo = here.join(done.filter((pl.col("week") == week) & (pl.col("window") == name)),
-                             on="person_id", how="anti")
+            stored = done_by.get((week, name))
+            todo = here if stored is None else here.join(stored, on="person_id", how="anti")
             if todo.is_empty():
                 continue
             rows.append(outcomes_for_week(clean_dir, todo, t, length).with_columns(pl.lit(name).alias("window")))
