@@ -44,7 +44,7 @@ def build_actions_router(settings: Settings) -> APIRouter:
 
     errors = {**_REDIRECT, **_html_error(403, "Not a locality key for this locality, or a bad form token"),
               **_html_error(404, "No published list for that locality and week, or resident not found"),
-              **_html_error(422, "The action breaks a rule (e.g. an offer is required)"),
+              **_html_error(400, "The action breaks a rule (e.g. an offer is required); the page says which"),
               **_html_error(503, "The audit log could not be written")}
 
     @router.get("/localities/{locality}/actions", response_class=HTMLResponse, responses=errors)
@@ -87,7 +87,8 @@ def build_actions_router(settings: Settings) -> APIRouter:
         if principal is None:
             return _to_login()
         engine = engine_of(request)
-        if not hmac.compare_digest(csrf, csrf_token(settings, principal, week)):
+        # bytes, not str: compare_digest refuses non-ASCII strings (a forged form can send anything)
+        if not hmac.compare_digest(csrf.encode(), csrf_token(settings, principal, week).encode()):
             record_access(engine, principal, route, 403, person_id=person_id, locality=locality, week=week)
             return error_page(principal, 403, "The form has expired or did not come from this site; reload the page.")
         from fastapi import HTTPException
@@ -96,8 +97,9 @@ def build_actions_router(settings: Settings) -> APIRouter:
             out = record_action(settings, principal, person_id,
                                 ActionIn(week=week, action=action, offer=offer or None, reason=reason or None), engine)
         except HTTPException as exc:  # refused (and audited) by the API's rules
-            return render("error.html", status_code=exc.status_code, title="Not recorded", message=str(exc.detail),
-                          principal=principal)
+            # a broken rule is a 400 page here (422 stays FastAPI's JSON for malformed form fields)
+            return render("error.html", status_code=400 if exc.status_code == 422 else exc.status_code,
+                          title="Not recorded", message=str(exc.detail), principal=principal)
         note = "recorded" if out.recorded else "already recorded"
         return RedirectResponse(f"/ui/localities/{quote(locality)}/actions?week={week}&saved={quote(note)}",
                                 status_code=303)

@@ -53,7 +53,7 @@ def test_form_applies_the_action_rules_and_scope(client, keys, scored, serving_s
     r = client.post("/ui/localities/North/actions",
                     data={"person_id": north.person_id, "week": "2026-W48", "action": "not_appropriate",
                           "csrf": token}, headers=auth(keys["north"]), follow_redirects=False)
-    assert r.status_code == 422 and "reason is required" in r.text
+    assert r.status_code == 400 and "reason is required" in r.text
 
 
 def test_analysts_do_not_get_the_form(client, keys):
@@ -69,3 +69,11 @@ def test_evaluation_report_is_linked_and_shown_to_analysts_only(client, keys, se
     page = client.get("/ui/evaluation", headers=auth(keys["analyst"]))
     assert page.status_code == 200 and "Risk ratio: 0.870 &lt;script&gt;" in page.text  # escaped
     assert client.get("/ui/evaluation", headers=auth(keys["north"])).status_code == 403
+
+
+def test_a_non_ascii_token_is_refused_not_a_server_error(client, keys, scored):
+    pid = scored.in_locality("North")[0].person_id
+    r = client.post("/ui/localities/North/actions",
+                    data={"person_id": pid, "week": "2026-W48", "action": "contacted", "csrf": "z\u00e9\U0001d17d"},
+                    headers=auth(keys["north"]), follow_redirects=False)
+    assert r.status_code == 403
