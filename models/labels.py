@@ -56,11 +56,14 @@ def eligible_people(clean_dir: Path, index_date: date) -> pl.LazyFrame:
     )
 
 
-def build_labels(clean_dir: Path, index_date: date) -> pl.DataFrame:
-    """Outcome booleans per eligible person for the 12 months from ``index_date``."""
+def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_WINDOW) -> pl.DataFrame:
+    """Outcome booleans per eligible person for the 12 months (or ``window``) from ``index_date``.
+
+    ``window`` lets the outcome follow-up (loop/outcomes.py) use these same definitions at 91 days and 6 months.
+    """
     if not isinstance(index_date, date):
         raise UpstreamError(f"index_date must be a date, got {index_date!r}")
-    start, end = index_date, index_date + OUTCOME_WINDOW
+    start, end = index_date, index_date + window
     people = eligible_people(clean_dir, index_date)
 
     emergency = (

@@ -257,6 +257,18 @@ def publish_lists(run: steps.ScoreRun, home: str | None = None, inject_failure: 
     }
 
 
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
+def follow_up_task(clean_dir: str, home: str | None) -> dict[str, Any]:
+    """Outcomes of everyone ever listed, for windows that have closed; ASCOF 2B (loop/outcomes.py)."""
+    from loop.outcomes import follow_up, write_ascof_2b
+
+    settings = _settings(home)
+    result = follow_up(Path(clean_dir), settings)
+    ascof = write_ascof_2b(Path(clean_dir), settings)
+    return {"listings_followed": result.listings, "outcome_rows_added": result.new_rows,
+            "windows_pending": result.pending, "ascof_2b": str(ascof)}
+
+
 @flow(name="weekly")
 def weekly(
     raw_dir: str,
@@ -357,9 +369,13 @@ def weekly(
         progress.update(0.75, "scored")
 
         published = publish_lists(run, home, inject_failure)
-        lap("publish", "monitor")
-        progress.update(0.9, "published")
+        lap("publish", "outcomes")
+        progress.update(0.85, "published")
         logger.info("published %s: %s residents scored (run %s)", run.week, run.n_scored, run.run_id)
+
+        follow_up = follow_up_task(clean_dir, home)
+        lap("outcomes", "monitor")
+        progress.update(0.9, "outcomes followed up")
 
         try:
             report = monitor_task(run, features_paths, str(ingest_dir), home, flow_run_id)
@@ -410,6 +426,7 @@ def weekly(
         "timings": timings,
         "warnings": warnings,
         "flow_run_id": flow_run_id,
+        "outcomes": follow_up,
     }
     if warnings:
         # A distinguishable final state (Prefect shows the name; the type stays COMPLETED so nothing retries).

@@ -185,6 +185,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         icon = Path(__file__).parent / "static" / "favicon.svg"
         return Response(icon.read_bytes(), media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
+    from serving.actions_api import register as register_action_routes
+
+    register_action_routes(app, settings)  # loop: actions teams record (serving/actions_api.py)
+
     @app.get("/health", response_model=Health, tags=["meta"])
     def health() -> Health:
         """Liveness only: no auth, no data."""
@@ -427,6 +431,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from serving.web import build_router
 
     app.include_router(build_router(settings))
+    from serving.web_actions import build_actions_router
+
+    app.include_router(build_actions_router(settings))  # per-row action forms (serving/web_actions.py)
+
     from serving.operations import build_operations_router  # issue 16: analyst pages (runs, monitoring)
 
     app.include_router(build_operations_router(settings))

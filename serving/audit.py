@@ -25,6 +25,8 @@ PERSON_LEVEL_ROUTES: set[str] = {
     "/localities/{locality}/rising-risk",
     "/residents/{person_id}/score",
     "/ui/localities/{locality}",
+    "/ui/localities/{locality}/actions",  # the week's list with a form per resident (issue 11)
+    "/actions",  # what teams did, per (pseudonymised) person
 }
 _PERSON_ID_RE = re.compile(r"^[0-9a-f]{16,64}$")
 

@@ -51,6 +51,16 @@ def set_csrf_cookie(response: Response, request: Request, secure: bool) -> None:
         response.set_cookie(CSRF_COOKIE, issued, httponly=True, samesite="strict", secure=secure, path="/")
 
 
+def csrf_ok(request: Request, token: str) -> bool:
+    """True when the request may post: a script's header key, or a form token equal to the cookie's."""
+    bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+    if request.headers.get("x-api-key") or bearer:
+        return True
+    cookie = request.cookies.get(CSRF_COOKIE) or ""
+    # bytes: compare_digest refuses non-ASCII strings, and a forged form can send anything
+    return bool(cookie and token and _TOKEN_RE.match(cookie) and hmac.compare_digest(cookie.encode(), token.encode()))
+
+
 async def require_csrf(request: Request, csrf_token: Annotated[str, Form(max_length=128)] = "") -> None:
     """Dependency for POST routes: the form's token must equal the cookie's (constant-time compare).
 
@@ -58,9 +68,5 @@ async def require_csrf(request: Request, csrf_token: Annotated[str, Form(max_len
     form: a cross-site page cannot set those headers, so such requests need no token (the same route can
     serve the web form and API clients). Not any ``Authorization``: browsers re-send cached Basic
     credentials (e.g. a proxy's) on cross-site posts by themselves."""
-    bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
-    if request.headers.get("x-api-key") or bearer:
-        return
-    cookie = request.cookies.get(CSRF_COOKIE) or ""
-    if not (cookie and csrf_token and _TOKEN_RE.match(cookie) and hmac.compare_digest(cookie, csrf_token)):
+    if not csrf_ok(request, csrf_token):
         raise CsrfRejected()

@@ -25,6 +25,10 @@ TABLE_READERS = {
     "weekly_runs": "weekly flow (state, step timings, delivery row counts, model and MLflow run ids; no personal data); "
     "analysts' run-history page",
     "monitoring_results": "weekly flow (drift, volume and performance checks: aggregates only); analysts' monitoring page",
+    "actions": "locality keys and `upstream actions import` (write, pseudonymised, audited); API: /actions; "
+    "`upstream evaluate`",
+    "listing_outcomes": "weekly flow (outcome follow-up of everyone ever listed); `upstream evaluate`; "
+    "aggregates only on pages",
     "web_sessions": "web sign-in (writes the hash of a session id); API: requests with the session cookie",
 }
 IDENTIFYING_KINDS = {"nhs_number": "direct identifier: replaced by a keyed pseudonym (HMAC-SHA256) at ingest",

@@ -22,6 +22,7 @@ from expectations.contract import (
 )
 from synthetic import codes as C
 from synthetic.population import Population, to_days
+from synthetic.programme import ChunkProgramme, Programme
 from synthetic.simulate import (
     LTS_COMMUNITY,
     LTS_NONE,
@@ -75,6 +76,8 @@ class ChunkResult:
     tables: dict[str, pl.DataFrame]
     truth: dict[date, pl.DataFrame]
     living_nhs: np.ndarray  # residents alive at the extract with no deaths row (for deaths defects)
+    programme_actions: pl.DataFrame | None = None  # synthetic/programme.py, when a programme is simulated
+    programme_truth: tuple[float, float, int] = (0.0, 0.0, 0)
 
 
 def _support_reason(rng: np.random.Generator, age: np.ndarray, dem: np.ndarray, alone: np.ndarray) -> np.ndarray:
@@ -93,7 +96,8 @@ def _support_reason(rng: np.random.Generator, age: np.ndarray, dem: np.ndarray, 
 
 
 def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, world: World, grid_start: int,
-                   end_day: int, truth_dates: list[date], replicates: dict[str, int] | None = None) -> ChunkResult:
+                   end_day: int, truth_dates: list[date], replicates: dict[str, int] | None = None,
+                   programme: Programme | None = None) -> ChunkResult:
     """Run the weekly model for residents ``lo:hi`` and build their tables and truth."""
     P = C.pools()
     fall_codes = C.fall_event_codes()
@@ -167,6 +171,9 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
         days = base + rng.integers(lo_off, hi_off, len(ids))
         return np.minimum(days, death_day[ids])
 
+    prog = None if programme is None else ChunkProgramme(
+        programme, (to_days(programme.start) - grid_start) // 7, grid_start, n, seed, chunk,
+        np.random.default_rng([seed, 5, chunk]))
     for s in range(n_steps):
         if s in truth_steps:
             t = truth_steps[s]
@@ -180,7 +187,10 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
             truth_p[t] = (p_ea, np.where(pending, 1.0, p_ce), np.where(pending, 1.0, p_cr))
         f_before = st.f
         lts_before = st.lts.copy()
-        d = advance(st, sx, s, rng, w)
+        effect = None if prog is None else prog.before_week(s, st, sx, reg_g, w)
+        d = advance(st, sx, s, rng, w, effect=effect)
+        if prog is not None:
+            prog.after_week(s, d.ea)
         base = s * 7
         age = age0 + s * 7 / 365
 
@@ -393,7 +403,11 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
     for i in np.flatnonzero(tele_open):
         _close_tele(sc, i, tele_start[i], None)
 
-    return _build(pop, lo, hi, grid_start, end_g, death_day, gp, spells, ae, sc, deaths, truth_p, reg_g)
+    result = _build(pop, lo, hi, grid_start, end_g, death_day, gp, spells, ae, sc, deaths, truth_p, reg_g)
+    if prog is not None:
+        result.programme_actions = prog.actions(pop.nhs[lo:hi])
+        result.programme_truth = prog.truth_sums()
+    return result
 
 
 def _secondaries(rng: np.random.Generator, primary: np.ndarray, f: np.ndarray, dem: np.ndarray,

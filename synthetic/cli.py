@@ -23,6 +23,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="processes simulating chunks in parallel (same output whatever the number; "
                         "default: this machine's cores, at most 4)")
+    parser.add_argument("--programme-effect", type=float, default=None, metavar="E",
+                        help="simulate a past programme whose true effect is E (0 <= E < 1: relative reduction of "
+                        "the hazards of emergency admission and care escalation for 12 months after acceptance); "
+                        "writes programme_actions.csv and _truth/programme.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     summary = generate_delivery(
         args.out, residents=args.residents, seed=args.seed, years=args.years, defect_rate=args.defect_rate,
         fmt=args.fmt, end_date=args.end_date or DEFAULT_END_DATE, world=args.world, workers=args.workers,
+        programme_effect=args.programme_effect,
     )
     print(f"synthetic delivery: {summary.residents:,} residents, world={args.world}, seed={args.seed} "
           f"-> {summary.out_dir}")
@@ -45,5 +50,9 @@ def run(args: argparse.Namespace) -> int:
         auc = summary.oracle_auroc[t]
         print(f"  12 months from {t}: " + ", ".join(
             f"{o} {prev[o]:.1%} (oracle AUROC {auc[o]:.3f})" for o in prev))
+    if "programme_n_treated" in summary.extra:
+        print(f"  programme: {int(summary.extra['programme_n_treated']):,} accepted; true effect on crisis in 12 "
+              f"months: risk difference {summary.extra['programme_true_rd']:+.4f}, "
+              f"risk ratio {summary.extra['programme_true_rr']:.4f}")
     print(f"  elapsed {summary.elapsed_s:.1f} s")
     return 0

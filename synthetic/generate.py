@@ -26,6 +26,7 @@ from synthetic import codes as C
 from synthetic.chunk import TRUTH_COLUMNS, ChunkResult, simulate_chunk
 from synthetic.defects import inject
 from synthetic.population import Population, build_population, grid_start_day, to_days
+from synthetic.programme import ACTIONS_FILE, TRUTH_FILE, Programme, truth_summary
 from synthetic.worlds import WORLDS
 from upstream.errors import UpstreamError
 
@@ -119,19 +120,21 @@ def _init_worker(pop: Population | None) -> None:
 
 
 def _simulate_job(job: tuple) -> ChunkResult:
-    chunk, lo, hi, seed, world, grid_start, end_day, t_dates = job
+    chunk, lo, hi, seed, world, grid_start, end_day, t_dates, programme = job
     assert _POP is not None
-    return simulate_chunk(_POP, lo, hi, chunk, seed, WORLDS[world], grid_start, end_day, t_dates)
+    return simulate_chunk(_POP, lo, hi, chunk, seed, WORLDS[world], grid_start, end_day, t_dates,
+                          programme=programme)
 
 
 def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, defect_rate: float = 0.0,
                       fmt: Literal["parquet", "csv"] = "parquet", end_date: date = DEFAULT_END_DATE,
                       world: str = "default", truth_dates: Sequence[date] | None = None, *,
-                      workers: int = 1) -> GenerationSummary:
+                      workers: int = 1, programme_effect: float | None = None) -> GenerationSummary:
     """Generate a synthetic delivery into ``out_dir``; see the module docstring.
 
     ``workers`` > 1 simulates chunks in that many processes; output is identical (chunks are independent
-    and written in order).
+    and written in order). ``programme_effect`` (0 <= E < 1) simulates a past programme with that true
+    effect (synthetic/programme.py): ``programme_actions.csv`` and ``_truth/programme.json``.
     """
     started = time.perf_counter()
     if residents < 1:
@@ -146,6 +149,8 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
         raise UpstreamError("workers must be at least 1")
     if world not in WORLDS:
         raise UpstreamError(f"unknown world {world!r} (choose from {', '.join(WORLDS)})")
+    if programme_effect is not None and not 0 <= programme_effect < 1:
+        raise UpstreamError(f"--programme-effect must be at least 0 and below 1, got {programme_effect}")
     C.check_icd_lists()
     out_dir = Path(out_dir)
     window_start = to_days(end_date) - years * 365
@@ -161,12 +166,17 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
             if not fits(t):
                 raise UpstreamError(f"truth date {t} needs a full year of data after it inside the delivery window")
 
+    programme = None
+    if programme_effect is not None:
+        programme = Programme(effect=programme_effect, start=Programme.default_start(end_date))
+        if to_days(programme.start) - 365 < window_start:
+            raise UpstreamError("--programme-effect needs at least 2 years of history (--years 2 or more)")
     pop = build_population(residents, seed, end_date, window_start)
     out_dir.mkdir(parents=True, exist_ok=True)
     truth_dir = out_dir / "_truth"
     truth_dir.mkdir(exist_ok=True)
-    for old in truth_dir.glob("risk_*.parquet"):
-        old.unlink()
+    for old in [*truth_dir.glob("risk_*.parquet"), truth_dir / TRUTH_FILE, out_dir / ACTIONS_FILE]:
+        old.unlink(missing_ok=True)
     ext = "csv" if fmt == "csv" else "parquet"
     for name in SOURCES:
         for stale in (out_dir / f"{name}.csv", out_dir / f"{name}.parquet"):
@@ -179,7 +189,9 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
     fake_pool = pop.spare_nhs[: n_spare - 2000]
     truth_parts: dict[date, list[pl.DataFrame]] = {t: [] for t in t_dates}
     defect_parts: list[pl.DataFrame] = []
-    jobs = [(chunk, lo, hi, seed, world, grid_start, to_days(end_date), t_dates)
+    action_parts: list[pl.DataFrame] = []
+    programme_sums: list[tuple[float, float, int]] = []
+    jobs = [(chunk, lo, hi, seed, world, grid_start, to_days(end_date), t_dates, programme)
             for chunk, (lo, hi) in enumerate(_chunks(pop.household, CHUNK_RESIDENTS))]
     pool = None
     if workers > 1 and len(jobs) > 1:
@@ -207,6 +219,9 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
                 writers[name].write(out)
             for t, frame in result.truth.items():
                 truth_parts[t].append(frame)
+            if result.programme_actions is not None:
+                action_parts.append(result.programme_actions)
+                programme_sums.append(result.programme_truth)
     finally:
         for wr in writers.values():
             wr.close()
@@ -231,6 +246,15 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
         eligible = frame.filter(pl.col("eligible"))
         prevalence[t] = {o: float(eligible[f"y_{o}"].mean() or 0.0) for o in OUTCOMES}
         oracle[t] = {o: auroc(eligible[f"p_{o}"].to_numpy(), eligible[f"y_{o}"].to_numpy()) for o in OUTCOMES}
+    extra: dict[str, float] = {}
+    if programme is not None:
+        pl.concat(action_parts).write_csv(out_dir / ACTIONS_FILE)
+        truth = truth_summary(programme, programme_sums)
+        (truth_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n")
+        crisis = truth["crisis_12m"]
+        extra = {"programme_n_treated": float(crisis["n_treated"]),
+                 "programme_true_rd": float("nan") if crisis["risk_difference"] is None else crisis["risk_difference"],
+                 "programme_true_rr": float("nan") if crisis["risk_ratio"] is None else crisis["risk_ratio"]}
     meta = {"extract_date": end_date.isoformat(), "seed": seed, "residents": residents, "years": years,
             "world": world, "generator_version": GENERATOR_VERSION, "defect_rate": defect_rate, "format": fmt,
             "truth_dates": [t.isoformat() for t in t_dates]}
@@ -239,5 +263,5 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
         out_dir=out_dir, residents=residents, rows={k: wr.rows for k, wr in writers.items()},
         defects=len(defects), defects_by_kind=dict(sorted(defects.group_by("defect").len().iter_rows())),
         defects_path=defects_path, truth_paths=truth_paths, prevalence=prevalence, oracle_auroc=oracle,
-        elapsed_s=time.perf_counter() - started,
+        elapsed_s=time.perf_counter() - started, extra=extra,
     )

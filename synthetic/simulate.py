@@ -109,8 +109,12 @@ class Step:
 
 
 def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, frac: float = 1.0,
-            record: bool = True, burn_in: bool = False, suppress: str | None = None) -> Step:
+            record: bool = True, burn_in: bool = False, suppress: str | None = None,
+            effect: np.ndarray | None = None) -> Step:
     """Move the state on one week (in place) and return what happened.
+
+    ``effect`` (per person, 1 = none) multiplies the weekly hazards of emergency admission and of every
+    route into care escalation: the hook through which a simulated programme acts (synthetic/programme.py).
 
     ``burn_in`` (weeks before the data window) only lets recent falls and admissions accumulate, so the
     window starts with people's recent history already in their state; nobody dies or changes service.
@@ -135,6 +139,8 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
         w.ea_base + w.ea_f * f + w.ea_age * age_s + w.ea_dep * dep + w.ea_fall * st.fall_mem
         + w.ea_adm * st.adm_mem + w.ea_ber * st.ber_mem + w.ea_alone * alonef + w.ea_dem * demf + w.ea_u * sx.u,
         frac)
+    if effect is not None:
+        q_admit, p_ea_other = q_admit * effect, p_ea_other * effect
     p_ea = 1 - (1 - p_fall * q_admit) * (1 - p_ea_other)
     p_death = step_prob(w.death_base + w.death_f * f + w.death_age * age_s + w.death_dep * dep
                         + w.death_adm * st.adm_mem + w.death_dem * demf, frac)
@@ -148,6 +154,8 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
     no_lts = st.lts == LTS_NONE
     p_carehome = old * no_lts * expit(w.carehome_from_ea_base + w.carehome_from_ea_f * f
                                       + w.carehome_from_ea_dem * demf + w.carehome_from_ea_alone * alonef)
+    if effect is not None:
+        p_direct, p_reab_lts, p_carehome = p_direct * effect, p_reab_lts * effect, p_carehome * effect
     p_ce_not_via_ea = np.where(active, 1 - (1 - p_req * p_direct) * (1 - p_reab_lts), 0.0)
     p_ce = np.where(active, 1 - (1 - p_ce_not_via_ea) * (1 - p_ea * p_carehome), 0.0)
 
@@ -195,7 +203,7 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
                        np.where(request & (req_outcome == 3), direct_type,
                                 np.where(reab_to_lts, LTS_COMMUNITY, LTS_NONE)))
     p_escalate = (st.lts == LTS_COMMUNITY) * step_prob(w.escalate_base + w.escalate_f * f + w.escalate_dem * demf,
-                                                       frac)
+                                                       frac) * (1.0 if effect is None else effect)
     escalate = np.where(active & (r2[2] < p_escalate) & (new_lts == LTS_NONE), carehome_type, 0)
     p_dem = step_prob(w.dem_base + w.dem_age * age_s + w.dem_f * f, frac)
     dem_onset = active & ~dem & (r2[3] < p_dem)

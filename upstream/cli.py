@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serving.cli_serve", "start the API and the locality web pages"),
     "keys": ("serving.cli_keys", "create, list and revoke API keys"),
     "retention": ("upstream.cli_retention", "delete audit rows, sessions and weeks past their retention"),
+    "actions": ("loop.cli_actions", "import what teams did for listed people (all rows or none)"),
+    "evaluate": ("loop.cli_evaluate", "evaluate the effect of offers on crisis, with a declared method"),
 }
 
 

@@ -181,6 +181,40 @@ monitoring_results = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+#: What a team did for a listed person in a week (loop/actions.py declares the actions and their rules).
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("person_id", sa.String(64), nullable=False),
+    sa.Column("week", sa.String(8), nullable=False),  # ISO week of the listing, e.g. 2025-W20
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("offer", sa.String(60)),
+    sa.Column("reason", sa.String(500)),
+    sa.Column("locality", sa.String(80)),
+    sa.Column("source", sa.String(200), nullable=False),  # "import:<file name>" or "api:<key id>"
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("person_id", "week", "action", "offer", name="uq_actions_person_week_action_offer"),
+    sa.Index("ix_actions_week", "week"),
+)
+
+#: Outcome follow-up of every listed person (loop/outcomes.py): one row per person, listing week and window,
+#: written once the window has closed in the data.
+listing_outcomes = sa.Table(
+    "listing_outcomes",
+    metadata,
+    sa.Column("person_id", sa.String(64), nullable=False),
+    sa.Column("week", sa.String(8), nullable=False),
+    sa.Column("window", sa.String(8), nullable=False),  # 91d | 6m | 12m
+    sa.Column("locality", sa.String(80), nullable=False),
+    sa.Column("emergency_admission", sa.Boolean, nullable=False),
+    sa.Column("care_escalation", sa.Boolean, nullable=False),
+    sa.Column("death", sa.Boolean, nullable=False),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("person_id", "week", "window"),
+    sa.Index("ix_outcomes_week_locality", "week", "locality"),
+)
+
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
