@@ -33,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
 from models.labels import OUTCOME_WINDOW, TARGETS, build_labels, data_end, data_start
@@ -137,14 +138,9 @@ def choose_dates(
 def model_feature_names(frame: pl.DataFrame) -> list[str]:
     """Model inputs from the feature registry, in its order; for frames without a registry, every
     numeric or boolean column except identifiers."""
-    try:
-        from features.registry import MODEL_FEATURES
-    except ImportError:
-        MODEL_FEATURES = None
-    if MODEL_FEATURES:
-        names = [n for n in MODEL_FEATURES if n in frame.columns]
-        if names:
-            return names
+    names = [n for n in MODEL_FEATURES if n in frame.columns]
+    if names:
+        return names
     return [
         n for n, t in frame.schema.items()
         if n not in ID_COLUMNS and n not in TARGETS and (t.is_numeric() or t == pl.Boolean)

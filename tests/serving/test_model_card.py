@@ -50,14 +50,14 @@ def test_current_model_card_and_metrics(tmp_path):
         assert client.get("/models/current").status_code == 401
 
 
-def test_direct_mlflow_fallback_reads_the_same_champion(tmp_path):
-    """The path used when models.registry is absent: MLflow client, alias, run metrics, card artifact."""
-    from serving.model_card import NoChampion, _from_mlflow
+def test_model_card_reads_the_champion_through_models_registry(tmp_path):
+    """Serving's one path to the champion (there is no second, direct-MLflow path): alias, metrics, card."""
+    from serving.model_card import NoChampion, champion_summary
 
     settings = Settings(home=tmp_path, pseudo_key="test-key-not-secret")
     run_id = _register_champion(settings)
-    summary = _from_mlflow("crisis", settings)
+    summary = champion_summary("crisis", settings)
     assert (summary["version"], summary["run_id"], summary["model_card"]) == ("2", run_id, CARD)
     assert summary["metrics"] == {"test_auroc": 0.78, "test_calibration_slope": 0.97}
     with pytest.raises(NoChampion):
-        _from_mlflow("care_escalation", settings)
+        champion_summary("care_escalation", settings)
