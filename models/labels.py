@@ -25,7 +25,6 @@ from expectations.contract import EMERGENCY_ADMISSION_METHODS, LONG_TERM_SERVICE
 from upstream.errors import BadFileError, UpstreamError
 
 OUTCOME_WINDOW = timedelta(days=365)
-TARGETS: tuple[str, ...] = ("emergency_admission", "care_escalation", "crisis")
 
 
 def scan_source(clean_dir: Path, source: str) -> pl.LazyFrame:

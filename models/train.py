@@ -36,10 +36,11 @@ from sklearn.preprocessing import StandardScaler
 from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
-from models.labels import OUTCOME_WINDOW, TARGETS, build_labels, data_end, data_start
+from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start
 from models.metrics import evaluate
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
+from upstream.targets import TARGETS
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from serving.schemas import (
 )
 from upstream.disclosure import suppress_count
 from upstream.settings import Settings, get_settings
+from upstream.targets import Target
 
 access_log = logging.getLogger("upstream.serving.access")
 error_log = logging.getLogger("upstream.serving.error")
@@ -59,12 +60,6 @@ class ListFormat(StrEnum):
     json = "json"
     csv = "csv"
     xlsx = "xlsx"
-
-
-class Target(StrEnum):
-    emergency_admission = "emergency_admission"
-    care_escalation = "care_escalation"
-    crisis = "crisis"
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
