@@ -14,7 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from expectations.contract import ETHNIC_GROUPS, SOURCES
+from expectations.cohort import alive_and_registered_at, death_date, registered_deaths, service_open_at
+from expectations.contract import ETHNIC_GROUPS, SERVICE_EVENT_TYPE, SOURCES
 from expectations.identifiers import icd10_canonical_expr
 from features.codelists import EFI_DEFICIT_COUNT, hfrs_weights, imd_deciles
 from features.registry import (
@@ -26,7 +27,6 @@ from features.registry import (
     HFRS_HIGH_ABOVE,
     HFRS_LOW_BELOW,
     MULTIMORBIDITY_EFI_CONDITIONS,
-    SERVICE_EVENT_TYPE,
 )
 from upstream.errors import BadFileError, UpstreamError
 
@@ -92,17 +92,13 @@ def _in_window(column: str, index_date: date, days: int) -> pl.Expr:
 
 def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date) -> pl.LazyFrame:
     """Residents alive, born and registered at T, with demographics and household features."""
-    death_dates = deaths.group_by(PERSON).agg(pl.col("date_of_death").min().alias("_registered_death"))
     # A blank UPRN is an unknown household, like a missing one: it must not join strangers into one home.
     uprn = pl.col("uprn").str.strip_chars()
     residents = residents.with_columns(pl.when(uprn == "").then(None).otherwise(uprn).alias("uprn"))
-    people = residents.join(death_dates, on=PERSON, how="left").with_columns(
-        pl.min_horizontal("date_of_death", "_registered_death").alias("_died")
+    people = residents.join(registered_deaths(deaths), on=PERSON, how="left").with_columns(
+        death_date().alias("_died")
     )
-    eligible = (pl.col("_died").is_null() | (pl.col("_died") >= T)) & (pl.col("registration_start") < T) & (
-        pl.col("date_of_birth") < T
-    )
-    living = people.filter(eligible)
+    living = people.filter(alive_and_registered_at(T, pl.col("_died")))
 
     household = living.filter(pl.col("uprn").is_not_null()).group_by("uprn").agg(
         pl.len().cast(pl.Int32).alias("household_size")
@@ -323,7 +319,7 @@ def _ae_features(ae: pl.LazyFrame, T: date) -> tuple[pl.LazyFrame, pl.LazyFrame,
 def _social_care_features(sc: pl.LazyFrame, T: date) -> pl.LazyFrame:
     sc = sc.filter(pl.col("event_start_date") < T)
     is_service = pl.col("event_type") == SERVICE_EVENT_TYPE
-    open_at_t = is_service & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= T))
+    open_at_t = service_open_at(T, starting_on_t_is_open=False)
     reablement = is_service & pl.col("service_type").is_in(_values("reablement_12m")) & _in_window(
         "event_start_date", T, _window("reablement_12m")
     )

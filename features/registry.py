@@ -20,10 +20,17 @@ from typing import Any
 
 import polars as pl
 
-from expectations.contract import (
+from expectations.contract import (  # the contract's value sets, named once there
+    AMBULANCE_ARRIVAL_MODE,
+    CARER_SUPPORT_SERVICE_TYPE,
     EMERGENCY_ADMISSION_METHODS,
+    EQUIPMENT_COMPONENT,
     LONG_TERM_SERVICE_TYPES,
     REABLEMENT_SERVICE_TYPE,
+    REQUEST_EVENT_TYPE,
+    SERVICE_EVENT_TYPE,
+    SOCIAL_ISOLATION_SUPPORT_REASON,
+    TELECARE_COMPONENT,
 )
 from features.codelists import (
     CARE_HOME_SNOMED,
@@ -43,15 +50,6 @@ DAYS_3M = 91
 DAYS_6M = 182
 DAYS_12M = 365
 DAYS_24M = 730
-
-#: Contract value sets used by feature definitions (declared in expectations.contract, named here once).
-AMBULANCE_ARRIVAL_MODE = "1"
-CARER_SUPPORT_SERVICE_TYPE = "Carer Support"
-TELECARE_COMPONENT = "Telecare"
-EQUIPMENT_COMPONENT = "Equipment"
-REQUEST_EVENT_TYPE = "Request"
-SERVICE_EVENT_TYPE = "Service"
-SOCIAL_ISOLATION_SUPPORT_REASON = "Social Support: Support for Social Isolation/Other"
 
 #: eFI category upper bounds (Clegg 2016): fit <= 0.12 < mild <= 0.24 < moderate <= 0.36 < severe.
 EFI_CATEGORY_BOUNDS: tuple[tuple[str, float], ...] = (("fit", 0.12), ("mild", 0.24), ("moderate", 0.36))
