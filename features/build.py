@@ -412,18 +412,17 @@ def build_features_lazy(clean_dir: Path, index_date: date) -> pl.LazyFrame:
     for part in (gp, contacts, spell, ae, social, falls, trend):
         joined = joined.join(part, on=PERSON, how="left")
 
-    # Nullable by meaning: age/imd (lookups), days_since_last_fall (never fell), household_size
-    # (no UPRN, which the contract requires, so only for malformed input).
-    counts = [n for n, f in FEATURES.items() if f.dtype == pl.Int32 and n not in (
-        "age", "imd_decile", "days_since_last_fall", "household_size")]
-    flags = [n for n, f in FEATURES.items() if f.dtype == pl.Boolean and n not in ("female", "lives_alone")]
+    # A person with no record in a source gets the feature's declared "none recorded" value; features
+    # derived below (carer, housebound, multimorbidity_count, efi) are computed from filled inputs.
+    joined_columns = set(joined.collect_schema().names())
     efi_columns = list(EFI_DEFICIT_COLUMNS.values())
     mm_columns = [EFI_DEFICIT_COLUMNS[d] for d in MULTIMORBIDITY_EFI_CONDITIONS] + ["dementia"]
     filled = joined.with_columns(
-        *[pl.col(c).fill_null(0).cast(pl.Int32) for c in counts if c != "multimorbidity_count"],
-        *[pl.col(c).fill_null(False) for c in flags if c not in ("carer", "housebound")],
-        pl.col("hfrs").fill_null(0.0),
-        pl.col("utilisation_trend").fill_null(0.0),
+        *[
+            pl.col(n).fill_null(f.if_none_recorded).cast(f.dtype)
+            for n, f in FEATURES.items()
+            if f.if_none_recorded is not None and n in joined_columns
+        ],
         (pl.col("_carer_gp").fill_null(False) | pl.col("_carer_sc").fill_null(False)).alias("carer"),
         (
             pl.col("_housebound_last").is_not_null()
