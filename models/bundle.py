@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from models.reasons import Reason
+from models.reasons import Reason, top_reasons
 
 
 @dataclass
@@ -145,8 +145,6 @@ class UpstreamModel:
 
     def explain(self, features: pl.DataFrame, top_n: int = 3) -> list[list[Reason]]:
         """Top ``top_n`` risk-raising features per row, with registry reason texts (models.reasons)."""
-        from models.reasons import top_reasons
-
         return top_reasons(self.contributions(self.encoder.transform(features)), features, self.encoder.features, top_n)
 
 

@@ -38,6 +38,8 @@ from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
 from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start
 from models.metrics import evaluate
+from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
+from models.tracking import log_and_register
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
 from upstream.targets import TARGETS
@@ -55,18 +57,6 @@ BASELINES = {
 }
 MAX_TRAIN_DATES = 4
 TRAIN_DATE_STEP = timedelta(days=91)
-HGB_PARAMS: dict[str, Any] = {
-    "learning_rate": 0.06,
-    "max_iter": 400,
-    "max_leaf_nodes": 31,
-    "min_samples_leaf": 40,
-    "l2_regularization": 1.0,
-    "early_stopping": True,
-    "validation_fraction": 0.1,
-    "n_iter_no_change": 20,
-}
-LR_PARAMS: dict[str, Any] = {"C": 1.0, "max_iter": 3000}
-CALIBRATION: dict[str, Any] = {"method": "sigmoid", "holdout_fraction": 0.2}
 
 
 @dataclass
@@ -262,7 +252,6 @@ def train_on_frames(
     Split out so it can be run on any labelled feature frames (hand-made in tests, or assembled from a
     delivery by :func:`train_and_register`).
     """
-    from models.tracking import log_and_register
 
     if target not in TARGETS:
         raise UpstreamError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")

@@ -74,3 +74,42 @@ def test_every_cli_command_is_registered() -> None:
     """A command whose module fails to import is an error, never a command missing from ``--help``."""
     listed = re.findall(r"^    (\S+)\s", build_parser().format_help(), flags=re.MULTILINE)
     assert sorted(listed) == sorted(COMMANDS)
+
+
+def _models_imports(path: Path) -> tuple[set[str], list[int]]:
+    """(models.* modules imported at module level, lines of models.* imports inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = {
+        node.module for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("models.")
+    }
+    top |= {
+        f"models.{alias.name}" for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "models" for alias in node.names
+    }
+    nested = [
+        inner.lineno
+        for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+        for inner in ast.walk(fn)
+        if isinstance(inner, ast.ImportFrom) and inner.module and inner.module.split(".")[0] == "models"
+    ]
+    return top, nested
+
+
+def test_models_package_has_no_import_cycle_hidden_in_functions() -> None:
+    """train -> tracking -> registry is one-way: no models module imports another inside a function (only the
+    CLI defers its import, to keep ``upstream --help`` fast), and the module-level graph has no cycle."""
+    graph: dict[str, set[str]] = {}
+    hidden: list[str] = []
+    for path in sorted((ROOT / "models").glob("*.py")):
+        module = f"models.{path.stem}"
+        graph[module], nested = _models_imports(path)
+        if path.stem != "cli":
+            hidden += [f"{module}:{line}" for line in nested]
+    assert hidden == []
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    assert [m for m in graph if reaches(m, m, set())] == []
+    assert "models.registry" in graph["models.tracking"] and "models.tracking" not in graph["models.registry"]
