@@ -16,15 +16,36 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       || echo "warning: could not install$need; the tests that need them will fail or skip" >&2
   fi
 fi
-if [ -z "${UPSTREAM_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = 0 ] && command -v pg_ctlcluster >/dev/null 2>&1; then
-  pg_version=$(ls /usr/lib/postgresql | sort -n | tail -1)
-  pg_ctlcluster "$pg_version" main start 2>/dev/null || true
-  role_exists=$(su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname = 'upstream'\"" 2>/dev/null || true)
-  if [ "$role_exists" = 1 ] || su postgres -c "psql -qc \"CREATE ROLE upstream LOGIN SUPERUSER PASSWORD 'upstream'\"" >/dev/null 2>&1; then
-    export UPSTREAM_TEST_POSTGRES_URL=postgresql+psycopg://upstream:upstream@127.0.0.1/postgres
-  else
-    echo "warning: PostgreSQL did not start; the PostgreSQL-option test will be skipped" >&2
+# The PostgreSQL-option test gets a throwaway cluster: initdb in a temporary directory, run as the
+# `postgres` user on an ephemeral port (unix socket in that directory, TCP on 127.0.0.1 only), with a
+# non-superuser role `upstream_test` (LOGIN CREATEDB) whose password is random and never written to disk.
+# The cluster is stopped and its directory removed when this script exits, whatever happens; the
+# system's own PostgreSQL cluster is never touched.
+start_throwaway_postgres() {
+  local pg_bin port password
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -n "$pg_bin" ] && id postgres >/dev/null 2>&1 || return 1
+  PG_TMP=$(mktemp -d /tmp/upstream-test-pg.XXXXXX)
+  chown postgres "$PG_TMP"
+  trap stop_throwaway_postgres EXIT
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  password=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+  su postgres -s /bin/sh -c "'$pg_bin/initdb' -D '$PG_TMP/data' -U postgres --auth-local=peer --auth-host=scram-sha-256 -E UTF8 >/dev/null" || return 1
+  su postgres -s /bin/sh -c "'$pg_bin/pg_ctl' -D '$PG_TMP/data' -l '$PG_TMP/server.log' -w -o \"-p $port -k '$PG_TMP' -c listen_addresses=127.0.0.1\" start >/dev/null" || return 1
+  PG_CTL="$pg_bin/pg_ctl"
+  # The password goes through stdin, never a command line other users could read.
+  printf "CREATE ROLE upstream_test LOGIN CREATEDB NOSUPERUSER PASSWORD '%s';\n" "$password" \
+    | su postgres -s /bin/sh -c "'$pg_bin/psql' -X -q -h '$PG_TMP' -p $port -d postgres" || return 1
+  export UPSTREAM_TEST_POSTGRES_URL="postgresql+psycopg://upstream_test:$password@127.0.0.1:$port/postgres"
+}
+stop_throwaway_postgres() {
+  if [ -n "${PG_CTL:-}" ] && [ -d "${PG_TMP:-}/data" ]; then
+    su postgres -s /bin/sh -c "'$PG_CTL' -D '$PG_TMP/data' -m fast -w stop >/dev/null" || true
   fi
+  [ -n "${PG_TMP:-}" ] && rm -rf "$PG_TMP"
+}
+if [ -z "${UPSTREAM_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = 0 ]; then
+  start_throwaway_postgres || echo "warning: no throwaway PostgreSQL; the PostgreSQL-option test will be skipped" >&2
 fi
 uv sync --locked --quiet
 uv run --locked ruff check .

@@ -7,11 +7,21 @@ open the artefact in a browser. Both render the same context, so they cannot dis
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 import polars as pl
 
-from upstream.disclosure import suppress_count
+from models.metrics import TOP_FRACTIONS
+from upstream.disclosure import (
+    RULE_TEXT,
+    disclose_rate,
+    disclose_ratio,
+    disclose_statistic,
+    group_disclosable,
+    show_count,
+    suppress_count,
+)
 from upstream.targets import TARGETS
 
 INTENDED_USE = (
@@ -40,17 +50,12 @@ HEADLINE = [
 ]
 
 
+#: Every card rendered under the disclosure rule says so in this line; serving withholds cards without it.
+DISCLOSURE_MARKER = "Small numbers:"
+
 #: Fairness table columns; the gate compares "AUROC" with "gate reference AUROC" (see models.fairness).
 FAIRNESS_COLUMNS = ["dimension", "group", "n", "events", "event rate", "observed/expected", "AUROC",
                     "gate reference AUROC", "FPR", "FNR"]
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
 
 
 def card_context(
@@ -59,19 +64,20 @@ def card_context(
     fairness: pl.DataFrame, context: dict[str, Any], gate: dict[str, Any], codelists: dict[str, str],
 ) -> dict[str, Any]:
     """Everything the card shows, as plain values (dates and numbers already formatted)."""
-    headline = [(label, _fmt(metrics.get(key))) for key, label in HEADLINE]
-    ci = f"{_fmt(metrics.get('test_auroc_ci_low'))}–{_fmt(metrics.get('test_auroc_ci_high'))}"
-    comparison = [
-        (name, _fmt(m.get("auroc")), _fmt(m.get("auprc")), _fmt(m.get("calibration_slope")),
-         _fmt(m.get("ppv_top20")), _fmt(m.get("sensitivity_top20")))
-        for name, m in [*candidate_metrics.items(), *((f"baseline: {b}", m) for b, m in baseline_metrics.items())]
-    ]
-    fairness_rows = [
-        (r["dimension"], r["group"], _count(r["n"]), _count(r["events"]), _fmt(r["event_rate"]),
-         _fmt(r["observed_expected"]), _fmt(r["auroc"]), _fmt(r.get("gate_reference_auroc")), _fmt(r["fpr"]),
-         _fmt(r["fnr"]))
-        for r in fairness.iter_rows(named=True)
-    ]
+    # Every number on the card reaches every API key: each goes through upstream.disclosure.
+    shown = reader_metrics(metrics)
+    # Disclosed values are printed as rounded (a fixed 3 places would add digits the rule removed).
+    headline = [(label, _fmt_rate(shown.get(key))) for key, label in HEADLINE]
+    ci = f"{_fmt_rate(shown.get('test_auroc_ci_low'))}–{_fmt_rate(shown.get('test_auroc_ci_high'))}"
+    comparison = []
+    for name, m in [*candidate_metrics.items(), *((f"baseline: {b}", m) for b, m in baseline_metrics.items())]:
+        m = reader_metrics(m, prefix="")
+        comparison.append((name, *(_fmt_rate(m.get(k)) for k in
+                                   ("auroc", "auprc", "calibration_slope", "ppv_top20", "sensitivity_top20"))))
+    fairness_rows = [_fairness_row(r) for r in fairness.iter_rows(named=True)]
+    n_train, n_test = int(context.get("n_train") or 0), int(context.get("n_test") or 0)
+    train_rate = _rate_from(context.get("train_event_rate"), n_train)
+    test_rate = _rate_from(context.get("test_event_rate"), n_test)
     return {
         "title": f"Model card: upstream-{target}, version {version}",
         "target": target,
@@ -84,9 +90,9 @@ def card_context(
         "data": [
             ("training index dates", ", ".join(str(d) for d in context.get("train_dates", [])) or "–"),
             ("test index date", str(context.get("test_date", "–"))),
-            ("training rows", str(context.get("n_train"))),
-            ("test rows (people)", str(context.get("n_test"))),
-            ("event rate, train / test", f"{_fmt(context.get('train_event_rate'))} / {_fmt(context.get('test_event_rate'))}"),
+            ("training rows", show_count(n_train)),
+            ("test rows (people)", show_count(n_test)),
+            ("event rate, train / test", f"{_fmt_rate(train_rate)} / {_fmt_rate(test_rate)}"),
             ("model inputs", str(len(context.get("features", [])))),
             ("data fingerprint (train/test)", f"{context.get('train_fingerprint')} / {context.get('test_fingerprint')}"),
             ("code lists", f"{len(codelists)} lists, versions in data/codelist_versions.json"),
@@ -98,13 +104,78 @@ def card_context(
         "gate": gate,
         "limitations": LIMITATIONS,
         "features": context.get("features", []),
+        "disclosure_rule": RULE_TEXT,
     }
+
+
+def _fmt_rate(value: float | None) -> str:
+    """A disclosed value exactly as upstream.disclosure rounded it (3 fixed places could move a rate off the
+    rounded count, or add digits to a 2-decimal statistic)."""
+    return "–" if value is None else str(value)
 
 
 def _count(n: int) -> str:
     """Counts on the card are aggregate outputs shown to every API key: small-number suppression applies."""
-    shown = suppress_count(int(n))
-    return "<8" if shown is None else str(shown)
+    return show_count(int(n))
+
+
+def _rate_from(rate: float | None, n: int) -> float | None:
+    """An event rate recomputed from the rounded counts (the exact rate times n would give the exact count)."""
+    if rate is None or not math.isfinite(rate) or n <= 0:
+        return None
+    return disclose_rate(round(rate * n), n)
+
+
+def _fairness_row(r: dict[str, Any]) -> tuple:
+    """One audited group as shown to readers: counts rounded, rates from rounded counts, and no rate or
+    statistic at all for a group whose size, events or non-events are suppressed (with its counts rounded,
+    an FNR from e.g. 8 of 16 events would otherwise pin n=17, events=16; tests/foundation/test_disclosure.py).
+    FN and FP come back exactly from the audit's rates (they were computed from whole counts)."""
+    n, events = int(r["n"]), int(r["events"])
+    negatives = n - events
+    shown = group_disclosable(n, events)
+    fnr = disclose_rate(round(r["fnr"] * events), events) if shown and r["fnr"] is not None else None
+    fpr = disclose_rate(round(r["fpr"] * negatives), negatives) if shown and r["fpr"] is not None else None
+    return (
+        r["dimension"], r["group"], _count(n), _count(events), _fmt_rate(disclose_rate(events, n) if shown and n else None),
+        _fmt_rate(disclose_statistic(r["observed_expected"], n, events)),
+        _fmt_rate(disclose_statistic(r["auroc"], n, events)),
+        _fmt_rate(disclose_statistic(r.get("gate_reference_auroc"), n, events)), _fmt_rate(fpr), _fmt_rate(fnr),
+    )
+
+
+def reader_metrics(metrics: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+    """Test-set metrics as they may be shown to any key (the API's ``/models/current``, the card).
+
+    Needs ``{prefix}n`` and ``{prefix}event_rate`` to judge the group; without them nothing is shown.
+    The count is rounded (dropped when 1-7), the event rate comes from the rounded counts, PPV and
+    sensitivity are rounded so their numerators stay hidden, every other statistic gets 2 decimals and is
+    withheld when events or non-events are 1-7. Raw values stay in MLflow for data scientists only."""
+    n_raw, rate = metrics.get(f"{prefix}n"), metrics.get(f"{prefix}event_rate")
+    if n_raw is None or rate is None or not math.isfinite(rate):
+        return {}
+    n = round(n_raw)
+    events = round(rate * n)
+    flagged = {name: math.ceil(fraction * n) for name, fraction in TOP_FRACTIONS.items()}
+    out: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name == "n":
+            count = suppress_count(n)
+            out[key] = None if count is None else float(count)
+        elif name == "event_rate":
+            out[key] = disclose_rate(events, n) if n and group_disclosable(n, events) else None
+        elif name.startswith("ppv_") and name[4:] in flagged:
+            out[key] = disclose_ratio(value, flagged[name[4:]]) if group_disclosable(n, events) else None
+        elif name.startswith("sensitivity_"):
+            out[key] = disclose_ratio(value, events) if group_disclosable(n, events) else None
+        elif name.startswith("net_benefit_"):
+            out[key] = disclose_ratio(value, n) if group_disclosable(n, events) else None
+        else:
+            out[key] = disclose_statistic(value, n, events)
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _md_table(header: list[str], rows: list[tuple]) -> str:
@@ -138,6 +209,8 @@ AUROC 95% bootstrap CI: {c['auroc_ci']}
 
 ## Fairness (SPARRA-style audit, list threshold = top 20%)
 {_md_table(FAIRNESS_COLUMNS, c['fairness'])}
+
+{DISCLOSURE_MARKER} {c['disclosure_rule']}.
 
 ## Promotion gate
 Checks: {", ".join(f"{k}={'pass' if v else 'fail'}" for k, v in gate['checks'].items())}

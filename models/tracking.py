@@ -147,6 +147,10 @@ def log_and_register(
             mlflow.log_artifact(str(tmp / f), "data")
         mlflow.set_tag("data_fingerprint", context["train_fingerprint"] + "/" + context["test_fingerprint"])
 
+        # Raw figures (exact small counts) for data scientists with access to the tracking store only; the
+        # API never serves them (serving.model_card serves the suppressed card and reader_metrics).
+        mlflow.set_tag("disclosure.raw_for_data_scientists_only", "fairness/, metrics/, plots/, run metrics")
+        mlflow.set_tag("disclosure.for_readers", "model_card/ (small-number suppression applied)")
         fairness.write_csv(tmp / "fairness.csv")
         plots.fairness_plot(fairness, tmp / "fairness.png")
         mlflow.log_artifact(str(tmp / "fairness.csv"), "fairness")

@@ -15,13 +15,18 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from expectations.contract import LOCALITY_NAME_RE
 from serving import queries
-from serving.audit import AuditUnavailable, record_access
+from serving.audit import AuditUnavailable, is_person_level, record_access, subject_of_refusal
 from serving.deps import engine_of, require_principal
+from serving.docs import add_docs_routes
 from serving.exports import XLSX_MEDIA_TYPE, to_csv, to_xlsx
 from serving.keys import Principal
 from serving.model_card import NoChampion, champion_summary
@@ -36,7 +41,7 @@ from serving.schemas import (
     SummaryCell,
     SummaryOut,
 )
-from upstream.disclosure import suppress_count
+from upstream.disclosure import RULE_TEXT, suppress_count
 from upstream.settings import Settings, get_settings
 from upstream.targets import Target
 
@@ -144,12 +149,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Upstream",
         version="0.1.0",
         description="Rising-risk lists, scores with reasons, and the champion model card. "
-        "Every route except /health needs an API key (X-API-Key header, bearer token, or the web login cookie).",
+        "Every route except /health needs an API key (X-API-Key header, bearer token, or the web sign-in session).",
+        # The docs and schema are served by serving.docs: behind a key, and without any CDN.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
+    # A forged Host header gets 400 before any route (or redirect) can reflect it.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.serving.allowed_hosts)
     app.add_middleware(AccessLogMiddleware)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     max_limit = settings.serving.max_list_limit
+    add_docs_routes(app, public=settings.serving.public_docs)
 
     @app.get("/health", response_model=Health, tags=["meta"])
     def health() -> Health:
@@ -199,7 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with_nhs = principal.reidentifies
         if with_nhs:
             _add_nhs_numbers(rows, settings)
-        record_access(engine, principal, route, 200, locality=locality, week=pw.week)
+        record_access(engine, principal, route, 200, locality=locality, week=pw.week, format=format.value)
         stem = f"rising-risk_{_safe_filename(locality)}_{pw.week}"
         if format is ListFormat.csv:
             return Response(
@@ -237,17 +249,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Latest published score, band and reasons, with the score history.
 
         A locality key gets the same 404 for a resident outside its localities as for one that
-        does not exist, so the route cannot be used to probe who lives where."""
+        does not exist, so the route cannot be used to probe who lives where. Scope holds across time:
+        it sees only the weeks in which the resident lived in one of its localities (a resident who moved
+        away shows their history up to the move; one who moved in, from the move on), and the NHS number
+        only while the resident is still one of its own."""
         engine = engine_of(request)
         route = "/residents/{person_id}/score"
         with engine.connect() as conn:
-            history = queries.resident_history(conn, person_id)
-        if not history or not principal.may_see_locality(history[0]["locality"]):
+            every_week = queries.resident_history(conn, person_id)
+        history = [week for week in every_week if principal.may_see_locality(week["locality"])]
+        if not history:
             record_access(engine, principal, route, 404, person_id=person_id)
             raise HTTPException(status_code=404, detail="resident not found")
         latest = history[0]
-        nhs_number = reid_lookup(settings.reid_map_path).get(person_id) if principal.reidentifies else None
-        record_access(engine, principal, route, 200, person_id=person_id, locality=latest["locality"], week=latest["week"])
+        current_resident = latest is every_week[0]
+        nhs_number = (
+            reid_lookup(settings.reid_map_path).get(person_id)
+            if principal.reidentifies and current_resident
+            else None
+        )
+        record_access(
+            engine, principal, route, 200, person_id=person_id, locality=latest["locality"], week=latest["week"],
+            format="json",
+        )
         return ResidentScoreOut(
             person_id=person_id,
             nhs_number=nhs_number,
@@ -299,7 +323,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return SummaryOut(
             week=pw.week,
             index_date=pw.index_date,
-            rule="counts of 1-7 suppressed (null); others rounded to the nearest 5",
+            rule=RULE_TEXT,
             cells=cells,
         )
 
@@ -331,12 +355,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(build_router(settings))
 
+    @app.exception_handler(RequestValidationError)
+    async def _validation_refused(request: Request, exc: RequestValidationError) -> Response:
+        """A person-level request refused by validation is still a request for someone: audit it, then 422."""
+        route = _template(request.scope)
+        principal = getattr(request.state, "principal", None)
+        if principal is not None and is_person_level(route):
+            params = request.path_params
+            given = params.get("person_id") or params.get("locality")
+            person_id, digest = (
+                subject_of_refusal(str(given), settings.pseudonymisation_key()) if given else (None, None)
+            )
+            locality = params.get("locality")
+            if locality is not None and not re.fullmatch(LOCALITY_PATTERN, str(locality)):
+                locality = None
+            try:
+                await run_in_threadpool(
+                    record_access, engine_of(request), principal, route, 422,
+                    person_id=person_id, locality=locality, subject_hash=digest,
+                )
+            except AuditUnavailable:
+                return JSONResponse({"detail": ERROR_TEXT[503]}, status_code=503, headers={"Retry-After": "30"})
+        return await request_validation_exception_handler(request, exc)
+
     @app.exception_handler(AuditUnavailable)
     async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> Response:
         if request.url.path.startswith("/ui"):
             from serving.web import error_page
 
-            return error_page(getattr(request.state, "principal", None), 503, "Please try again in a minute.")
+            return error_page(
+                getattr(request.state, "principal", None), 503, "Please try again in a minute.", request
+            )
         return JSONResponse({"detail": ERROR_TEXT[503]}, status_code=503, headers={"Retry-After": "30"})
 
     return app

@@ -10,15 +10,18 @@ from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCreden
 from sqlalchemy.engine import Engine
 
 from serving.keys import Principal, authenticate
+from serving.sessions import SESSION_COOKIE, session_principal
 from upstream.settings import Settings
 from upstream.store import get_engine
 
-COOKIE_NAME = "upstream_key"
+COOKIE_NAME = SESSION_COOKIE  # holds a server-side session id (serving.sessions), never the key
 
 # auto_error=False: we decide between header, bearer and cookie ourselves, and always answer 401 (not 403).
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key: ups_<key_id>_<secret>")
 bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token")
-session_cookie = APIKeyCookie(name=COOKIE_NAME, auto_error=False, description="Set by the web login form")
+session_cookie = APIKeyCookie(
+    name=COOKIE_NAME, auto_error=False, description="Web session id, set by the web sign-in form"
+)
 
 
 def settings_of(request: Request) -> Settings:
@@ -55,11 +58,11 @@ async def optional_principal(
     bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     cookie_key: Annotated[str | None, Depends(session_cookie)],
 ) -> Principal | None:
-    """The caller, from the first credential presented (header, bearer, then cookie); None if absent or invalid.
+    """The caller, from the first credential presented (header, bearer, then session cookie); None if absent or invalid.
 
     Async on purpose: the lookup is one primary-key read (~0.2 ms), cheaper than a thread-pool hop."""
-    raw = header_key or (bearer_key.credentials if bearer_key else None) or cookie_key
-    principal = authenticate(engine_of(request), raw)
+    raw = header_key or (bearer_key.credentials if bearer_key else None)
+    principal = authenticate(engine_of(request), raw) if raw else session_principal(engine_of(request), cookie_key)
     request.state.principal = principal
     return principal
 

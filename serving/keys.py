@@ -91,6 +91,15 @@ def authenticate(engine: Engine, raw_key: str | None) -> Principal | None:
     if not match:
         return None
     key_id, secret = match.groups()
+    return _live_principal(engine, key_id, secret)
+
+
+def principal_for_key_id(engine: Engine, key_id: str) -> Principal | None:
+    """The principal of a live key found by id alone: for a web session, which proved the secret at sign-in."""
+    return _live_principal(engine, key_id, None)
+
+
+def _live_principal(engine: Engine, key_id: str, secret: str | None) -> Principal | None:
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(api_keys.c.key_hash, api_keys.c.role, api_keys.c.localities, api_keys.c.revoked_at).where(
@@ -99,7 +108,7 @@ def authenticate(engine: Engine, raw_key: str | None) -> Principal | None:
         ).first()
     if row is None or row.revoked_at is not None:
         return None
-    if not hmac.compare_digest(row.key_hash, _hash_secret(secret)):
+    if secret is not None and not hmac.compare_digest(row.key_hash, _hash_secret(secret)):
         return None
     # Only rows create_key could have written: a known role and a list of names. A JSON string scope
     # ("North") would otherwise become the tuple of its letters.

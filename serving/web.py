@@ -2,8 +2,9 @@
 
 Server-rendered (Jinja2, autoescaped) in the NHS.UK frontend style with local CSS only: council
 networks often block CDNs, and nothing about a resident should leave the page to a third party.
-The key is kept in an httpOnly, SameSite=Strict cookie and re-checked on every request, so
-revoking a key ends its web sessions at once.
+Signing in starts a server-side session (serving.sessions): the httpOnly, SameSite=Strict cookie holds
+a random session id, never the key, and the key is re-checked on every request, so revoking a key ends
+its web sessions at once. Every form post carries a CSRF token (serving.csrf).
 """
 
 
@@ -20,9 +21,12 @@ from expectations.contract import LOCALITY_NAME_RE
 from serving import queries
 from serving.audit import record_access
 from serving.charts import bar_chart_svg
+from serving.csrf import csrf_token_for, require_csrf, set_csrf_cookie
 from serving.deps import COOKIE_NAME, engine_of, optional_principal
 from serving.keys import Principal, authenticate
 from serving.reid import reid_lookup
+from serving.sessions import end_session, start_session
+from upstream.disclosure import disclose_counts
 from upstream.settings import Settings
 
 TREND_WEEKS = 8
@@ -48,9 +52,12 @@ def _templates():
     )
 
 
-def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+def render(name: str, status_code: int = 200, request: Request | None = None, **context: Any) -> HTMLResponse:
+    """A page; with ``request``, its forms get the CSRF token (and the browser its cookie if new)."""
+    if request is not None:
+        context.setdefault("csrf_token", csrf_token_for(request))
     html = _templates().get_template(name).render(**context)
-    return HTMLResponse(
+    response = HTMLResponse(
         html,
         status_code=status_code,
         headers={
@@ -58,11 +65,19 @@ def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         },
     )
+    if request is not None:
+        set_csrf_cookie(response, request, request.app.state.settings.serving.cookies_secure)
+    return response
 
 
-def error_page(principal: Principal | None, code: int, message: str) -> HTMLResponse:
+def error_page(
+    principal: Principal | None, code: int, message: str, request: Request | None = None
+) -> HTMLResponse:
     titles = {401: "Sign in failed", 403: "Not available to you", 404: "Page not found", 503: "Try again shortly"}
-    return render("error.html", status_code=code, title=titles.get(code, "Error"), message=message, principal=principal)
+    return render(
+        "error.html", status_code=code, request=request, title=titles.get(code, "Error"), message=message,
+        principal=principal,
+    )
 
 
 def _to_login() -> RedirectResponse:
@@ -75,34 +90,50 @@ def build_router(settings: Settings) -> APIRouter:
     Caller = Annotated[Principal | None, Depends(optional_principal)]
 
     @router.get("/login", response_class=HTMLResponse)
-    def login_form(principal: Caller) -> HTMLResponse:
+    def login_form(request: Request, principal: Caller) -> HTMLResponse:
         """The sign-in form (API key)."""
-        return render("login.html", principal=principal, error=None)
+        return render("login.html", request=request, principal=principal, error=None)
 
     @router.post(
         "/login",
         response_class=HTMLResponse,
-        responses={**_REDIRECT, **_html_error(401, "The key is unknown, malformed or revoked")},
+        dependencies=[Depends(require_csrf)],
+        responses={
+            **_REDIRECT,
+            **_html_error(401, "The key is unknown, malformed or revoked"),
+            403: {"description": "Missing or wrong CSRF token (reload the form)", "model": None},
+        },
     )
     def login(request: Request, api_key: Annotated[str, Form(max_length=200)]) -> Response:
-        """Check the key; on success keep it in an httpOnly cookie and go to the lists."""
-        if authenticate(engine_of(request), api_key) is None:
-            return render("login.html", status_code=401, principal=None, error="That key was not recognised.")
+        """Check the key; on success start a server-side session (the cookie holds its id) and go to the lists."""
+        engine = engine_of(request)
+        principal = authenticate(engine, api_key)
+        if principal is None:
+            return render(
+                "login.html", status_code=401, request=request, principal=None, error="That key was not recognised."
+            )
+        hours = settings.serving.session_hours
         response = RedirectResponse("/ui", status_code=303)
         response.set_cookie(
             COOKIE_NAME,
-            api_key.strip(),
+            start_session(engine, principal, hours),
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=settings.serving.cookies_secure,
             path="/",
-            max_age=8 * 3600,
+            max_age=int(hours * 3600),
         )
         return response
 
-    @router.post("/logout", response_class=HTMLResponse, responses=_REDIRECT)
-    def logout() -> Response:
-        """Forget the key cookie."""
+    @router.post(
+        "/logout",
+        response_class=HTMLResponse,
+        dependencies=[Depends(require_csrf)],
+        responses={**_REDIRECT, 403: {"description": "Missing or wrong CSRF token", "model": None}},
+    )
+    def logout(request: Request) -> Response:
+        """End the session on the server (a kept copy of the cookie stops working) and forget the cookie."""
+        end_session(engine_of(request), request.cookies.get(COOKIE_NAME))
         response = _to_login()
         response.delete_cookie(COOKIE_NAME, path="/")
         return response
@@ -118,7 +149,9 @@ def build_router(settings: Settings) -> APIRouter:
         visible = [n for n in names if principal.may_see_locality(n)]
         if len(visible) == 1:
             return RedirectResponse(f"/ui/localities/{quote(visible[0])}", status_code=303)
-        return render("home.html", principal=principal, localities=visible, week=pw.week if pw else None)
+        return render(
+            "home.html", request=request, principal=principal, localities=visible, week=pw.week if pw else None
+        )
 
     @router.get(
         "/localities/{locality}",
@@ -143,12 +176,12 @@ def build_router(settings: Settings) -> APIRouter:
         route = "/ui/localities/{locality}"
         if not principal.may_see_locality(locality):
             record_access(engine, principal, route, 403, locality=locality, week=week)
-            return error_page(principal, 403, "This key is not scoped to that locality.")
+            return error_page(principal, 403, "This key is not scoped to that locality.", request)
         with engine.connect() as conn:
             pw = queries.published(conn, week)
             if pw is None or not queries.locality_known(conn, pw.run_id, locality):
                 record_access(engine, principal, route, 404, locality=locality, week=week)
-                return error_page(principal, 404, "There is no published list for that locality and week.")
+                return error_page(principal, 404, "There is no published list for that locality and week.", request)
             rows = queries.list_rows(conn, pw.run_id, pw.week, locality, max_limit)
             histogram = queries.score_histogram(conn, pw.run_id, locality, HISTOGRAM_BINS)
             weeks = queries.recent_weeks(conn, pw.week, TREND_WEEKS)
@@ -158,10 +191,11 @@ def build_router(settings: Settings) -> APIRouter:
             mapping = reid_lookup(settings.reid_map_path)
             for row in rows:
                 row["nhs_number"] = mapping.get(row["person_id"])
-        record_access(engine, principal, route, 200, locality=locality, week=pw.week)
+        record_access(engine, principal, route, 200, locality=locality, week=pw.week, format="html")
         bin_labels = [f"{i * 100 // HISTOGRAM_BINS}%" for i in range(HISTOGRAM_BINS)]
         return render(
             "locality.html",
+            request=request,
             principal=principal,
             locality=locality,
             pw=pw,
@@ -169,9 +203,14 @@ def build_router(settings: Settings) -> APIRouter:
             n_new=sum(1 for r in rows if r["new_this_week"]),
             weeks=list(reversed(all_weeks)),
             download_limit=max_limit,
-            distribution_svg=bar_chart_svg(bin_labels, histogram, f"Residents of {locality} by predicted risk"),
+            # Charts count people: every bar goes through the disclosure rule (1-7 shown as "<8", rest rounded).
+            distribution_svg=bar_chart_svg(
+                bin_labels, disclose_counts(histogram), f"Residents of {locality} by predicted risk"
+            ),
             trend_svg=bar_chart_svg(
-                [w[5:] for w, _, _ in trend], [n for _, n, _ in trend], f"New entries to the {locality} list by week"
+                [w[5:] for w, _, _ in trend],
+                disclose_counts([n for _, n, _ in trend]),
+                f"New entries to the {locality} list by week",
             ),
         )
 

@@ -13,6 +13,9 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("UPSTREAM_PSEUDO_KEY", "test-key-not-secret")
+# Starlette's TestClient sends ``Host: testserver``; production trusts only the loopback names, the bind host
+# and what the deployment lists (serving.trusted_hosts).
+os.environ.setdefault("UPSTREAM_SERVING__TRUSTED_HOSTS", '["testserver"]')
 
 import pytest
 

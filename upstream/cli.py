@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipelines.cli_demo", "synthetic data, then the weekly flow, then the API"),
     "serve": ("serving.cli_serve", "start the API and the locality web pages"),
     "keys": ("serving.cli_keys", "create, list and revoke API keys"),
+    "retention": ("upstream.cli_retention", "delete audit rows, sessions and weeks past their retention"),
 }
 
 

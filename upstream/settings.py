@@ -80,10 +80,44 @@ class OffersSettings(BaseModel):
     catalogue: Path | None = None
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
 class ServingSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     max_list_limit: int = 5000
+    #: Host names the server answers to (Starlette's TrustedHostMiddleware; "*.example.org" wildcards allowed).
+    #: Anything else gets 400, so a forged Host header is never reflected in a redirect. The bind host and
+    #: the loopback names are always trusted; add the public name of a deployment behind a proxy.
+    trusted_hosts: list[str] = []
+    #: /docs, /redoc and /openapi.json need a key unless this is set (e.g. for a developer sandbox).
+    public_docs: bool = False
+    #: Web sign-in session lifetime in hours (the cookie holds a random session id, never the key).
+    session_hours: float = Field(8.0, gt=0, le=24)
+    #: ``Secure`` on cookies; None = on unless the server is bound to a loopback address (plain-http dev).
+    secure_cookies: bool | None = None
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        return sorted({*LOOPBACK_HOSTS, self.host, *self.trusted_hosts} - {"0.0.0.0", "::"})
+
+    @property
+    def cookies_secure(self) -> bool:
+        return self.secure_cookies if self.secure_cookies is not None else self.host not in LOOPBACK_HOSTS
+
+
+class RetentionSettings(BaseModel):
+    """How long each kind of record is kept (docs/governance/retention.md; enforced by ``upstream retention``)."""
+
+    #: Audit of person-level access: 8 years, as for other access audit trails in the NHS Records
+    #: Management Code of Practice 2023 (set by the Caldicott Guardian; None keeps it forever).
+    audit_days: int | None = Field(8 * 366, ge=30)
+    #: Expired or signed-out web sessions are deleted after this many days.
+    session_days: int = Field(7, ge=0)
+    #: Published weeks (scores and lists) older than this many weeks are deleted; None keeps them.
+    #: Two years covers the 12-month outcome window that evaluation needs, with a year to spare.
+    score_weeks: int | None = Field(104, ge=60)
 
 
 class Settings(BaseSettings):
@@ -104,6 +138,7 @@ class Settings(BaseSettings):
     cohort: CohortSettings = CohortSettings()
     offers: OffersSettings = OffersSettings()
     serving: ServingSettings = ServingSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("target")
     @classmethod

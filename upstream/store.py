@@ -99,7 +99,25 @@ audit_log = sa.Table(
     sa.Column("locality", sa.String(80)),
     sa.Column("week", sa.String(8)),
     sa.Column("status_code", sa.Integer, nullable=False),
+    # What left the server: json | csv | xlsx | html (None for refusals, which carry nothing).
+    sa.Column("format", sa.String(8)),
+    # A refused request's subject as given but not valid (an NHS number, a malformed id): keyed hash only.
+    sa.Column("subject_hash", sa.String(64)),
 )
+
+#: Web sign-in sessions (serving.sessions): the browser holds a random id, the server only its SHA-256.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("session_hash", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(32), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+#: Columns added after the first release: (table, column) -> DDL type, added in place on older databases.
+_ADDED_COLUMNS = {("audit_log", "format"): "VARCHAR(8)", ("audit_log", "subject_hash"): "VARCHAR(64)"}
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -121,4 +139,14 @@ def get_engine(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a database made by an older release up to the current tables (additive columns only)."""
+    inspector = sa.inspect(engine)
+    for (table, column), ddl in _ADDED_COLUMNS.items():
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))

@@ -1,10 +1,10 @@
 """The PostgreSQL option, for real: the weekly flow writes scores and lists to a PostgreSQL server, a re-run
 replaces the week without duplicating history, and the API serves them.
 
-Needs a server: ``UPSTREAM_TEST_POSTGRES_URL`` (a superuser URL such as
-``postgresql+psycopg://upstream:upstream@127.0.0.1/postgres``). ``test.sh`` installs and starts Debian's
-PostgreSQL and sets it when it runs as root (as CI does); elsewhere this module is skipped, saying why.
-Each run gets its own, freshly created database, dropped afterwards.
+Needs a server: ``UPSTREAM_TEST_POSTGRES_URL``, the URL of a role that may create databases (CREATEDB; no
+superuser needed). ``test.sh``, run as root (as CI does), starts a throwaway cluster in a temporary directory
+on an ephemeral port with a random password, and removes it afterwards; elsewhere this module is skipped,
+saying why. Each run gets its own, freshly created database, dropped afterwards.
 """
 
 from __future__ import annotations

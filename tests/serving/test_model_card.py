@@ -10,7 +10,16 @@ from serving.keys import create_key
 from upstream.settings import Settings
 from upstream.store import get_engine
 
-CARD = "# Model card: upstream-crisis\n\nIntended use: weekly rising-risk lists.\n"
+CARD = "# Model card: upstream-crisis\n\nIntended use: weekly rising-risk lists.\n\nSmall numbers: rule.\n"
+#: What MLflow holds (raw, for data scientists) and what any key may see. The issue's own example: 809 events
+#: in 5538 people. Worked by hand: n -> 5540; events 809 -> 810, rate 810/5540 = 0.1462 (4 places, so that
+#: 0.1462 x 5540 = 810, the rounded count, not 809); AUROC and
+#: slope to 2 decimals; sensitivity over 809 events may have 2 decimals (809 x 0.01 = 8 >= 5), PPV over
+#: ceil(0.2 x 5538) = 1108 flagged has 2 (1108 x 0.001 = 1.1 < 5 rules out 3).
+RAW_METRICS = {"test_auroc": 0.78123, "test_calibration_slope": 0.9731, "test_n": 5538.0,
+               "test_event_rate": 809 / 5538, "test_sensitivity_top20": 400 / 809, "test_ppv_top20": 400 / 1108}
+SHOWN_METRICS = {"test_auroc": 0.78, "test_calibration_slope": 0.97, "test_n": 5540.0, "test_event_rate": 0.1462,
+                 "test_sensitivity_top20": 0.49, "test_ppv_top20": 0.36}
 
 
 def _register_champion(settings: Settings) -> str:
@@ -20,8 +29,8 @@ def _register_champion(settings: Settings) -> str:
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     experiment_id = client.create_experiment("upstream", artifact_location=(settings.artifact_root).as_uri())
     run = client.create_run(experiment_id)
-    client.log_metric(run.info.run_id, "test_auroc", 0.78)
-    client.log_metric(run.info.run_id, "test_calibration_slope", 0.97)
+    for name, value in RAW_METRICS.items():
+        client.log_metric(run.info.run_id, name, value)
     client.log_text(run.info.run_id, CARD, "model_card/model_card.md")
     client.set_terminated(run.info.run_id)
     client.create_registered_model("upstream-crisis")
@@ -45,7 +54,7 @@ def test_current_model_card_and_metrics(tmp_path):
         assert body["model_name"] == "upstream-crisis"
         assert body["version"] == "2"  # the alias, not the latest-created or first version
         assert body["run_id"] == run_id
-        assert body["metrics"] == {"test_auroc": 0.78, "test_calibration_slope": 0.97}
+        assert body["metrics"] == SHOWN_METRICS
         assert body["model_card"] == CARD
         assert body["alias"] == "champion"
         # No champion for another target yet.
@@ -63,6 +72,6 @@ def test_model_card_reads_the_champion_through_models_registry(tmp_path):
     run_id = _register_champion(settings)
     summary = champion_summary("crisis", settings)
     assert (summary["version"], summary["run_id"], summary["model_card"]) == ("2", run_id, CARD)
-    assert summary["metrics"] == {"test_auroc": 0.78, "test_calibration_slope": 0.97}
+    assert summary["metrics"] == SHOWN_METRICS
     with pytest.raises(NoChampion):
         champion_summary("care_escalation", settings)

@@ -80,3 +80,49 @@ def test_api_serves_the_flow_output(flow_db):
             sa.select(sa.func.count()).select_from(audit_log).where(audit_log.c.key_id == local_key.split("_")[1])
         ).scalar_one()
     assert audited == 3  # list, own resident, refused outsider
+
+
+def _md_rows(card: str, heading: str) -> list[list[str]]:
+    """The body rows of the first Markdown table after ``heading``."""
+    section = card.split(heading, 1)[1]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    end = next((i for i, line in enumerate(lines[2:], 2) if not line.startswith("|")), len(lines))
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:end]]
+
+
+def test_served_model_card_gives_no_count_back(flow_db):
+    """Probe of the real card and metrics a locality key is served: every count suppressed or a multiple of 5;
+    a group with any suppressed count shows no rate or statistic; every rate times its shown denominator gives
+    back a multiple of 5 (the rounded count), never an exact one."""
+    settings, _, _ = flow_db
+    key = create_key(get_engine(settings.db_url), "locality", ["North"])
+    with TestClient(create_app(settings)) as client:
+        body = client.get("/models/current", headers={"X-API-Key": key}).json()
+    card, metrics = body["model_card"], body["metrics"]
+    probes, failures = 0, []
+
+    def check(ok: bool, what: str) -> None:
+        nonlocal probes
+        probes += 1
+        if not ok:
+            failures.append(what)
+
+    def is_count(text: str) -> bool:
+        return text == "<8" or (text.isdigit() and int(text) % 5 == 0)
+
+    for dimension, group, n, events, rate, oe, auroc, ref, fpr, fnr in _md_rows(card, "## Fairness"):
+        where = f"{dimension}={group}"
+        check(is_count(n) and is_count(events), f"{where}: counts {n}, {events}")
+        if "<8" in (n, events) or (n.isdigit() and events.isdigit() and 0 < int(n) - int(events) < 8):
+            check({rate, oe, auroc, ref, fpr, fnr} == {"–"}, f"{where}: a statistic next to a suppressed count")
+        elif rate != "–":
+            check(abs(float(rate) * int(n) - 5 * round(float(rate) * int(n) / 5)) < 0.5, f"{where}: rate x n")
+        if fnr != "–" and events.isdigit():
+            check(abs(float(fnr) * int(events) - 5 * round(float(fnr) * int(events) / 5)) < 0.5, f"{where}: FNR")
+    data = dict((r[0], r[1]) for r in _md_rows(card, "## Data"))
+    check(is_count(data["training rows"]) and is_count(data["test rows (people)"]), f"data: {data}")
+    check(is_count(str(int(metrics["test_n"]))), f"test_n {metrics['test_n']}")
+    shown = metrics["test_event_rate"] * metrics["test_n"]
+    check(abs(shown - 5 * round(shown / 5)) < 0.5, f"test_event_rate x test_n = {shown}")
+    print(f"model card probes: {probes}, failures: {len(failures)}")
+    assert probes > 10 and failures == [], failures

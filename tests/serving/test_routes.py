@@ -81,8 +81,17 @@ def test_resident_score_latest_and_history(client, keys, scored):
     assert body["week"] == "2026-W48" and body["locality"] == "North"
     assert body["score"] == 0.41 and body["band"] == "moderate"
     assert body["nhs_number"] == scored.people[pid].nhs_number
-    assert [h["week"] for h in body["history"]] == ["2026-W48", "2026-W47", "2026-W46"]
-    assert [h["score"] for h in body["history"]] == [0.41, 0.39, 0.37]
+    # Scope across time: the mover lived in South in W46, so North sees only W47 and W48 ...
+    assert [h["week"] for h in body["history"]] == ["2026-W48", "2026-W47"]
+    assert [h["score"] for h in body["history"]] == [0.41, 0.39]
+    # ... South sees only W46, and no NHS number (no longer its resident) ...
+    south = client.get(f"/residents/{pid}/score", headers=auth(keys["south"])).json()
+    assert (south["week"], south["locality"], south["score"], south["nhs_number"]) == ("2026-W46", "South", 0.37, None)
+    assert [h["week"] for h in south["history"]] == ["2026-W46"]
+    # ... and a key for both, or an analyst, sees all three weeks.
+    for who in ("both", "analyst"):
+        body = client.get(f"/residents/{pid}/score", headers=auth(keys[who])).json()
+        assert [h["score"] for h in body["history"]] == [0.41, 0.39, 0.37]
 
 
 def test_resident_only_in_failed_run_is_not_found(client, keys, scored):

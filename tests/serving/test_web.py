@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
 
 from tests.serving.conftest import auth
 
 
+def form_token(page: str) -> str:
+    """The CSRF token the page put in its form (serving/templates/_forms.html)."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
 def test_login_sets_httponly_strict_cookie_and_cookie_authenticates(app, keys):
     with TestClient(app) as browser:
-        bad = browser.post("/ui/login", data={"api_key": "ups_nope"}, follow_redirects=False)
+        token = form_token(browser.get("/ui/login").text)
+        bad = browser.post("/ui/login", data={"api_key": "ups_nope", "csrf_token": token}, follow_redirects=False)
         assert bad.status_code == 401 and "not recognised" in bad.text
-        ok = browser.post("/ui/login", data={"api_key": keys["south"]}, follow_redirects=False)
+        ok = browser.post("/ui/login", data={"api_key": keys["south"], "csrf_token": token}, follow_redirects=False)
         assert ok.status_code == 303 and ok.headers["location"] == "/ui"
         cookie = ok.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie
+        # The cookie holds a session id, never the key (nor its secret part).
+        session_id = browser.cookies["upstream_session"]
+        assert keys["south"].split("_")[2] not in session_id and keys["south"] not in cookie
         # A single-locality key goes straight to its list.
         home = browser.get("/ui", follow_redirects=False)
         assert home.status_code == 303 and home.headers["location"] == "/ui/localities/South"
         # The cookie also authorises the download links on the page.
         csv = browser.get("/localities/South/rising-risk?format=csv")
         assert csv.status_code == 200 and csv.text.count("\n") == 1 + 4
-        out = browser.post("/ui/logout", follow_redirects=False)
+        assert browser.post("/ui/logout", follow_redirects=False).status_code == 403  # no CSRF token
+        out = browser.post("/ui/logout", data={"csrf_token": token}, follow_redirects=False)
         assert out.status_code == 303
-        browser.cookies.clear()  # what the browser does with the expired cookie
+        # Signing out ends the session on the server: a kept copy of the cookie no longer works.
+        browser.cookies.clear()
+        assert browser.get("/localities/South/rising-risk", cookies={"upstream_session": session_id}).status_code == 401
         assert browser.get("/localities/South/rising-risk").status_code == 401
 
 

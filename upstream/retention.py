@@ -1,0 +1,43 @@
+"""Retention: delete what the governance pack says is kept no longer (docs/governance/retention.md).
+
+Why a plain function with an explicit ``now``: the lead runs it weekly (``upstream retention``, or a cron
+line next to the weekly flow), tests run it at a chosen date, and it reports what it removed by kind so the
+run log shows that retention is actually enforced. Only counts are reported, never people.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from upstream.settings import Settings
+from upstream.store import audit_log, get_engine, published_weeks, risk_lists, score_runs, scores, web_sessions
+
+
+def enforce_retention(settings: Settings, now: datetime | None = None) -> dict[str, int]:
+    """Delete audit rows, web sessions and scored weeks older than their retention settings; rows removed by kind."""
+    now = now or datetime.now(UTC)
+    policy = settings.retention
+    engine = get_engine(settings.db_url)
+    removed = {"audit_rows": 0, "web_sessions": 0, "score_runs": 0, "scores": 0, "list_rows": 0}
+    with engine.begin() as conn:
+        if policy.audit_days is not None:
+            cutoff = now - timedelta(days=policy.audit_days)
+            removed["audit_rows"] = conn.execute(audit_log.delete().where(audit_log.c.at < cutoff)).rowcount
+        session_cutoff = now - timedelta(days=policy.session_days)
+        removed["web_sessions"] = conn.execute(
+            web_sessions.delete().where(
+                sa.or_(web_sessions.c.expires_at < session_cutoff, web_sessions.c.revoked_at < session_cutoff)
+            )
+        ).rowcount
+        if policy.score_weeks is not None:
+            oldest_kept = (now - timedelta(weeks=policy.score_weeks)).date()
+            old_runs = sa.select(score_runs.c.run_id).where(score_runs.c.index_date < oldest_kept)
+            removed["list_rows"] = conn.execute(risk_lists.delete().where(risk_lists.c.run_id.in_(old_runs))).rowcount
+            removed["scores"] = conn.execute(scores.delete().where(scores.c.run_id.in_(old_runs))).rowcount
+            conn.execute(published_weeks.delete().where(published_weeks.c.run_id.in_(old_runs)))
+            removed["score_runs"] = conn.execute(
+                score_runs.delete().where(score_runs.c.index_date < oldest_kept)
+            ).rowcount
+    return removed
