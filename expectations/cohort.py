@@ -31,7 +31,7 @@ from expectations.contract import (
     LONG_TERM_SERVICE_TYPES,
     REABLEMENT_SERVICE_TYPE,
     SERVICE_EVENT_TYPE,
-    SOURCES,
+    clean_schema,
 )
 from features.codelists import CARE_HOME_SNOMED, PALLIATIVE_CARE_SNOMED
 from upstream.errors import BadFileError, UpstreamError
@@ -71,11 +71,7 @@ class CohortSources:
 
 
 def _clean_schema(source: str) -> dict[str, pl.DataType]:
-    if source == OPT_OUTS_SOURCE:
-        return {PERSON: pl.String}
-    schema: dict[str, pl.DataType] = {PERSON: pl.String}
-    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
-    return schema
+    return {PERSON: pl.String} if source == OPT_OUTS_SOURCE else clean_schema(source)
 
 
 def _scan(clean_dir: Path, source: str) -> pl.LazyFrame:

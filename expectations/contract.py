@@ -228,3 +228,12 @@ DEATHS = Source(
 SOURCES: dict[str, Source] = {
     s.name: s for s in (RESIDENTS, GP_EVENTS, HOSPITAL_SPELLS, AE_ATTENDANCES, SOCIAL_CARE_EVENTS, DEATHS)
 }
+
+
+def clean_schema(source: str) -> dict[str, pl.DataType]:
+    """A source as ingest writes it: the contract's columns with nhs_number replaced by person_id (first).
+
+    The one statement of the clean shape, read by features, the list cohort and the test writers."""
+    schema: dict[str, pl.DataType] = {"person_id": pl.String}
+    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
+    return schema

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from expectations.cohort import alive_and_registered_at, death_date, registered_deaths, service_open_at
-from expectations.contract import ETHNIC_GROUPS, SERVICE_EVENT_TYPE, SOURCES
+from expectations.contract import ETHNIC_GROUPS, SERVICE_EVENT_TYPE, clean_schema
 from expectations.identifiers import icd10_canonical_expr
 from features.codelists import EFI_DEFICIT_COUNT, hfrs_weights, imd_deciles
 from features.registry import (
@@ -50,17 +50,10 @@ def _codes(name: str, which: int = 0) -> list[str]:
     return sorted(FEATURES[name].codelists[which].codes())
 
 
-def _clean_schema(source: str) -> dict[str, pl.DataType]:
-    """Clean-data schema: the contract columns with nhs_number replaced by person_id (first)."""
-    schema = {PERSON: pl.String}
-    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
-    return schema
-
-
 def _scan(clean_dir: Path, source: str) -> pl.LazyFrame:
     """Lazy scan of one clean source; a missing optional source is read as empty (with a warning)."""
     path = clean_dir / f"{source}.parquet"
-    schema = _clean_schema(source)
+    schema = clean_schema(source)
     if not path.exists():
         if source == "residents":
             raise BadFileError(str(path), "file not found: residents is required", None)

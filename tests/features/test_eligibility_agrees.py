@@ -12,7 +12,8 @@ from pathlib import Path
 import polars as pl
 
 from expectations.cohort import CohortSources, population_at
-from features.build import _clean_schema, build_features
+from expectations.contract import clean_schema
+from features.build import build_features
 from models.labels import build_labels
 
 T = date(2024, 6, 3)
@@ -32,7 +33,7 @@ def _service(person: str, start: date, end: date | None = None) -> dict:
 
 
 def _write(clean: Path, source: str, rows: list[dict]) -> None:
-    schema = _clean_schema(source)
+    schema = clean_schema(source)
     pl.DataFrame([{c: row.get(c) for c in schema} for row in rows], schema=schema).write_parquet(
         clean / f"{source}.parquet")
 

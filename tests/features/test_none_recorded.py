@@ -7,7 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
-from features.build import _clean_schema, build_features
+from expectations.contract import clean_schema
+from features.build import build_features
 from features.registry import FEATURES
 
 #: Hand-listed from the data dictionary: features whose null means "unknown" or "not applicable", never 0.
@@ -29,7 +30,7 @@ def test_a_person_with_no_records_gets_the_declared_values(tmp_path: Path) -> No
     for source in ("residents", "deaths", "gp_events", "hospital_spells", "ae_attendances", "social_care_events"):
         rows = [{"person_id": "p1", "date_of_birth": date(1940, 1, 1), "registration_start": date(2000, 1, 1),
                  "uprn": "u1", "sex": "2", "lsoa11": "not-an-lsoa", "locality": "North"}] if source == "residents" else []
-        schema = _clean_schema(source)
+        schema = clean_schema(source)
         pl.DataFrame([{c: r.get(c) for c in schema} for r in rows], schema=schema).write_parquet(
             tmp_path / f"{source}.parquet")
     row = build_features(tmp_path, T).row(0, named=True)
