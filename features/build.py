@@ -225,20 +225,40 @@ def hfrs_scores(spells: pl.LazyFrame, index_date: date) -> pl.LazyFrame:
 
     Weights are summed in integer tenths (every weight has one decimal) so the result is exact and
     does not depend on summation order.
+
+    Why this shape (issue 15: >= 10x comorbidipy at county scale): HFRS reads only the first three
+    characters of each canonical code, and those are the first three characters of the code after
+    upper-casing, removing dots and stripping spaces (the X/- filler that canonicalisation also drops
+    only ever follows them). So the canonicalisation is done once per spell on the joined code string,
+    each spell's codes become small integers (an Enum of the weighted codes; everything else is
+    dropped) inside the spell's own list, and only then are spells grouped by person: one string-keyed
+    group-by over spells instead of a unique and a group-by over every exploded diagnosis row.
     """
     days = _window("hfrs")
-    weights = pl.LazyFrame(
-        {"code3": list(hfrs_weights()), "_tenths": [round(w * 10) for w in hfrs_weights().values()]},
-        schema={"code3": pl.String, "_tenths": pl.Int64},
+    weights = hfrs_weights()
+    code3 = pl.Enum(list(weights))
+    tenths = [round(w * 10) for w in weights.values()]
+    every_code = pl.concat_str(
+        pl.col("primary_diagnosis").fill_null(""), pl.col("secondary_diagnoses").fill_null(""), separator=","
+    )
+    scoring_codes = (
+        every_code.str.to_uppercase()
+        .str.replace_all(".", "", literal=True)
+        .str.split(",")
+        .list.eval(pl.element().str.strip_chars().str.slice(0, 3).cast(code3, strict=False).to_physical().drop_nulls())
     )
     window = spells.filter((pl.col("admission_date") < index_date) & _in_window("admission_date", index_date, days))
     return (
-        _diagnoses(window)
-        .select(PERSON, pl.col("code").str.slice(0, 3).alias("code3"))
-        .join(weights, on="code3", how="inner")
-        .unique([PERSON, "code3"])
+        window.select(PERSON, scoring_codes.alias("_codes"))
+        .filter(pl.col("_codes").list.len() > 0)
         .group_by(PERSON)
-        .agg((pl.col("_tenths").sum() / 10).alias("hfrs"))
+        .agg(pl.col("_codes").explode())
+        .select(
+            PERSON,
+            (pl.col("_codes").list.unique().list.eval(
+                pl.element().replace_strict(list(range(len(tenths))), tenths, return_dtype=pl.Int64)
+            ).list.sum() / 10).alias("hfrs"),
+        )
     )
 
 

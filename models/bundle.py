@@ -1,7 +1,7 @@
 """The trained model as one picklable object: encoding, calibrated estimator, and reasons.
 
 Why one object: scoring must encode features exactly as training did (same columns, same category
-levels, same missing-value handling) and explain with the same reference values. Bundling them means
+levels, same missing-value handling) and explain the same base model. Bundling them means
 the registry version *is* the whole recipe; nothing is re-derived at scoring time.
 
 Encoding: numeric and boolean columns become floats (null -> NaN; HGB handles NaN natively, the
@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from models.reasons import Reason, top_reasons
+from models.treeshap import expected_value, tree_shap_values
 
 
 @dataclass
@@ -78,7 +79,8 @@ class UpstreamModel:
 
     ``kind`` is ``"logistic"`` or ``"hgb"``. ``estimator`` is a fitted ``CalibratedClassifierCV`` around
     one frozen base model (calibrated on a hold-out), so there is one base model to explain. ``reference`` holds the encoded training
-    medians used as the "typical person" for HGB occlusion attributions.
+    medians; reasons no longer use it (exact contributions need no reference person), but registered
+    bundles pickled with it must still load, so the field stays.
     """
 
     kind: str
@@ -105,12 +107,20 @@ class UpstreamModel:
         return inner.estimator if isinstance(inner, FrozenEstimator) else inner
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        """Per-row, per-feature contributions on the base model's log-odds scale (rows x features).
+        """Exact additive contributions per row and feature, on the base model's raw log-odds (rows x features).
 
-        Logistic: coefficient x standardised value (missing indicators and one-hot dummies summed into
-        their feature). HGB: occlusion against a typical person: f(x) - f(x with feature j set to the
-        training median / modal level). It needs one extra prediction per feature, and only for the
-        rows whose value differs from the reference, which keeps it vectorised and cheap at 280k rows.
+        Raw margin, before calibration: Platt scaling is a monotone map of this margin, so the ranking of
+        reasons is the same, and only on the raw margin do contributions add up exactly:
+        ``raw_base() + contributions(x).sum(axis=1) == base_estimator.decision_function(x)`` for every row.
+
+        Logistic: the model's own terms, coefficient x standardised value (missing indicators and one-hot
+        dummies summed into their feature); ``raw_base`` is the intercept. Gradient boosting: exact
+        (path-dependent) TreeSHAP values, the values the maintained ``shap`` package's ``TreeExplainer``
+        gives for scikit-learn's HistGradientBoosting (tests compare them), computed by
+        ``models.treeshap`` because shap explains one person at a time (11-24x the CPU, minutes at county
+        scale); a one-hot feature's contribution is the sum of its dummies' values. ``raw_base`` is the
+        training-count-weighted mean raw output. This replaces occlusion against a "typical person",
+        whose per-feature effects did not add up to the person's score.
         """
         groups = self.encoder.group_matrix()
         if self.kind == "logistic":
@@ -125,41 +135,23 @@ class UpstreamModel:
                 ind_features = imputer.indicator_.features_
                 base += per_col[:, n_base:] @ groups[ind_features]
             return base
-        model = self.base_estimator
-        full = model.decision_function(x)
-        out = np.zeros((x.shape[0], len(self.encoder.features)))
-        used = _hgb_split_columns(model, x.shape[1])
-        for f_idx in range(len(self.encoder.features)):
-            cols = np.flatnonzero(groups[:, f_idx])
-            if not used[cols].any():
-                continue  # the model never splits on this feature: its occlusion effect is exactly 0
-            ref = self.reference[cols]
-            differs = ~np.all((x[:, cols] == ref) | (np.isnan(x[:, cols]) & np.isnan(ref)), axis=1)
-            rows = np.flatnonzero(differs)
-            if len(rows) == 0:
-                continue
-            swapped = x[rows].copy()
-            swapped[:, cols] = ref
-            out[rows, f_idx] = full[rows] - model.decision_function(swapped)
-        return out
+        return tree_shap(self.base_estimator, x) @ groups
+
+    def raw_base(self) -> float:
+        """The constant that, added to a row's contributions, gives the base model's raw log-odds."""
+        if self.kind == "logistic":
+            return float(self.base_estimator.named_steps["model"].intercept_[0])
+        return expected_value(self.base_estimator)
 
     def explain(self, features: pl.DataFrame, top_n: int = 3) -> list[list[Reason]]:
         """Top ``top_n`` risk-raising features per row, with registry reason texts (models.reasons)."""
         return top_reasons(self.contributions(self.encoder.transform(features)), features, self.encoder.features, top_n)
 
 
-def _hgb_split_columns(model: Any, n_columns: int) -> np.ndarray:
-    """Which encoded columns any tree of a fitted HistGradientBoostingClassifier splits on.
+def tree_shap(model: Any, x: np.ndarray) -> np.ndarray:
+    """Exact TreeSHAP values (rows x encoded columns) of a fitted HistGradientBoostingClassifier's raw margin.
 
-    Reads sklearn's fitted tree arrays (a private attribute); if that ever changes, every column is
-    treated as used, which is only slower, never wrong.
+    Computed by ``models.treeshap`` (the same values as ``shap.TreeExplainer``, checked in the tests,
+    11-24x less CPU because it works leaf by leaf for everyone at once).
     """
-    try:
-        used = np.zeros(n_columns, dtype=bool)
-        for iteration in model._predictors:
-            for predictor in iteration:
-                nodes = predictor.nodes
-                used[np.unique(nodes["feature_idx"][~nodes["is_leaf"].astype(bool)])] = True
-        return used
-    except (AttributeError, KeyError, IndexError, ValueError):
-        return np.ones(n_columns, dtype=bool)
+    return tree_shap_values(model, x)

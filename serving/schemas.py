@@ -101,6 +101,8 @@ class AuditRow(BaseModel):
     locality: str | None
     week: str | None
     status_code: int
+    format: str | None = Field(None, description="json | csv | xlsx | html for what was served; null for refusals")
+    subject_hash: str | None = Field(None, description="Keyed hash of a refused request's subject as given")
 
     @field_validator("at")
     @classmethod

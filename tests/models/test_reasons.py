@@ -1,4 +1,4 @@
-"""Reasons: logistic attributions add up to the model's log-odds; HGB occlusion behaves as documented."""
+"""Reasons: exact additive contributions (logistic terms, TreeSHAP) on the raw log-odds, and registry texts."""
 
 from __future__ import annotations
 
@@ -55,21 +55,101 @@ def test_reason_dicts_use_registry_texts(models):
             assert contributions == sorted(contributions, reverse=True) and all(c > 0 for c in contributions)
 
 
-def test_hgb_occlusion_against_the_typical_person(models):
+@pytest.mark.parametrize("kind", ["logistic", "hgb"])
+def test_contributions_add_up_to_the_raw_margin_for_every_person(models, kind):
+    """Exact additivity on the raw (pre-calibration) log-odds, including people with a missing IMD decile."""
+    train, fitted = models
+    model = fitted[kind]
+    people = train.head(500)
+    x = model.encoder.transform(people)
+    assert np.isnan(x).any()  # the missing-value path is exercised
+    contrib = model.contributions(x)
+    assert contrib.shape == (500, len(FEATURES))
+    raw = model.base_estimator.decision_function(x)
+    np.testing.assert_allclose(model.raw_base() + contrib.sum(axis=1), raw, rtol=0, atol=1e-9)
+    # Calibration is a monotone map of that margin: ranking people by raw margin ranks them by score.
+    calibrated = model.predict_proba(people)
+    assert np.all(np.diff(calibrated[np.argsort(raw)]) >= -1e-12)
+
+
+def _brute_force_shapley(model, row: np.ndarray) -> np.ndarray:
+    """Shapley values from their definition, independent of shap: every subset S of features, with the
+    path-dependent value v(S) = the trees' expected raw output when only the features in S are known
+    (a split on a known feature follows the person; on an unknown one it averages both children,
+    weighted by the training counts stored in each node)."""
+    from itertools import combinations
+    from math import factorial
+
+    trees = [predictors[0].nodes for predictors in model._predictors]
+
+    def expected(nodes, i: int, known: frozenset) -> float:
+        node = nodes[i]
+        if node["is_leaf"]:
+            return float(node["value"])
+        left, right = int(node["left"]), int(node["right"])
+        j = int(node["feature_idx"])
+        if j in known:
+            value = row[j]
+            goes_left = bool(node["missing_go_to_left"]) if np.isnan(value) else value <= node["num_threshold"]
+            return expected(nodes, left if goes_left else right, known)
+        n_left, n_right = float(nodes[left]["count"]), float(nodes[right]["count"])
+        return (n_left * expected(nodes, left, known) + n_right * expected(nodes, right, known)) / (n_left + n_right)
+
+    def v(known: frozenset) -> float:
+        return float(np.ravel(model._baseline_prediction)[0]) + sum(expected(t, 0, known) for t in trees)
+
+    n = len(row)
+    phi = np.zeros(n)
+    for j in range(n):
+        others = [k for k in range(n) if k != j]
+        for size in range(n):
+            weight = factorial(size) * factorial(n - size - 1) / factorial(n)
+            for subset in combinations(others, size):
+                s = frozenset(subset)
+                phi[j] += weight * (v(s | {j}) - v(s))
+    full = v(frozenset(range(n)))
+    return phi, full
+
+
+def test_hgb_contributions_are_the_exact_shapley_values(models):
+    """TreeSHAP through our wrapper equals Shapley values computed from the definition on a small forest."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.frozen import FrozenEstimator
+
+    from models.bundle import UpstreamModel
+
+    train, fitted = models
+    encoder = fitted["hgb"].encoder
+    x = encoder.transform(train)
+    y = train.get_column("crisis").cast(pl.Int8).to_numpy()
+    small = HistGradientBoostingClassifier(max_iter=6, max_leaf_nodes=6, random_state=0).fit(x, y)
+    model = UpstreamModel(
+        kind="hgb", target="crisis", encoder=encoder, reference=np.zeros(x.shape[1]),
+        estimator=CalibratedClassifierCV(FrozenEstimator(small), method="sigmoid").fit(x, y),
+    )
+    rows = x[[0, 1, 2, np.flatnonzero(np.isnan(x).any(axis=1))[0]]]
+    contrib = model.contributions(rows)
+    for i, row in enumerate(rows):
+        phi, full = _brute_force_shapley(small, row)
+        assert full == pytest.approx(small.decision_function(row[None, :])[0])  # the brute force is sound
+        np.testing.assert_allclose(contrib[i], phi, rtol=0, atol=1e-9)
+
+
+def test_a_faller_gets_falls_as_the_top_hgb_reason(models):
+    """Reason texts keep their meaning: a typical person (training medians) who has fallen 3 times has
+    falls as the strongest reason, and nothing else far from typical to compete with it."""
     _, fitted = models
     hgb = fitted["hgb"]
-    typical = pl.DataFrame([dict(zip(hgb.encoder.columns, hgb.reference, strict=True))]).cast(
+    person = pl.DataFrame([dict(zip(hgb.encoder.columns, hgb.reference, strict=True))]).cast(
         {"lives_alone": pl.Boolean, "age": pl.Int32, "imd_decile": pl.Int32, "falls_12m": pl.Int32,
          "emergency_admissions_12m": pl.Int32})
-    assert hgb.explain(typical, 3) == [[]]  # identical to the reference: nothing to explain
-    # Change only falls: the falls contribution is exactly the model's log-odds change.
-    faller = typical.with_columns(pl.lit(3, dtype=pl.Int32).alias("falls_12m"))
-    contrib = hgb.contributions(hgb.encoder.transform(faller))[0]
-    base = hgb.base_estimator
-    change = base.decision_function(hgb.encoder.transform(faller)) - base.decision_function(
-        hgb.encoder.transform(typical))
-    assert contrib[FEATURES.index("falls_12m")] == pytest.approx(change[0])
-    assert np.count_nonzero(contrib) == 1
+    assert person["falls_12m"][0] == 0
+    faller = person.with_columns(pl.lit(3, dtype=pl.Int32).alias("falls_12m"))
+    before = hgb.contributions(hgb.encoder.transform(person))[0]
+    after = hgb.contributions(hgb.encoder.transform(faller))[0]
+    falls = FEATURES.index("falls_12m")
+    assert after[falls] > 0 and after[falls] > before[falls]
     reasons = hgb.explain(faller, 3)[0]
     assert reasons[0]["feature"] == "falls_12m" and reasons[0]["text"] == "3 falls in the last 12 months"
 
@@ -95,3 +175,69 @@ def test_unremarkable_top_contributions_are_skipped_and_a_reason_is_always_given
     assert reasons[1] == []
     assert [r["text"] for r in reasons[2]] == ["lives alone"]
     assert reasons[2][0]["contribution"] == pytest.approx(0.05)
+
+
+def test_vectorised_top_reasons_equal_the_row_by_row_definition():
+    """The vectorised ranking picks exactly what a plain per-person loop over the definition picks."""
+    from models.reasons import COMBINATION_REASON, reason_text, top_reasons
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    people = pl.DataFrame({
+        "falls_12m": rng.integers(0, 4, n).astype(np.int32),
+        "lives_alone": rng.random(n) < 0.3,
+        "age": rng.integers(20, 100, n).astype(np.int32),
+        "efi": np.where(rng.random(n) < 0.1, np.nan, rng.random(n).round(2)),
+        "bereaved_12m": rng.random(n) < 0.1,
+    })
+    names = people.columns
+    contributions = rng.normal(size=(n, len(names)))
+    contributions[rng.random(contributions.shape) < 0.05] = 0.0
+    got = top_reasons(contributions, people, names, top_n=3)
+
+    expected = []
+    for i in range(n):
+        row = people.row(i, named=True)
+        ranked = sorted(range(len(names)), key=lambda j: (-contributions[i, j], j))
+        reasons = []
+        for j in ranked:
+            value = row[names[j]]
+            value = None if isinstance(value, float) and np.isnan(value) else value
+            text = reason_text(names[j], value)
+            if contributions[i, j] > 0 and text is not None and len(reasons) < 3:
+                reasons.append({"feature": names[j], "value": value, "text": text, "contribution": contributions[i, j]})
+        if not reasons and (contributions[i] > 0).any():
+            reasons = [COMBINATION_REASON]
+        expected.append(reasons)
+    assert got == expected
+    assert sum(r == [COMBINATION_REASON] for r in got) > 0 and sum(len(r) == 3 for r in got) > 0
+
+
+def test_hgb_contributions_equal_shap_tree_explainer(models):
+    """The vectorised TreeSHAP gives the maintained shap package's values for the trained champion-style
+    model (400-iteration settings, missing values), person by person, and the same base value."""
+    import shap
+
+    train, fitted = models
+    hgb = fitted["hgb"]
+    x = hgb.encoder.transform(train.head(1500))
+    explainer = shap.TreeExplainer(hgb.base_estimator, feature_perturbation="tree_path_dependent")
+    theirs = np.asarray(explainer.shap_values(x, check_additivity=True)) @ hgb.encoder.group_matrix()
+    np.testing.assert_allclose(hgb.contributions(x), theirs, rtol=0, atol=1e-9)
+    assert hgb.raw_base() == pytest.approx(float(np.ravel(explainer.expected_value)[0]), abs=1e-9)
+
+
+def test_deep_leaves_use_the_same_formula_as_full_tables(models, monkeypatch):
+    """Leaves too deep for a full pattern table compute only the patterns present: same values."""
+    import models.treeshap as treeshap
+
+    train, fitted = models
+    hgb = fitted["hgb"]
+    x = hgb.encoder.transform(train.head(800))
+    full = treeshap.tree_shap_values(hgb.base_estimator, x, threads=1)
+    monkeypatch.setattr(treeshap, "FULL_TABLE_MAX_FEATURES", 0)
+    monkeypatch.setattr(treeshap, "CHUNK_ROWS", 300)  # several blocks, on two threads
+    fresh = treeshap._compile(hgb.base_estimator)
+    assert all(leaf.table is None for tree in fresh for leaf in tree.leaves)
+    monkeypatch.setattr(treeshap, "_compiled", lambda model: fresh)
+    np.testing.assert_allclose(treeshap.tree_shap_values(hgb.base_estimator, x, threads=2), full, rtol=0, atol=1e-12)

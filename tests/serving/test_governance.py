@@ -79,6 +79,9 @@ def test_export_format_is_audited(client, keys, serving_settings, query, fmt):
     before = _last_id(serving_settings)
     assert client.get(f"/localities/North/rising-risk{query}", headers=auth(keys["north"])).status_code == 200
     assert [(r["status_code"], r["format"]) for r in _audit_rows(serving_settings, before)] == [(200, fmt)]
+    # Admins reading the audit see the format too.
+    latest = client.get("/audit?limit=2", headers=auth(keys["admin"])).json()
+    assert (latest[0]["route"], latest[0]["format"]) == ("/localities/{locality}/rising-risk", fmt)  # read before its own row
 
 
 def test_web_list_view_is_audited_as_html(client, keys, serving_settings):

@@ -1,0 +1,230 @@
+"""Exact path-dependent TreeSHAP for scikit-learn's HistGradientBoostingClassifier, vectorised over people.
+
+Why not ``shap.TreeExplainer`` itself: it gives exactly these values (the tests compare the two on a real
+model, and both against Shapley values computed from the definition), but it walks every tree for one
+person at a time: 480-780 us CPU per person for a 109-tree, 31-leaf champion (this module: 32-42 us),
+i.e. 2-3.5 CPU-minutes per 280k residents and 15-25 at 1.9M, which alone breaks the weekly time budget. Here the work runs the other
+way round: one leaf at a time for all people at once, with numpy.
+
+The maths (Lundberg et al. 2020, path-dependent value function): a leaf ``l`` with value ``v`` and the
+set ``P`` of distinct features split on along its path contributes, for a coalition ``S`` of known
+features, ``v * prod_{k in S} a_k * prod_{k in P \\ S} r_k``, where ``a_k`` says whether the person
+satisfies every split on ``k`` along the path and ``r_k`` is the product of the training-count fractions
+of those splits. The Shapley value of ``k`` in that product game depends on the person only through
+the set ``A = {k : a_k}``:
+
+    phi_k = v * (a_k - r_k) * prod_{j not in A, j != k} r_j * sum_s w(s, d) * e_{m - s}(r over A \\ {k})
+
+with ``d = |P|``, ``m = |A \\ {k}|``, ``w(s, d) = s! (d - s - 1)! / d!`` and ``e_t`` the elementary
+symmetric polynomials. So each leaf gets a small table (one row per pattern of ``A``) computed once per
+model, and explaining people is a bitmask per leaf and a table lookup. A tree's value is the sum over
+its leaves, and Shapley values are additive over leaves and trees.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass
+from math import factorial
+from typing import Any
+
+import numpy as np
+
+#: Leaves with at most this many distinct path features get a full table of every pattern (2^d rows);
+#: deeper ones compute rows only for the patterns the people being explained actually have.
+FULL_TABLE_MAX_FEATURES = 12
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    features: np.ndarray  # distinct encoded columns split on along the path (d,)
+    conditions: tuple[tuple[tuple[int, bool], ...], ...]  # per feature: (node, went left) along the path
+    fractions: np.ndarray  # r_k per feature (d,)
+    value: float
+    table: np.ndarray | None  # (2^d, d) contributions per pattern of satisfied features, or None if deep
+
+    @property
+    def table_columns(self) -> np.ndarray:
+        """The table feature-major (d, 2^d), contiguous per feature for fast 1-D gathers."""
+        return self._columns  # type: ignore[attr-defined]
+
+    def __post_init__(self) -> None:
+        columns = None if self.table is None else np.ascontiguousarray(self.table.T)
+        object.__setattr__(self, "_columns", columns)
+
+
+@dataclass(frozen=True)
+class _Tree:
+    split_nodes: np.ndarray  # internal node ids
+    split_feature: np.ndarray
+    split_threshold: np.ndarray
+    missing_left: np.ndarray
+    leaves: tuple[_Leaf, ...]
+
+
+def _shapley_weights(d: int) -> np.ndarray:
+    return np.array([factorial(s) * factorial(d - s - 1) / factorial(d) for s in range(d)])
+
+
+def leaf_table(patterns: np.ndarray, fractions: np.ndarray, value: float) -> np.ndarray:
+    """Shapley contributions (patterns x d) of one leaf's product game for boolean patterns of A."""
+    n, d = patterns.shape
+    a = patterns.astype(np.float64)
+    r = fractions
+    # e[:, t] = e_t(r over A): elementary symmetric polynomials, built one factor (1 + r_j z) at a time.
+    e = np.zeros((n, d + 1))
+    e[:, 0] = 1.0
+    for j in range(d):
+        shifted = np.zeros_like(e)
+        shifted[:, 1:] = e[:, :-1] * r[j]
+        e = e + a[:, j : j + 1] * shifted
+    off = np.prod(np.where(patterns, 1.0, r), axis=1)  # prod over j not in A of r_j
+    w = _shapley_weights(d)
+    size = patterns.sum(axis=1)
+    out = np.empty((n, d))
+    rows = np.arange(n)
+    for k in range(d):
+        inside = patterns[:, k]
+        # Remove factor k from e when k is in A: e'_t = e_t - r_k e'_{t-1} (stable: r_k <= 1).
+        reduced = e.copy()
+        for t in range(1, d + 1):
+            reduced[:, t] = e[:, t] - r[k] * reduced[:, t - 1]
+        e_k = np.where(inside[:, None], reduced, e)
+        m = size - inside  # |A \ {k}|
+        total = np.zeros(n)
+        for t in range(d):
+            s = m - t  # coalition size for the term e_t
+            valid = s >= 0
+            total += np.where(valid, w[np.clip(s, 0, d - 1)] * e_k[rows, t], 0.0)
+        rest = np.where(inside, off, off / r[k])
+        out[:, k] = value * (a[:, k] - r[k]) * rest * total
+    return out
+
+
+def _compile(model: Any) -> list[_Tree]:
+    """Per tree: its splits, and per leaf its path features, fractions and (small) table."""
+    trees: list[_Tree] = []
+    for iteration in model._predictors:
+        if len(iteration) != 1:
+            raise ValueError("only binary classifiers are supported")
+        nodes = iteration[0].nodes
+        if "is_categorical" in nodes.dtype.names and nodes["is_categorical"].any():
+            raise ValueError("native categorical splits are not supported (features are one-hot encoded)")
+        leaves: list[_Leaf] = []
+        stack: list[tuple[int, tuple[tuple[int, int, bool, float], ...]]] = [(0, ())]
+        while stack:
+            node, path = stack.pop()
+            if nodes["is_leaf"][node]:
+                by_feature: dict[int, list[tuple[int, bool]]] = {}
+                fraction: dict[int, float] = {}
+                for parent, feature, left, frac in path:
+                    by_feature.setdefault(feature, []).append((parent, left))
+                    fraction[feature] = fraction.get(feature, 1.0) * frac
+                features = np.array(list(by_feature), dtype=np.intp)
+                fractions = np.array([fraction[f] for f in by_feature])
+                value = float(nodes["value"][node])
+                d = len(features)
+                table = None
+                if d <= FULL_TABLE_MAX_FEATURES:
+                    patterns = ((np.arange(2**d)[:, None] >> np.arange(d)) & 1).astype(bool)
+                    table = leaf_table(patterns, fractions, value)
+                leaves.append(_Leaf(features, tuple(tuple(c) for c in by_feature.values()), fractions, value, table))
+                continue
+            left, right = int(nodes["left"][node]), int(nodes["right"][node])
+            count = float(nodes["count"][node])
+            feature = int(nodes["feature_idx"][node])
+            stack.append((left, (*path, (node, feature, True, float(nodes["count"][left]) / count))))
+            stack.append((right, (*path, (node, feature, False, float(nodes["count"][right]) / count))))
+        internal = np.flatnonzero(~nodes["is_leaf"].astype(bool))
+        trees.append(_Tree(
+            split_nodes=internal,
+            split_feature=nodes["feature_idx"][internal].astype(np.intp),
+            split_threshold=nodes["num_threshold"][internal].astype(np.float64),
+            missing_left=nodes["missing_go_to_left"][internal].astype(bool),
+            leaves=tuple(leaves),
+        ))
+    return trees
+
+
+_COMPILED: weakref.WeakKeyDictionary[Any, list[_Tree]] = weakref.WeakKeyDictionary()
+
+
+def _compiled(model: Any) -> list[_Tree]:
+    """Tables are built once per fitted model object (not pickled with it) and reused for every chunk."""
+    trees = _COMPILED.get(model)
+    if trees is None:
+        trees = _compile(model)
+        _COMPILED[model] = trees
+    return trees
+
+
+def expected_value(model: Any) -> float:
+    """The raw margin with no feature known: baseline plus each tree's count-weighted mean leaf value."""
+    total = float(np.ravel(model._baseline_prediction)[0])
+    for tree in _compiled(model):
+        total += sum(leaf.value * float(np.prod(leaf.fractions)) for leaf in tree.leaves)
+    return total
+
+
+#: People per block: bounds working memory (a few hundred MB per block whatever the population).
+CHUNK_ROWS = 100_000
+
+
+def tree_shap_values(model: Any, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Exact path-dependent TreeSHAP values (rows x encoded columns) of the model's raw margin.
+
+    Blocks of ``CHUNK_ROWS`` people run on ``threads`` threads (default: one per CPU, at most 4): the
+    work is large numpy operations, which release the GIL.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = np.asarray(x, dtype=np.float64)
+    trees = _compiled(model)
+    out = np.empty(x.shape, dtype=np.float64)
+    blocks = [(start, min(start + CHUNK_ROWS, x.shape[0])) for start in range(0, x.shape[0], CHUNK_ROWS)]
+
+    def run(block: tuple[int, int]) -> None:
+        start, stop = block
+        out[start:stop] = _block_values(trees, x[start:stop])
+
+    workers = max(1, min(threads or min(os.cpu_count() or 1, 4), len(blocks)))
+    if workers == 1:
+        for block in blocks:
+            run(block)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, blocks))
+    return out
+
+
+def _block_values(trees: list[_Tree], x: np.ndarray) -> np.ndarray:
+    phi = np.zeros((x.shape[1], x.shape[0]))  # feature-major: each leaf adds to a few contiguous rows
+    for tree in trees:
+        goes_left: dict[int, np.ndarray] = {}
+        for node, feature, threshold, missing_left in zip(
+            tree.split_nodes.tolist(), tree.split_feature.tolist(), tree.split_threshold.tolist(),
+            tree.missing_left.tolist(), strict=True,
+        ):
+            column = x[:, feature]
+            left = column <= threshold
+            if missing_left:
+                left |= np.isnan(column)
+            goes_left[node] = left
+        for leaf in tree.leaves:
+            pattern = np.zeros(x.shape[0], dtype=np.intp)
+            for k, conditions in enumerate(leaf.conditions):
+                satisfied = None
+                for node, went_left in conditions:
+                    step = goes_left[node] if went_left else ~goes_left[node]
+                    satisfied = step if satisfied is None else satisfied & step
+                pattern |= satisfied.astype(np.intp) << k
+            if leaf.table is not None:
+                table, rows = leaf.table_columns, pattern
+            else:
+                seen, rows = np.unique(pattern, return_inverse=True)
+                patterns = ((seen[:, None] >> np.arange(len(leaf.features))) & 1).astype(bool)
+                table = np.ascontiguousarray(leaf_table(patterns, leaf.fractions, leaf.value).T)
+            for feature, column in zip(leaf.features.tolist(), table, strict=True):
+                phi[feature] += column.take(rows)
+    return phi.T
