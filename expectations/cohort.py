@@ -19,6 +19,7 @@ residents = in cohort + each exclusion.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -26,18 +27,25 @@ from pathlib import Path
 
 import polars as pl
 
-from expectations.contract import CARE_HOME_SERVICE_TYPES, LONG_TERM_SERVICE_TYPES, REABLEMENT_SERVICE_TYPE
-from features.build import scan_clean
+from expectations.contract import (
+    CARE_HOME_SERVICE_TYPES,
+    LONG_TERM_SERVICE_TYPES,
+    REABLEMENT_SERVICE_TYPE,
+    SERVICE_EVENT_TYPE,
+    clean_schema,
+)
 from features.codelists import CARE_HOME_SNOMED, PALLIATIVE_CARE_SNOMED
-from upstream.errors import UpstreamError
+from upstream.errors import BadFileError, UpstreamError
 from upstream.settings import CohortSettings
 
 PERSON = "person_id"
-SERVICE_EVENT_TYPE = "Service"
+#: The earliest death date in the deaths source, per person (joined onto residents by :func:`registered_deaths`).
+REGISTERED_DEATH = "_registered_death"
 #: A GP care-home code counts if recorded in the 12 months before T (people move out of care homes).
 CARE_HOME_CODE_WINDOW_DAYS = 365
 #: A palliative / end-of-life code counts if recorded in the 12 months before T ("last year of life").
 END_OF_LIFE_CODE_WINDOW_DAYS = 365
+log = logging.getLogger(__name__)
 #: The optional opt-out source (DESIGN §3, §7): one pseudonymised person per row after ingest.
 OPT_OUTS_SOURCE = "opt_outs"
 #: The column that holds a person's first exclusion reason (null = in the cohort).
@@ -61,17 +69,81 @@ class CohortSources:
         clean_dir = Path(clean_dir)
         if not clean_dir.is_dir():
             raise UpstreamError(f"clean data directory not found: {clean_dir}")
-        return cls(**{name: _scan(clean_dir, name) for name in cls.__dataclass_fields__})
+        return cls(**{name: scan_clean(clean_dir, name) for name in cls.__dataclass_fields__})
 
 
-def _scan(clean_dir: Path, source: str) -> pl.LazyFrame:
-    """The contract sources as the feature builder reads them; the optional opt-out file: person_id only."""
-    if source != OPT_OUTS_SOURCE:
-        return scan_clean(clean_dir, source)
-    path = clean_dir / f"{source}.parquet"
+def _clean_schema(source: str) -> dict[str, pl.DataType]:
+    return {PERSON: pl.String} if source == OPT_OUTS_SOURCE else clean_schema(source)
+
+
+def scan_clean(clean_dir: Path, source: str) -> pl.LazyFrame:
+    """Lazy scan of one clean source, checked against the clean shape; the one reader of ingest's output.
+
+    Features, labels and this cohort all read through it. A missing optional source reads as empty (with a
+    warning for contract sources); residents are required."""
+    path = Path(clean_dir) / f"{source}.parquet"
+    schema = _clean_schema(source)
     if not path.exists():
-        return pl.LazyFrame(schema={PERSON: pl.String})
-    return pl.scan_parquet(path).select(pl.col(PERSON).cast(pl.String))
+        if source == "residents":
+            raise BadFileError(str(path), "file not found: residents is required", None)
+        if source != OPT_OUTS_SOURCE:
+            log.warning("%s not found: treating %s as empty", path, source)
+        return pl.LazyFrame(schema=schema)
+    try:
+        found = pl.read_parquet_schema(path)
+    except Exception as exc:
+        raise BadFileError(str(path), f"not a readable parquet file ({exc.__class__.__name__})", None) from exc
+    for column, dtype in schema.items():
+        if column not in found:
+            raise BadFileError(str(path), "column missing from clean data", column)
+        if found[column] != dtype and found[column] != pl.Null:
+            raise BadFileError(str(path), f"expected {dtype}, found {found[column]}", column)
+    return pl.scan_parquet(path).select(list(schema)).cast(schema)  # type: ignore[arg-type]
+
+
+
+# --- the population and "open at T": predicates shared by features, labels and this cohort -------------
+
+
+def registered_deaths(deaths: pl.LazyFrame) -> pl.LazyFrame:
+    """person_id and the first date of death registered for them (column :data:`REGISTERED_DEATH`)."""
+    return deaths.group_by(PERSON).agg(pl.col("date_of_death").min().alias(REGISTERED_DEATH))
+
+
+def death_date() -> pl.Expr:
+    """A resident's date of death: the earlier of the residents record and a death registration."""
+    return pl.min_horizontal("date_of_death", REGISTERED_DEATH)
+
+
+def alive_and_registered_at(T: date, died: pl.Expr | None = None) -> pl.Expr:
+    """Eligible at T: not dead before T, born and registered with a practice before T.
+
+    The population of the feature table, the outcome labels and the lists; ``died`` defaults to
+    :func:`death_date` on residents joined to :func:`registered_deaths`.
+    """
+    died = death_date() if died is None else died
+    return (died.is_null() | (died >= T)) & (pl.col("registration_start") < T) & (pl.col("date_of_birth") < T)
+
+
+def service_open_at(
+    T: date, service_types: tuple[str, ...] | None = None, *, starting_on_t_is_open: bool
+) -> pl.Expr:
+    """A social care *service* (of ``service_types``; any when None) open at T: not ended before T.
+
+    ``starting_on_t_is_open`` is the one choice callers make, and why they differ: a list excludes someone
+    whose placement starts ON the scoring day (already known to services), while features use only history
+    before T and an outcome window starts AT T, so for them a service starting on T is not yet open.
+    """
+    start = pl.col("event_start_date")
+    started = start <= T if starting_on_t_is_open else start < T
+    open_service = (
+        (pl.col("event_type") == SERVICE_EVENT_TYPE)
+        & started
+        & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= T))
+    )
+    if service_types is not None:
+        open_service = open_service & pl.col("service_type").is_in(list(service_types))
+    return open_service
 
 
 def _age_at(T: date) -> pl.Expr:
@@ -86,13 +158,9 @@ def population_at(sources: CohortSources, T: date) -> pl.LazyFrame:
 
     Columns: person_id, locality ("Unknown" when blank), gp_practice, age.
     """
-    deaths = sources.deaths.group_by(PERSON).agg(pl.col("date_of_death").min().alias("_registered_death"))
-    died = pl.min_horizontal("date_of_death", "_registered_death")
     return (
-        sources.residents.join(deaths, on=PERSON, how="left")
-        .filter(
-            (died.is_null() | (died >= T)) & (pl.col("registration_start") < T) & (pl.col("date_of_birth") < T)
-        )
+        sources.residents.join(registered_deaths(sources.deaths), on=PERSON, how="left")
+        .filter(alive_and_registered_at(T))
         .select(
             PERSON,
             pl.col("locality").fill_null("Unknown"),
@@ -104,12 +172,8 @@ def population_at(sources: CohortSources, T: date) -> pl.LazyFrame:
 
 def _open_services(sources: CohortSources, T: date, service_types: tuple[str, ...]) -> pl.LazyFrame:
     """People with a service of one of ``service_types`` open at T (started on or before T, not ended before T)."""
-    sc = sources.social_care_events
-    return sc.filter(
-        (pl.col("event_type") == SERVICE_EVENT_TYPE)
-        & pl.col("service_type").is_in(list(service_types))
-        & (pl.col("event_start_date") <= T)
-        & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= T))
+    return sources.social_care_events.filter(
+        service_open_at(T, service_types, starting_on_t_is_open=True)
     ).select(PERSON)
 
 

@@ -83,8 +83,11 @@ ELECTIVE_ADMISSION_METHODS = ("11", "12", "13")
 EMERGENCY_ADMISSION_METHODS = ("21", "22", "23", "24", "25", "28", "2A", "2B", "2C", "2D")
 OTHER_ADMISSION_METHODS = ("31", "32", "81", "82", "83", "99")
 ADMISSION_METHODS = ELECTIVE_ADMISSION_METHODS + EMERGENCY_ADMISSION_METHODS + OTHER_ADMISSION_METHODS
-ARRIVAL_MODES = ("1", "2")  # 1 ambulance, 2 other
-CLD_EVENT_TYPES = ("Request", "Assessment", "Service", "Review")
+AMBULANCE_ARRIVAL_MODE = "1"
+ARRIVAL_MODES = (AMBULANCE_ARRIVAL_MODE, "2")  # 1 ambulance, 2 other
+REQUEST_EVENT_TYPE = "Request"
+SERVICE_EVENT_TYPE = "Service"
+CLD_EVENT_TYPES = (REQUEST_EVENT_TYPE, "Assessment", SERVICE_EVENT_TYPE, "Review")
 LONG_TERM_SERVICE_TYPES = (
     "Long Term Support: Nursing Care",
     "Long Term Support: Residential Care",
@@ -92,21 +95,25 @@ LONG_TERM_SERVICE_TYPES = (
 )
 CARE_HOME_SERVICE_TYPES = LONG_TERM_SERVICE_TYPES[:2]
 REABLEMENT_SERVICE_TYPE = "Short Term Support: ST-Max"
+CARER_SUPPORT_SERVICE_TYPE = "Carer Support"
 CLD_SERVICE_TYPES = (
     *LONG_TERM_SERVICE_TYPES,
     REABLEMENT_SERVICE_TYPE,
     "Short Term Support: Other Short Term",
-    "Carer Support",
+    CARER_SUPPORT_SERVICE_TYPE,
 )
+TELECARE_COMPONENT = "Telecare"
+EQUIPMENT_COMPONENT = "Equipment"
 CLD_SERVICE_COMPONENTS = (
-    "Telecare",
-    "Equipment",
+    TELECARE_COMPONENT,
+    EQUIPMENT_COMPONENT,
     "Home Support",
     "Day Care",
     "Direct Payment",
     "Meals",
     "Professional Support",
 )
+SOCIAL_ISOLATION_SUPPORT_REASON = "Social Support: Support for Social Isolation/Other"
 #: Adult social care primary support reasons (SALT / CLD).
 CLD_SUPPORT_REASONS = (
     "Physical Support: Access & Mobility Only",
@@ -119,7 +126,7 @@ CLD_SUPPORT_REASONS = (
     "Mental Health Support",
     "Social Support: Substance Misuse Support",
     "Social Support: Asylum Seeker Support",
-    "Social Support: Support for Social Isolation/Other",
+    SOCIAL_ISOLATION_SUPPORT_REASON,
 )
 
 
@@ -232,3 +239,11 @@ OPT_OUTS = Source(
     key=("nhs_number",),
 )
 OPTIONAL_SOURCES: dict[str, Source] = {s.name: s for s in (OPT_OUTS,)}
+
+def clean_schema(source: str) -> dict[str, pl.DataType]:
+    """A source as ingest writes it: the contract's columns with nhs_number replaced by person_id (first).
+
+    The one statement of the clean shape, read by features, the list cohort and the test writers."""
+    schema: dict[str, pl.DataType] = {"person_id": pl.String}
+    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
+    return schema

@@ -8,13 +8,13 @@ person, and left-joined onto the eligible population; one ``collect`` runs the w
 
 from __future__ import annotations
 
-import logging
 from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from expectations.contract import ETHNIC_GROUPS, SOURCES
+from expectations.cohort import alive_and_registered_at, death_date, registered_deaths, scan_clean, service_open_at
+from expectations.contract import ETHNIC_GROUPS, SERVICE_EVENT_TYPE
 from expectations.identifiers import icd10_canonical_expr
 from features.codelists import EFI_DEFICIT_COUNT, hfrs_weights, imd_deciles
 from features.registry import (
@@ -26,11 +26,8 @@ from features.registry import (
     HFRS_HIGH_ABOVE,
     HFRS_LOW_BELOW,
     MULTIMORBIDITY_EFI_CONDITIONS,
-    SERVICE_EVENT_TYPE,
 )
-from upstream.errors import BadFileError, UpstreamError
-
-log = logging.getLogger(__name__)
+from upstream.errors import UpstreamError
 
 PERSON = "person_id"
 
@@ -50,36 +47,6 @@ def _codes(name: str, which: int = 0) -> list[str]:
     return sorted(FEATURES[name].codelists[which].codes())
 
 
-def _clean_schema(source: str) -> dict[str, pl.DataType]:
-    """Clean-data schema: the contract columns with nhs_number replaced by person_id (first)."""
-    schema = {PERSON: pl.String}
-    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
-    return schema
-
-
-def _scan(clean_dir: Path, source: str) -> pl.LazyFrame:
-    """Lazy scan of one clean source; a missing optional source is read as empty (with a warning)."""
-    path = clean_dir / f"{source}.parquet"
-    schema = _clean_schema(source)
-    if not path.exists():
-        if source == "residents":
-            raise BadFileError(str(path), "file not found: residents is required", None)
-        log.warning("%s not found: treating %s as empty", path, source)
-        return pl.LazyFrame(schema=schema)
-    try:
-        found = pl.read_parquet_schema(path)
-    except Exception as exc:
-        raise BadFileError(str(path), f"not a readable parquet file ({exc.__class__.__name__})", None) from exc
-    for column, dtype in schema.items():
-        if column not in found:
-            raise BadFileError(str(path), "column missing from clean data", column)
-        if found[column] != dtype and found[column] != pl.Null:
-            raise BadFileError(str(path), f"expected {dtype}, found {found[column]}", column)
-    return pl.scan_parquet(path).select(list(schema)).cast(schema)  # type: ignore[arg-type]
-
-
-#: Public name: the list cohort (``expectations.cohort``) reads the clean sources exactly as features do.
-scan_clean = _scan
 
 
 def _days_before(index_date: date, days: int) -> date:
@@ -96,17 +63,13 @@ def _in_window(column: str, index_date: date, days: int) -> pl.Expr:
 
 def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date) -> pl.LazyFrame:
     """Residents alive, born and registered at T, with demographics and household features."""
-    death_dates = deaths.group_by(PERSON).agg(pl.col("date_of_death").min().alias("_registered_death"))
     # A blank UPRN is an unknown household, like a missing one: it must not join strangers into one home.
     uprn = pl.col("uprn").str.strip_chars()
     residents = residents.with_columns(pl.when(uprn == "").then(None).otherwise(uprn).alias("uprn"))
-    people = residents.join(death_dates, on=PERSON, how="left").with_columns(
-        pl.min_horizontal("date_of_death", "_registered_death").alias("_died")
+    people = residents.join(registered_deaths(deaths), on=PERSON, how="left").with_columns(
+        death_date().alias("_died")
     )
-    eligible = (pl.col("_died").is_null() | (pl.col("_died") >= T)) & (pl.col("registration_start") < T) & (
-        pl.col("date_of_birth") < T
-    )
-    living = people.filter(eligible)
+    living = people.filter(alive_and_registered_at(T, pl.col("_died")))
 
     household = living.filter(pl.col("uprn").is_not_null()).group_by("uprn").agg(
         pl.len().cast(pl.Int32).alias("household_size")
@@ -347,7 +310,7 @@ def _ae_features(ae: pl.LazyFrame, T: date) -> tuple[pl.LazyFrame, pl.LazyFrame,
 def _social_care_features(sc: pl.LazyFrame, T: date) -> pl.LazyFrame:
     sc = sc.filter(pl.col("event_start_date") < T)
     is_service = pl.col("event_type") == SERVICE_EVENT_TYPE
-    open_at_t = is_service & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= T))
+    open_at_t = service_open_at(T, starting_on_t_is_open=False)
     reablement = is_service & pl.col("service_type").is_in(_values("reablement_12m")) & _in_window(
         "event_start_date", T, _window("reablement_12m")
     )
@@ -407,11 +370,11 @@ def build_features_lazy(clean_dir: Path, index_date: date) -> pl.LazyFrame:
     if not clean_dir.is_dir():
         raise UpstreamError(f"clean data directory not found: {clean_dir}")
     T = index_date
-    population = _population(_scan(clean_dir, "residents"), _scan(clean_dir, "deaths"), T)
-    gp, gp_falls, contacts = _gp_features(_scan(clean_dir, "gp_events"), T)
-    spell, admission_falls, emergency_dates = _spell_features(_scan(clean_dir, "hospital_spells"), T)
-    ae, ae_fall_dates, ae_dates = _ae_features(_scan(clean_dir, "ae_attendances"), T)
-    social = _social_care_features(_scan(clean_dir, "social_care_events"), T)
+    population = _population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T)
+    gp, gp_falls, contacts = _gp_features(scan_clean(clean_dir, "gp_events"), T)
+    spell, admission_falls, emergency_dates = _spell_features(scan_clean(clean_dir, "hospital_spells"), T)
+    ae, ae_fall_dates, ae_dates = _ae_features(scan_clean(clean_dir, "ae_attendances"), T)
+    social = _social_care_features(scan_clean(clean_dir, "social_care_events"), T)
 
     falls_window = _days_before(T, _window("falls_12m"))
     falls = (
@@ -440,18 +403,17 @@ def build_features_lazy(clean_dir: Path, index_date: date) -> pl.LazyFrame:
     for part in (gp, contacts, spell, ae, social, falls, trend):
         joined = joined.join(part, on=PERSON, how="left")
 
-    # Nullable by meaning: age/imd (lookups), days_since_last_fall (never fell), household_size
-    # (no UPRN, which the contract requires, so only for malformed input).
-    counts = [n for n, f in FEATURES.items() if f.dtype == pl.Int32 and n not in (
-        "age", "imd_decile", "days_since_last_fall", "household_size")]
-    flags = [n for n, f in FEATURES.items() if f.dtype == pl.Boolean and n not in ("female", "lives_alone")]
+    # A person with no record in a source gets the feature's declared "none recorded" value; features
+    # derived below (carer, housebound, multimorbidity_count, efi) are computed from filled inputs.
+    joined_columns = set(joined.collect_schema().names())
     efi_columns = list(EFI_DEFICIT_COLUMNS.values())
     mm_columns = [EFI_DEFICIT_COLUMNS[d] for d in MULTIMORBIDITY_EFI_CONDITIONS] + ["dementia"]
     filled = joined.with_columns(
-        *[pl.col(c).fill_null(0).cast(pl.Int32) for c in counts if c != "multimorbidity_count"],
-        *[pl.col(c).fill_null(False) for c in flags if c not in ("carer", "housebound")],
-        pl.col("hfrs").fill_null(0.0),
-        pl.col("utilisation_trend").fill_null(0.0),
+        *[
+            pl.col(n).fill_null(f.if_none_recorded).cast(f.dtype)
+            for n, f in FEATURES.items()
+            if f.if_none_recorded is not None and n in joined_columns
+        ],
         (pl.col("_carer_gp").fill_null(False) | pl.col("_carer_sc").fill_null(False)).alias("carer"),
         (
             pl.col("_housebound_last").is_not_null()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from features.registry import FEATURES, MODEL_FEATURES, NOTES, Feature
+from features.specs import SPEC_T, SPECS
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "data_dictionary.md"
 
@@ -46,18 +48,51 @@ def render_data_dictionary() -> str:
         lines += [
             f"## {group}",
             "",
-            "| Feature | Type | Model input | Source | Window | Aggregation | Code lists | Values | Description |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| Feature | Type | Model input | Source | Window | Aggregation | Code lists | Values | If none recorded "
+            "| Description |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for f in features:
             window = f"{f.window_days} days ({f.window_text})" if f.window_days else _no_window(f)
             values = ", ".join(f"`{v}`" for v in f.value_set)
             lines.append(
                 f"| `{f.name}` | {f.dtype} | {'yes' if f.model_input else 'no'} | {_cell(f.source)} | {window} | "
-                f"{_cell(f.aggregation)} | {_cell(_codelist_cell(f))} | {_cell(values)} | {_cell(f.description)} |"
+                f"{_cell(f.aggregation)} | {_cell(_codelist_cell(f))} | {_cell(values)} | {_markdown_value(f.if_none_recorded)} "
+                f"| {_cell(f.description)} |"
             )
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _worked_examples())
+
+
+def _markdown_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:.4f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:.1f}"
+    return str(value)
+
+
+def _worked_examples() -> list[str]:
+    """The spec tests (features.specs), one behaviour each: rows in, values out, the working shown."""
+    lines = [
+        "## Worked examples",
+        "",
+        f"Each example is also a test (`tests/features/test_feature_specs.py`), at index date T = {SPEC_T}. "
+        "Rows show only the columns that matter; every other column is neutral (residents alive and "
+        "registered since 2000; spells emergency, method 21; A&E walk-in).",
+        "",
+    ]
+    for spec in SPECS:
+        lines += [f"### `{spec.feature}`: {spec.behaviour}", ""]
+        for source, rows in spec.tables.items():
+            columns = list(dict.fromkeys(c for row in rows for c in row))
+            lines += [f"`{source}`", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(_cell(_markdown_value(row.get(c))) for c in columns) + " |" for row in rows]
+            lines.append("")
+        lines += ["| person_id | " + spec.feature + " |", "|---|---|"]
+        lines += [f"| {person} | {_markdown_value(value)} |" for person, value in spec.expected.items()]
+        lines += ["", f"Why: {spec.arithmetic}", ""]
+    return lines
 
 
 def write_data_dictionary(path: Path = DEFAULT_PATH) -> Path:

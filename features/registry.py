@@ -20,10 +20,17 @@ from typing import Any
 
 import polars as pl
 
-from expectations.contract import (
+from expectations.contract import (  # the contract's value sets, named once there
+    AMBULANCE_ARRIVAL_MODE,
+    CARER_SUPPORT_SERVICE_TYPE,
     EMERGENCY_ADMISSION_METHODS,
+    EQUIPMENT_COMPONENT,
     LONG_TERM_SERVICE_TYPES,
     REABLEMENT_SERVICE_TYPE,
+    REQUEST_EVENT_TYPE,
+    SERVICE_EVENT_TYPE,
+    SOCIAL_ISOLATION_SUPPORT_REASON,
+    TELECARE_COMPONENT,
 )
 from features.codelists import (
     CARE_HOME_SNOMED,
@@ -43,15 +50,6 @@ DAYS_3M = 91
 DAYS_6M = 182
 DAYS_12M = 365
 DAYS_24M = 730
-
-#: Contract value sets used by feature definitions (declared in expectations.contract, named here once).
-AMBULANCE_ARRIVAL_MODE = "1"
-CARER_SUPPORT_SERVICE_TYPE = "Carer Support"
-TELECARE_COMPONENT = "Telecare"
-EQUIPMENT_COMPONENT = "Equipment"
-REQUEST_EVENT_TYPE = "Request"
-SERVICE_EVENT_TYPE = "Service"
-SOCIAL_ISOLATION_SUPPORT_REASON = "Social Support: Support for Social Isolation/Other"
 
 #: eFI category upper bounds (Clegg 2016): fit <= 0.12 < mild <= 0.24 < moderate <= 0.36 < severe.
 EFI_CATEGORY_BOUNDS: tuple[tuple[str, float], ...] = (("fit", 0.12), ("mild", 0.24), ("moderate", 0.36))
@@ -106,6 +104,9 @@ class Feature:
     #: Contract values the definition filters on (admission methods, service types, ...).
     value_set: tuple[str, ...] = ()
     model_input: bool = False
+    #: The value for a person with nothing recorded in the source (no events: 0, False, 0.0). None keeps
+    #: the column null, which means "unknown" (no IMD for the LSOA, never fell) rather than "none".
+    if_none_recorded: int | float | bool | None = None
     #: ``str.format`` template with {value}, {s} (plural suffix) and {window}; None = never a reason.
     reason_template: str | None = None
     reason_if: Callable[[Any], bool] = field(default=_is_positive, repr=False, compare=False)
@@ -164,28 +165,28 @@ _DEFINITIONS: list[Feature] = [
        "residents", pl.String, "as delivered"),
     # --- falls -----------------------------------------------------------------------------
     _f("falls_gp_12m", "Falls", "Distinct dates with a GP falls code in the last 12 months.", "gp_events",
-       _COUNT, "count distinct event_date", DAYS_12M, FALLS_SNOMED, model_input=True,
+       _COUNT, "count distinct event_date", DAYS_12M, FALLS_SNOMED, if_none_recorded=0, model_input=True,
        reason_template="{value} fall{s} recorded by the GP in the last {window}"),
     _f("ae_falls_12m", "Falls",
        "A&E attendances in the last 12 months whose chief complaint or diagnosis is a falls code.",
-       "ae_attendances", _COUNT, "count attendances", DAYS_12M, FALLS_SNOMED, model_input=True,
+       "ae_attendances", _COUNT, "count attendances", DAYS_12M, FALLS_SNOMED, if_none_recorded=0, model_input=True,
        reason_template="{value} A&E attendance{s} for a fall in the last {window}"),
     _f("falls_admissions_12m", "Falls",
        "Emergency admissions in the last 12 months with a W00-W19 fall code in any diagnosis position.",
        "hospital_spells", _COUNT, "count spells by admission_date", DAYS_12M, FALLS_ICD10,
-       value_set=EMERGENCY_ADMISSION_METHODS, model_input=True,
+       value_set=EMERGENCY_ADMISSION_METHODS, if_none_recorded=0, model_input=True,
        reason_template="{value} emergency admission{s} for a fall in the last {window}"),
     _f("falls_admissions_24m", "Falls",
        "Emergency admissions in the last 24 months with a W00-W19 fall code in any diagnosis position.",
        "hospital_spells", _COUNT, "count spells by admission_date", DAYS_24M, FALLS_ICD10,
-       value_set=EMERGENCY_ADMISSION_METHODS, model_input=True,
+       value_set=EMERGENCY_ADMISSION_METHODS, if_none_recorded=0, model_input=True,
        reason_template="{value} emergency admission{s} for a fall in the last {window}"),
     _f("falls_12m", "Falls",
        "Falls in the last 12 months from any source: the number of distinct dates with a GP falls code, "
        "an A&E attendance for a fall, or an emergency admission with W00-W19 in any position. A fall seen "
        "by A&E and admitted the same day counts once; records on different days count separately.",
        "gp_events, ae_attendances, hospital_spells", _COUNT, "count distinct dates", DAYS_12M, FALLS_SNOMED,
-       extra_codelists=(FALLS_ICD10,), value_set=EMERGENCY_ADMISSION_METHODS, model_input=True,
+       extra_codelists=(FALLS_ICD10,), value_set=EMERGENCY_ADMISSION_METHODS, if_none_recorded=0, model_input=True,
        reason_template="{value} fall{s} in the last {window}"),
     _f("days_since_last_fall", "Falls",
        "Days from the most recent fall (any source, as in falls_12m, whole history before T) to T; "
@@ -209,7 +210,7 @@ _DEFINITIONS: list[Feature] = [
        "Hospital Frailty Risk Score (Gilbert 2018): sum of the weights of the distinct 3-character ICD-10 "
        "codes (109 codes) found in any diagnosis position of spells admitted in the last 2 years; each "
        "code counts once per person.", "hospital_spells", pl.Float64, "sum of weights of distinct codes",
-       DAYS_24M, HFRS_ICD10, model_input=True, reason_template="Hospital Frailty Risk Score {value}",
+       DAYS_24M, HFRS_ICD10, if_none_recorded=0.0, model_input=True, reason_template="Hospital Frailty Risk Score {value}",
        reason_if=lambda v: v >= HFRS_LOW_BELOW),
     _f("hfrs_band", "Frailty", "HFRS band: low < 5, intermediate 5-15, high > 15.", "derived", pl.String,
        "cut hfrs", DAYS_24M, reason_template="hospital frailty risk: {value}",
@@ -219,7 +220,7 @@ _DEFINITIONS: list[Feature] = [
         _f(f"bereaved_{label}", "Bereavement",
            f"Another resident of the same UPRN died in the last {_window_text(days)} (date of death from "
            "residents or deaths). GP bereavement codes are not used: no published bereavement code list "
-           "is shipped.", "residents, deaths", _FLAG, "exists", days, model_input=True,
+           "is shipped.", "residents, deaths", _FLAG, "exists", days, if_none_recorded=False, model_input=True,
            reason_template="bereaved in the last {window}", reason_if=_is_true)
         for label, days in (("3m", DAYS_3M), ("6m", DAYS_6M), ("12m", DAYS_12M))
     ],
@@ -234,33 +235,33 @@ _DEFINITIONS: list[Feature] = [
     _f("carer", "Isolation",
        "Is a carer: a GP carer code, or a social care 'Carer Support' service, ever recorded before T.",
        "gp_events, social_care_events", _FLAG, "exists", None, CARER_SNOMED,
-       value_set=(CARER_SUPPORT_SERVICE_TYPE,), model_input=True, reason_template="is a carer",
+       value_set=(CARER_SUPPORT_SERVICE_TYPE,), if_none_recorded=False, model_input=True, reason_template="is a carer",
        reason_if=_is_true),
     _f("housebound", "Isolation",
        "The latest housebound or no-longer-housebound GP code before T is a housebound code (same-day tie "
        "counts as housebound).", "gp_events", _FLAG, "latest code", None, HOUSEBOUND_SNOMED,
-       extra_codelists=(NO_LONGER_HOUSEBOUND_SNOMED,), model_input=True, reason_template="housebound",
+       extra_codelists=(NO_LONGER_HOUSEBOUND_SNOMED,), if_none_recorded=False, model_input=True, reason_template="housebound",
        reason_if=_is_true),
     _f("care_home_code", "Isolation", "A GP care-home code ever recorded before T.", "gp_events", _FLAG,
-       "exists", None, CARE_HOME_SNOMED, model_input=True, reason_template="care home code recorded by GP",
+       "exists", None, CARE_HOME_SNOMED, if_none_recorded=False, model_input=True, reason_template="care home code recorded by GP",
        reason_if=_is_true),
     # --- utilisation -----------------------------------------------------------------------
     *[
         _f(f"emergency_admissions_{label}", "Utilisation",
            f"Emergency admissions (spells with an emergency admission method) in the last {_window_text(days)}.",
            "hospital_spells", _COUNT, "count spells by admission_date", days,
-           value_set=EMERGENCY_ADMISSION_METHODS, model_input=True,
+           value_set=EMERGENCY_ADMISSION_METHODS, if_none_recorded=0, model_input=True,
            reason_template="{value} emergency admission{s} in the last {window}")
         for label, days in (("3m", DAYS_3M), ("12m", DAYS_12M), ("24m", DAYS_24M))
     ],
     _f("bed_days_12m", "Utilisation",
        "Hospital bed days in the last 12 months: for every spell, the nights inside [T-365, T) between "
        "admission and discharge (a spell still open at T counts up to T; same-day spells count 0).",
-       "hospital_spells", _COUNT, "sum of overlap days", DAYS_12M, model_input=True,
+       "hospital_spells", _COUNT, "sum of overlap days", DAYS_12M, if_none_recorded=0, model_input=True,
        reason_template="{value} day{s} in hospital in the last {window}"),
     *[
         _f(f"ae_attendances_{label}", "Utilisation", f"A&E attendances in the last {_window_text(days)}.",
-           "ae_attendances", _COUNT, "count attendances", days, model_input=True,
+           "ae_attendances", _COUNT, "count attendances", days, if_none_recorded=0, model_input=True,
            reason_template="{value} A&E attendance{s} in the last {window}")
         for label, days in (("3m", DAYS_3M), ("12m", DAYS_12M), ("24m", DAYS_24M))
     ],
@@ -268,17 +269,17 @@ _DEFINITIONS: list[Feature] = [
         _f(f"ambulance_arrivals_{label}", "Utilisation",
            f"A&E attendances arriving by ambulance (arrival_mode 1) in the last {_window_text(days)}.",
            "ae_attendances", _COUNT, "count attendances", days, value_set=(AMBULANCE_ARRIVAL_MODE,),
-           model_input=True, reason_template="{value} ambulance arrival{s} at A&E in the last {window}")
+           if_none_recorded=0, model_input=True, reason_template="{value} ambulance arrival{s} at A&E in the last {window}")
         for label, days in (("3m", DAYS_3M), ("12m", DAYS_12M), ("24m", DAYS_24M))
     ],
     _f("gp_contacts_12m", "Utilisation",
        "Distinct dates with any GP coded event in the last 12 months (a proxy for GP contacts).", "gp_events",
-       _COUNT, "count distinct event_date", DAYS_12M, model_input=True),
+       _COUNT, "count distinct event_date", DAYS_12M, if_none_recorded=0, model_input=True),
     _f("utilisation_trend", "Utilisation",
        "Change in acute use: (emergency admissions + A&E attendances) per month in the last 3 months "
        "[T-91, T) minus the same per month in the prior 9 months [T-365, T-91), i.e. n_recent/3 - "
        "n_prior/9. Positive = rising.", "hospital_spells, ae_attendances", pl.Float64,
-       "n_recent / 3 - n_prior / 9", DAYS_12M, value_set=EMERGENCY_ADMISSION_METHODS, model_input=True,
+       "n_recent / 3 - n_prior / 9", DAYS_12M, value_set=EMERGENCY_ADMISSION_METHODS, if_none_recorded=0.0, model_input=True,
        reason_template="more hospital and A&E use in the last 3 months than before",
        reason_if=lambda v: v > 0),
     # --- social care -----------------------------------------------------------------------
@@ -286,45 +287,45 @@ _DEFINITIONS: list[Feature] = [
        "A Long Term Support service (community, residential or nursing) open at T: started before T and "
        "not ended before T.", "social_care_events", _FLAG, "open at T", None,
        value_set=LONG_TERM_SERVICE_TYPES, reason_template="already receives long-term care",
-       reason_if=_is_true, model_input=True),
+       reason_if=_is_true, if_none_recorded=False, model_input=True),
     _f("reablement_12m", "Social care",
        "Reablement (Short Term Support: ST-Max) service episodes started in the last 12 months.",
        "social_care_events", _COUNT, "count services by start date", DAYS_12M,
-       value_set=(REABLEMENT_SERVICE_TYPE,), model_input=True,
+       value_set=(REABLEMENT_SERVICE_TYPE,), if_none_recorded=0, model_input=True,
        reason_template="{value} reablement episode{s} in the last {window}"),
     _f("reablement_outcome", "Social care",
        "event_outcome of the most recent reablement episode started in the last 12 months, as delivered "
        "(null if none or not recorded). Text, so not a model input.", "social_care_events", pl.String,
        "latest", DAYS_12M, value_set=(REABLEMENT_SERVICE_TYPE,)),
     _f("telecare", "Social care", "A service with the Telecare component open at T.", "social_care_events",
-       _FLAG, "open at T", None, value_set=(TELECARE_COMPONENT,), model_input=True,
+       _FLAG, "open at T", None, value_set=(TELECARE_COMPONENT,), if_none_recorded=False, model_input=True,
        reason_template="has telecare", reason_if=_is_true),
     _f("equipment", "Social care", "A service with the Equipment component started in the last 12 months.",
-       "social_care_events", _FLAG, "exists", DAYS_12M, value_set=(EQUIPMENT_COMPONENT,), model_input=True,
+       "social_care_events", _FLAG, "exists", DAYS_12M, value_set=(EQUIPMENT_COMPONENT,), if_none_recorded=False, model_input=True,
        reason_template="equipment provided in the last {window}", reason_if=_is_true),
     _f("requests_without_service_12m", "Social care",
        "Requests for support in the last 12 months not followed (on or after the request date, before T) "
        "by any service start.", "social_care_events", _COUNT, "count requests", DAYS_12M,
-       value_set=(REQUEST_EVENT_TYPE, SERVICE_EVENT_TYPE), model_input=True,
+       value_set=(REQUEST_EVENT_TYPE, SERVICE_EVENT_TYPE), if_none_recorded=0, model_input=True,
        reason_template="{value} request{s} for care support with no service in the last {window}"),
     _f("social_isolation_support_12m", "Social care",
        "Any social care event in the last 12 months with primary support reason 'Social Support: Support "
        "for Social Isolation/Other'. Safeguarding is not a CLD primary support reason in the contract, so "
        "no safeguarding flag is derived.", "social_care_events", _FLAG, "exists", DAYS_12M,
-       value_set=(SOCIAL_ISOLATION_SUPPORT_REASON,), model_input=True,
+       value_set=(SOCIAL_ISOLATION_SUPPORT_REASON,), if_none_recorded=False, model_input=True,
        reason_template="social care support for social isolation", reason_if=_is_true),
     # --- conditions ------------------------------------------------------------------------
     _f("dementia", "Conditions", "A dementia code (NHSD DEM_COD) ever recorded before T.", "gp_events", _FLAG,
-       "exists", None, DEMENTIA_SNOMED, model_input=True, reason_template="dementia", reason_if=_is_true),
+       "exists", None, DEMENTIA_SNOMED, if_none_recorded=False, model_input=True, reason_template="dementia", reason_if=_is_true),
     _f("multimorbidity_count", "Conditions",
        "Number of distinct long-term conditions ever recorded before T: the eFI disease deficits ("
        + ", ".join(MULTIMORBIDITY_EFI_CONDITIONS) + ") plus dementia (DEM_COD).", "gp_events", _COUNT,
-       "count distinct conditions", None, model_input=True,
+       "count distinct conditions", None, if_none_recorded=0, model_input=True,
        reason_template="{value} long-term conditions", reason_if=lambda v: v >= 4),
     *[
         _f(f"efi_{name.replace('-', '_')}", "Conditions",
            f"eFI deficit '{name}': a code from its gm-sde list ever recorded before T.", "gp_events", _FLAG,
-           "exists", None, codelist, model_input=True,
+           "exists", None, codelist, if_none_recorded=False, model_input=True,
            reason_template=f"{name.replace('-', ' ')} (eFI deficit)", reason_if=_is_true)
         for name, codelist in EFI_DEFICITS.items()
     ],

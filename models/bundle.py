@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from models.reasons import Reason
+from models.reasons import Reason, top_reasons
+from models.treeshap import expected_value, tree_shap_values
 
 
 @dataclass
@@ -140,14 +141,10 @@ class UpstreamModel:
         """The constant that, added to a row's contributions, gives the base model's raw log-odds."""
         if self.kind == "logistic":
             return float(self.base_estimator.named_steps["model"].intercept_[0])
-        from models.treeshap import expected_value
-
         return expected_value(self.base_estimator)
 
     def explain(self, features: pl.DataFrame, top_n: int = 3) -> list[list[Reason]]:
         """Top ``top_n`` risk-raising features per row, with registry reason texts (models.reasons)."""
-        from models.reasons import top_reasons
-
         return top_reasons(self.contributions(self.encoder.transform(features)), features, self.encoder.features, top_n)
 
 
@@ -157,6 +154,4 @@ def tree_shap(model: Any, x: np.ndarray) -> np.ndarray:
     Computed by ``models.treeshap`` (the same values as ``shap.TreeExplainer``, checked in the tests,
     11-24x less CPU because it works leaf by leaf for everyone at once).
     """
-    from models.treeshap import tree_shap_values
-
     return tree_shap_values(model, x)

@@ -22,17 +22,13 @@ from upstream.disclosure import (
     show_count,
     suppress_count,
 )
+from upstream.targets import TARGETS
 
 INTENDED_USE = (
     "Rank residents of one council / ICS area by their risk of a {outcome} in the next 12 months, so that "
     "locality teams can offer proactive, preventive support to people at rising risk (DESIGN §6). It is a "
     "prioritisation aid for professionals, not a diagnosis, and must not be used to deny or ration care."
 )
-OUTCOMES = {
-    "crisis": "crisis (emergency admission, new long-term care, care-home move, or death)",
-    "emergency_admission": "emergency hospital admission",
-    "care_escalation": "new long-term social care service or care-home admission",
-}
 LIMITATIONS = [
     "Trained and validated on one area's linked records; performance elsewhere is unknown until re-validated.",
     "Temporal validation only: the test year is the latest fully observed one, and drift after it is not measured.",
@@ -90,7 +86,7 @@ def card_context(
         "alias": alias,
         "chosen": {"hgb": "HistGradientBoostingClassifier (Platt-calibrated)",
                    "logistic": "Logistic regression on standardised inputs (Platt-calibrated)"}.get(chosen, chosen),
-        "intended_use": INTENDED_USE.format(outcome=OUTCOMES.get(target, target)),
+        "intended_use": INTENDED_USE.format(outcome=TARGETS.get(target, target)),
         "data": [
             ("training index dates", ", ".join(str(d) for d in context.get("train_dates", [])) or "–"),
             ("test index date", str(context.get("test_date", "–"))),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from upstream.cli import iso_date
 from upstream.errors import UpstreamError
+from upstream.targets import TARGETS
 
 
 def _positive(value: str) -> int:
@@ -17,7 +18,7 @@ def _positive(value: str) -> int:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", default=None, choices=["crisis", "emergency_admission", "care_escalation"],
+    parser.add_argument("--target", default=None, choices=list(TARGETS),
                         help="outcome to predict (default: settings.target, normally crisis)")
     parser.add_argument("--index-date", type=iso_date, required=True,
                         help="the date the model is for; training and test dates are picked before it")

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import polars as pl
 
-from expectations.contract import EMERGENCY_ADMISSION_METHODS, LONG_TERM_SERVICE_TYPES
+from expectations.cohort import alive_and_registered_at, death_date, registered_deaths, service_open_at
+from expectations.contract import EMERGENCY_ADMISSION_METHODS, LONG_TERM_SERVICE_TYPES, SERVICE_EVENT_TYPE
 from upstream.errors import BadFileError, UpstreamError
 
 OUTCOME_WINDOW = timedelta(days=365)
-TARGETS: tuple[str, ...] = ("emergency_admission", "care_escalation", "crisis")
 
 
 def scan_source(clean_dir: Path, source: str) -> pl.LazyFrame:
@@ -38,20 +38,11 @@ def scan_source(clean_dir: Path, source: str) -> pl.LazyFrame:
 
 def eligible_people(clean_dir: Path, index_date: date) -> pl.LazyFrame:
     """People alive and registered at T: the population both features and labels are defined on."""
-    residents = scan_source(clean_dir, "residents")
-    deaths = (
-        scan_source(clean_dir, "deaths")
-        .group_by("person_id")
-        .agg(pl.col("date_of_death").min().alias("_death_reg"))
-    )
     return (
-        residents.join(deaths, on="person_id", how="left")
-        .with_columns(pl.min_horizontal("date_of_death", "_death_reg").alias("_death"))
-        .filter(
-            (pl.col("registration_start") < index_date)
-            & (pl.col("date_of_birth") < index_date)
-            & (pl.col("_death").is_null() | (pl.col("_death") >= index_date))
-        )
+        scan_source(clean_dir, "residents")
+        .join(registered_deaths(scan_source(clean_dir, "deaths")), on="person_id", how="left")
+        .with_columns(death_date().alias("_death"))
+        .filter(alive_and_registered_at(index_date, pl.col("_death")))
         .select("person_id", "_death")
     )
 
@@ -78,19 +69,20 @@ def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_
         .with_columns(pl.lit(True).alias("emergency_admission"))
     )
 
-    long_term = scan_source(clean_dir, "social_care_events").filter(
-        (pl.col("event_type") == "Service") & pl.col("service_type").is_in(LONG_TERM_SERVICE_TYPES)
-    )
+    social_care = scan_source(clean_dir, "social_care_events")
+    # A service starting ON T is in the outcome window, so it is new, not already open at T.
     open_at_t = (
-        long_term.filter(
-            (pl.col("event_start_date") < start)
-            & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= start))
-        )
+        social_care.filter(service_open_at(start, LONG_TERM_SERVICE_TYPES, starting_on_t_is_open=False))
         .select("person_id")
         .unique()
     )
     new_service = (
-        long_term.filter((pl.col("event_start_date") >= start) & (pl.col("event_start_date") < end))
+        social_care.filter(
+            (pl.col("event_type") == SERVICE_EVENT_TYPE)
+            & pl.col("service_type").is_in(LONG_TERM_SERVICE_TYPES)
+            & (pl.col("event_start_date") >= start)
+            & (pl.col("event_start_date") < end)
+        )
         .select("person_id")
         .unique()
         .join(open_at_t, on="person_id", how="anti")

@@ -7,6 +7,8 @@ it exactly as training evaluated it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -19,7 +21,13 @@ class UpstreamPyfunc(mlflow.pyfunc.PythonModel):
     def __init__(self, bundle: UpstreamModel) -> None:
         self.bundle = bundle
 
-    def predict(self, context, model_input, params=None):
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Risk per row. Typed so MLflow validates inputs against the signature (and does not warn)."""
         frame = pl.from_pandas(pd.DataFrame(model_input))
         return pd.DataFrame({"risk": np.asarray(self.bundle.predict_proba(frame))})
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from features import registry
+
 #: {"feature": str, "value": float | str | None, "text": str, "contribution": float}
 Reason = dict[str, Any]
 
@@ -33,11 +35,7 @@ def reason_text(feature: str, value: Any) -> str | None:
     ``None`` means the registry declares this value is not a reason (e.g. zero falls). Features the
     registry does not declare (hand-made frames) get a neutral "name: value" text.
     """
-    try:
-        from features import registry
-    except ImportError:  # the features package is optional for hand-made frames
-        registry = None
-    if registry is not None and feature in getattr(registry, "FEATURES", {}):
+    if feature in registry.FEATURES:
         return registry.reason_text(feature, value)
     return f"{feature.replace('_', ' ')}: {value}"
 

@@ -6,17 +6,38 @@ version is stored (pyfunc wrapper around :class:`models.bundle.UpstreamModel`).
 
 from __future__ import annotations
 
+import logging
+import tempfile
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+from mlflow import MlflowClient
 
 from models.bundle import UpstreamModel
+from models.metrics import auroc
 from models.reasons import Reason
-from models.tracking import CARD_DIR, client_for, model_name
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: where each run keeps its model card (models.tracking writes it, champion_summary reads it)
+CARD_DIR = "model_card"
+
+
+def model_name(target: str) -> str:
+    """The registered model name for one outcome target."""
+    return f"upstream-{target}"
+
+
+def client_for(settings: Settings) -> MlflowClient:
+    """An MlflowClient bound to the settings' store. It changes no process-wide MLflow state: API requests,
+    scoring and tests may use different stores in one process."""
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
 @dataclass
@@ -55,7 +76,7 @@ def load_model(target: str, settings: Settings, alias: str = "champion") -> Load
     """Load the version behind ``alias`` (``champion`` or ``challenger``)."""
     client = client_for(settings)
     version = _version_by_alias(client, target, alias)
-    return _load(target, str(version.version), version.run_id, alias)
+    return _load(client, target, str(version.version), version.run_id, alias)
 
 
 def load_model_version(target: str, settings: Settings, version: str, alias: str = "champion") -> LoadedModel:
@@ -68,13 +89,15 @@ def load_model_version(target: str, settings: Settings, version: str, alias: str
         found = client.get_model_version(model_name(target), str(version))
     except MlflowException as exc:
         raise UpstreamError(f"model {model_name(target)} has no version {version}") from exc
-    return _load(target, str(found.version), found.run_id, alias)
+    return _load(client, target, str(found.version), found.run_id, alias)
 
 
-def _load(target: str, version: str, run_id: str, alias: str) -> LoadedModel:
+def _load(client: MlflowClient, target: str, version: str, run_id: str, alias: str) -> LoadedModel:
     import mlflow.pyfunc
 
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name(target)}/{version}")
+    # The version's own download location (a file URI in our store), not "models:/name/version", which MLflow
+    # would resolve through the process-wide registry URI.
+    pyfunc = mlflow.pyfunc.load_model(client.get_model_version_download_uri(model_name(target), version))
     bundle = pyfunc.unwrap_python_model().bundle
     return LoadedModel(target, version, run_id, alias, bundle)
 
@@ -86,14 +109,14 @@ def load_champion(target: str, settings: Settings) -> LoadedModel:
 
 def champion_summary(target: str, settings: Settings) -> dict[str, Any]:
     """Version, run id, test metrics and the Markdown model card of the champion (for the API)."""
-    import mlflow.artifacts
-
     client = client_for(settings)
     version = _version_by_alias(client, target, "champion")
     run = client.get_run(version.run_id)
     try:
-        card = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{CARD_DIR}/model_card.md")
-    except Exception:
+        with tempfile.TemporaryDirectory() as tmp:
+            card = Path(client.download_artifacts(version.run_id, f"{CARD_DIR}/model_card.md", tmp)).read_text(
+                encoding="utf-8")
+    except Exception:  # a run without a card still has metrics worth serving
         card = None
     return {
         "target": target,
@@ -108,3 +131,76 @@ def champion_summary(target: str, settings: Settings) -> dict[str, Any]:
         "gate_reasons": run.data.tags.get("gate_reasons"),
         "card_markdown": card,
     }
+
+
+def champion_auroc_on_this_test_set(
+    client: MlflowClient, settings: Settings, target: str, test: pl.DataFrame, y_test: np.ndarray
+) -> tuple[float | None, str]:
+    """The current champion's AUROC on the *new* model's test set, so the gate compares like with like.
+
+    Why: each version's recorded test AUROC comes from its own (older) test year; an easier or harder year
+    would decide the promotion. Falls back to the recorded figure, saying so, when the champion cannot score
+    this frame (e.g. it used a feature that has since been retired). Returns (AUROC or None, basis); the
+    alias is resolved once, so the version scored is the version whose record is the fallback.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(model_name(target), "champion")
+    except MlflowException:
+        return None, "no champion"
+    try:
+        champion = load_model_version(target, settings, str(version.version))
+        return auroc(y_test, champion.predict_proba(test)), "champion scored on this test set"
+    except Exception as exc:  # any failure to re-score means: use what was recorded
+        log.warning(
+            "could not score the champion on this test set (%s); comparing with its recorded test AUROC",
+            type(exc).__name__,
+        )
+        recorded = client.get_run(version.run_id).data.metrics.get("test_auroc")
+        return recorded, "champion's recorded test AUROC (its own test set)"
+
+
+# --- the champion for scoring: which version, and one loaded copy per process -------------------------
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered version: which model scored a run, without downloading it."""
+
+    name: str
+    version: str
+    run_id: str
+
+
+def champion_ref(settings: Settings) -> ModelRef | None:
+    """Which registered version is champion now (a cheap registry lookup, no model download)."""
+    from mlflow.exceptions import MlflowException
+
+    name = model_name(settings.target)
+    try:
+        version = client_for(settings).get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None
+    return ModelRef(name, str(version.version), version.run_id)
+
+
+#: champion models loaded in this process, by (store, name, version): scoring loads each version once
+_MODELS: dict[tuple[str, str, str], LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def champion_or_none(settings: Settings) -> LoadedModel | None:
+    """The champion model of ``settings.target`` (loaded once per process and version), or None."""
+    ref = champion_ref(settings)
+    if ref is None:
+        return None
+    key = (settings.tracking_uri, ref.name, ref.version)
+    with _MODELS_LOCK:  # partitions scored on threads share one loaded copy
+        if key not in _MODELS:
+            try:
+                # The version just resolved, not "whatever is champion now": the cache key must match it.
+                _MODELS[key] = load_model_version(settings.target, settings, ref.version)
+            except UpstreamError:
+                return None
+        return _MODELS[key]

@@ -8,33 +8,44 @@ made per call, never at import.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from models import card, plots
 from models.bundle import UpstreamModel
 from models.gate import decide
+from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
+from models.pyfunc import UpstreamPyfunc, example_frame
+from models.registry import CARD_DIR, champion_auroc_on_this_test_set, client_for, model_name
 from upstream.settings import Settings
 
-CARD_DIR = "model_card"
 GATE_ARTIFACT = "gate/gate_decision.json"
 
 
-def model_name(target: str) -> str:
-    return f"upstream-{target}"
-
-
-def client_for(settings: Settings):
-    """An MlflowClient bound to the settings' store, with the fluent API pointed at the same store."""
+@contextmanager
+def fluent_store(settings: Settings) -> Iterator[None]:
+    """Point MLflow's fluent API (start_run, log_model) at the settings' store for one block, then put back
+    whatever was there: the process-wide URIs are never left changed (the API and tests share a process)."""
     import mlflow
-    from mlflow import MlflowClient
 
+    # MLflow mirrors both URIs into these environment variables whenever they are set, so they are the state.
+    previous = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous["MLFLOW_TRACKING_URI"])  # None unsets it
+        mlflow.set_registry_uri(previous["MLFLOW_REGISTRY_URI"])
+        if previous["MLFLOW_REGISTRY_URI"] is None:
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 def ensure_experiment(client, settings: Settings, target: str) -> str:
@@ -45,39 +56,6 @@ def ensure_experiment(client, settings: Settings, target: str) -> str:
     location = (settings.artifact_root / name).resolve()
     location.mkdir(parents=True, exist_ok=True)
     return client.create_experiment(name, artifact_location=location.as_uri())
-
-
-def champion_auroc_on_this_test_set(
-    client, settings: Settings, target: str, test: pl.DataFrame, y_test: np.ndarray
-) -> tuple[float | None, str]:
-    """The current champion's AUROC on the *new* model's test set, so the gate compares like with like.
-
-    Why: each version's recorded test AUROC comes from its own (older) test year; an easier or harder year
-    would decide the promotion. Falls back to the recorded figure, saying so, when the champion cannot score
-    this frame (e.g. it used a feature that has since been retired). Returns (AUROC or None, basis); the
-    alias is resolved once, so the version scored is the version whose record is the fallback.
-    """
-    import logging
-
-    from mlflow.exceptions import MlflowException
-
-    from models.metrics import auroc
-    from models.registry import load_model_version
-
-    try:
-        version = client.get_model_version_by_alias(model_name(target), "champion")
-    except MlflowException:
-        return None, "no champion"
-    try:
-        champion = load_model_version(target, settings, str(version.version))
-        return auroc(y_test, champion.predict_proba(test)), "champion scored on this test set"
-    except Exception as exc:  # any failure to re-score means: use what was recorded
-        logging.getLogger(__name__).warning(
-            "could not score the champion on this test set (%s); comparing with its recorded test AUROC",
-            type(exc).__name__,
-        )
-        recorded = client.get_run(version.run_id).data.metrics.get("test_auroc")
-        return recorded, "champion's recorded test AUROC (its own test set)"
 
 
 def codelist_versions() -> dict[str, str]:
@@ -117,10 +95,6 @@ def log_and_register(
     import mlflow
     from mlflow.models import infer_signature
 
-    from models import card, plots
-    from models.pyfunc import UpstreamPyfunc, example_frame
-    from models.train import CALIBRATION, HGB_PARAMS, LR_PARAMS
-
     client = client_for(settings)
     experiment_id = ensure_experiment(client, settings, target)
     name = model_name(target)
@@ -128,7 +102,8 @@ def log_and_register(
     decision = decide(metrics, fairness, previous_auroc, settings.gate)
     versions = codelist_versions()
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{target}-{chosen}") as run, \
+    with fluent_store(settings), \
+            mlflow.start_run(experiment_id=experiment_id, run_name=f"{target}-{chosen}") as run, \
             tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         params = {

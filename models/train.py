@@ -33,12 +33,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
-from models.labels import OUTCOME_WINDOW, TARGETS, build_labels, data_end, data_start
+from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start
 from models.metrics import evaluate
+from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
+from models.tracking import log_and_register
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
+from upstream.targets import TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +57,6 @@ BASELINES = {
 }
 MAX_TRAIN_DATES = 4
 TRAIN_DATE_STEP = timedelta(days=91)
-HGB_PARAMS: dict[str, Any] = {
-    "learning_rate": 0.06,
-    "max_iter": 400,
-    "max_leaf_nodes": 31,
-    "min_samples_leaf": 40,
-    "l2_regularization": 1.0,
-    "early_stopping": True,
-    "validation_fraction": 0.1,
-    "n_iter_no_change": 20,
-}
-LR_PARAMS: dict[str, Any] = {"C": 1.0, "max_iter": 3000}
-CALIBRATION: dict[str, Any] = {"method": "sigmoid", "holdout_fraction": 0.2}
 
 
 @dataclass
@@ -137,14 +129,9 @@ def choose_dates(
 def model_feature_names(frame: pl.DataFrame) -> list[str]:
     """Model inputs from the feature registry, in its order; for frames without a registry, every
     numeric or boolean column except identifiers."""
-    try:
-        from features.registry import MODEL_FEATURES
-    except ImportError:
-        MODEL_FEATURES = None
-    if MODEL_FEATURES:
-        names = [n for n in MODEL_FEATURES if n in frame.columns]
-        if names:
-            return names
+    names = [n for n in MODEL_FEATURES if n in frame.columns]
+    if names:
+        return names
     return [
         n for n, t in frame.schema.items()
         if n not in ID_COLUMNS and n not in TARGETS and (t.is_numeric() or t == pl.Boolean)
@@ -265,7 +252,6 @@ def train_on_frames(
     Split out so it can be run on any labelled feature frames (hand-made in tests, or assembled from a
     delivery by :func:`train_and_register`).
     """
-    from models.tracking import log_and_register
 
     if target not in TARGETS:
         raise UpstreamError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")

@@ -59,12 +59,9 @@ def _generator():
     return generate_delivery
 
 
-def demo_keys(settings: Any, localities: list[str]) -> dict[str, str] | None:
-    """An admin key and a key for the first locality (None when serving's key module is not available)."""
-    try:
-        from serving.keys import create_key
-    except ImportError:
-        return None
+def demo_keys(settings: Any, localities: list[str]) -> dict[str, str]:
+    """An admin key and a key for the first locality, so the demo's web page can be opened at once."""
+    from serving.keys import create_key
     from upstream.store import get_engine
 
     engine = get_engine(settings.db_url)
@@ -124,11 +121,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"API docs:    http://{host}:{port}/docs")
         print(f"Prefect UI:  {prefect_ui}")
         print(f"MLflow UI:   mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
-        if keys is None:
-            print("API keys:    serving.keys is not available; create keys with `upstream keys`")
-        else:
-            for role, key in keys.items():
-                print(f"Key ({role}): {key}")
+        for role, key in keys.items():
+            print(f"Key ({role}): {key}")
         print("Press Ctrl+C to stop.", flush=True)
         import uvicorn
 

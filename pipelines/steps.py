@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from models.registry import champion_or_none, champion_ref, model_name
 from pipelines.lists import attach_details, build_lists, funnel_rows, list_sizes, locality_file_stem, offer_demand
 from pipelines.publish import (
     comparison_published,
@@ -209,49 +209,6 @@ def build_partition_features(clean_dir: Path, index_date: date, out_path: Path) 
 # --- training and scoring -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    name: str
-    version: str
-    run_id: str
-
-
-def champion_ref(settings: Settings) -> ModelRef | None:
-    """Which registered version is champion now (a cheap registry lookup, no model download)."""
-    from mlflow.exceptions import MlflowException
-
-    from models.tracking import client_for, model_name
-
-    name = model_name(settings.target)
-    try:
-        version = client_for(settings).get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        return None
-    return ModelRef(name, str(version.version), version.run_id)
-
-
-_MODELS: dict[tuple[str, str, str], Any] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def champion_or_none(settings: Settings) -> Any | None:
-    """The champion model of ``settings.target`` (loaded once per process and version), or None."""
-    from models.registry import load_model_version
-
-    ref = champion_ref(settings)
-    if ref is None:
-        return None
-    key = (settings.tracking_uri, ref.name, ref.version)
-    with _MODELS_LOCK:  # partitions scored on threads share one loaded copy
-        if key not in _MODELS:
-            try:
-                # The version just resolved, not "whatever is champion now": the cache key must match it.
-                _MODELS[key] = load_model_version(settings.target, settings, ref.version)
-            except UpstreamError:
-                return None
-        return _MODELS[key]
-
-
 def should_train(mode: str, settings: Settings) -> bool:
     """``auto`` trains only when there is no champion yet; ``always``/``never`` do what they say."""
     if mode not in TRAIN_MODES:
@@ -278,8 +235,6 @@ def score_partition(features_path: Path, settings: Settings) -> pl.DataFrame:
     Each row carries ``model_name``/``model_version`` of the model that scored it, so the run records the
     version actually used even if the champion alias moves while the run is in progress.
     """
-    from models.tracking import model_name
-
     model = champion_or_none(settings)
     if model is None:
         raise UpstreamError(f"no champion model for target {settings.target!r}: run with --train auto/always first")

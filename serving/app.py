@@ -44,6 +44,7 @@ from serving.schemas import (
 )
 from upstream.disclosure import RULE_TEXT, suppress_count
 from upstream.settings import Settings, get_settings
+from upstream.targets import Target
 
 access_log = logging.getLogger("upstream.serving.access")
 error_log = logging.getLogger("upstream.serving.error")
@@ -75,12 +76,6 @@ class Section(StrEnum):
 
 OFFER_PATTERN = r"^[a-z0-9_]{1,60}$"
 PRACTICE_PATTERN = r"^[A-Z0-9]{3,10}$"
-
-
-class Target(StrEnum):
-    emergency_admission = "emergency_admission"
-    care_escalation = "care_escalation"
-    crisis = "crisis"
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
+from models import registry
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
 
@@ -17,22 +19,14 @@ class NoChampion(LookupError):
 
 
 def champion_summary(target: str, settings: Settings) -> dict[str, Any]:
-    """Prefer the models package's own summary; fall back to reading MLflow directly."""
+    """The models package's summary of the champion, in the API's shape (serving never trains)."""
     try:
-        registry = importlib.import_module("models.registry")
-    except ModuleNotFoundError:
-        registry = None
-    if registry is not None and hasattr(registry, "champion_summary"):
-        from mlflow.exceptions import MlflowException
-
-        try:
-            summary = registry.champion_summary(target, settings)
-        except (UpstreamError, LookupError, MlflowException) as exc:  # models says "no such alias" as UpstreamError
-            raise NoChampion(target) from exc
-        if summary is None:
-            raise NoChampion(target)
-        return _normalise(summary, target)
-    return _from_mlflow(target, settings)
+        summary = registry.champion_summary(target, settings)
+    except (UpstreamError, LookupError, MlflowException) as exc:  # models says "no such alias" as UpstreamError
+        raise NoChampion(target) from exc
+    if summary is None:
+        raise NoChampion(target)
+    return _normalise(summary, target)
 
 
 def served_metrics(raw: dict[str, Any]) -> dict[str, float]:
@@ -69,36 +63,4 @@ def _normalise(summary: Any, target: str) -> dict[str, Any]:
         "metrics": served_metrics(data.get("metrics") or {}),
         "model_card": served_card(data.get("card_markdown", data.get("model_card"))),
         **{k: None if data.get(k) is None else str(data[k]) for k in EXTRA_FIELDS},
-    }
-
-
-def _from_mlflow(target: str, settings: Settings) -> dict[str, Any]:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    name = f"upstream-{target}"
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    try:
-        version = client.get_model_version_by_alias(name, "champion")
-    except MlflowException as exc:
-        raise NoChampion(target) from exc
-    metrics: dict[str, float] = {}
-    card = None
-    if version.run_id:
-        run = client.get_run(version.run_id)
-        metrics = {k: float(v) for k, v in run.data.metrics.items()}
-        try:
-            import mlflow.artifacts
-
-            card = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model_card/model_card.md")
-        except Exception:  # a run without a card still has metrics worth serving
-            card = None
-    return {
-        "target": target,
-        "model_name": name,
-        "version": str(version.version),
-        "run_id": version.run_id,
-        "metrics": served_metrics(metrics),
-        "model_card": served_card(card),
-        "alias": "champion",
     }

@@ -61,12 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # not built yet
+        module = importlib.import_module(module_name)  # a missing command is a broken install: say so
         command = sub.add_parser(name, help=help_text, description=help_text)
         module.configure(command)
         command.set_defaults(_run=module.run)

@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from upstream.targets import DEFAULT_TARGET, check_target
+
 DEV_PSEUDO_KEY = "upstream-dev-only-key-do-not-use-with-real-data"
 
 
@@ -174,7 +176,7 @@ class Settings(BaseSettings):
     pseudo_key: SecretStr | None = None
     database_url: str | None = None
     mlflow_tracking_uri: str | None = None
-    target: str = "crisis"
+    target: str = DEFAULT_TARGET
     ingest: IngestSettings = IngestSettings()
     gate: GateSettings = GateSettings()
     lists: ListSettings = ListSettings()
@@ -184,6 +186,12 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     alerts: AlertSettings = AlertSettings()
+
+    @field_validator("target")
+    @classmethod
+    def _declared_target(cls, value: str) -> str:
+        # A typo here would otherwise train, score and serve a model nobody can find.
+        return check_target(value)
 
     @field_validator("home")
     @classmethod

@@ -10,15 +10,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from expectations.contract import SOURCES
+from expectations.contract import SOURCES, clean_schema
 from features.codelists import CodeList
-
-
-def clean_schema(source: str) -> dict[str, pl.DataType]:
-    schema: dict[str, pl.DataType] = {"person_id": pl.String}
-    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
-    return schema
-
 
 RESIDENT_DEFAULTS: dict[str, Any] = {
     "date_of_birth": date(1940, 6, 15),

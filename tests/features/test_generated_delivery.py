@@ -12,12 +12,11 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
+from expectations import ingest
 from features.build import build_features
 from features.registry import FEATURES
+from synthetic import generate
 from tests.features.test_hfrs_comorbidipy import comorbidipy_hfrs
-
-generate = pytest.importorskip("synthetic.generate", reason="generator not written yet")
-ingest = pytest.importorskip("expectations.ingest", reason="ingest not written yet")
 
 
 @pytest.fixture(scope="module")

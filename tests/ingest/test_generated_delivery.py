@@ -13,9 +13,8 @@ import pytest
 
 from expectations import checks as C
 from expectations.ingest import ingest_delivery
+from synthetic import generate
 from upstream.settings import Settings
-
-generate = pytest.importorskip("synthetic.generate", reason="synthetic generator not available yet")
 
 #: Defect kind written by the generator -> the checks allowed to catch it (column must match too).
 DEFECT_CHECKS: dict[str, set[str]] = {

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from models.metrics import auroc
 from models.registry import champion_summary, load_champion, load_model
+from models.tracking import fluent_store
 from models.train import train_on_frames
 from tests.models.conftest import make_frame
 from upstream.errors import UpstreamError
@@ -71,7 +72,9 @@ def test_run_has_metrics_artifacts_and_alias(first):
     # The registry artifact lives under <home>/mlartifacts, not the working directory.
     assert client.get_experiment(run.info.experiment_id).artifact_location.startswith(
         settings.artifact_root.as_uri())
-    model = mlflow.models.get_model_info(f"models:/upstream-crisis/{version.version}")
+    # Read through this store's client: training leaves MLflow's process-wide URIs as they were.
+    with fluent_store(settings):  # MLflow's fluent readers need a store; training left none set
+        model = mlflow.models.get_model_info(f"models:/upstream-crisis/{version.version}")
     assert model.signature is not None and "age" in model.signature.inputs.input_names()
 
 
@@ -116,7 +119,9 @@ def test_worse_model_is_challenger_then_threshold_change_flips_it(first):
     run = client.get_run(weak.run_id)
     assert run.data.tags["gate_decision"] == "challenger"
     assert "does not beat" in run.data.tags["gate_reasons"]
-    gate_file = mlflow.artifacts.download_artifacts(run_id=weak.run_id, artifact_path="gate/gate_decision.json")
+    gate_file = mlflow.artifacts.download_artifacts(
+        run_id=weak.run_id, artifact_path="gate/gate_decision.json", tracking_uri=settings.tracking_uri
+    )
     with open(gate_file) as fh:
         gate = json.load(fh)
     assert gate["alias"] == "challenger" and gate["checks"]["beats_champion"] is False

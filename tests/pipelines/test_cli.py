@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
+from synthetic import generate
 from upstream.processes import stop_process
 from upstream.store import get_engine, published_weeks
 
@@ -130,7 +130,6 @@ def test_schedule_serves_a_deployment_on_the_configured_server(prefect_harness, 
 
 
 def test_run_publishes_a_week_end_to_end(prefect_harness, tmp_path):
-    generate = pytest.importorskip("synthetic.generate", reason="the synthetic generator is not built yet")
     api_url = _harness_api_url()
     raw = tmp_path / "raw"
     generate.generate_delivery(raw, residents=1500, seed=3)

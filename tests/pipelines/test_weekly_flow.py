@@ -15,11 +15,10 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from synthetic import generate
 from tests.pipelines.conftest import latest_artifact
 from upstream.settings import Settings
 from upstream.store import get_engine, published_weeks, risk_lists, score_runs, scores
-
-generate = pytest.importorskip("synthetic.generate", reason="the synthetic generator is not built yet")
 
 
 @pytest.fixture(scope="module")

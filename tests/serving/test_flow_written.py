@@ -15,12 +15,11 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-steps = pytest.importorskip("pipelines.steps")
-
-from serving.app import create_app  # noqa: E402
-from serving.keys import create_key  # noqa: E402
-from upstream.settings import ListSettings, Settings  # noqa: E402
-from upstream.store import get_engine  # noqa: E402
+from pipelines import steps
+from serving.app import create_app
+from serving.keys import create_key
+from upstream.settings import ListSettings, Settings
+from upstream.store import get_engine
 
 W47, W48 = date(2026, 11, 16), date(2026, 11, 23)
 FALL = json.dumps([{"feature": "falls_12m", "value": 2, "text": "2 falls in last 6 months", "contribution": 0.2}])

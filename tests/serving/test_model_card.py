@@ -41,8 +41,11 @@ def _register_champion(settings: Settings) -> str:
 
 
 def test_current_model_card_and_metrics(tmp_path):
+    import mlflow
+
     settings = Settings(home=tmp_path, pseudo_key="test-key-not-secret")
     run_id = _register_champion(settings)
+    process_tracking_uri = mlflow.get_tracking_uri()
     key = create_key(get_engine(settings.db_url), "analyst", [])
     with TestClient(create_app(settings)) as client:
         r = client.get("/models/current", headers={"X-API-Key": key})
@@ -57,16 +60,18 @@ def test_current_model_card_and_metrics(tmp_path):
         # No champion for another target yet.
         assert client.get("/models/current?target=care_escalation", headers={"X-API-Key": key}).status_code == 404
         assert client.get("/models/current").status_code == 401
+    # Serving reads the registry through its own client: MLflow's process-wide store is left as it was.
+    assert mlflow.get_tracking_uri() == process_tracking_uri != settings.tracking_uri
 
 
-def test_direct_mlflow_fallback_reads_the_same_champion(tmp_path):
-    """The path used when models.registry is absent: MLflow client, alias, run metrics, card artifact."""
-    from serving.model_card import NoChampion, _from_mlflow
+def test_model_card_reads_the_champion_through_models_registry(tmp_path):
+    """Serving's one path to the champion (there is no second, direct-MLflow path): alias, metrics, card."""
+    from serving.model_card import NoChampion, champion_summary
 
     settings = Settings(home=tmp_path, pseudo_key="test-key-not-secret")
     run_id = _register_champion(settings)
-    summary = _from_mlflow("crisis", settings)
+    summary = champion_summary("crisis", settings)
     assert (summary["version"], summary["run_id"], summary["model_card"]) == ("2", run_id, CARD)
     assert summary["metrics"] == SHOWN_METRICS
     with pytest.raises(NoChampion):
-        _from_mlflow("care_escalation", settings)
+        champion_summary("care_escalation", settings)

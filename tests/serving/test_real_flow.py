@@ -12,14 +12,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-generate = pytest.importorskip("synthetic.generate", reason="the synthetic generator is not built yet")
-pytest.importorskip("pipelines.flows", reason="the weekly flow is not built yet")
-
-from expectations.pseudonymise import pseudonymise_one  # noqa: E402
-from serving.app import create_app  # noqa: E402
-from serving.keys import create_key  # noqa: E402
-from upstream.settings import Settings  # noqa: E402
-from upstream.store import audit_log, get_engine, published_weeks, risk_lists  # noqa: E402
+from expectations.pseudonymise import pseudonymise_one
+from serving.app import create_app
+from serving.keys import create_key
+from synthetic import generate
+from upstream.settings import Settings
+from upstream.store import audit_log, get_engine, published_weeks, risk_lists
 
 pytestmark = pytest.mark.slow
 

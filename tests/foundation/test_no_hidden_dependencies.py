@@ -1,0 +1,115 @@
+"""No hidden dependencies: every package we ship and depend on is always there, so nothing may act as if not.
+
+An ``except ImportError`` around one of our own imports turns a broken install into quietly different
+behaviour (a CLI command that vanishes, reasons that lose their words), and ``pytest.importorskip`` on our
+own packages turns a broken import into a skipped end-to-end test instead of a red one. The source is
+scanned with ``ast`` so that neither can come back unnoticed.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from upstream.cli import COMMANDS, build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+#: the packages the wheel ships (pyproject.toml [tool.hatch.build.targets.wheel]) plus the tests
+PROJECT_PACKAGES = ("upstream", "synthetic", "expectations", "features", "models", "pipelines", "serving")
+SCANNED = (*PROJECT_PACKAGES, "tests")
+IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
+
+
+def _caught_names(handler: ast.ExceptHandler) -> set[str]:
+    kinds = handler.type
+    nodes = kinds.elts if isinstance(kinds, ast.Tuple) else [kinds] if kinds is not None else []
+    return {n.id if isinstance(n, ast.Name) else n.attr for n in nodes if isinstance(n, ast.Name | ast.Attribute)}
+
+
+def hidden_dependencies(source: str) -> list[tuple[int, str]]:
+    """(line, what) for each import fallback or importorskip of a project package in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ExceptHandler) and _caught_names(node) & IMPORT_ERRORS:
+            found.append((node.lineno, "except ImportError fallback"))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "importorskip"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and str(node.args[0].value).split(".")[0] in PROJECT_PACKAGES
+        ):
+            found.append((node.lineno, f"importorskip({node.args[0].value!r})"))
+    return found
+
+
+def test_the_scanner_finds_each_kind_of_fallback() -> None:
+    source = (
+        "try:\n    import models.registry\nexcept ImportError:\n    registry = None\n"
+        "try:\n    import x\nexcept (ValueError, ModuleNotFoundError):\n    pass\n"
+        "steps = pytest.importorskip('pipelines.steps')\n"
+        "pw = pytest.importorskip('playwright')\n"  # a third-party extra may be optional: not flagged
+        "try:\n    f()\nexcept ValueError:\n    pass\n"
+    )
+    assert hidden_dependencies(source) == [
+        (3, "except ImportError fallback"),
+        (7, "except ImportError fallback"),
+        (9, "importorskip('pipelines.steps')"),
+    ]
+
+
+def test_no_source_file_hides_a_dependency() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}: {what}"
+        for package in SCANNED
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for line, what in hidden_dependencies(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
+
+
+def test_every_cli_command_is_registered() -> None:
+    """A command whose module fails to import is an error, never a command missing from ``--help``."""
+    listed = re.findall(r"^    (\S+)\s", build_parser().format_help(), flags=re.MULTILINE)
+    assert sorted(listed) == sorted(COMMANDS)
+
+
+def _models_imports(path: Path) -> tuple[set[str], list[int]]:
+    """(models.* modules imported at module level, lines of models.* imports inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = {
+        node.module for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("models.")
+    }
+    top |= {
+        f"models.{alias.name}" for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "models" for alias in node.names
+    }
+    nested = [
+        inner.lineno
+        for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+        for inner in ast.walk(fn)
+        if isinstance(inner, ast.ImportFrom) and inner.module and inner.module.split(".")[0] == "models"
+    ]
+    return top, nested
+
+
+def test_models_package_has_no_import_cycle_hidden_in_functions() -> None:
+    """train -> tracking -> registry is one-way: no models module imports another inside a function (only the
+    CLI defers its import, to keep ``upstream --help`` fast), and the module-level graph has no cycle."""
+    graph: dict[str, set[str]] = {}
+    hidden: list[str] = []
+    for path in sorted((ROOT / "models").glob("*.py")):
+        module = f"models.{path.stem}"
+        graph[module], nested = _models_imports(path)
+        if path.stem != "cli":
+            hidden += [f"{module}:{line}" for line in nested]
+    assert hidden == []
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    assert [m for m in graph if reaches(m, m, set())] == []
+    assert "models.registry" in graph["models.tracking"] and "models.tracking" not in graph["models.registry"]
