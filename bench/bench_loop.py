@@ -173,8 +173,7 @@ def cmd_outcomes(a: argparse.Namespace) -> None:
             sub = people[listed.tolist()]
             conn.execute(risk_lists.insert(), [
                 {"run_id": run_id, "week": week, "locality": loc, "rank": i, "person_id": pid, "score": 0.5,
-                 "band": "high", "change_since_last_week": None, "new_this_week": False,
-                 "reason_for_listing": "top_band", "reasons": []}
+                 "band": "high", "section": "top", "change_points": None, "why_listed": "Among the highest risks", "what_changed": None, "suggested_offers": "", "offer_evidence": "", "top_reasons": "", "age_band": "75-79", "gp_practice": None, "reasons": []}
                 for i, (pid, loc) in enumerate(sub.iter_rows())])
             conn.execute(published_weeks.insert(), [{"week": week, "run_id": run_id, "index_date": t,
                                                      "published_at": now}])

@@ -357,27 +357,36 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _log_to_mlflow(report: dict[str, Any], out: Path, settings: Settings) -> None:
-    """One MLflow run per evaluation in the ``upstream-evaluation`` experiment (report files as artifacts)."""
-    from models.tracking import client_for
+    """One MLflow run per evaluation in the ``upstream-evaluation`` experiment (report files as artifacts).
 
-    client_for(settings)
-    import mlflow
+    Through an explicit client: the process-wide tracking URI is never changed (models.registry.client_for)."""
+    from models.registry import client_for
 
+    client = client_for(settings)
     name = "upstream-evaluation"
-    exp = mlflow.get_experiment_by_name(name)
+    exp = client.get_experiment_by_name(name)
     if exp is None:
         location = (settings.artifact_root / name).resolve()
         location.mkdir(parents=True, exist_ok=True)
-        exp_id = mlflow.create_experiment(name, artifact_location=location.as_uri())
+        exp_id = client.create_experiment(name, artifact_location=location.as_uri())
     else:
         exp_id = exp.experiment_id
     c = report["crisis_12m"]
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"evaluation-{report['period']['from']}-{report['period']['to']}"):
-        mlflow.log_params({"method": METHOD, "from": report["period"]["from"], "to": report["period"]["to"]})
-        mlflow.log_metrics({k: v for k, v in {
+    run = client.create_run(exp_id, run_name=f"evaluation-{report['period']['from']}-{report['period']['to']}")
+    run_id = run.info.run_id
+    try:
+        for key, value in {"method": METHOD, "from": report["period"]["from"], "to": report["period"]["to"]}.items():
+            client.log_param(run_id, key, value)
+        for key, value in {
             "crisis_rd": c["risk_difference"]["estimate"], "crisis_rd_ci_low": c["risk_difference"]["ci_low"],
             "crisis_rd_ci_high": c["risk_difference"]["ci_high"], "crisis_rr": c["risk_ratio"]["estimate"],
             "crisis_rr_ci_low": c["risk_ratio"]["ci_low"], "crisis_rr_ci_high": c["risk_ratio"]["ci_high"],
-        }.items() if v is not None and math.isfinite(v)})
-        mlflow.log_artifact(str(out / "evaluation.json"))
-        mlflow.log_artifact(str(out / "evaluation.md"))
+        }.items():
+            if value is not None and math.isfinite(value):
+                client.log_metric(run_id, key, value)
+        client.log_artifact(run_id, str(out / "evaluation.json"))
+        client.log_artifact(run_id, str(out / "evaluation.md"))
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)

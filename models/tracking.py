@@ -21,6 +21,7 @@ import polars as pl
 from models import card, plots
 from models.bundle import UpstreamModel
 from models.gate import decide
+from models.monitoring import REFERENCE_ARTIFACT, reference_profile
 from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
 from models.pyfunc import UpstreamPyfunc, example_frame
 from models.registry import CARD_DIR, champion_auroc_on_this_test_set, client_for, model_name
@@ -147,8 +148,6 @@ def log_and_register(
             mlflow.log_artifact(str(tmp / f), "data")
         mlflow.set_tag("data_fingerprint", context["train_fingerprint"] + "/" + context["test_fingerprint"])
         # Issue 16: what weekly monitoring compares against (bins and shares only, no rows).
-        from models.monitoring import REFERENCE_ARTIFACT, reference_profile
-
         reference = reference_profile(example_source, context["features"], predictions[chosen], y_test)
         (tmp / "reference.json").write_text(json.dumps(reference))
         mlflow.log_artifact(str(tmp / "reference.json"), REFERENCE_ARTIFACT.rpartition("/")[0])

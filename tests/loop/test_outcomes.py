@@ -85,7 +85,7 @@ def _publish(settings: Settings, week: str, t: date, people: list[str]) -> None:
                                             "started_at": now, "finished_at": now}])
         conn.execute(risk_lists.insert(), [
             {"run_id": week, "week": week, "locality": "North", "rank": i, "person_id": p, "score": 0.5,
-             "band": "high", "new_this_week": True, "reason_for_listing": "top_band", "reasons": []}
+             "band": "high", "section": "top", "change_points": None, "why_listed": "Among the highest risks", "what_changed": None, "suggested_offers": "", "offer_evidence": "", "top_reasons": "", "age_band": "75-79", "gp_practice": None, "reasons": []}
             for i, p in enumerate(people)])
         conn.execute(published_weeks.insert(), [{"week": week, "run_id": week, "index_date": t, "published_at": now}])
 

@@ -6,8 +6,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from tests.pipelines.test_cli import ROOT, _cli_env, _harness_api_url
 from upstream.console import WEEKLY_STEPS
 
@@ -15,7 +13,7 @@ ANSI = re.compile(r"\x1b\[")
 
 
 def test_run_prints_one_line_per_step_and_everything_with_verbose(prefect_harness, tmp_path):
-    generate = pytest.importorskip("synthetic.generate")
+    from synthetic import generate
     raw = tmp_path / "raw"
     generate.generate_delivery(raw, residents=1500, seed=4)
     env = _cli_env(

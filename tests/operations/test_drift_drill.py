@@ -13,12 +13,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from synthetic import generate
 from synthetic.drills import half_missing, older_population
 from tests.operations.test_alerts import Receiver
 from upstream.settings import Settings
 from upstream.store import get_engine, monitoring_results, weekly_runs
-
-generate = pytest.importorskip("synthetic.generate")
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +152,7 @@ def test_failed_run_posts_an_alert_and_is_recorded(drill):
     ]
     assert runs[3]["error"] == "step ingest: UpstreamError"
     assert runs[5]["error"] == "step score: InjectedFailure"
-    assert set(runs[0]["timings"]) == {"ingest", "features", "train", "score", "publish", "monitor"}
+    assert set(runs[0]["timings"]) == {"ingest", "features", "train", "score", "publish", "outcomes", "monitor"}
     assert runs[0]["training_run_id"] and runs[1]["training_run_id"] is None
     assert runs[1]["delivery"]["residents"]["rows_in"] == 3000
     assert all(runs[i]["model_version"] == "1" for i in (0, 1, 2, 4))
