@@ -20,9 +20,9 @@ import polars as pl
 
 from pipelines.lists import attach_reasons, build_lists, list_sizes, locality_file_stem
 from pipelines.publish import (
+    discard_run,
     load_run_list_members,
     load_run_scores,
-    mark_failed,
     new_run_id,
     previous_published,
     publish_week,
@@ -306,6 +306,9 @@ def store_scores(
     parts: list[pl.DataFrame], index_date: date, settings: Settings, model_name: str, model_version: str
 ) -> ScoreRun:
     """Band the combined partitions and write them under a new, not yet published run."""
+    from pipelines.run_guard import claim_home
+
+    claim_home(settings.home)  # the store is the writer: never alongside another run on this home
     engine = get_engine(settings.db_url)
     banded = combine_partitions(parts)
     run_id = new_run_id()
@@ -322,7 +325,9 @@ def store_scores(
     try:
         n = write_scores(engine, run_id, banded)
     except BaseException:
-        mark_failed(engine, run_id)
+        # On the way out: never leave a run "running" or its partial rows behind (a retry starts a new
+        # run). If even this fails (the process is being killed), the next run's start-up reaps it.
+        discard_run(engine, run_id)
         raise
     return ScoreRun(run_id, week, index_date, n)
 

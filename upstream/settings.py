@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     gate: GateSettings = GateSettings()
     lists: ListSettings = ListSettings()
     serving: ServingSettings = ServingSettings()
+    #: Seconds the Prefect API may stay unreachable before a run is stopped with exit code 2
+    #: (pipelines.prefect_server.ApiWatchdog); a server process that exits stops the run at once.
+    prefect_api_grace_seconds: float = Field(30.0, gt=0, le=60)
 
     @field_validator("home")
     @classmethod
