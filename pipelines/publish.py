@@ -106,13 +106,22 @@ def discard_run(engine: Engine, run_id: str) -> None:
         ).first()
         if published is not None:
             return
-        conn.execute(scores.delete().where(scores.c.run_id == run_id))
-        conn.execute(risk_lists.delete().where(risk_lists.c.run_id == run_id))
         conn.execute(
             score_runs.update()
             .where(score_runs.c.run_id == run_id, score_runs.c.status != "complete")
             .values(status="failed", finished_at=_now())
         )
+        conn.execute(risk_lists.delete().where(risk_lists.c.run_id == run_id))
+    # Failed first, rows after, in short transactions like write_scores (a county's run is 1.8M rows): if
+    # this is interrupted, the run is already "failed" and the next start-up deletes the rest.
+    while True:
+        batch = sa.select(scores.c.person_id).where(scores.c.run_id == run_id).limit(_CHUNK)
+        with engine.begin() as conn:
+            deleted = conn.execute(
+                scores.delete().where(scores.c.run_id == run_id, scores.c.person_id.in_(batch.scalar_subquery()))
+            ).rowcount
+        if not deleted:
+            return
 
 
 def reap_abandoned_runs(engine: Engine) -> list[str]:

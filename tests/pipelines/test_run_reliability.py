@@ -262,9 +262,9 @@ def test_run_exits_2_within_a_minute_when_the_prefect_server_dies(tmp_path, smal
         text=True,
     )
     try:
-        # Mid-run = the weekly flow has started (it claims the home first thing).
+        # Mid-run = the weekly flow has started writing under UPSTREAM_HOME.
         deadline = time.monotonic() + 600
-        while not (home / ".weekly-run.lock").exists():
+        while not (home.is_dir() and any(home.iterdir())):
             assert run.poll() is None, run.communicate()
             assert time.monotonic() < deadline, "the weekly flow never started"
             time.sleep(0.5)
