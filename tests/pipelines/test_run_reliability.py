@@ -290,3 +290,30 @@ def test_run_exits_2_within_a_minute_when_the_prefect_server_dies(tmp_path, smal
         assert [status for _, status in _runs(engine) if status == "running"] == []
     finally:
         engine.dispose()
+
+
+def test_watchdog_gives_a_silent_api_its_grace_then_reports_it():
+    """An external API (no process of ours to watch) that stops answering: reported once, after the grace."""
+    import socket
+    import threading
+
+    from pipelines.prefect_server import ApiWatchdog
+
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    reasons: list[str] = []
+    reported = threading.Event()
+
+    def lost(reason: str) -> None:
+        reasons.append(reason)
+        reported.set()
+
+    watchdog = ApiWatchdog(lost, grace=1.5, interval=0.2, api=(f"http://127.0.0.1:{port}/api", None))
+    started = time.monotonic()
+    watchdog.start()
+    assert reported.wait(30)
+    waited = time.monotonic() - started
+    watchdog.join(5)
+    assert 1.5 <= waited < 30
+    assert len(reasons) == 1 and reasons[0].startswith(f"the Prefect API at http://127.0.0.1:{port}/api has not")
