@@ -75,13 +75,16 @@ def run_weekly(
 EXIT_FAILED = 2
 
 
-def abort_run(home: Path, db_url: str, command: str = "upstream run", cleanup_seconds: float = 20.0) -> Callable[[str], None]:
+def abort_run(
+    home: Path, db_url: str | None, command: str = "upstream run", cleanup_seconds: float = 20.0
+) -> Callable[[str], None]:
     """What to do when the Prefect API is lost mid-run: one line on stderr, mark the run failed, exit 2.
 
     ``os._exit``, not an exception: the main thread is typically inside Prefect's client, retrying the
     dead API with back-off, and the interpreter's exit would then wait on Prefect's own exit hooks doing
     the same. Clean-up is bounded: if it cannot finish in ``cleanup_seconds`` the next run's start-up
-    reaps the run (this process holds the home's run lock, so every ``running`` run is ours).
+    reaps the run (this process holds the home's run lock, so every ``running`` run is ours). ``db_url``
+    None: the database is not the home's own (``run_guard.database_in_home``), so nothing is reaped.
     """
 
     def lost(reason: str) -> None:
@@ -98,9 +101,10 @@ def abort_run(home: Path, db_url: str, command: str = "upstream run", cleanup_se
             with contextlib.suppress(Exception):  # if not, the next run's start-up does it
                 reap_abandoned_runs(get_engine(db_url))
 
-        cleaner = threading.Thread(target=reap, name="reap-on-exit", daemon=True)
-        cleaner.start()
-        cleaner.join(cleanup_seconds)
+        if db_url is not None:
+            cleaner = threading.Thread(target=reap, name="reap-on-exit", daemon=True)
+            cleaner.start()
+            cleaner.join(cleanup_seconds)
         sys.stdout.flush()
         os._exit(EXIT_FAILED)
 
@@ -128,11 +132,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.raw.is_dir():
         raise UpstreamError(f"{args.raw}: delivery directory not found")
     from pipelines.prefect_server import ApiWatchdog, prefect_api
+    from pipelines.run_guard import database_in_home
     from upstream.settings import get_settings
 
     settings = get_settings()
     with prefect_api(with_ui=False) as api_url:
-        watchdog = ApiWatchdog(abort_run(settings.home, settings.db_url), grace=settings.prefect_api_grace_seconds)
+        own_db = settings.db_url if database_in_home(settings) else None
+        watchdog = ApiWatchdog(abort_run(settings.home, own_db), grace=settings.prefect_api_grace_seconds)
         watchdog.start()
         try:
             result = run_weekly(

@@ -58,6 +58,16 @@ def release_home(home: Path) -> None:
 
 def begin_weekly_run(settings: Settings) -> list[str]:
     """Claim the home, then mark runs that an earlier, dead process left ``running`` as failed and remove
-    their partial rows. Returns the run ids reaped."""
+    their partial rows (only in the home's own database). Returns the run ids reaped."""
     claim_home(settings.home)
+    if not database_in_home(settings):
+        # The home's lock says nothing about runs of OTHER homes sharing an external database (e.g. one
+        # PostgreSQL for several deployments or test sessions): never reap those; failed runs are still
+        # discarded on the way out.
+        return []
     return reap_abandoned_runs(get_engine(settings.db_url))
+
+
+def database_in_home(settings: Settings) -> bool:
+    """True for the default SQLite file under the home, the database the home's lock protects."""
+    return settings.database_url is None
