@@ -72,7 +72,8 @@ def main() -> None:
     bench_settings = Settings(home=home)
     with prefect_api(with_ui=False):  # PREFECT_API_URL if set, else a temporary API for this process
         # Like `upstream run`: if the API dies mid-run, stop with exit code 2 and one line, never hang.
-        ApiWatchdog(abort_run(home, bench_settings.db_url, "bench_weekly"), grace=30).start()
+        watchdog = ApiWatchdog(abort_run(home, bench_settings.db_url, "bench_weekly"), grace=30)
+        watchdog.start()
         for label, index_date, train in (
             ("week 1 (train)", extract - timedelta(days=7), "always"),
             ("week 2 (score only)", extract, "never"),
@@ -92,6 +93,7 @@ def main() -> None:
                 f"{label}: {result['n_scored']:,} scored in {total:.1f} s "
                 f"(ratio to the {GOAL_SECONDS:.0f} s goal: {total / GOAL_SECONDS:.2f}); {steps}"
             )
+        watchdog.stop()  # before the server is stopped on leaving the block: that exit is not a loss
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"peak RSS of this process: {peak_gib:.1f} GiB; data in {workdir}")
 
