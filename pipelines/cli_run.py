@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -66,6 +71,53 @@ def run_weekly(
     return state.result()
 
 
+#: Exit code of a failed run (the CLI's code for an error the user can act on).
+EXIT_FAILED = 2
+
+
+def abort_run(
+    home: Path, db_url: str | None, command: str = "upstream run", cleanup_seconds: float = 20.0
+) -> Callable[[str], None]:
+    """What to do when the Prefect API is lost mid-run: one line on stderr, mark the run failed, exit 2.
+
+    ``os._exit``, not an exception: the main thread is typically inside Prefect's client, retrying the
+    dead API with back-off, and the interpreter's exit would then wait on Prefect's own exit hooks doing
+    the same. Clean-up is bounded: if it cannot finish in ``cleanup_seconds`` the next run's start-up
+    reaps the run (this process holds the home's run lock, so every ``running`` run is ours). ``db_url``
+    None: the database is not the home's own (``run_guard.database_in_home``), so nothing is reaped.
+    """
+
+    def lost(reason: str) -> None:
+        print(
+            f"{command}: error: {reason}; the weekly run was stopped and the last published week is unchanged",
+            file=sys.stderr,
+            flush=True,
+        )
+
+        def reap() -> None:
+            from pipelines.publish import reap_abandoned_runs
+            from upstream.store import get_engine
+
+            with contextlib.suppress(Exception):  # if not, the next run's start-up does it
+                reap_abandoned_runs(get_engine(db_url))
+
+        if db_url is not None:
+            cleaner = threading.Thread(target=reap, name="reap-on-exit", daemon=True)
+            cleaner.start()
+            cleaner.join(cleanup_seconds)
+        sys.stdout.flush()
+        os._exit(EXIT_FAILED)
+
+    return lost
+
+
+def exit_within(seconds: float, code: int = EXIT_FAILED) -> None:
+    """Guarantee a failed run's process ends: Prefect's exit hooks can block on an unreachable API."""
+    timer = threading.Timer(seconds, lambda: (sys.stderr.flush(), os._exit(code)))
+    timer.daemon = True
+    timer.start()
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     add_weekly_arguments(parser)
     parser.add_argument(
@@ -79,19 +131,29 @@ def run(args: argparse.Namespace) -> int:
     prepare_environment()
     if not args.raw.is_dir():
         raise UpstreamError(f"{args.raw}: delivery directory not found")
-    from pipelines.prefect_server import prefect_api
+    from pipelines.prefect_server import ApiWatchdog, prefect_api
+    from pipelines.run_guard import database_in_home
     from upstream.settings import get_settings
 
     settings = get_settings()
     with prefect_api(with_ui=False) as api_url:
-        result = run_weekly(
-            raw_dir=args.raw.resolve(),
-            index_date=args.index_date,
-            train=args.train,
-            home=settings.home,
-            train_sample=args.train_sample,
-            dask_address=args.dask_address,
-        )
+        own_db = settings.db_url if database_in_home(settings) else None
+        watchdog = ApiWatchdog(abort_run(settings.home, own_db), grace=settings.prefect_api_grace_seconds)
+        watchdog.start()
+        try:
+            result = run_weekly(
+                raw_dir=args.raw.resolve(),
+                index_date=args.index_date,
+                train=args.train,
+                home=settings.home,
+                train_sample=args.train_sample,
+                dask_address=args.dask_address,
+            )
+        except UpstreamError:
+            exit_within(settings.prefect_api_grace_seconds)
+            raise
+        finally:
+            watchdog.stop()
     print(
         f"published {result['week']}: {result['n_scored']} residents scored; lists in {settings.home / 'lists' / result['week']}"
     )

@@ -27,6 +27,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipelines import alerts, monitor, steps
+from pipelines.run_guard import begin_weekly_run
 from pipelines.scoring import iso_week
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
@@ -292,6 +293,10 @@ def weekly(
 
     logger = get_run_logger()
     settings = _settings(home)
+    # One weekly run per home; runs a dead process left "running" are marked failed, their rows removed.
+    reaped = begin_weekly_run(settings)
+    if reaped:
+        logger.warning("marked %d abandoned score run(s) failed and removed their rows: %s", len(reaped), reaped)
     timings: dict[str, float] = {}
     warnings: list[str] = []
     clock = time.perf_counter()

@@ -1,9 +1,11 @@
 """Which Prefect API the CLI talks to.
 
 - ``PREFECT_API_URL`` set (a ``prefect server start`` somewhere, or Cloud): use it.
-- Otherwise, for a one-off ``upstream run``: Prefect 3.8's ephemeral mode starts a temporary API
-  (no UI) for the life of the process; runs are still recorded in the local Prefect database
-  (``~/.prefect``, or ``PREFECT_HOME``), so a later ``prefect server start`` shows them.
+- Otherwise, for a one-off ``upstream run``: a temporary API (no UI) for the life of the process,
+  started explicitly with Prefect's own ``SubprocessASGIServer`` (what its ephemeral mode uses) so that
+  ``ApiWatchdog`` holds the server process and notices at once if it dies; runs are still recorded in
+  the local Prefect database (``~/.prefect``, or ``PREFECT_HOME``), so a later ``prefect server start``
+  shows them.
 - For ``upstream schedule`` and ``upstream demo``, which should be watched in the UI: start a local
   ``prefect server start`` (with UI) as a child process, and stop it on exit.
 """
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from upstream.errors import UpstreamError
@@ -87,10 +89,14 @@ def _stop_on_sigterm() -> None:
 def prefect_api(with_ui: bool, port: int = DEFAULT_PORT, timeout: float = 120) -> Iterator[str | None]:
     """Yield the API URL in use (None = Prefect's ephemeral mode). Starts a UI server if asked and needed."""
     existing = configured_api_url()
-    if existing or not with_ui:
+    if existing:
         yield existing
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if not with_ui:
+        yield from _temporary_api()
+        return
 
     _stop_on_sigterm()
     port = _free_port(port)
@@ -110,3 +116,88 @@ def prefect_api(with_ui: bool, port: int = DEFAULT_PORT, timeout: float = 120) -
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         stop_process(process, timeout=15)
+
+
+def _temporary_api() -> Iterator[None]:
+    """Prefect's temporary API server, started now rather than lazily on the first client call, so the
+    process and URL are known to ``current_api`` (and the watchdog) for the whole run."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    _current["url"], _current["process"] = server.api_url, server.server_process
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield None
+    finally:
+        _current.clear()
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
+#: The temporary API this process started (``url``, ``process``), while it runs.
+_current: dict[str, object] = {}
+
+
+def current_api() -> tuple[str | None, subprocess.Popen | None]:
+    """(API URL, server process if this process started it) of the Prefect API in use."""
+    url = _current.get("url") or configured_api_url()
+    process = _current.get("process")
+    return (str(url) if url else None), (process if isinstance(process, subprocess.Popen) else None)
+
+
+def api_answers(api_url: str, timeout: float = 5.0) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class ApiWatchdog(threading.Thread):
+    """Calls ``on_lost(reason)`` once if the Prefect API goes away while a run is in progress.
+
+    WHY: when the API disappears, Prefect's client retries every call with back-off (about 75 s per
+    call, several calls per flow, then more at interpreter exit), so a run whose server died sat
+    silent for many minutes instead of failing. The watchdog notices within seconds: at once if the
+    server process we started has exited, after ``grace`` seconds of failed health checks otherwise
+    (a server starved of CPU on a busy 2-core machine can be slow to answer, so one miss is not death).
+    """
+
+    def __init__(
+        self,
+        on_lost: Callable[[str], None],
+        grace: float = 30.0,
+        interval: float = 2.0,
+        api: tuple[str | None, subprocess.Popen | None] | None = None,
+    ) -> None:
+        super().__init__(name="prefect-api-watchdog", daemon=True)
+        self.on_lost, self.grace, self.interval = on_lost, grace, interval
+        self.api_url, self.process = api if api is not None else current_api()
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def check(self, silent_since: float | None) -> tuple[str | None, float | None]:
+        """One look: (reason the API is lost or None, when it went silent)."""
+        if self.process is not None and self.process.poll() is not None:
+            return f"the temporary Prefect server (pid {self.process.pid}) exited with code {self.process.returncode}", None
+        if self.api_url is None or api_answers(self.api_url, timeout=min(5.0, self.grace)):
+            return None, None
+        now = time.monotonic()
+        silent_since = silent_since or now
+        if now - silent_since >= self.grace:
+            return f"the Prefect API at {self.api_url} has not answered for {now - silent_since:.0f} s", silent_since
+        return None, silent_since
+
+    def run(self) -> None:
+        silent_since: float | None = None
+        while not self._stopped.wait(self.interval):
+            reason, silent_since = self.check(silent_since)
+            if reason and not self._stopped.is_set():
+                self.on_lost(reason)
+                return

@@ -64,29 +64,86 @@ def start_score_run(
 
 
 def write_scores(engine: Engine, run_id: str, banded: pl.DataFrame) -> int:
-    """Insert a run's scores (one transaction) and mark the run ``complete``; returns rows written."""
+    """Insert a run's scores in short transactions of ``_CHUNK`` rows, then mark the run ``complete``.
+
+    WHY short transactions: SQLite has ONE write lock per database file. Writing a county (1.8M rows) in
+    one transaction held it for the whole insert (minutes on a busy 2-core machine), so any other writer
+    of ``upstream.db`` in that window (a second weekly run, the API's audit rows, the clean-up of a failed
+    attempt) waited out ``busy_timeout`` and failed with "database is locked". Each chunk now holds the
+    lock for well under a second. Nothing is visible early: readers only see runs that ``published_weeks``
+    points to, and a run that dies half-way is cleared by ``discard_run`` (on the way out) or
+    ``reap_abandoned_runs`` (the next run's start-up). Rows are converted chunk by chunk too, so the
+    store step no longer holds every resident's reasons as Python objects at once (gigabytes at 1.9M).
+    """
     columns = ["person_id", "locality", "score", "band", "in_long_term_care", "reasons"]
-    rows = banded.select(columns).to_dicts()
-    for row in rows:
-        row["run_id"] = run_id
-        row["reasons"] = json.loads(row["reasons"])
+    written = 0
+    for start in range(0, banded.height, _CHUNK):
+        rows = banded.slice(start, _CHUNK).select(columns).to_dicts()
+        for row in rows:
+            row["run_id"] = run_id
+            row["reasons"] = json.loads(row["reasons"])
+        with engine.begin() as conn:
+            conn.execute(scores.insert(), rows)
+        written += len(rows)
     with engine.begin() as conn:
-        for chunk in _chunks(rows):
-            conn.execute(scores.insert(), chunk)
         conn.execute(
             score_runs.update()
             .where(score_runs.c.run_id == run_id)
-            .values(status="complete", n_scored=len(rows), finished_at=_now())
+            .values(status="complete", n_scored=written, finished_at=_now())
         )
-    return len(rows)
+    return written
 
 
-def mark_failed(engine: Engine, run_id: str) -> None:
-    """Best effort: flag an unpublished run as failed (its rows are cleared when the week is next published)."""
+def discard_run(engine: Engine, run_id: str) -> None:
+    """A run that failed before publishing: mark it ``failed`` and delete its partial scores.
+
+    The ``failed`` row stays (a visible trace of the attempt) until the week is next published. A
+    published run is never touched, whatever its status.
+    """
     with engine.begin() as conn:
+        published = conn.execute(
+            sa.select(published_weeks.c.week).where(published_weeks.c.run_id == run_id)
+        ).first()
+        if published is not None:
+            return
         conn.execute(
-            score_runs.update().where(score_runs.c.run_id == run_id).values(status="failed", finished_at=_now())
+            score_runs.update()
+            .where(score_runs.c.run_id == run_id, score_runs.c.status != "complete")
+            .values(status="failed", finished_at=_now())
         )
+        conn.execute(risk_lists.delete().where(risk_lists.c.run_id == run_id))
+    # Failed first, rows after, in short transactions like write_scores (a county's run is 1.8M rows): if
+    # this is interrupted, the run is already "failed" and the next start-up deletes the rest.
+    while True:
+        batch = sa.select(scores.c.person_id).where(scores.c.run_id == run_id).limit(_CHUNK)
+        with engine.begin() as conn:
+            deleted = conn.execute(
+                scores.delete().where(scores.c.run_id == run_id, scores.c.person_id.in_(batch.scalar_subquery()))
+            ).rowcount
+        if not deleted:
+            return
+
+
+def reap_abandoned_runs(engine: Engine) -> list[str]:
+    """Runs left ``running`` by a process that died (SIGKILL, OOM, power): mark them failed, drop their rows.
+
+    Only safe while holding the home's weekly-run lock (``pipelines.run_guard``): then no other process
+    can be writing a run, so every ``running`` run is abandoned. Also drops the rows of older ``failed``
+    runs. Returns the run ids marked failed now.
+    """
+    with engine.connect() as conn:
+        published = set(conn.execute(sa.select(published_weeks.c.run_id)).scalars())
+        unfinished = conn.execute(
+            sa.select(score_runs.c.run_id, score_runs.c.status).where(score_runs.c.status.in_(("running", "failed")))
+        ).all()
+    reaped = []
+    for run_id, status in unfinished:
+        if run_id in published:
+            continue
+        discard_run(engine, run_id)
+        if status == "running":
+            reaped.append(run_id)
+    return reaped
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from models.registry import champion_or_none, champion_ref, model_name
 from pipelines.lists import attach_details, build_lists, funnel_rows, list_sizes, locality_file_stem, offer_demand
 from pipelines.publish import (
     comparison_published,
+    discard_run,
     load_run_list_members,
     load_run_scores,
-    mark_failed,
     new_run_id,
     previous_published,
     publish_week,
@@ -285,6 +285,9 @@ def store_scores(
     parts: list[pl.DataFrame], index_date: date, settings: Settings, model_name: str, model_version: str
 ) -> ScoreRun:
     """Band the combined partitions and write them under a new, not yet published run."""
+    from pipelines.run_guard import claim_home
+
+    claim_home(settings.home)  # the store is the writer: never alongside another run on this home
     engine = get_engine(settings.db_url)
     banded = combine_partitions(parts)
     run_id = new_run_id()
@@ -301,7 +304,9 @@ def store_scores(
     try:
         n = write_scores(engine, run_id, banded)
     except BaseException:
-        mark_failed(engine, run_id)
+        # On the way out: never leave a run "running" or its partial rows behind (a retry starts a new
+        # run). If even this fails (the process is being killed), the next run's start-up reaps it.
+        discard_run(engine, run_id)
         raise
     return ScoreRun(run_id, week, index_date, n)
 

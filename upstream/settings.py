@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     cohort: CohortSettings = CohortSettings()
     offers: OffersSettings = OffersSettings()
     serving: ServingSettings = ServingSettings()
+    #: Seconds the Prefect API may stay unreachable before a run is stopped with exit code 2
+    #: (pipelines.prefect_server.ApiWatchdog); a server process that exits stops the run at once.
+    prefect_api_grace_seconds: float = Field(30.0, gt=0, le=60)
     retention: RetentionSettings = RetentionSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     alerts: AlertSettings = AlertSettings()
