@@ -54,7 +54,7 @@ def test_form_records_an_action_with_a_valid_token_only(app, keys, scored, servi
     with get_engine(serving_settings.db_url).connect() as conn:
         refused = conn.execute(
             sa.select(sa.func.count()).select_from(audit_log).where(
-                audit_log.c.route == "/ui/localities/{locality}/actions", audit_log.c.status == 403,
+                audit_log.c.route == "/ui/localities/{locality}/actions", audit_log.c.status_code == 403,
                 audit_log.c.person_id == person.person_id)
         ).scalar_one()
     assert refused == 2  # both refused posts are in the audit log
