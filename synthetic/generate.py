@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from expectations.contract import SOURCES
+from synthetic import DEFAULT_YEARS
 from synthetic import codes as C
 from synthetic.chunk import TRUTH_COLUMNS, ChunkResult, simulate_chunk
 from synthetic.defects import inject
@@ -29,7 +30,7 @@ from synthetic.population import Population, build_population, grid_start_day, t
 from synthetic.worlds import WORLDS
 from upstream.errors import UpstreamError
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 DEFAULT_END_DATE = date(2026, 11, 22)
 CHUNK_RESIDENTS = 25_000
 MAX_DEFECT_RATE = 0.1
@@ -124,7 +125,7 @@ def _simulate_job(job: tuple) -> ChunkResult:
     return simulate_chunk(_POP, lo, hi, chunk, seed, WORLDS[world], grid_start, end_day, t_dates)
 
 
-def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, defect_rate: float = 0.0,
+def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = DEFAULT_YEARS, defect_rate: float = 0.0,
                       fmt: Literal["parquet", "csv"] = "parquet", end_date: date = DEFAULT_END_DATE,
                       world: str = "default", truth_dates: Sequence[date] | None = None, *,
                       workers: int = 1) -> GenerationSummary:
