@@ -81,6 +81,20 @@ class ListSettings(BaseModel):
     top_reasons: int = Field(3, ge=1, le=10)
 
 
+class CohortSettings(BaseModel):
+    """Who may be on a list at all (DESIGN §6; the rules themselves: ``expectations.cohort``)."""
+
+    #: Adult social care: people younger than this at T are never listed.
+    min_age: int = Field(18, ge=0, le=120)
+
+
+class OffersSettings(BaseModel):
+    """The service catalogue (``upstream.offers``): the shipped default unless a council names its own."""
+
+    #: A TOML file declaring the council's offers; None = ``upstream/service_catalogue.toml``.
+    catalogue: Path | None = None
+
+
 class ServingSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -103,6 +117,8 @@ class Settings(BaseSettings):
     gate: GateSettings = GateSettings()
     train: TrainSettings = TrainSettings()
     lists: ListSettings = ListSettings()
+    cohort: CohortSettings = CohortSettings()
+    offers: OffersSettings = OffersSettings()
     serving: ServingSettings = ServingSettings()
 
     @field_validator("home")

@@ -77,6 +77,11 @@ NO_LONGER_HOUSEBOUND_SNOMED = CodeList(
 )
 CARER_SNOMED = CodeList("carer_snomed", "snomedct", "carer_snomed.csv", "PRIMIS carer v1.5.3 (via gm-sde)")
 CARE_HOME_SNOMED = CodeList("care_home_snomed", "snomedct", "care_home_snomed.csv", "NHSD PCD refset CAREHOME_COD 20250912")
+#: Used by the list cohort (expectations.cohort, "last year of life"), not by any model feature.
+PALLIATIVE_CARE_SNOMED = CodeList(
+    "palliative_and_end_of_life_care_snomed", "snomedct", "palliative_and_end_of_life_care_snomed.csv",
+    "gm-sde palliative and end of life care (clinicalcodes.org res176 Read codes, mapped to SNOMED CT)",
+)
 FALLS_ICD10 = CodeList(
     "falls_icd10", "icd10", "falls_icd10.csv", "WHO ICD-10 W00-W19 (falls external cause)",
     code_column="icd10_3char", term_column="who_icd10_title",
@@ -104,5 +109,5 @@ def imd_deciles() -> dict[str, int]:
 
 ALL_SNOMED_LISTS: tuple[CodeList, ...] = (
     *EFI_DEFICITS.values(), FALLS_SNOMED, DEMENTIA_SNOMED, HOUSEBOUND_SNOMED,
-    NO_LONGER_HOUSEBOUND_SNOMED, CARER_SNOMED, CARE_HOME_SNOMED,
+    NO_LONGER_HOUSEBOUND_SNOMED, CARER_SNOMED, CARE_HOME_SNOMED, PALLIATIVE_CARE_SNOMED,
 )

@@ -37,8 +37,8 @@ def refresh(reference: Path) -> None:
     for folder in sorted([*gm.glob("conditions/efi-*"), *gm.glob("patient/efi-*")]):
         name = folder.name.removeprefix("efi-")
         _tsv_to_csv(folder / "1" / f"{folder.name}.snomed.txt", HERE / "efi" / f"{name}.csv")
-    for group, name in [("patient", "falls"), ("patient", "carer")]:
-        _tsv_to_csv(gm / group / name / "1" / f"{name}.snomed.txt", HERE / f"{name}_snomed.csv")
+    for group, name in [("patient", "falls"), ("patient", "carer"), ("patient", "palliative-and-end-of-life-care")]:
+        _tsv_to_csv(gm / group / name / "1" / f"{name}.snomed.txt", HERE / f"{name.replace('-', '_')}_snomed.csv")
     copies = {
         "opensafely_polypharmacy-deprescribing-dementia/nhsd-primary-care-domain-refsets-dem_cod.csv":
             "dementia_snomed.csv",

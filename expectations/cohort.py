@@ -1,0 +1,269 @@
+"""Who may be on a rising-risk list at index date T: the cohort exclusions of DESIGN §6, declared once.
+
+A list exists so that a locality team can prevent, reduce or delay need. People already in crisis or
+already known to services (in hospital, in a care home, with an open long-term service or a reablement
+episode in progress, in their last year of life) or who opted out are not *rising* risk, and listing
+them wastes the team's capacity. Each rule below is ONE declaration (reason id, words, predicate); the
+weekly lists, the published funnel, the data dictionary, the tests and the training population all read
+:data:`COHORT_RULES` and :func:`cohort_at`, so they cannot disagree.
+
+Conventions, all at the index date T (a date, the scoring day):
+- only records dated strictly before T count as history (as in the feature table), EXCEPT that a service
+  starting ON T is already open at T: a placement that starts on the scoring day is known to services;
+- a service is open at T when it started on or before T and has no end date before T;
+- a spell is an inpatient stay at T when it was admitted before T and not discharged before T;
+- the population is the feature table's: residents alive at T, born and registered before T.
+Rules are checked in order and a person gets the FIRST reason that holds, so the funnel adds up:
+residents = in cohort + each exclusion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from expectations.contract import (
+    CARE_HOME_SERVICE_TYPES,
+    LONG_TERM_SERVICE_TYPES,
+    REABLEMENT_SERVICE_TYPE,
+    SOURCES,
+)
+from features.codelists import CARE_HOME_SNOMED, PALLIATIVE_CARE_SNOMED
+from upstream.errors import BadFileError, UpstreamError
+from upstream.settings import CohortSettings
+
+PERSON = "person_id"
+SERVICE_EVENT_TYPE = "Service"
+#: A GP care-home code counts if recorded in the 12 months before T (people move out of care homes).
+CARE_HOME_CODE_WINDOW_DAYS = 365
+#: A palliative / end-of-life code counts if recorded in the 12 months before T ("last year of life").
+END_OF_LIFE_CODE_WINDOW_DAYS = 365
+#: The optional opt-out source (DESIGN §3, §7): one pseudonymised person per row after ingest.
+OPT_OUTS_SOURCE = "opt_outs"
+#: The column that holds a person's first exclusion reason (null = in the cohort).
+REASON_COLUMN = "exclusion_reason"
+
+
+@dataclass(frozen=True)
+class CohortSources:
+    """The clean sources the rules read (lazy), one row per record, keyed by ``person_id``."""
+
+    residents: pl.LazyFrame
+    deaths: pl.LazyFrame
+    gp_events: pl.LazyFrame
+    hospital_spells: pl.LazyFrame
+    social_care_events: pl.LazyFrame
+    opt_outs: pl.LazyFrame
+
+    @classmethod
+    def from_clean_dir(cls, clean_dir: Path) -> CohortSources:
+        """Scan ingest's clean output; a missing optional source (even opt-outs) reads as empty."""
+        clean_dir = Path(clean_dir)
+        if not clean_dir.is_dir():
+            raise UpstreamError(f"clean data directory not found: {clean_dir}")
+        return cls(**{name: _scan(clean_dir, name) for name in cls.__dataclass_fields__})
+
+
+def _clean_schema(source: str) -> dict[str, pl.DataType]:
+    if source == OPT_OUTS_SOURCE:
+        return {PERSON: pl.String}
+    schema: dict[str, pl.DataType] = {PERSON: pl.String}
+    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
+    return schema
+
+
+def _scan(clean_dir: Path, source: str) -> pl.LazyFrame:
+    path = clean_dir / f"{source}.parquet"
+    schema = _clean_schema(source)
+    if not path.exists():
+        if source == "residents":
+            raise BadFileError(str(path), "file not found: residents is required", None)
+        return pl.LazyFrame(schema=schema)
+    found = pl.read_parquet_schema(path)
+    missing = [c for c in schema if c not in found]
+    if missing:
+        raise BadFileError(str(path), "column missing from clean data", missing[0])
+    return pl.scan_parquet(path).select(list(schema)).cast(schema)  # type: ignore[arg-type]
+
+
+def _age_at(T: date) -> pl.Expr:
+    """Completed years at T (the feature table's ``age``)."""
+    dob = pl.col("date_of_birth")
+    birthday_passed = (dob.dt.month().cast(pl.Int32) * 100 + dob.dt.day().cast(pl.Int32)) <= (T.month * 100 + T.day)
+    return (pl.lit(T.year) - dob.dt.year().cast(pl.Int32) - (~birthday_passed).cast(pl.Int32)).cast(pl.Int32)
+
+
+def population_at(sources: CohortSources, T: date) -> pl.LazyFrame:
+    """Residents alive at T (no death before T in residents or deaths), born and registered before T.
+
+    Columns: person_id, locality ("Unknown" when blank), gp_practice, age.
+    """
+    deaths = sources.deaths.group_by(PERSON).agg(pl.col("date_of_death").min().alias("_registered_death"))
+    died = pl.min_horizontal("date_of_death", "_registered_death")
+    return (
+        sources.residents.join(deaths, on=PERSON, how="left")
+        .filter(
+            (died.is_null() | (died >= T)) & (pl.col("registration_start") < T) & (pl.col("date_of_birth") < T)
+        )
+        .select(
+            PERSON,
+            pl.col("locality").fill_null("Unknown"),
+            "gp_practice",
+            _age_at(T).alias("age"),
+        )
+    )
+
+
+def _open_services(sources: CohortSources, T: date, service_types: tuple[str, ...]) -> pl.LazyFrame:
+    """People with a service of one of ``service_types`` open at T (started on or before T, not ended before T)."""
+    sc = sources.social_care_events
+    return sc.filter(
+        (pl.col("event_type") == SERVICE_EVENT_TYPE)
+        & pl.col("service_type").is_in(list(service_types))
+        & (pl.col("event_start_date") <= T)
+        & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= T))
+    ).select(PERSON)
+
+
+def _gp_code_in_window(sources: CohortSources, T: date, codes: frozenset[str], days: int) -> pl.LazyFrame:
+    """People with one of ``codes`` recorded in [T - days, T)."""
+    return sources.gp_events.filter(
+        (pl.col("event_date") < T)
+        & (pl.col("event_date") >= T - timedelta(days=days))
+        & pl.col("snomed_code").is_in(sorted(codes))
+    ).select(PERSON)
+
+
+# --- the rules, in order ----------------------------------------------------------------------------
+
+RuleMatch = Callable[[CohortSources, date, CohortSettings, pl.LazyFrame], pl.LazyFrame]
+
+
+def _under_min_age(sources: CohortSources, T: date, cohort: CohortSettings, people: pl.LazyFrame) -> pl.LazyFrame:
+    return people.filter(pl.col("age") < cohort.min_age).select(PERSON)
+
+
+def _inpatient(sources: CohortSources, T: date, cohort: CohortSettings, people: pl.LazyFrame) -> pl.LazyFrame:
+    return sources.hospital_spells.filter(
+        (pl.col("admission_date") < T) & (pl.col("discharge_date").is_null() | (pl.col("discharge_date") >= T))
+    ).select(PERSON)
+
+
+def _care_home(sources: CohortSources, T: date, cohort: CohortSettings, people: pl.LazyFrame) -> pl.LazyFrame:
+    return pl.concat(
+        [
+            _open_services(sources, T, CARE_HOME_SERVICE_TYPES),
+            _gp_code_in_window(sources, T, CARE_HOME_SNOMED.codes(), CARE_HOME_CODE_WINDOW_DAYS),
+        ]
+    )
+
+
+def _open_service(sources: CohortSources, T: date, cohort: CohortSettings, people: pl.LazyFrame) -> pl.LazyFrame:
+    return _open_services(sources, T, (*LONG_TERM_SERVICE_TYPES, REABLEMENT_SERVICE_TYPE))
+
+
+def _last_year_of_life(
+    sources: CohortSources, T: date, cohort: CohortSettings, people: pl.LazyFrame
+) -> pl.LazyFrame:
+    return _gp_code_in_window(sources, T, PALLIATIVE_CARE_SNOMED.codes(), END_OF_LIFE_CODE_WINDOW_DAYS)
+
+
+def _opted_out(sources: CohortSources, T: date, cohort: CohortSettings, people: pl.LazyFrame) -> pl.LazyFrame:
+    return sources.opt_outs.select(PERSON)
+
+
+@dataclass(frozen=True)
+class CohortRule:
+    """One exclusion: its reason id (stored, filtered on), its words (funnel, docs) and its predicate."""
+
+    reason: str
+    label: str
+    #: Plain English; ``{min_age}`` is filled from the settings.
+    description: str
+    matches: RuleMatch
+
+    def describe(self, cohort: CohortSettings) -> str:
+        return self.description.format(min_age=cohort.min_age)
+
+    def title(self, cohort: CohortSettings) -> str:
+        return self.label.format(min_age=cohort.min_age)
+
+
+COHORT_RULES: tuple[CohortRule, ...] = (
+    CohortRule(
+        "under_min_age", "Under {min_age}",
+        "Younger than {min_age} at T (completed years): the lists serve adult social care.",
+        _under_min_age,
+    ),
+    CohortRule(
+        "inpatient", "In hospital",
+        "An inpatient at T: a hospital spell admitted before T with no discharge before T.",
+        _inpatient,
+    ),
+    CohortRule(
+        "care_home", "Lives in a care home",
+        "Lives in a care home: a residential or nursing long-term service open at T (started on or before "
+        "T, not ended before T), or a GP care-home code (NHSD CAREHOME_COD) recorded in the 12 months before T.",
+        _care_home,
+    ),
+    CohortRule(
+        "open_long_term_service_or_reablement", "Already has long-term care or reablement",
+        "Already known to adult social care: any long-term support service (community, residential or "
+        "nursing) or a reablement episode (Short Term Support: ST-Max) open at T, started on or before T.",
+        _open_service,
+    ),
+    CohortRule(
+        "last_year_of_life", "Palliative or end-of-life care",
+        "Recorded as in the last year of life: a GP palliative or end-of-life care code (gm-sde "
+        "palliative-and-end-of-life-care, from clinicalcodes.org res176) in the 12 months before T. These "
+        "codes are under-recorded in practice, so this catches only people whose GP coded it.",
+        _last_year_of_life,
+    ),
+    CohortRule(
+        "opted_out", "Opted out",
+        "Opted out of the use of their data (the delivery's opt_outs file): counted here, never shown.",
+        _opted_out,
+    ),
+)
+COHORT_REASONS: tuple[str, ...] = tuple(rule.reason for rule in COHORT_RULES)
+RULES_BY_REASON: dict[str, CohortRule] = {rule.reason: rule for rule in COHORT_RULES}
+
+
+def cohort_at_lazy(sources: CohortSources, T: date, cohort: CohortSettings) -> pl.LazyFrame:
+    """The plan of :func:`cohort_at` (not yet run)."""
+    people = population_at(sources, T)
+    flagged = people
+    for rule in COHORT_RULES:
+        hits = rule.matches(sources, T, cohort, people).unique().with_columns(pl.lit(True).alias(f"_{rule.reason}"))
+        flagged = flagged.join(hits, on=PERSON, how="left")
+    reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    for rule in reversed(COHORT_RULES):  # built inside-out so the FIRST rule that holds wins
+        reason = pl.when(pl.col(f"_{rule.reason}").fill_null(False)).then(pl.lit(rule.reason)).otherwise(reason)
+    return flagged.select(PERSON, "locality", "gp_practice", "age", reason.alias(REASON_COLUMN))
+
+
+def cohort_at(clean: Path | CohortSources, T: date, cohort: CohortSettings) -> pl.DataFrame:
+    """One row per resident alive and registered at T: person_id, locality, gp_practice, age, and
+    ``exclusion_reason``, the first rule of :data:`COHORT_RULES` that holds (null = in the list cohort)."""
+    sources = clean if isinstance(clean, CohortSources) else CohortSources.from_clean_dir(clean)
+    return cohort_at_lazy(sources, T, cohort).collect().sort(PERSON)
+
+
+def in_cohort(cohort_frame: pl.DataFrame) -> pl.DataFrame:
+    """The people of a :func:`cohort_at` frame who may be listed."""
+    return cohort_frame.filter(pl.col(REASON_COLUMN).is_null())
+
+
+def funnel_counts(cohort_frame: pl.DataFrame) -> pl.DataFrame:
+    """Raw (unsuppressed) funnel per locality: residents, one column per reason in order, in_cohort.
+
+    Internal: publish it only through a small-number-suppressed view.
+    """
+    aggregations = [pl.len().alias("residents")]
+    aggregations += [(pl.col(REASON_COLUMN) == reason).sum().alias(reason) for reason in COHORT_REASONS]
+    aggregations.append(pl.col(REASON_COLUMN).is_null().sum().alias("in_cohort"))
+    return cohort_frame.group_by("locality").agg(aggregations).sort("locality")
