@@ -258,8 +258,7 @@ def weekly(
     if steps.should_train(train, settings):
         trained = train_flow(clean_dir, when, home, train_sample)
         if steps.champion_ref(settings) is None:
-            reasons = "; ".join(getattr(trained, "gate_reasons", []) or []) or "see the MLflow run"
-            raise UpstreamError(f"the model trained this run was not promoted ({reasons}) and there is no champion")
+            raise UpstreamError(steps.no_champion_message(trained, settings))
     else:
         create_table_artifact(
             table=steps.model_metrics_rows(settings, None),
