@@ -22,7 +22,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from expectations.contract import CARE_HOME_SERVICE_TYPES, REABLEMENT_SERVICE_TYPE
-from upstream.disclosure import suppress_count
+from upstream.disclosure import show_count, show_suppressed, suppress_count
 from upstream.settings import Settings
 from upstream.store import actions, get_engine, listing_outcomes, published_weeks, risk_lists
 
@@ -107,11 +107,6 @@ def follow_up(clean_dir: Path, settings: Settings, data_end: date | None = None)
     return FollowUpResult(listings=len(people), new_rows=len(new), pending=pending)
 
 
-def _shown(n: int) -> str:
-    v = suppress_count(n)
-    return "<8" if v is None else str(v)
-
-
 def outcome_summary(settings: Settings, localities: list[str] | None = None) -> list[dict[str, str]]:
     """Per locality, listing week and window: people followed and with each outcome, small numbers suppressed."""
     t = listing_outcomes
@@ -122,8 +117,8 @@ def outcome_summary(settings: Settings, localities: list[str] | None = None) -> 
         q = q.where(t.c.locality.in_(localities))
     with get_engine(settings.db_url).connect() as conn:
         rows = conn.execute(q).all()
-    return [{"locality": r.locality, "week": r.week, "window": r.window, "followed": _shown(r.followed),
-             **{o: _shown(int(getattr(r, o) or 0)) for o in OUTCOMES}} for r in rows]
+    return [{"locality": r.locality, "week": r.week, "window": r.window, "followed": show_count(r.followed),
+             **{o: show_count(int(getattr(r, o) or 0)) for o in OUTCOMES}} for r in rows]
 
 
 def write_ascof_2b(clean_dir: Path, settings: Settings) -> Path:
@@ -180,8 +175,8 @@ def ascof_2b(clean_dir: Path, data_end: date | None = None) -> pl.DataFrame:
     for r in agg.sort("locality", "month").iter_rows(named=True):
         n, k = suppress_count(r["n"]), suppress_count(int(r["k"]))
         out.append({"locality": r["locality"], "month": r["month"],
-                    "discharged_into_reablement": "<8" if n is None else str(n),
-                    "still_at_home": "<8" if k is None else str(k),
+                    "discharged_into_reablement": show_suppressed(n),
+                    "still_at_home": show_suppressed(k),
                     # from the rounded counts: an exact proportion would give the suppressed detail back
                     "proportion": None if not n or k is None else round(k / n, 3)})
     return pl.DataFrame(out, schema={"locality": pl.String, "month": pl.String,

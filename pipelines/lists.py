@@ -28,7 +28,7 @@ from typing import Any
 import polars as pl
 
 from expectations.cohort import COHORT_RULES, REASON_COLUMN, funnel_counts
-from upstream.disclosure import suppress_count
+from upstream.disclosure import show_count, suppress_count
 from upstream.list_row import (
     LIST_ROW,
     OFFER_SEPARATOR,
@@ -188,11 +188,6 @@ def attach_details(
     return out.select(LIST_COLUMNS)
 
 
-def _shown(n: int) -> str:
-    value = suppress_count(n)
-    return "<8" if value is None else str(value)
-
-
 def list_sizes(lists: pl.DataFrame, localities: list[str]) -> list[dict[str, Any]]:
     """Per-locality list sizes by section for artifacts and logs, small-number suppressed ("<8")."""
     counts = {
@@ -205,7 +200,7 @@ def list_sizes(lists: pl.DataFrame, localities: list[str]) -> list[dict[str, Any
     rows = []
     for locality in sorted(set(localities) | set(counts)):
         c = counts.get(locality, {})
-        rows.append({"locality": locality, **{k: _shown(int(c.get(k, 0))) for k in
+        rows.append({"locality": locality, **{k: show_count(int(c.get(k, 0))) for k in
                                                ("listed", *SECTION_IDS, "with_offer")}})
     return rows
 
@@ -226,7 +221,7 @@ def funnel_rows(cohort: pl.DataFrame, settings: CohortSettings, localities: list
         for position, (step, label) in enumerate(steps):
             n = int(c.get(step, 0))
             rows.append({"locality": locality, "position": position, "step": step, "label": label,
-                         "people": suppress_count(n), "shown": _shown(n)})
+                         "people": suppress_count(n), "shown": show_count(n)})
     return rows
 
 
@@ -238,7 +233,7 @@ def offer_demand(lists: pl.DataFrame, catalogue: ServiceCatalogue, localities: l
         ids = mine["suggested_offers"].str.split(OFFER_SEPARATOR)
         for offer in catalogue.offers:
             n = int(ids.list.contains(offer.id).sum()) if mine.height else 0
-            rows.append({"locality": locality, "offer": offer.id, "fits": _shown(n),
+            rows.append({"locality": locality, "offer": offer.id, "fits": show_count(n),
                          "weekly_capacity": offer.capacity(locality)})
     return rows
 

@@ -42,7 +42,7 @@ from serving.schemas import (
     SummaryCell,
     SummaryOut,
 )
-from upstream.disclosure import RULE_TEXT, suppress_count
+from upstream.disclosure import RULE_TEXT, show_suppressed, suppress_count
 from upstream.settings import Settings, get_settings
 from upstream.targets import Target
 
@@ -304,7 +304,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             week=pw.week,
             index_date=pw.index_date,
             rule="counts of 1-7 suppressed (null, shown <8); others rounded to the nearest 5",
-            steps=[{**s, "shown": "<8" if s["people"] is None else str(s["people"])} for s in steps],
+            steps=[{**s, "shown": show_suppressed(s["people"])} for s in steps],
         )
 
     @app.get(

@@ -26,7 +26,7 @@ from serving.deps import COOKIE_NAME, engine_of, optional_principal
 from serving.keys import Principal, authenticate
 from serving.reid import reid_lookup
 from serving.sessions import end_session, start_session
-from upstream.disclosure import disclose_counts
+from upstream.disclosure import disclose_counts, show_suppressed
 from upstream.settings import Settings
 
 TREND_WEEKS = 8
@@ -242,7 +242,7 @@ def build_router(settings: Settings) -> APIRouter:
             query=query,
             facets=facets,
             offer_titles=offer_titles,
-            funnel=[{**f, "shown": "<8" if f["people"] is None else f["people"]} for f in funnel],
+            funnel=[{**f, "shown": show_suppressed(f["people"])} for f in funnel],
             weeks=list(reversed(all_weeks)),
             # Charts count people: every bar goes through the disclosure rule (1-7 shown as "<8", rest rounded).
             distribution_svg=bar_chart_svg(

@@ -49,8 +49,12 @@ def is_suppressed(n: int) -> bool:
 
 def show_count(n: int) -> str:
     """The count as text for a reader: ``"<8"`` or the rounded number."""
-    shown = suppress_count(int(n))
-    return SUPPRESSED if shown is None else str(shown)
+    return show_suppressed(suppress_count(int(n)))
+
+
+def show_suppressed(value: int | None) -> str:
+    """An already suppressed count (None = 1-7, as stored) as text for a reader."""
+    return SUPPRESSED if value is None else str(value)
 
 
 def disclose_rate(numerator: int, denominator: int) -> float | None:
