@@ -362,13 +362,12 @@ def weekly(
         progress.update(0.6, "model ready")
 
         run = score.with_options(task_runner=runner)(features_paths, when, home, inject_failure)
-        model = steps.champion_ref(settings)
         monitor.record_run_update(
             settings,
             flow_run_id,
             score_run_id=run.run_id,
-            model_name=model.name if model else None,
-            model_version=model.version if model else None,
+            model_name=run.model_name,
+            model_version=run.model_version,
         )
         lap("score", "publish")
         progress.update(0.75, "scored")

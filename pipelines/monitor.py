@@ -167,7 +167,7 @@ def monitor_week(
 ) -> MonitoringReport:
     """Every check of one week; stores the results and logs them to MLflow. Never raises for a missing input:
     an input that is not there yet (no reference, no previous week) is a note, not a failure."""
-    from pipelines.steps import champion_ref
+    from models.registry import champion_ref
 
     m = settings.monitoring
     ref = champion_ref(settings)

@@ -279,6 +279,8 @@ class ScoreRun:
     week: str
     index_date: date
     n_scored: int
+    model_name: str  # the model that scored this run (not whatever is champion when someone asks later)
+    model_version: str
 
 
 def store_scores(
@@ -308,7 +310,7 @@ def store_scores(
         # run). If even this fails (the process is being killed), the next run's start-up reaps it.
         discard_run(engine, run_id)
         raise
-    return ScoreRun(run_id, week, index_date, n)
+    return ScoreRun(run_id, week, index_date, n, model_name, model_version)
 
 
 def model_metrics_rows(settings: Settings, train_result: Any | None) -> list[dict[str, Any]]:
