@@ -40,6 +40,7 @@ from models.monitoring import (
     score_drift,
 )
 from models.monitoring import auroc as rank_auroc
+from pipelines.publish import previous_published
 from upstream.settings import Settings
 from upstream.store import get_engine, monitoring_results, published_weeks, scores, weekly_runs
 
@@ -101,18 +102,6 @@ def run_scores(settings: Settings, run_id: str) -> pl.DataFrame:
         {"person_id": [r[0] for r in rows], "score": [float(r[1]) for r in rows]},
         schema={"person_id": pl.String, "score": pl.Float64},
     )
-
-
-def earlier_published(settings: Settings, index_date: date, limit: int) -> list[tuple[str, str, date]]:
-    """(week, run_id, index_date) of published weeks before ``index_date``, latest first."""
-    with get_engine(settings.db_url).connect() as conn:
-        rows = conn.execute(
-            sa.select(published_weeks.c.week, published_weeks.c.run_id, published_weeks.c.index_date)
-            .where(published_weeks.c.index_date < index_date)
-            .order_by(published_weeks.c.index_date.desc())
-            .limit(limit)
-        ).all()
-    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def matured_weeks(settings: Settings, index_date: date, data_end: date) -> list[tuple[str, str, date]]:
@@ -185,8 +174,8 @@ def monitor_week(
         frames = [pl.read_parquet(p) for p in features_paths.values()]
         features = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
         report.checks += feature_drift(reference, features, m.psi_warn, m.psi_alert, m.smd_warn, m.smd_alert)
-        previous = earlier_published(settings, index_date, 1)
-        prev_scores = run_scores(settings, previous[0][1])["score"].to_numpy() if previous else None
+        previous = previous_published(get_engine(settings.db_url), index_date, week)
+        prev_scores = run_scores(settings, previous.run_id)["score"].to_numpy() if previous else None
         if current.height:
             report.checks += score_drift(reference, current["score"].to_numpy(), prev_scores, m.psi_warn, m.psi_alert)
 

@@ -159,37 +159,28 @@ def published_week(engine: Engine, week: str) -> PublishedWeek | None:
     return None if row is None else PublishedWeek(row.week, row.run_id, row.index_date)
 
 
-def previous_published(engine: Engine, index_date: date, week: str) -> PublishedWeek | None:
-    """The latest other published week with an earlier index date ("last week")."""
+def _one_published(engine: Engine, week: str, *where: Any, latest: bool) -> PublishedWeek | None:
+    """The latest (or earliest) published week other than ``week`` that meets ``where``."""
+    order = published_weeks.c.index_date.desc() if latest else published_weeks.c.index_date.asc()
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(published_weeks)
-            .where(published_weeks.c.index_date < index_date, published_weeks.c.week != week)
-            .order_by(published_weeks.c.index_date.desc())
-            .limit(1)
+            sa.select(published_weeks).where(published_weeks.c.week != week, *where).order_by(order).limit(1)
         ).first()
     return None if row is None else PublishedWeek(row.week, row.run_id, row.index_date)
+
+
+def previous_published(engine: Engine, index_date: date, week: str) -> PublishedWeek | None:
+    """The latest other published week with an earlier index date ("last week")."""
+    return _one_published(engine, week, published_weeks.c.index_date < index_date, latest=True)
 
 
 def comparison_published(engine: Engine, index_date: date, week: str, lookback_weeks: int) -> PublishedWeek | None:
     """The week a rise is measured against: the latest published week at least ``lookback_weeks`` before
     ``index_date``; while fewer weeks exist, the earliest published one (so week 2 can already see risers)."""
     cutoff = date.fromordinal(index_date.toordinal() - 7 * lookback_weeks)
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(published_weeks)
-            .where(published_weeks.c.index_date <= cutoff, published_weeks.c.week != week)
-            .order_by(published_weeks.c.index_date.desc())
-            .limit(1)
-        ).first()
-        if row is None:
-            row = conn.execute(
-                sa.select(published_weeks)
-                .where(published_weeks.c.index_date < index_date, published_weeks.c.week != week)
-                .order_by(published_weeks.c.index_date.asc())
-                .limit(1)
-            ).first()
-    return None if row is None else PublishedWeek(row.week, row.run_id, row.index_date)
+    return _one_published(engine, week, published_weeks.c.index_date <= cutoff, latest=True) or _one_published(
+        engine, week, published_weeks.c.index_date < index_date, latest=False
+    )
 
 
 def load_run_scores(engine: Engine, run_id: str) -> pl.DataFrame:
