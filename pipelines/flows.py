@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -400,7 +400,7 @@ def weekly(
                 settings,
                 flow_run_id,
                 state="failed",
-                finished_at=steps.utc_now(),
+                finished_at=datetime.now(UTC),
                 timings=dict(timings),
                 error=f"step {step}: {type(exc).__name__}",
             )
@@ -421,7 +421,7 @@ def weekly(
     )
     state_name = COMPLETED_WITH_WARNINGS if warnings else "Completed"
     monitor.record_run_update(
-        settings, flow_run_id, state=state_name.lower(), finished_at=steps.utc_now(), warnings=warnings
+        settings, flow_run_id, state=state_name.lower(), finished_at=datetime.now(UTC), warnings=warnings
     )
     result = {
         **published,

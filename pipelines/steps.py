@@ -100,12 +100,6 @@ def read_validation_summary(ingest_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def utc_now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
-
-
 def new_local_run_id() -> str:
     """An id for a weekly run started outside a Prefect flow run (tests calling the function directly)."""
     from uuid import uuid4

@@ -303,7 +303,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             locality=locality,
             week=pw.week,
             index_date=pw.index_date,
-            rule="counts of 1-7 suppressed (null, shown <8); others rounded to the nearest 5",
+            rule=RULE_TEXT,
             steps=[{**s, "shown": show_suppressed(s["people"])} for s in steps],
         )
 
