@@ -71,7 +71,7 @@ def main() -> None:
     extract = delivery_extract_date(raw)
     assert extract is not None, "the generator writes _delivery.json with extract_date"
 
-    from pipelines.prefect_server import ApiWatchdog, prefect_api, prepare_environment
+    from pipelines.prefect_server import prepare_environment, watched_prefect_api
 
     prepare_environment()
     from pipelines.cli_run import abort_run
@@ -79,10 +79,9 @@ def main() -> None:
     from upstream.settings import Settings
 
     bench_settings = Settings(home=home)
-    with prefect_api(with_ui=False):  # PREFECT_API_URL if set, else a temporary API for this process
-        # Like `upstream run`: if the API dies mid-run, stop with exit code 2 and one line, never hang.
-        watchdog = ApiWatchdog(abort_run(home, bench_settings.db_url, "bench_weekly"), grace=30)
-        watchdog.start()
+    # Like `upstream run`: PREFECT_API_URL if set, else a temporary API for this process; if the API dies
+    # mid-run, stop with exit code 2 and one line, never hang (the watchdog is disarmed before we stop it).
+    with watched_prefect_api(abort_run(home, bench_settings.db_url, "bench_weekly"), grace=30):
         weeks = [
             ("week 1 (train)", extract - timedelta(days=7), "always"),
             ("week 2 (score only)", extract, "never"),
@@ -106,7 +105,6 @@ def main() -> None:
                 f"(ratio to the {GOAL_SECONDS:.0f} s goal: {total / GOAL_SECONDS:.2f}); {steps}; "
                 f"CPU {cpu:.1f} s; load average {os.getloadavg()[0]:.1f}"
             )
-        watchdog.stop()  # before the server is stopped on leaving the block: that exit is not a loss
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"peak RSS of this process: {peak_gib:.1f} GiB; data in {workdir}")
 

@@ -131,15 +131,14 @@ def run(args: argparse.Namespace) -> int:
     prepare_environment()
     if not args.raw.is_dir():
         raise UpstreamError(f"{args.raw}: delivery directory not found")
-    from pipelines.prefect_server import ApiWatchdog, prefect_api
+    from pipelines.prefect_server import watched_prefect_api
     from pipelines.run_guard import database_in_home
     from upstream.settings import get_settings
 
     settings = get_settings()
-    with prefect_api(with_ui=False) as api_url:
-        own_db = settings.db_url if database_in_home(settings) else None
-        watchdog = ApiWatchdog(abort_run(settings.home, own_db), grace=settings.prefect_api_grace_seconds)
-        watchdog.start()
+    own_db = settings.db_url if database_in_home(settings) else None
+    on_lost = abort_run(settings.home, own_db)
+    with watched_prefect_api(on_lost, grace=settings.prefect_api_grace_seconds) as api_url:
         try:
             result = run_weekly(
                 raw_dir=args.raw.resolve(),
@@ -152,8 +151,6 @@ def run(args: argparse.Namespace) -> int:
         except UpstreamError:
             exit_within(settings.prefect_api_grace_seconds)
             raise
-        finally:
-            watchdog.stop()
     print(
         f"published {result['week']}: {result['n_scored']} residents scored; lists in {settings.home / 'lists' / result['week']}"
     )

@@ -118,6 +118,25 @@ def prefect_api(with_ui: bool, port: int = DEFAULT_PORT, timeout: float = 120) -
         stop_process(process, timeout=15)
 
 
+@contextmanager
+def watched_prefect_api(
+    on_lost: Callable[[str], None], grace: float = 30.0, interval: float = 2.0
+) -> Iterator[str | None]:
+    """The Prefect API for one weekly run, with an ``ApiWatchdog`` on it for exactly the life of the block.
+
+    WHY one context manager owns both: the watchdog must be disarmed before the server we started is
+    stopped on the way out, or our own SIGTERM to it reads as the server dying and a clean run exits 2
+    (issue 17's county pass). Here the order is fixed, on success and on error alike; callers cannot get
+    it wrong."""
+    with prefect_api(with_ui=False) as api_url:
+        watchdog = ApiWatchdog(on_lost, grace=grace, interval=interval)
+        watchdog.start()
+        try:
+            yield api_url
+        finally:
+            watchdog.stop()
+
+
 def _temporary_api() -> Iterator[None]:
     """Prefect's temporary API server, started now rather than lazily on the first client call, so the
     process and URL are known to ``current_api`` (and the watchdog) for the whole run."""
@@ -179,8 +198,12 @@ class ApiWatchdog(threading.Thread):
         self.api_url, self.process = api if api is not None else current_api()
         self._stopped = threading.Event()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Disarm, and wait (bounded) for a look in progress to end: once this returns, nothing this
+        watchdog sees (e.g. the server we are about to stop ourselves) is reported as a loss."""
         self._stopped.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout)
 
     def check(self, silent_since: float | None) -> tuple[str | None, float | None]:
         """One look: (reason the API is lost or None, when it went silent)."""

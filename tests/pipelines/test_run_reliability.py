@@ -70,6 +70,31 @@ def _wait_for_line(process: subprocess.Popen, expected: str, timeout: float = 12
     raise AssertionError(f"the helper process never said {expected!r}: {''.join(seen)[-3000:]}")
 
 
+def _own_run_environment(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A small delivery, and the environment of an `upstream run` with its own temporary Prefect server
+    (no PREFECT_API_URL: not the test session's harness) and its own Prefect DB (not ~/.prefect)."""
+    from synthetic import generate
+
+    raw = tmp_path / "raw"
+    generate.generate_delivery(raw, residents=1500, seed=3)
+    home = tmp_path / "home"
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_API", "UPSTREAM_CONFIG"))
+    }
+    env |= {
+        "UPSTREAM_HOME": str(home),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONUNBUFFERED": "1",
+        "UPSTREAM_GATE__CALIBRATION_SLOPE_MIN": "0.3",
+        "UPSTREAM_GATE__CALIBRATION_SLOPE_MAX": "3.0",
+        "UPSTREAM_GATE__MAX_SUBGROUP_AUROC_GAP": "1.0",
+    }
+    return raw, home, env
+
+
 def test_a_second_writer_is_not_locked_out_while_scores_are_stored(settings):
     """The lock itself: storing a week held SQLite's single write lock for the whole insert (one
     transaction over every resident), so any other writer of upstream.db in that window - here an API
@@ -236,25 +261,7 @@ def test_run_exits_2_within_a_minute_when_the_prefect_server_dies(tmp_path, smal
     minutes. Now: exit code 2 and one line saying why, within a minute, and no run left running."""
     import psutil  # distributed's dependency: always installed
 
-    from synthetic import generate
-
-    raw = tmp_path / "raw"
-    generate.generate_delivery(raw, residents=1500, seed=3)
-    home = tmp_path / "home"
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_API", "UPSTREAM_CONFIG"))
-    }
-    env |= {
-        "UPSTREAM_HOME": str(home),
-        "PREFECT_HOME": str(tmp_path / "prefect"),  # its own Prefect DB, not ~/.prefect
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PYTHONUNBUFFERED": "1",
-        "UPSTREAM_GATE__CALIBRATION_SLOPE_MIN": "0.3",
-        "UPSTREAM_GATE__CALIBRATION_SLOPE_MAX": "3.0",
-        "UPSTREAM_GATE__MAX_SUBGROUP_AUROC_GAP": "1.0",
-    }
+    raw, home, env = _own_run_environment(tmp_path)
     run = subprocess.Popen(
         [sys.executable, "-m", "upstream.cli", "run", "--raw", str(raw), "--train", "always"],
         cwd=ROOT,
@@ -319,3 +326,65 @@ def test_watchdog_gives_a_silent_api_its_grace_then_reports_it():
     watchdog.join(5)
     assert 1.5 <= waited < 30
     assert len(reasons) == 1 and reasons[0].startswith(f"the Prefect API at http://127.0.0.1:{port}/api has not")
+
+
+@pytest.mark.skipif(not hasattr(os, "setsid"), reason="POSIX only")
+def test_a_clean_run_exits_0_with_no_error_line(tmp_path, small_delivery_gate):
+    """The false alarm of the first county pass: both weeks published, then stopping our own temporary
+    server on the way out tripped the watchdog ("exited with code -15") and the process exited 2. A
+    clean `upstream run` must exit 0, say it published, and print no error line."""
+    raw, home, env = _own_run_environment(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "upstream.cli", "run", "--raw", str(raw), "--train", "always"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-4000:])
+    assert "published 20" in run.stdout
+    assert [line for line in run.stderr.splitlines() if "error:" in line] == [], run.stderr[-4000:]
+    engine = get_engine(f"sqlite:///{home / 'upstream.db'}")
+    try:
+        assert [status for _, status in _runs(engine)] == ["complete"]  # one run, finished, none left running
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "setsid"), reason="POSIX only")
+@pytest.mark.parametrize("body", ["finishes", "raises"])
+def test_leaving_the_watched_api_stops_our_server_without_a_false_alarm(tmp_path, body):
+    """The ordering itself, on success and on error: a watchdog looking every 50 ms, still armed when
+    its own server is stopped, reports that SIGTERM as a loss and exits 2 (what the bench did). Leaving
+    ``watched_prefect_api`` must disarm it first: the process lives on (here 1 s) and exits 0."""
+    script = f"""
+        import sys, time
+        from pipelines.cli_run import abort_run
+        from pipelines.prefect_server import current_api, prepare_environment, watched_prefect_api
+        prepare_environment()
+        on_lost = abort_run({str(tmp_path)!r}, None, "drill")
+        try:
+            with watched_prefect_api(on_lost, grace=30, interval=0.05) as url:
+                _, process = current_api()
+                assert process is not None and process.poll() is None, "no temporary server of our own"
+                print("server", process.pid, flush=True)
+                if {body!r} == "raises":
+                    raise RuntimeError("a step failed (drill)")
+        except RuntimeError as exc:
+            print("caught", exc, flush=True)
+        print("server exit code", process.returncode, flush=True)
+        time.sleep(1.0)
+        print("clean exit", flush=True)
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr[-3000:])
+    assert "error:" not in done.stderr, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "clean exit"
+    assert "server exit code -15" in lines  # we did stop it (SIGTERM), and that was not reported as a loss
+    assert ("caught a step failed (drill)" in lines) == (body == "raises")
