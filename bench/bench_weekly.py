@@ -81,7 +81,8 @@ def main() -> None:
     bench_settings = Settings(home=home)
     # Like `upstream run`: PREFECT_API_URL if set, else a temporary API for this process; if the API dies
     # mid-run, stop with exit code 2 and one line, never hang (the watchdog is disarmed before we stop it).
-    with watched_prefect_api(abort_run(home, bench_settings.db_url, "bench_weekly"), grace=30):
+    on_lost = abort_run(home, bench_settings.db_url, "bench_weekly")
+    with watched_prefect_api(on_lost, grace=30, server_log=home / "logs" / "prefect-server.log"):
         weeks = [
             ("week 1 (train)", extract - timedelta(days=7), "always"),
             ("week 2 (score only)", extract, "never"),

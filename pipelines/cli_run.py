@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     own_db = settings.db_url if database_in_home(settings) else None
     on_lost = abort_run(settings.home, own_db)
-    with watched_prefect_api(on_lost, grace=settings.prefect_api_grace_seconds) as api_url:
+    server_log = settings.home / "logs" / "prefect-server.log"  # named in the failure line if the server dies
+    with watched_prefect_api(on_lost, grace=settings.prefect_api_grace_seconds, server_log=server_log) as api_url:
         try:
             result = run_weekly(
                 raw_dir=args.raw.resolve(),

@@ -21,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
 
 from upstream.errors import UpstreamError
 from upstream.processes import stop_process
@@ -86,8 +88,11 @@ def _stop_on_sigterm() -> None:
 
 
 @contextmanager
-def prefect_api(with_ui: bool, port: int = DEFAULT_PORT, timeout: float = 120) -> Iterator[str | None]:
-    """Yield the API URL in use (None = Prefect's ephemeral mode). Starts a UI server if asked and needed."""
+def prefect_api(
+    with_ui: bool, port: int = DEFAULT_PORT, timeout: float = 120, server_log: Path | None = None
+) -> Iterator[str | None]:
+    """Yield the API URL in use (None = Prefect's ephemeral mode). Starts a UI server if asked and needed.
+    ``server_log``: where the temporary (no UI) server's output goes, overwritten each run."""
     existing = configured_api_url()
     if existing:
         yield existing
@@ -95,7 +100,7 @@ def prefect_api(with_ui: bool, port: int = DEFAULT_PORT, timeout: float = 120) -
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     if not with_ui:
-        yield from _temporary_api()
+        yield from _temporary_api(server_log)
         return
 
     _stop_on_sigterm()
@@ -120,15 +125,16 @@ def prefect_api(with_ui: bool, port: int = DEFAULT_PORT, timeout: float = 120) -
 
 @contextmanager
 def watched_prefect_api(
-    on_lost: Callable[[str], None], grace: float = 30.0, interval: float = 2.0
+    on_lost: Callable[[str], None], grace: float = 30.0, interval: float = 2.0, server_log: Path | None = None
 ) -> Iterator[str | None]:
     """The Prefect API for one weekly run, with an ``ApiWatchdog`` on it for exactly the life of the block.
 
     WHY one context manager owns both: the watchdog must be disarmed before the server we started is
     stopped on the way out, or our own SIGTERM to it reads as the server dying and a clean run exits 2
     (issue 17's county pass). Here the order is fixed, on success and on error alike; callers cannot get
-    it wrong."""
-    with prefect_api(with_ui=False) as api_url:
+    it wrong. ``server_log``: see ``prefect_api``; if the server dies, the loss names its signal, its
+    sender when known, and this file."""
+    with prefect_api(with_ui=False, server_log=server_log) as api_url:
         watchdog = ApiWatchdog(on_lost, grace=grace, interval=interval)
         watchdog.start()
         try:
@@ -137,16 +143,65 @@ def watched_prefect_api(
             watchdog.stop()
 
 
-def _temporary_api() -> Iterator[None]:
+def _observed_server_class() -> type:
+    """Prefect's ``SubprocessASGIServer`` (start-up, port retry, stop: all Prefect's), launched through
+    ``pipelines.prefect_server_launcher`` with its output in a log file, so that a server that dies
+    mid-run leaves its signal's sender and its last words behind (issue 17: the county run's server
+    vanished without either). Built lazily: importing Prefect's server is heavy."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class ObservedServer(SubprocessASGIServer):
+        #: Its own registry: Prefect's port-keyed singleton would hand a bare server back to us (or
+        #: ours to Prefect's ephemeral mode, which never runs here: PREFECT_API_URL is set).
+        _instances: ClassVar[dict] = {}
+        log_path: Path | None = None
+
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            import prefect
+            from prefect.settings import get_current_settings
+
+            # The arguments and environment of Prefect 3.8's own _run_uvicorn_command, through the launcher.
+            uvicorn_args = [
+                "--app-dir", str(prefect.__module_path__.parent),
+                "--factory", "prefect.server.api.server:create_app",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "error", "--lifespan", "on",
+            ]  # fmt: skip
+            env = {
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            }
+            output = None
+            if self.log_path is not None:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                output = self.log_path.open("wb")  # the child keeps its own copy of the descriptor
+            try:
+                return subprocess.Popen(
+                    [sys.executable, "-m", "pipelines.prefect_server_launcher", *uvicorn_args],
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT if output else None,
+                )
+            finally:
+                if output is not None:
+                    output.close()
+
+    return ObservedServer
+
+
+def _temporary_api(server_log: Path | None = None) -> Iterator[None]:
     """Prefect's temporary API server, started now rather than lazily on the first client call, so the
     process and URL are known to ``current_api`` (and the watchdog) for the whole run."""
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    server = SubprocessASGIServer()
+    server = _observed_server_class()()
+    server.log_path = server_log
     server.start()
     os.environ["PREFECT_API_URL"] = server.api_url
-    _current["url"], _current["process"] = server.api_url, server.server_process
+    _current["url"], _current["process"], _current["log"] = server.api_url, server.server_process, server_log
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield None
@@ -165,6 +220,38 @@ def current_api() -> tuple[str | None, subprocess.Popen | None]:
     url = _current.get("url") or configured_api_url()
     process = _current.get("process")
     return (str(url) if url else None), (process if isinstance(process, subprocess.Popen) else None)
+
+
+def _log_tail(path: Path, limit: int = 16_384) -> list[str]:
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, path.stat().st_size - limit))
+            return [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def describe_server_exit(process: subprocess.Popen, server_log: Path | None = None) -> str:
+    """One phrase for a server process that has ended: how (exit code, or signal by name), who sent the
+    signal if the launcher saw it, else the server's last output, and where its log is."""
+    code = process.returncode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        how = f"was stopped by {name} (exit code {code})"
+        if -code == signal.SIGKILL:
+            how += "; SIGKILL comes from the kernel's OOM killer (see dmesg) or a kill -9"
+    else:
+        how = f"exited with code {code}"
+    phrase = f"the temporary Prefect server (pid {process.pid}) {how}"
+    if server_log is None:
+        return phrase
+    lines = _log_tail(server_log)
+    senders = [line for line in lines if line.startswith("upstream: Prefect server") and " received " in line]
+    if senders:
+        phrase += f"; {senders[-1].removeprefix('upstream: Prefect server ')}"
+    elif lines:
+        phrase += f"; its last output: {' | '.join(lines[-3:])[-400:]}"
+    return f"{phrase}; server log: {server_log}"
 
 
 def api_answers(api_url: str, timeout: float = 5.0) -> bool:
@@ -196,6 +283,8 @@ class ApiWatchdog(threading.Thread):
         super().__init__(name="prefect-api-watchdog", daemon=True)
         self.on_lost, self.grace, self.interval = on_lost, grace, interval
         self.api_url, self.process = api if api is not None else current_api()
+        log = _current.get("log") if api is None else None
+        self.server_log = log if isinstance(log, Path) else None
         self._stopped = threading.Event()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -208,7 +297,7 @@ class ApiWatchdog(threading.Thread):
     def check(self, silent_since: float | None) -> tuple[str | None, float | None]:
         """One look: (reason the API is lost or None, when it went silent)."""
         if self.process is not None and self.process.poll() is not None:
-            return f"the temporary Prefect server (pid {self.process.pid}) exited with code {self.process.returncode}", None
+            return describe_server_exit(self.process, self.server_log), None
         if self.api_url is None or api_answers(self.api_url, timeout=min(5.0, self.grace)):
             return None, None
         now = time.monotonic()

@@ -273,7 +273,7 @@ def test_run_exits_2_within_a_minute_when_the_prefect_server_dies(tmp_path, smal
     try:
         # Mid-run = the weekly flow has started writing under UPSTREAM_HOME.
         deadline = time.monotonic() + 600
-        while not (home.is_dir() and any(home.iterdir())):
+        while not (home.is_dir() and any(path.name != "logs" for path in home.iterdir())):  # logs/: the server's
             assert run.poll() is None, run.communicate()
             assert time.monotonic() < deadline, "the weekly flow never started"
             time.sleep(0.5)
@@ -293,7 +293,8 @@ def test_run_exits_2_within_a_minute_when_the_prefect_server_dies(tmp_path, smal
     assert took < 60, took
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("upstream run: error: the temporary Prefect server"), stderr[-4000:]
-    assert "stopped" in last and "unchanged" in last
+    assert "stopped by SIGKILL" in last and "unchanged" in last
+    assert f"server log: {home / 'logs' / 'prefect-server.log'}" in last
     engine = get_engine(f"sqlite:///{home / 'upstream.db'}")
     try:
         assert [status for _, status in _runs(engine) if status == "running"] == []
@@ -388,3 +389,71 @@ def test_leaving_the_watched_api_stops_our_server_without_a_false_alarm(tmp_path
     assert lines[-1] == "clean exit"
     assert "server exit code -15" in lines  # we did stop it (SIGTERM), and that was not reported as a loss
     assert ("caught a step failed (drill)" in lines) == (body == "raises")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the sender from /proc")
+def test_a_server_stopped_by_another_process_names_the_signal_its_sender_and_its_log(tmp_path):
+    """Issue 17's county run lost its server with no trace of why. Another process (here a small
+    Python program standing for a `pkill`, kept alive for 3 s so its command line can be read) sends
+    SIGTERM to our temporary server: the run's failure line must name the signal, the sender's pid and
+    command line, and the server log; the log must hold the same note; the process exits 2."""
+    log = tmp_path / "logs" / "prefect-server.log"
+    script = f"""
+        import time
+        from pathlib import Path
+        from pipelines.cli_run import abort_run
+        from pipelines.prefect_server import current_api, prepare_environment, watched_prefect_api
+        prepare_environment()
+        with watched_prefect_api(abort_run({str(tmp_path)!r}, None, "drill"), grace=30, interval=0.2,
+                                 server_log=Path({str(log)!r})):
+            print("server", current_api()[1].pid, flush=True)
+            time.sleep(120)
+        print("the watchdog never fired", flush=True)
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
+    run = _python(script, env)
+    sender = None
+    try:
+        line = run.stdout.readline()
+        assert line.startswith("server "), line + run.stdout.read()
+        server_pid = int(line.split()[1])
+        marker = "stands-for-a-pkill"
+        sender = subprocess.Popen(
+            [sys.executable, "-c", "import os, sys, time; os.kill(int(sys.argv[1]), 15); time.sleep(3)", str(server_pid), marker]
+        )
+        output, _ = run.communicate(timeout=60)
+    finally:
+        stop_process(run, timeout=5, sig=signal.SIGKILL)
+        if sender is not None:
+            stop_process(sender, timeout=5)
+    assert run.returncode == 2, output[-3000:]
+    last = output.strip().splitlines()[-1]
+    assert last.startswith(f"drill: error: the temporary Prefect server (pid {server_pid}) was stopped by SIGTERM"), last
+    assert f"received SIGTERM from pid {sender.pid} (uid {os.getuid()})" in last, last
+    assert marker in last and f"server log: {log}" in last, last
+    assert "the weekly run was stopped and the last published week is unchanged" in last
+    assert f"received SIGTERM from pid {sender.pid}" in log.read_text()
+
+
+def test_a_server_exit_is_described_by_its_code_or_signal_name(tmp_path):
+    """SIGKILL cannot be caught, so nothing in the log can say who sent it: the line says where such
+    kills come from. An ordinary exit gives its code and the server's last output."""
+    from pipelines.prefect_server import describe_server_exit
+
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    killed.wait()
+    described = describe_server_exit(killed)
+    assert described == (
+        f"the temporary Prefect server (pid {killed.pid}) was stopped by SIGKILL (exit code -9); "
+        "SIGKILL comes from the kernel's OOM killer (see dmesg) or a kill -9"
+    )
+    log = tmp_path / "server.log"
+    log.write_text("starting\nsqlite3.OperationalError: disk I/O error\nERROR:    Application startup failed. Exiting.\n")
+    crashed = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    crashed.wait()
+    assert describe_server_exit(crashed, log) == (
+        f"the temporary Prefect server (pid {crashed.pid}) exited with code 3; its last output: starting | "
+        f"sqlite3.OperationalError: disk I/O error | ERROR:    Application startup failed. Exiting.; server log: {log}"
+    )
