@@ -200,6 +200,7 @@ def _temporary_api(server_log: Path | None = None) -> Iterator[None]:
     server = _observed_server_class()()
     server.log_path = server_log
     server.start()
+    before = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
     _current["url"], _current["process"], _current["log"] = server.api_url, server.server_process, server_log
     try:
@@ -207,7 +208,10 @@ def _temporary_api(server_log: Path | None = None) -> Iterator[None]:
             yield None
     finally:
         _current.clear()
-        os.environ.pop("PREFECT_API_URL", None)
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
         server.stop()
 
 

@@ -457,3 +457,28 @@ def test_a_server_exit_is_described_by_its_code_or_signal_name(tmp_path):
         f"the temporary Prefect server (pid {crashed.pid}) exited with code 3; its last output: starting | "
         f"sqlite3.OperationalError: disk I/O error | ERROR:    Application startup failed. Exiting.; server log: {log}"
     )
+
+
+def test_our_temporary_server_is_never_prefects_shared_one(prefect_harness):
+    """Prefect keeps one temporary server per process under a shared key (its ephemeral mode and the
+    test harness both use it). Taking that one, as ``SubprocessASGIServer()`` did, meant a run inside
+    such a process would report the wrong server and, on leaving, stop a server someone else owns (the
+    brief's "second prefect_api() stopping a shared singleton"). Ours must be its own, and stopping it
+    must leave the shared one answering."""
+    from contextlib import contextmanager
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    from pipelines.prefect_server import _temporary_api, api_answers, current_api
+
+    shared = SubprocessASGIServer()  # what Prefect's own code gets in this process: the harness's server
+    assert shared.server_process is not None and shared.api_url == PREFECT_API_URL.value()
+    with contextmanager(_temporary_api)():
+        url, ours = current_api()
+        assert ours is not None and ours.poll() is None
+        assert url != shared.api_url and ours.pid != shared.server_process.pid
+        assert PREFECT_API_URL.value() == url
+    assert ours.returncode is not None  # ours was stopped on leaving
+    assert shared.server_process.poll() is None and api_answers(shared.api_url)
+    assert PREFECT_API_URL.value() == shared.api_url
