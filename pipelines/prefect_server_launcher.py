@@ -25,6 +25,8 @@ NOTED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 def sender_command(pid: int) -> str:
     """The sender's command line, read at once (it may be gone a moment later)."""
+    if pid == 0:
+        return "(the kernel: a terminal's Ctrl-C or hang-up)"
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
             text = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -53,11 +55,15 @@ def _note_and_redeliver() -> None:
 
 
 def main(argv: list[str]) -> None:
+    from uvicorn.main import main as uvicorn_main
+
+    if not hasattr(signal, "sigwaitinfo"):  # macOS, Windows: no siginfo to read; plain uvicorn
+        uvicorn_main(args=argv, prog_name="uvicorn")
+        return
     # Blocked before the helper starts, so every thread (including uvicorn's) inherits the block and
     # only the helper's sigwaitinfo takes these signals.
     signal.pthread_sigmask(signal.SIG_BLOCK, NOTED_SIGNALS)
     threading.Thread(target=_note_and_redeliver, name="signal-sender-note", daemon=True).start()
-    from uvicorn.main import main as uvicorn_main
 
     try:
         uvicorn_main(args=argv, prog_name="uvicorn")
