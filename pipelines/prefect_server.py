@@ -5,7 +5,9 @@
   started explicitly with Prefect's own ``SubprocessASGIServer`` (what its ephemeral mode uses) so that
   ``ApiWatchdog`` holds the server process and notices at once if it dies; runs are still recorded in
   the local Prefect database (``~/.prefect``, or ``PREFECT_HOME``), so a later ``prefect server start``
-  shows them.
+  shows them. It runs through ``pipelines.prefect_server_launcher`` with its output in a log file, so a
+  death mid-run says how and, for a signal, who sent it. ``watched_prefect_api`` gives a run the API and
+  its watchdog together, in the only safe order.
 - For ``upstream schedule`` and ``upstream demo``, which should be watched in the UI: start a local
   ``prefect server start`` (with UI) as a child process, and stop it on exit.
 """
@@ -240,7 +242,10 @@ def describe_server_exit(process: subprocess.Popen, server_log: Path | None = No
     signal if the launcher saw it, else the server's last output, and where its log is."""
     code = process.returncode
     if code is not None and code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
         how = f"was stopped by {name} (exit code {code})"
         if -code == signal.SIGKILL:
             how += "; SIGKILL comes from the kernel's OOM killer (see dmesg) or a kill -9"
