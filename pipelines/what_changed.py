@@ -101,6 +101,15 @@ def _scan(clean_dir: Path, source: str) -> pl.LazyFrame | None:
     return pl.scan_parquet(path) if path.exists() else None
 
 
+def _birthday_in(year: pl.Expr) -> pl.Expr:
+    """The birthday in ``year``. 29 February falls on 1 March in a common year, as ``features.build``
+    reckons age (a 1.9M-resident county run failed on pl.date(2026, 2, 29))."""
+    dob = pl.col("date_of_birth")
+    common_year = (year % 4 != 0) | ((year % 100 == 0) & (year % 400 != 0))
+    moves = (dob.dt.month() == 2) & (dob.dt.day() == 29) & common_year
+    return pl.date(year, pl.when(moves).then(3).otherwise(dob.dt.month()), pl.when(moves).then(1).otherwise(dob.dt.day()))
+
+
 def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
     """Dated events per person in [start, end): person_id, kind, date, detail.
 
@@ -183,11 +192,12 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
                       .filter((pl.col("_other") != pl.col(PERSON)) & between("_died"))
                       .select(PERSON, pl.lit("household").alias("kind"), pl.col("_died").alias("date"),
                               pl.lit("household bereavement").alias("detail")))
-        # a birthday in [C, T): "turned 80"
-        birthday = pl.date(pl.col("end").dt.year(), pl.col("date_of_birth").dt.month(), pl.col("date_of_birth").dt.day())
-        frames.append(mine.with_columns(birthday.alias("_bday")).filter(between("_bday")).select(
-            PERSON, pl.lit("birthday").alias("kind"), pl.col("_bday").alias("date"),
-            pl.format("turned {}", (pl.col("end").dt.year() - pl.col("date_of_birth").dt.year())).alias("detail")))
+        # a birthday in [C, T): "turned 80"; the window may straddle New Year, so both years are tried
+        for bound in ("start", "end"):
+            birthday = _birthday_in(pl.col(bound).dt.year())
+            frames.append(mine.with_columns(birthday.alias("_bday")).filter(between("_bday")).select(
+                PERSON, pl.lit("birthday").alias("kind"), pl.col("_bday").alias("date"),
+                pl.format("turned {}", (pl.col("_bday").dt.year() - pl.col("date_of_birth").dt.year())).alias("detail")))
     schema = {PERSON: pl.String, "kind": pl.String, "date": pl.Date, "detail": pl.String}
     if not frames:
         return pl.DataFrame(schema=schema)
