@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -121,6 +122,7 @@ def prefect_api(
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             yield api_url
     finally:
+        _send_queued_logs_and_events()
         os.environ.pop("PREFECT_API_URL", None)
         stop_process(process, timeout=15)
 
@@ -194,6 +196,20 @@ def _observed_server_class() -> type:
     return ObservedServer
 
 
+def _send_queued_logs_and_events(timeout: float = 10.0) -> None:
+    """Let Prefect's background workers send what they hold while our server still answers.
+
+    WHY: stopped first, the server leaves the flow's last log lines and events queued, and Prefect's exit
+    hook retries them against it with back-off ("--- Error logging to API ---"): the failed county week's
+    process took 76 s to exit. Bounded, and never an error of its own: the run's outcome is decided."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=timeout)
+
+
 def _temporary_api(server_log: Path | None = None) -> Iterator[None]:
     """Prefect's temporary API server, started now rather than lazily on the first client call, so the
     process and URL are known to ``current_api`` (and the watchdog) for the whole run."""
@@ -210,6 +226,7 @@ def _temporary_api(server_log: Path | None = None) -> Iterator[None]:
             yield None
     finally:
         _current.clear()
+        _send_queued_logs_and_events()
         if before is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:

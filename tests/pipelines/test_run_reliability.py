@@ -482,3 +482,41 @@ def test_our_temporary_server_is_never_prefects_shared_one(prefect_harness):
     assert ours.returncode is not None  # ours was stopped on leaving
     assert shared.server_process.poll() is None and api_answers(shared.api_url)
     assert PREFECT_API_URL.value() == shared.api_url
+
+
+@pytest.mark.skipif(not hasattr(os, "setsid"), reason="POSIX only")
+def test_a_failed_run_exits_promptly_with_its_logs_sent_before_the_server_stops(tmp_path):
+    """Found in this session's county pass: week 2 failed in publish and the process then took 76 s to
+    exit, ending with "--- Error logging to API --- All connection attempts failed": the flow's last log
+    lines were still queued when we stopped our server, and Prefect's exit hook retried them against it.
+    Leaving ``watched_prefect_api`` must send what Prefect has queued while the server still answers."""
+    script = f"""
+        import time
+        from pipelines.cli_run import abort_run
+        from pipelines.prefect_server import prepare_environment, watched_prefect_api
+        prepare_environment()
+        from prefect import flow, get_run_logger
+
+        @flow(name="fails-with-logs")
+        def fails() -> None:
+            for i in range(200):
+                get_run_logger().info("line %d before the failure", i)
+            raise RuntimeError("a step failed (drill)")
+
+        try:
+            with watched_prefect_api(abort_run({str(tmp_path)!r}, None, "drill"), grace=30):
+                fails()
+        except RuntimeError:
+            print("left", time.time(), flush=True)
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    ended = time.time()
+    left = [float(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("left ")]
+    assert left, (done.stdout[-2000:], done.stderr[-3000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Error logging to API" not in done.stderr, done.stderr[-3000:]
+    assert ended - left[0] < 20, f"{ended - left[0]:.0f} s from leaving the block to the process's end"
