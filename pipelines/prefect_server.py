@@ -274,7 +274,7 @@ def describe_server_exit(process: subprocess.Popen, server_log: Path | None = No
     lines = _log_tail(server_log)
     senders = [line for line in lines if line.startswith("upstream: Prefect server") and " received " in line]
     if senders:
-        phrase += f"; {senders[-1].removeprefix('upstream: Prefect server ')}"
+        phrase += f"; it {senders[-1][senders[-1].index('received ') :]}"
     elif lines:
         phrase += f"; its last output: {' | '.join(lines[-3:])[-400:]}"
     return f"{phrase}; server log: {server_log}"
