@@ -194,10 +194,19 @@ def load_run_scores(engine: Engine, run_id: str) -> pl.DataFrame:
 
 
 def load_run_list_members(engine: Engine, run_id: str) -> pl.DataFrame:
-    """person_id of everyone on one run's lists (for "new this week")."""
+    """Everyone on one run's lists with their locality, risk, section and ``among_highest`` (for "new this
+    week" and last week's entry level: ``pipelines.lists.build_lists``)."""
+    columns = ("person_id", "locality", "score", "among_highest", "section")
     with engine.connect() as conn:
-        result = conn.execute(sa.select(risk_lists.c.person_id).where(risk_lists.c.run_id == run_id)).all()
-    return pl.DataFrame({"person_id": [r[0] for r in result]}, schema={"person_id": pl.String})
+        result = conn.execute(
+            sa.select(*(risk_lists.c[c] for c in columns)).where(risk_lists.c.run_id == run_id)
+        ).all()
+    return pl.DataFrame(
+        [tuple(r) for r in result],
+        schema={"person_id": pl.String, "locality": pl.String, "score": pl.Float64, "among_highest": pl.Boolean,
+                "section": pl.String},
+        orient="row",
+    )
 
 
 def _delete_runs(conn: Connection, run_ids: list[str]) -> None:

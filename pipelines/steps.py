@@ -475,7 +475,7 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
         index_date=run.index_date,
         comparison_scores=load_run_scores(engine, comparison.run_id) if comparison else None,
         comparison_date=comparison.index_date if comparison else None,
-        previous_members=load_run_list_members(engine, last.run_id) if last else None,
+        previous_list=load_run_list_members(engine, last.run_id) if last else None,
     )
     features_now = week_features(settings, run.index_date)
     offers = catalogue.match(features_now.join(lists.select("person_id"), on="person_id", how="semi")) \
@@ -491,12 +491,13 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
                                         clean_dir, run.index_date, against.index_date, explainer))
     lists = attach_details(
         lists, settings.lists, reasons=load_reasons(settings, run.run_id, lists["person_id"].to_list()),
-        offers=offers, changes=changes,
+        offers=offers, changes=changes, catalogue=catalogue,
     )
     localities = sorted(current["locality"].unique().to_list())
     funnel = funnel_rows(cohort, settings.cohort, localities)
     week_dir = lists_dir(settings, run.week)
-    staging = stage_exports(lists, week_dir, localities, funnel)
+    offer_places = offer_demand(lists, catalogue, localities)
+    staging = stage_exports(lists, week_dir, localities, funnel, offer_places)
     try:
         replaced = publish_week(
             engine,
@@ -516,4 +517,4 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
     files = commit_exports(staging, week_dir)
     return PublishedLists(run.week, run.run_id, replaced, list_sizes(lists, localities), files,
                           [{k: r[k] for k in ("locality", "step", "label", "shown")} for r in funnel],
-                          offer_demand(lists, catalogue, localities))
+                          offer_places)

@@ -241,6 +241,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not queries.locality_known(conn, pw.run_id, locality):
                 raise refuse(404, "unknown locality")
             rows, total = queries.list_rows(conn, pw.run_id, pw.week, locality, limit, offset, cut)
+            offers = queries.offer_places(conn, pw.run_id, pw.week, locality, settings)
         with_nhs = principal.reidentifies
         if with_nhs:
             _add_nhs_numbers(rows, settings)
@@ -257,7 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         if format is ListFormat.xlsx:
             return Response(
-                to_xlsx(rows, with_nhs, f"{locality} {pw.week}"),
+                to_xlsx(rows, with_nhs, f"{locality} {pw.week}", offers),
                 media_type=XLSX_MEDIA_TYPE,
                 headers={"Content-Disposition": f'attachment; filename="{stem}.xlsx"', **headers},
             )
@@ -274,6 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 partial=partial,
                 next_offset=next_offset,
                 rows=[display_row(r, with_nhs) for r in rows],
+                offers=offers,
             ).model_dump(mode="json"),
             headers=headers,
         )

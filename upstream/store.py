@@ -70,11 +70,16 @@ risk_lists = sa.Table(
     sa.Column("why_listed", sa.Text, nullable=False),
     sa.Column("what_changed", sa.Text),
     sa.Column("suggested_offers", sa.Text, nullable=False),  # offer ids, ";"-separated
+    # Of suggested_offers: those within the offer's weekly capacity, and those beyond it (waiting list).
+    sa.Column("offers_this_week", sa.Text),
+    sa.Column("offers_waiting", sa.Text),
     sa.Column("offer_evidence", sa.Text, nullable=False),
     sa.Column("top_reasons", sa.Text, nullable=False),
     sa.Column("age_band", sa.String(10), nullable=False),
     sa.Column("gp_practice", sa.String(10)),
     sa.Column("reasons", sa.JSON, nullable=False),
+    # Among the locality's capacity highest risks this week (whatever the section): next week's entry level.
+    sa.Column("among_highest", sa.Boolean),
     sa.PrimaryKeyConstraint("run_id", "locality", "rank"),
     sa.Index("ix_lists_week_locality", "week", "locality"),
 )
@@ -139,7 +144,9 @@ web_sessions = sa.Table(
 )
 
 #: Columns added after the first release: (table, column) -> DDL type, added in place on older databases.
-_ADDED_COLUMNS = {("audit_log", "format"): "VARCHAR(8)", ("audit_log", "subject_hash"): "VARCHAR(64)"}
+_ADDED_COLUMNS = {("audit_log", "format"): "VARCHAR(8)", ("audit_log", "subject_hash"): "VARCHAR(64)",
+                  ("risk_lists", "offers_this_week"): "TEXT", ("risk_lists", "offers_waiting"): "TEXT",
+                  ("risk_lists", "among_highest"): "BOOLEAN"}
 
 #: One row per weekly flow run (issue 16): what the analysts' run-history page shows.
 weekly_runs = sa.Table(
