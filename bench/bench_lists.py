@@ -11,7 +11,7 @@ TRUTH, never with the project's cohort code:
    the same-size list per locality drawn from the generator's true probabilities within the same cohort
    (truth-eligible and not excluded by 1.); the same ratio for the rising section. Goal >= 0.85.
 3. what changed: share of new/rising rows whose ``what_changed`` names an event (type and date) that is in
-   the raw delivery for that person in [C, T). Goal >= 95%.
+   the raw delivery for that person in [C, T) (a service's end counts: its ``event_end_date``). Goal >= 95%.
 4. offers: share of listed people with >= 1 suggested offer; people per offer and locality (suppressed).
 5. weekly flow time (goal < 5 min at 280k).
 
@@ -168,6 +168,8 @@ def named_events(text: str | None) -> list[tuple[str, date | tuple[int, int] | i
             found += [("fall", d) for d in days]
         elif "GP contact" in part or "first recorded" in part:
             found += [("gp", d) for d in days]
+        elif any(w in part for w in ("reablement ended", "long-term support ended", "care-home placement ended")):
+            found += [("service_end", d) for d in days]
         elif any(w in part for w in ("request for care support", "reablement started", "equipment provided",
                                       "support for social isolation")):
             found += [("social_care", d) for d in days]
@@ -198,6 +200,7 @@ def verify_events(rows: pl.DataFrame, raw: Path, C: date, T: date, defects: pl.D
         add(kind_frame, "fall", column)  # a fall is named by date; any record of that person that day
     add(gp, "gp", "event_date")
     add(sc, "social_care", "event_start_date")
+    add(sc.filter(pl.col("event_type") == "Service"), "service_end", "event_end_date")
     died = residents.select("nhs_number", "uprn", "date_of_death").join(
         deaths.group_by("nhs_number").agg(pl.col("date_of_death").min().alias("_d")), on="nhs_number", how="left"
     ).with_columns(pl.min_horizontal("date_of_death", "_d").alias("died"))

@@ -248,7 +248,8 @@ def publish_lists(run: steps.ScoreRun, home: str | None = None, inject_failure: 
     create_table_artifact(
         table=published.offers,
         key="offer-demand",
-        description=f"Listed people each offer fits, against its weekly capacity, {published.week} (suppressed)",
+        description=f"Per offer and locality, {published.week}: weekly places against the listed people it fits, "
+        "with a place this week and waiting (upstream.offers.CAPACITY_RULE; people counts suppressed)",
     )
     return {
         "week": published.week,

@@ -487,8 +487,16 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
             people = lists.filter(pl.col("section") == section).select("person_id")
             if against is None or people.height == 0:
                 continue
+            # New people who could not be listed last week (in hospital, in reablement...): what ended that is
+            # the change in their own situation. The cohort at C from this week's delivery (history before C).
+            excluded_before = None
+            if section == "new":
+                before = cohort_at(clean_dir, against.index_date, settings.cohort).join(people, on="person_id")
+                excluded_before = dict(before.filter(pl.col("exclusion_reason").is_not_null())
+                                       .select("person_id", "exclusion_reason").iter_rows())
             changes.update(what_changed(features_now, week_features(settings, against.index_date), people,
-                                        clean_dir, run.index_date, against.index_date, explainer))
+                                        clean_dir, run.index_date, against.index_date, explainer,
+                                        excluded_before))
     lists = attach_details(
         lists, settings.lists, reasons=load_reasons(settings, run.run_id, lists["person_id"].to_list()),
         offers=offers, changes=changes, catalogue=catalogue,

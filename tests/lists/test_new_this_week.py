@@ -115,3 +115,38 @@ def test_section_rules_are_the_declared_words() -> None:
     words = section_rules(RULES)
     assert "entry level" in words["new"] and "others left" in words["new"]
     assert "others left" in words["top"] and "3 highest" in words["top"]
+
+
+def test_new_after_an_exclusion_ended_names_the_event(tmp_path: Path) -> None:
+    # w was in hospital on C (admitted 10 Nov, discharged 19 Nov) and r was in reablement (1 Nov - 20 Nov):
+    # neither could be listed last week. Their risks did not change (0.70 and 0.60, both >= the entry level
+    # 0.48), so they are new because their own situation changed: leaving hospital, reablement ending.
+    from expectations.cohort import cohort_at
+    from expectations.contract import REABLEMENT_SERVICE_TYPE
+    from upstream.settings import CohortSettings
+
+    clean = write_clean(
+        tmp_path / "clean", residents=[{"person_id": p, "registration_start": date(2000, 1, 1)} for p in "bwr"],
+        hospital_spells=[{"person_id": "w", "admission_date": date(2026, 11, 10),
+                          "discharge_date": date(2026, 11, 19), "primary_diagnosis": "J18"}],
+        social_care_events=[{"person_id": "r", "event_type": "Service", "service_type": REABLEMENT_SERVICE_TYPE,
+                             "event_start_date": date(2026, 11, 1), "event_end_date": date(2026, 11, 20)}],
+    )
+    at_c = cohort_at(clean, C, CohortSettings())
+    excluded_before = dict(at_c.filter(pl.col("exclusion_reason").is_not_null())
+                           .select("person_id", "exclusion_reason").iter_rows())
+    # worked out from the rules: in hospital at C; reablement open at C
+    assert excluded_before == {"w": "inpatient", "r": "open_long_term_service_or_reablement"}
+    now = assign_bands(score_frame([("b", "North", 0.50, False), ("w", "North", 0.70, False),
+                                    ("r", "North", 0.60, False)]))
+    lists = build_lists(now, RULES, _cohort({"b": None, "w": None, "r": None}), index_date=T,
+                        comparison_scores=pl.DataFrame({"person_id": ["b", "w", "r"], "score": [0.5, 0.7, 0.6]}),
+                        comparison_date=C, previous_list=LAST_WEEK)
+    assert dict(zip(lists["person_id"], lists["section"], strict=True)) == {"w": "new", "r": "new", "b": "top"}
+    same = frame(feature_row("w"), feature_row("r"))
+    changes = what_changed(same, same, lists.filter(pl.col("section") == "new").select("person_id"), clean, T, C,
+                           LinearExplainer(), excluded_before)
+    assert changes == {
+        "w": "discharged from hospital on 19 Nov 2026 (last week: in hospital)",
+        "r": "reablement ended on 20 Nov 2026 (last week: already has long-term care or reablement)",
+    }
