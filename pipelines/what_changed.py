@@ -268,7 +268,7 @@ def explain_changes(
     """person_id -> what changed, for people in both tables (aligned by person_id, same order).
 
     ``excluded_before``: person_id -> the cohort exclusion that held for them at the comparison date; the
-    event that ended it is named first (:func:`exclusion_ended_text`)."""
+    event that ended it is named first (:func:`exclusion_ended`)."""
     if current.height == 0:
         return {}
     if current["person_id"].to_list() != previous["person_id"].to_list():
@@ -312,7 +312,9 @@ def explain_changes(
         texts: list[str] = []
         reason = (excluded_before or {}).get(pid)
         if reason is not None:
-            texts.append(exclusion_ended_text(reason, person_events, comparison_date))
+            text, used = exclusion_ended(reason, person_events, comparison_date)
+            texts.append(text)
+            person_events = [e for e in person_events if e != used]  # said once, not again in its group
         if not gains and not texts:
             out[pid] = f"No change in the records since {since} raised the risk"
             continue
@@ -332,21 +334,24 @@ def explain_changes(
     return out
 
 
-def exclusion_ended_text(reason: str, events: list[tuple[date, str, str]], comparison_date: date) -> str:
-    """Why a person excluded at C can be listed at T, in words: the dated event that ended the exclusion
-    ("discharged from hospital on 13 Nov 2025 (last week: in hospital)"), or, with no such event (a code
-    that is now older than the rule's window, an opt-out withdrawn), that the exclusion no longer holds."""
+def exclusion_ended(
+    reason: str, events: list[tuple[date, str, str]], comparison_date: date
+) -> tuple[str, tuple[date, str, str] | None]:
+    """Why a person excluded at C can be listed at T, in words, and the (date, kind, detail) event said: the
+    dated event that ended the exclusion ("discharged from hospital on 13 Nov 2025 (last week: in hospital)"),
+    or, with no such event (a code now older than the rule's window, an opt-out withdrawn), that the
+    exclusion no longer holds (no event)."""
     from expectations.cohort import RULES_BY_REASON
     from upstream.settings import CohortSettings
 
     rule = RULES_BY_REASON.get(reason)
     title = rule.title(CohortSettings()).lower() if rule else reason.replace("_", " ")
     kind, details = EXCLUSION_ENDED_BY.get(reason, ("", ()))
-    ending = sorted((d, detail) for d, k, detail in events if k == kind and (details is None or detail in details))
+    ending = sorted(e for e in events if e[1] == kind and (details is None or e[2] in details))
     if ending:
-        d, detail = ending[-1]
-        return f"{detail} {_dates_text([d])} (last week: {title})"
-    return f"no longer excluded ({title} on {day_text(comparison_date)})"
+        d, _, detail = ending[-1]
+        return f"{detail} {_dates_text([d])} (last week: {title})", ending[-1]
+    return f"no longer excluded ({title} on {day_text(comparison_date)})", None
 
 
 def what_changed(

@@ -126,9 +126,14 @@ def test_new_after_an_exclusion_ended_names_the_event(tmp_path: Path) -> None:
     from upstream.settings import CohortSettings
 
     clean = write_clean(
-        tmp_path / "clean", residents=[{"person_id": p, "registration_start": date(2000, 1, 1)} for p in "bwr"],
+        tmp_path / "clean", residents=[{"person_id": p, "registration_start": date(2000, 1, 1)} for p in "bwrx"],
         hospital_spells=[{"person_id": "w", "admission_date": date(2026, 11, 10),
-                          "discharge_date": date(2026, 11, 19), "primary_diagnosis": "J18"}],
+                          "discharge_date": date(2026, 11, 19), "primary_diagnosis": "J18"},
+                         # x: in hospital on C, home on 17 Nov, back in as an emergency 19-21 Nov
+                         {"person_id": "x", "admission_date": date(2026, 11, 12),
+                          "discharge_date": date(2026, 11, 17), "primary_diagnosis": "J18"},
+                         {"person_id": "x", "admission_date": date(2026, 11, 19),
+                          "discharge_date": date(2026, 11, 21), "primary_diagnosis": "J18"}],
         social_care_events=[{"person_id": "r", "event_type": "Service", "service_type": REABLEMENT_SERVICE_TYPE,
                              "event_start_date": date(2026, 11, 1), "event_end_date": date(2026, 11, 20)}],
     )
@@ -136,17 +141,23 @@ def test_new_after_an_exclusion_ended_names_the_event(tmp_path: Path) -> None:
     excluded_before = dict(at_c.filter(pl.col("exclusion_reason").is_not_null())
                            .select("person_id", "exclusion_reason").iter_rows())
     # worked out from the rules: in hospital at C; reablement open at C
-    assert excluded_before == {"w": "inpatient", "r": "open_long_term_service_or_reablement"}
+    assert excluded_before == {"w": "inpatient", "r": "open_long_term_service_or_reablement", "x": "inpatient"}
     now = assign_bands(score_frame([("b", "North", 0.50, False), ("w", "North", 0.70, False),
-                                    ("r", "North", 0.60, False)]))
-    lists = build_lists(now, RULES, _cohort({"b": None, "w": None, "r": None}), index_date=T,
-                        comparison_scores=pl.DataFrame({"person_id": ["b", "w", "r"], "score": [0.5, 0.7, 0.6]}),
+                                    ("r", "North", 0.60, False), ("x", "North", 0.65, False)]))
+    lists = build_lists(now, RULES.model_copy(update={"capacity_per_locality": 4}),
+                        _cohort({"b": None, "w": None, "r": None, "x": None}), index_date=T,
+                        comparison_scores=pl.DataFrame({"person_id": ["b", "w", "r", "x"],
+                                                        "score": [0.5, 0.7, 0.6, 0.55]}),
                         comparison_date=C, previous_list=LAST_WEEK)
-    assert dict(zip(lists["person_id"], lists["section"], strict=True)) == {"w": "new", "r": "new", "b": "top"}
-    same = frame(feature_row("w"), feature_row("r"))
-    changes = what_changed(same, same, lists.filter(pl.col("section") == "new").select("person_id"), clean, T, C,
-                           LinearExplainer(), excluded_before)
+    assert dict(zip(lists["person_id"], lists["section"], strict=True)) == {
+        "w": "new", "x": "new", "r": "new", "b": "top"}
+    before = frame(feature_row("w"), feature_row("r"), feature_row("x", emergency_admissions_3m=1))
+    after = frame(feature_row("w"), feature_row("r"), feature_row("x", emergency_admissions_3m=2))
+    changes = what_changed(after, before, lists.filter(pl.col("section") == "new").select("person_id"), clean, T,
+                           C, LinearExplainer(), excluded_before)
     assert changes == {
         "w": "discharged from hospital on 19 Nov 2026 (last week: in hospital)",
         "r": "reablement ended on 20 Nov 2026 (last week: already has long-term care or reablement)",
+        # the discharge is said once (first, as what ended the exclusion), then the new admission
+        "x": "discharged from hospital on 17 Nov 2026 (last week: in hospital); emergency admission on 19 Nov 2026",
     }
