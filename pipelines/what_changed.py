@@ -326,6 +326,8 @@ def explain_changes(
                 text = _feature_text(name, before[name], now[name])
             else:
                 events_of_kind = [(d, detail) for d, k, detail in person_events if k == key]
+                if not events_of_kind:  # its only event already said what ended the exclusion
+                    continue
                 first_fall = key == "fall" and before.get("days_since_last_fall") is None
                 text = _event_text(key, events_of_kind, first_fall)
             if text and text not in texts:

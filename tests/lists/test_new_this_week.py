@@ -117,6 +117,16 @@ def test_section_rules_are_the_declared_words() -> None:
     assert "others left" in words["top"] and "3 highest" in words["top"]
 
 
+class AgeExplainer:
+    """A one-feature model: contribution = 0.01 x age (a birthday raises it)."""
+
+    def __init__(self) -> None:
+        self.feature_names = ["age"]
+
+    def contributions_of(self, features: pl.DataFrame):
+        return features.select(pl.col("age").cast(pl.Float64) * 0.01).to_numpy()
+
+
 def test_new_after_an_exclusion_ended_names_the_event(tmp_path: Path) -> None:
     # w was in hospital on C (admitted 10 Nov, discharged 19 Nov) and r was in reablement (1 Nov - 20 Nov):
     # neither could be listed last week. Their risks did not change (0.70 and 0.60, both >= the entry level
@@ -126,7 +136,8 @@ def test_new_after_an_exclusion_ended_names_the_event(tmp_path: Path) -> None:
     from upstream.settings import CohortSettings
 
     clean = write_clean(
-        tmp_path / "clean", residents=[{"person_id": p, "registration_start": date(2000, 1, 1)} for p in "bwrx"],
+        tmp_path / "clean", residents=[{"person_id": p, "registration_start": date(2000, 1, 1)} for p in "bwrx"]
+        + [{"person_id": "y", "date_of_birth": date(2008, 11, 20), "registration_start": date(2009, 1, 1)}],
         hospital_spells=[{"person_id": "w", "admission_date": date(2026, 11, 10),
                           "discharge_date": date(2026, 11, 19), "primary_diagnosis": "J18"},
                          # x: in hospital on C, home on 17 Nov, back in as an emergency 19-21 Nov
@@ -141,7 +152,8 @@ def test_new_after_an_exclusion_ended_names_the_event(tmp_path: Path) -> None:
     excluded_before = dict(at_c.filter(pl.col("exclusion_reason").is_not_null())
                            .select("person_id", "exclusion_reason").iter_rows())
     # worked out from the rules: in hospital at C; reablement open at C
-    assert excluded_before == {"w": "inpatient", "r": "open_long_term_service_or_reablement", "x": "inpatient"}
+    assert excluded_before == {"w": "inpatient", "r": "open_long_term_service_or_reablement", "x": "inpatient",
+                               "y": "under_min_age"}
     now = assign_bands(score_frame([("b", "North", 0.50, False), ("w", "North", 0.70, False),
                                     ("r", "North", 0.60, False), ("x", "North", 0.65, False)]))
     lists = build_lists(now, RULES.model_copy(update={"capacity_per_locality": 4}),
@@ -155,6 +167,11 @@ def test_new_after_an_exclusion_ended_names_the_event(tmp_path: Path) -> None:
     after = frame(feature_row("w"), feature_row("r"), feature_row("x", emergency_admissions_3m=2))
     changes = what_changed(after, before, lists.filter(pl.col("section") == "new").select("person_id"), clean, T,
                            C, LinearExplainer(), excluded_before)
+    # y turned 18 on 20 Nov (under 18 on C): the birthday is said once, even though age also rose
+    turned = what_changed(pl.DataFrame({"person_id": ["y"], "age": [18]}),
+                          pl.DataFrame({"person_id": ["y"], "age": [17]}),
+                          pl.DataFrame({"person_id": ["y"]}), clean, T, C, AgeExplainer(), {"y": "under_min_age"})
+    assert turned == {"y": "turned 18 on 20 Nov 2026 (last week: under 18)"}
     assert changes == {
         "w": "discharged from hospital on 19 Nov 2026 (last week: in hospital)",
         "r": "reablement ended on 20 Nov 2026 (last week: already has long-term care or reablement)",
