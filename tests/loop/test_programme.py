@@ -168,8 +168,8 @@ def test_the_truth_counts_the_crises_the_labels_count(tmp_path, monkeypatch):
                     crisis |= d.ea[ids] | d.death[ids] | ((d.new_lts[ids] > 0) & none_at_offer)
 
         def actions(self, nhs):
-            from synthetic.programme import iso_week
             from synthetic.population import EPOCH
+            from synthetic.programme import iso_week
 
             for s0, ids, _none, crisis in self.followed:
                 week = iso_week(EPOCH + timedelta(days=self.grid_start + s0 * 7))
