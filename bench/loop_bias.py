@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -134,8 +135,9 @@ def main() -> None:
     chunk_module.ChunkProgramme = DiagProgramme
     chunk_module.advance = _advance
 
+    import synthetic.generate as generate_module
     from expectations.ingest import ingest_delivery
-    from loop.actions import import_actions, week_monday
+    from loop.actions import import_actions, read_actions, week_monday
     from loop.evaluate import _design, _propensity, frames_at_weeks, offered_people
     from models.labels import build_labels
     from synthetic.generate import generate_delivery
@@ -146,7 +148,6 @@ def main() -> None:
     raw, home = base / "raw", base / "home"
     started = time.perf_counter()
     # the diagnostic capacity: more offers per resident, so the paired comparisons are precise
-    import synthetic.generate as generate_module
 
     class _Declared:
         default_start = staticmethod(prog_module.Programme.default_start)
@@ -168,8 +169,6 @@ def main() -> None:
     realised = pl.DataFrame([{"chunk": k[0], "step": k[1], "i": k[2], "realised": v[0], "nhs_number": v[1]}
                              for k, v in _REALISED.items()])
     rec = rec.join(realised, on=["chunk", "step", "i"]).join(reid, on="nhs_number", how="left")
-    from loop.actions import read_actions
-
     people = offered_people(read_actions(settings, ("0000-W01", "9999-W53")))
     clean = sorted((home / "weeks").glob("*/ingest"))[-1] / "clean"
     frame, _ = frames_at_weeks(clean, people, pl.DataFrame(schema={"person_id": pl.String, "week": pl.String,
@@ -178,7 +177,7 @@ def main() -> None:
     short = []
     for week in people["week"].unique().to_list():
         t = week_monday(week)
-        lab = build_labels(clean, t, __import__("datetime").timedelta(days=364)).select(
+        lab = build_labels(clean, t, timedelta(days=364)).select(
             "person_id", pl.col("crisis").alias("label_364"))
         short.append(people.filter(pl.col("week") == week).join(lab, on="person_id", how="inner"))
     frame = frame.join(pl.concat(short).select("person_id", "label_364"), on="person_id", how="left")
