@@ -9,9 +9,11 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from pipelines.publish import published_week
+from pipelines.drills import InjectedFailure
+from pipelines.publish import publish_run
+from pipelines.score_history import published_week, store_scores
 from pipelines.scoring import iso_week
-from pipelines.steps import InjectedFailure, clean_dir_of, publish_run, store_scores
+from pipelines.weeks import clean_dir_of
 from tests.features.conftest import write_clean
 from tests.pipelines.conftest import score_frame
 from upstream.store import get_engine, published_weeks, risk_lists, score_runs, scores

@@ -8,7 +8,9 @@ from datetime import date
 import polars as pl
 import pytest
 
-from pipelines.steps import partition_clean, resolve_index_date, should_train
+from pipelines.champion import should_train
+from pipelines.partitions import partition_clean
+from pipelines.weeks import resolve_index_date
 from upstream.cli import main
 from upstream.errors import UpstreamError
 
