@@ -12,6 +12,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -76,25 +78,64 @@ def _log_params(mlflow, params: dict[str, Any]) -> None:
         mlflow.log_params(dict(items[i : i + 90]))
 
 
-def log_and_register(
-    *,
-    settings: Settings,
-    target: str,
-    chosen: str,
-    bundle: UpstreamModel,
-    example_source: pl.DataFrame,
-    metrics: dict[str, float],
-    candidate_metrics: dict[str, dict[str, float]],
-    baseline_metrics: dict[str, dict[str, float]],
-    fairness: pl.DataFrame,
-    y_test: np.ndarray,
-    predictions: dict[str, np.ndarray],
-    context: dict[str, Any],
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """Log the run, register the chosen model, apply the gate, attach the model card. Returns ids."""
+@dataclass(frozen=True)
+class TrainingData:
+    """What a model was trained and tested on: logged as parameters, fingerprints and the card's data section."""
+
+    features: list[str]
+    n_train: int
+    n_test: int
+    train_event_rate: float
+    test_event_rate: float
+    train_fingerprint: str
+    test_fingerprint: str
+    seed: int
+    train_dates: list[date] = field(default_factory=list)
+    test_date: date | None = None
+    index_date: date | None = None
+    sample: int | None = None
+    clean_dir: str | None = None  # absent for models trained on hand-made frames
+    data_files: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """Everything one training run hands to MLflow: the chosen model, its evaluation and its data."""
+
+    target: str
+    chosen: str  # "hgb" | "logistic": the candidate registered
+    bundle: UpstreamModel
+    example_source: pl.DataFrame  # the test frame: input example, reference profile, champion re-scoring
+    metrics: dict[str, float]  # the chosen model's, as test_<metric>
+    candidate_metrics: dict[str, dict[str, float]]
+    baseline_metrics: dict[str, dict[str, float]]
+    fairness: pl.DataFrame
+    y_test: np.ndarray
+    predictions: dict[str, np.ndarray]  # candidate (and plotted baseline) -> test-set probabilities
+    data: TrainingData
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The registered version and what the gate decided."""
+
+    run_id: str
+    model_name: str
+    version: str
+    alias: str  # champion | challenger
+    reasons: list[str]
+
+
+def log_and_register(settings: Settings, record: TrainingRecord) -> Registered:
+    """Log the run, register the chosen model, apply the gate, attach the model card."""
     import mlflow
     from mlflow.models import infer_signature
+
+    target, chosen, bundle, data = record.target, record.chosen, record.bundle, record.data
+    metrics, fairness, y_test, predictions = record.metrics, record.fairness, record.y_test, record.predictions
+    candidate_metrics, baseline_metrics = record.candidate_metrics, record.baseline_metrics
+    example_source = record.example_source
 
     client = client_for(settings)
     experiment_id = ensure_experiment(client, settings, target)
@@ -110,17 +151,17 @@ def log_and_register(
         params = {
             "target": target,
             "chosen_model": chosen,
-            "n_features": len(context["features"]),
-            "n_train": context["n_train"],
-            "n_test": context["n_test"],
-            "train_dates": ",".join(str(d) for d in context.get("train_dates", [])),
-            "test_date": str(context.get("test_date")),
-            "index_date": str(context.get("index_date")),
-            "sample": context.get("sample"),
-            "seed": context["seed"],
+            "n_features": len(data.features),
+            "n_train": data.n_train,
+            "n_test": data.n_test,
+            "train_dates": ",".join(str(d) for d in data.train_dates),
+            "test_date": str(data.test_date),
+            "index_date": str(data.index_date),
+            "sample": data.sample,
+            "seed": data.seed,
             "calibration": json.dumps(CALIBRATION),
-            "data_fingerprint_train": context["train_fingerprint"],
-            "data_fingerprint_test": context["test_fingerprint"],
+            "data_fingerprint_train": data.train_fingerprint,
+            "data_fingerprint_test": data.test_fingerprint,
             **{f"hgb_{k}": v for k, v in HGB_PARAMS.items()},
             **{f"lr_{k}": v for k, v in LR_PARAMS.items()},
             **{f"codelist.{k}": v for k, v in versions.items()},
@@ -131,24 +172,24 @@ def log_and_register(
             all_metrics |= {f"{kind}_test_{k}": v for k, v in m.items()}
         for base, m in baseline_metrics.items():
             all_metrics |= {f"baseline_{base}_test_{k}": v for k, v in m.items()}
-        all_metrics |= {k: v for k, v in timings.items()}
-        all_metrics |= {"train_event_rate": context["train_event_rate"], "test_event_rate": context["test_event_rate"]}
+        all_metrics |= {k: v for k, v in record.timings.items()}
+        all_metrics |= {"train_event_rate": data.train_event_rate, "test_event_rate": data.test_event_rate}
         mlflow.log_metrics(_finite(all_metrics))
 
         data_fp = {
-            "train": context["train_fingerprint"],
-            "test": context["test_fingerprint"],
-            "files": context.get("data_files", {}),
-            "clean_dir": context.get("clean_dir"),
+            "train": data.train_fingerprint,
+            "test": data.test_fingerprint,
+            "files": data.data_files,
+            "clean_dir": data.clean_dir,
         }
         (tmp / "data_fingerprint.json").write_text(json.dumps(data_fp, indent=2))
         (tmp / "codelist_versions.json").write_text(json.dumps(versions, indent=2))
-        (tmp / "features.json").write_text(json.dumps(context["features"], indent=2))
+        (tmp / "features.json").write_text(json.dumps(data.features, indent=2))
         for f in ("data_fingerprint.json", "codelist_versions.json", "features.json"):
             mlflow.log_artifact(str(tmp / f), "data")
-        mlflow.set_tag("data_fingerprint", context["train_fingerprint"] + "/" + context["test_fingerprint"])
+        mlflow.set_tag("data_fingerprint", data.train_fingerprint + "/" + data.test_fingerprint)
         # Issue 16: what weekly monitoring compares against (bins and shares only, no rows).
-        reference = reference_profile(example_source, context["features"], predictions[chosen], y_test)
+        reference = reference_profile(example_source, data.features, predictions[chosen], y_test)
         (tmp / "reference.json").write_text(json.dumps(reference))
         mlflow.log_artifact(str(tmp / "reference.json"), REFERENCE_ARTIFACT.rpartition("/")[0])
 
@@ -200,12 +241,11 @@ def log_and_register(
         card_context = card.card_context(
             target=target, version=version, run_id=run.info.run_id, alias=decision.alias, chosen=chosen,
             metrics=metrics, candidate_metrics=candidate_metrics, baseline_metrics=baseline_metrics,
-            fairness=fairness, context=context, gate=gate_json, codelists=versions,
+            fairness=fairness, context=asdict(data), gate=gate_json, codelists=versions,
         )
         (tmp / "model_card.md").write_text(card.render_markdown(card_context))
         (tmp / "model_card.html").write_text(card.render_html(card_context))
         mlflow.log_artifact(str(tmp / "model_card.md"), CARD_DIR)
         mlflow.log_artifact(str(tmp / "model_card.html"), CARD_DIR)
         run_id = run.info.run_id
-    return {"run_id": run_id, "model_name": name, "version": version, "alias": decision.alias,
-            "reasons": decision.reasons}
+    return Registered(run_id, name, version, decision.alias, list(decision.reasons))
