@@ -9,7 +9,6 @@ served; re-running a week never duplicates history.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pipelines.scoring import SCORE_ROW, combine_partitions, iso_week
 from upstream.settings import Settings
 from upstream.store import (
     LIST_ROW_COLUMNS,
+    EncodedJSON,
     cohort_funnels,
     get_engine,
     published_weeks,
@@ -91,7 +91,7 @@ def write_scores(engine: Engine, run_id: str, banded: pl.DataFrame) -> int:
         rows = banded.slice(start, _CHUNK).select(SCORE_ROW.names()).to_dicts()
         for row in rows:
             row["run_id"] = run_id
-            row["reasons"] = json.loads(row["reasons"])
+            row["reasons"] = EncodedJSON(row["reasons"])  # stored as scoring encoded it: no decode/re-encode
         with engine.begin() as conn:
             conn.execute(scores.insert(), rows)
         written += len(rows)
@@ -346,7 +346,7 @@ def publish_week(
     for row in rows:
         row["run_id"] = run_id
         row["week"] = week
-        row["reasons"] = json.loads(row["reasons"])
+        row["reasons"] = EncodedJSON(row["reasons"])
     with engine.begin() as conn:
         status = conn.execute(sa.select(score_runs.c.status).where(score_runs.c.run_id == run_id)).scalar_one_or_none()
         if status != "complete":
