@@ -29,3 +29,12 @@ def test_only_score_history_reads_or_writes_the_score_tables():
     assert set(touching) == {"score_history.py"}, touching
     # and the guard can see an offender (so an empty result above means something)
     assert _store_tables_imported(package / "score_history.py") == SCORE_HISTORY_TABLES
+
+
+def test_the_score_row_is_the_scores_table_row():
+    """``scoring.SCORE_ROW`` (what scoring makes and score_history writes) and the stored table agree."""
+    from pipelines.scoring import SCORE_COLUMNS, SCORE_ROW
+    from upstream.store import scores
+
+    assert set(SCORE_ROW.names()) == {c.name for c in scores.columns} - {"run_id"}
+    assert set(SCORE_COLUMNS) == set(SCORE_ROW.names()) - {"band"}  # band is added across partitions
