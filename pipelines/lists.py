@@ -164,7 +164,8 @@ def build_lists(
         pl.lit(NO_OFFER_FITS).alias("offer_evidence"),
         pl.lit("").alias("top_reasons"),
         pl.col("age").map_elements(age_band, return_dtype=pl.String).alias("age_band"),
-        pl.col("reasons").fill_null("[]"),
+        # score history is read without reasons (publish fetches them for listed people: attach_details)
+        pl.col("reasons").fill_null("[]") if "reasons" in frame.columns else pl.lit(None, dtype=pl.String).alias("reasons"),
         pl.col("_top").alias("among_highest"),
     ).select(LIST_COLUMNS)
 

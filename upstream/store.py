@@ -8,7 +8,9 @@ transaction, so a run that dies half-way never replaces the last good scores and
 
 from __future__ import annotations
 
+import json
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -231,6 +233,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+class EncodedJSON(str):
+    """JSON text the pipeline already encoded (a resident's reasons, ``pipelines.scoring.encode_reasons``).
+
+    A JSON column stores it as it is: without this, the text would be stored as a JSON *string*, so every
+    row had to be decoded into Python objects only for the driver to encode them again (1.9M rows a week).
+    """
+
+    def __new__(cls, text: str) -> EncodedJSON:
+        if not isinstance(text, str):  # None would be stored as the text "None"
+            raise TypeError(f"EncodedJSON takes JSON text, not {type(text).__name__}")
+        return super().__new__(cls, text)
+
+
+def _json_serializer(value: Any) -> str:
+    """The engine's JSON encoder: pre-encoded text goes through untouched, anything else is ``json.dumps``-ed."""
+    return str.__str__(value) if isinstance(value, EncodedJSON) else json.dumps(value)
+
+
 @cache
 def get_engine(url: str) -> Engine:
     """One engine per URL; creates the tables if missing (idempotent)."""
@@ -238,7 +258,7 @@ def get_engine(url: str) -> Engine:
         from pathlib import Path
 
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    engine = sa.create_engine(url, future=True, pool_pre_ping=True, json_serializer=_json_serializer)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)

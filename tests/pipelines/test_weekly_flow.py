@@ -23,7 +23,7 @@ from upstream.store import get_engine, published_weeks, risk_lists, score_runs, 
 
 @pytest.fixture(scope="module")
 def delivery(tmp_path_factory):
-    from pipelines.steps import delivery_extract_date
+    from pipelines.weeks import delivery_extract_date
 
     root = tmp_path_factory.mktemp("weekly")
     raw = root / "raw"
@@ -223,9 +223,9 @@ def test_two_weeks_end_to_end(delivery, two_weeks):
 
 
 def test_rerun_replaces_week_and_failure_drill_changes_nothing(delivery, two_weeks):
+    from pipelines.drills import InjectedFailure
     from pipelines.flows import weekly
     from pipelines.scoring import iso_week
-    from pipelines.steps import InjectedFailure
 
     settings = Settings(home=delivery["home"])
     engine = get_engine(settings.db_url)
