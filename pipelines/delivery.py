@@ -1,4 +1,4 @@
-"""Ingest as a weekly step: validate the delivery as of the run's index date, and read what it decided."""
+"""Ingest as a weekly step: file the delivery under the run's week, validate it against its own extract date."""
 
 from __future__ import annotations
 
@@ -17,15 +17,20 @@ from upstream.settings import Settings
 def run_ingest(raw_dir: Path, index_date: date, settings: Settings) -> tuple[Path, dict[str, Any]]:
     """Validate, pseudonymise and quarantine the delivery into ``weeks/<week>/ingest``.
 
-    Validated as of ``index_date`` (the run's), so ingest's date checks ("no event after the extract",
-    ages) use the same day the run scores for, not a date ingest works out for itself.
+    The run's ``index_date`` (resolved once, in the flow) names the week. Ingest's date checks ("no event
+    in the future", ages) use the day the *data* describes: the delivery's extract date from its manifest,
+    else the later of the index date and today. A backdated run (T before the extract) must keep rows dated
+    between T and the extract: a spell discharged after T is the record that says the person was in
+    hospital at T, and features, labels and the cohort already look only before T. Quarantining those rows
+    as "future" would drop exactly the people the list must exclude.
     """
-    from expectations.ingest import ingest_delivery
+    from expectations.ingest import delivery_extract_date, ingest_delivery
 
     week = iso_week(index_date)
     out_dir = week_root(settings, index_date) / "ingest"
+    data_date = delivery_extract_date(Path(raw_dir)) or max(index_date, date.today())
     summary = ingest_delivery(
-        Path(raw_dir), out_dir, settings, as_of=index_date, previous_summary=previous_validation_summary(settings, week)
+        Path(raw_dir), out_dir, settings, as_of=data_date, previous_summary=previous_validation_summary(settings, week)
     )
     return out_dir, summary
 

@@ -65,9 +65,12 @@ def test_cli_schedule_rejects_a_bad_cron(tmp_path, capsys):
     assert "cron" in capsys.readouterr().err
 
 
-def test_ingest_validates_as_of_the_runs_index_date_not_the_delivery_date(tmp_path):
-    """The weekly run's index date reaches ingest: a run scoring 1 June 2025 from a delivery extracted on
-    1 January 2026 (``_delivery.json``) must treat a death dated 1 December 2025 as after its date."""
+def test_a_backdated_run_keeps_rows_dated_between_its_index_date_and_the_extract(tmp_path):
+    """The weekly run's index date names the week; ingest's "not in the future" check uses the delivery's
+    extract date. A run scoring 1 June 2025 from a delivery extracted on 1 January 2026 must keep a death
+    dated 1 December 2025: it is a valid row, and (dated after T) it leaves that person alive at T. Had ingest
+    checked against T, rows such as a discharge after T, the record that someone was in hospital at T,
+    would be quarantined and that person wrongly listed."""
     from pipelines.delivery import run_ingest
     from tests.ingest.conftest import AS_OF, write_delivery
     from upstream.settings import Settings
@@ -75,12 +78,12 @@ def test_ingest_validates_as_of_the_runs_index_date_not_the_delivery_date(tmp_pa
     settings = Settings(home=tmp_path / "home", pseudo_key="test-key-not-secret")
     raw = write_delivery(tmp_path / "raw")
     index_date = date(2025, 6, 1)
-    assert date(2026, 1, 1) == AS_OF  # what ingest would have used on its own
+    assert date(2026, 1, 1) == AS_OF  # the delivery's manifest says so
     out_dir, summary = run_ingest(raw, index_date, settings)
     assert out_dir == settings.home / "weeks" / "2025-W22" / "ingest"  # 1 June 2025 is in ISO week 22
-    assert {entry["as_of"] for entry in summary.values()} == {"2025-06-01"}
+    assert {entry["as_of"] for entry in summary.values()} == {"2026-01-01"}
     quarantine = pl.read_parquet(out_dir / "quarantine" / "deaths.parquet")
-    # deaths row 0 (P8, 2025-12-01) is valid as of the extract date but after the run's index date
-    assert dict(zip(quarantine["row_index"], quarantine["reason"], strict=True))[0] == (
-        "date_not_after_as_of(date_of_death)"
-    )
+    # deaths row 0 (P8, 2025-12-01) is valid as of the extract date: not quarantined
+    assert 0 not in set(quarantine["row_index"].to_list())
+    deaths = pl.read_parquet(out_dir / "clean" / "deaths.parquet")
+    assert date(2025, 12, 1) in set(deaths["date_of_death"].to_list())
