@@ -11,7 +11,7 @@ TRUTH, never with the project's cohort code:
    the same-size list per locality drawn from the generator's true probabilities within the same cohort
    (truth-eligible and not excluded by 1.); the same ratio for the rising section. Goal >= 0.85.
 3. what changed: share of new/rising rows whose ``what_changed`` names an event (type and date) that is in
-   the raw delivery for that person in [C, T). Goal >= 95%.
+   the raw delivery for that person in [C, T) (a service's end counts: its ``event_end_date``). Goal >= 95%.
 4. offers: share of listed people with >= 1 suggested offer; people per offer and locality (suppressed).
 5. weekly flow time (goal < 5 min at 280k).
 
@@ -97,7 +97,8 @@ def published_lists(home: Path, T: date) -> pl.DataFrame:
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(risk_lists.c.person_id, risk_lists.c.locality, risk_lists.c.section, risk_lists.c.what_changed,
-                      risk_lists.c.suggested_offers, risk_lists.c.rank)
+                      risk_lists.c.suggested_offers, risk_lists.c.rank, risk_lists.c.why_listed,
+                      risk_lists.c.offers_this_week, risk_lists.c.offers_waiting)
             .join(published_weeks, published_weeks.c.run_id == risk_lists.c.run_id)
             .where(published_weeks.c.week == week)
         ).all()
@@ -167,6 +168,8 @@ def named_events(text: str | None) -> list[tuple[str, date | tuple[int, int] | i
             found += [("fall", d) for d in days]
         elif "GP contact" in part or "first recorded" in part:
             found += [("gp", d) for d in days]
+        elif any(w in part for w in ("reablement ended", "long-term support ended", "care-home placement ended")):
+            found += [("service_end", d) for d in days]
         elif any(w in part for w in ("request for care support", "reablement started", "equipment provided",
                                       "support for social isolation")):
             found += [("social_care", d) for d in days]
@@ -197,6 +200,7 @@ def verify_events(rows: pl.DataFrame, raw: Path, C: date, T: date, defects: pl.D
         add(kind_frame, "fall", column)  # a fall is named by date; any record of that person that day
     add(gp, "gp", "event_date")
     add(sc, "social_care", "event_start_date")
+    add(sc.filter(pl.col("event_type") == "Service"), "service_end", "event_end_date")
     died = residents.select("nhs_number", "uprn", "date_of_death").join(
         deaths.group_by("nhs_number").agg(pl.col("date_of_death").min().alias("_d")), on="nhs_number", how="left"
     ).with_columns(pl.min_horizontal("date_of_death", "_d").alias("died"))
@@ -282,6 +286,10 @@ def main() -> None:
         if part.height:
             quality(part, f"{section} section")
 
+    drifted = lists.filter(pl.col("why_listed").str.starts_with("Not on last week's list"))
+    print(f"   sections: {dict(lists.group_by('section').len().sort('section').iter_rows())}; top rows not on last "
+          f"week's list that entered only because others left: {drifted.height:,}")
+
     changed = lists.filter(pl.col("section").is_in(["new", "rising"]))
     verified, dated, n = verify_events(changed, args.raw, C, T, defects)
     print(f"3. what_changed: {verified:,} of {n:,} new/rising rows name an event that happened in [C, T) "
@@ -300,6 +308,22 @@ def main() -> None:
     for locality, n_listed, n_offer in per_locality.sort("locality").iter_rows():
         offers = {o: _shown(c) for loc, o, c in table.iter_rows() if loc == locality}
         print(f"   {locality}: listed {_shown(n_listed)}, with an offer {_shown(n_offer)}; {offers}")
+    from pipelines.scoring import iso_week
+
+    capacity_file = args.home / "lists" / iso_week(T) / "offer_capacity.csv"
+    if capacity_file.exists():
+        places = pl.read_csv(capacity_file, infer_schema=False)
+        print(f"   capacity ({capacity_file.name}, suppressed): offer: weekly places / suggested / with a place / "
+              "waiting")
+        for locality in places["locality"].unique(maintain_order=True):
+            cells = [f"{o}: {c}/{s}/{w}/{q}" for o, c, s, w, q in places.filter(pl.col("locality") == locality)
+                     .select("offer", "weekly_capacity", "suggested", "with_place", "waiting").iter_rows()]
+            print(f"   {locality}: " + "; ".join(cells))
+    # the marks agree with the rule: per locality and offer, places = min(capacity, suggested), in rank order
+    exploded_places = lists.with_columns(pl.col("offers_this_week").fill_null("").str.split(";")).explode(
+        "offers_this_week").filter(pl.col("offers_this_week") != "")
+    worst = exploded_places.group_by("locality", "offers_this_week").len()["len"].max()
+    print(f"   most places given for one offer in one locality: {worst}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
                                              prints the true ATT, the estimate and whether the CI covers it
   seeds SIZE --n N --effect E --dir D        N seeds at a small size by direct calls (generate, ingest,
                                              import, evaluate without the model or the PRISM check); coverage
+  retruth SIZE --log L --effect E --dir D     the seeds' logged estimates against the truth generated now
   import --home H --rows N                   time and peak memory of importing N action rows (valid)
   outcomes --home H --weeks 52 --listed K    outcome follow-up with a year of weekly lists (K people a week,
                                              drawn from the residents and published into the bench DB)
@@ -108,6 +109,32 @@ def cmd_seeds(a: argparse.Namespace) -> None:
           f"CI excludes 1 in {sum(r['excludes_1'] for r in results)}; load {os.getloadavg()}")
 
 
+def cmd_retruth(a: argparse.Namespace) -> None:
+    """Coverage of an earlier ``seeds`` log against the truth as generated NOW (the estimates are the logged
+    ones: only the truth's computation changed; check that with ``seeds --first-seed S --n 1``)."""
+    import shutil
+
+    from synthetic.generate import generate_delivery
+
+    rows = [json.loads(line) for line in Path(a.log).read_text().splitlines() if line.startswith("{")]
+    covered = covered_rd = 0
+    for r in rows:
+        base = Path(a.dir) / f"truth{r['seed']}"
+        shutil.rmtree(base, ignore_errors=True)
+        generate_delivery(base, residents=a.size, seed=r["seed"], programme_effect=a.effect, workers=1)
+        truth = json.loads((base / "_truth" / "programme.json").read_text())["crisis_12m"]
+        shutil.rmtree(base, ignore_errors=True)
+        cov = r["rr"][1] <= truth["risk_ratio"] <= r["rr"][2]
+        cov_rd = r["rd"][1] <= truth["risk_difference"] <= r["rd"][2]
+        covered, covered_rd = covered + cov, covered_rd + cov_rd
+        print(json.dumps({"seed": r["seed"], "old_true_rr": r["true_rr"], "true_rr": truth["risk_ratio"],
+                          "true_rd": truth["risk_difference"], "rr": r["rr"], "covers_rr": cov,
+                          "covers_rd": cov_rd}), flush=True)
+    est = [r["rr"][0] for r in rows]
+    print(f"\nsize {a.size}, effect {a.effect}: CI of the risk ratio covers the true ATT in {covered} of {len(rows)}; "
+          f"risk difference {covered_rd} of {len(rows)}; mean estimate {sum(est) / len(est):.4f}; load {os.getloadavg()}")
+
+
 def cmd_import(a: argparse.Namespace) -> None:
     """N valid action rows for residents of the delivery, imported into a copy-free home (rows appended)."""
     import numpy as np
@@ -177,15 +204,21 @@ def cmd_outcomes(a: argparse.Namespace) -> None:
                 for i, (pid, loc) in enumerate(sub.iter_rows())])
             conn.execute(published_weeks.insert(), [{"week": week, "run_id": run_id, "index_date": t,
                                                      "published_at": now}])
-    start = time.perf_counter()
-    result = follow_up(clean, settings)
-    secs = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"follow-up: {result.listings:,} listings, {result.new_rows:,} outcome rows, {result.pending:,} pending, "
-          f"{secs:.1f} s, peak RSS {rss:.0f} MiB (whole process), load {os.getloadavg()}")
-    start = time.perf_counter()
-    again = follow_up(clean, settings)
-    print(f"second run (nothing new): {again.new_rows} rows, {time.perf_counter() - start:.1f} s")
+    from models.labels import data_end
+
+    end = data_end(clean)
+    print(f"{a.weeks} weeks of {a.listed:,} listed published; data end {end}; load {os.getloadavg()}", flush=True)
+    # the catch-up: every window closed a week before the data end (the first run after a year of lists)
+    for label, until in (("catch-up (a year of lists)", end - timedelta(days=7)),
+                         ("weekly run (windows closed in the last week)", end),
+                         ("weekly run with nothing new", end)):
+        start = time.perf_counter()
+        result = follow_up(clean, settings, data_end=until)
+        secs = time.perf_counter() - start
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{label}: {result.listings:,} listings, {result.new_rows:,} outcome rows, {result.pending:,} "
+              f"pending, {secs:.1f} s, peak RSS so far {rss:.0f} MiB (whole process), load {os.getloadavg()}",
+              flush=True)
 
 
 def main() -> None:
@@ -204,6 +237,11 @@ def main() -> None:
     s.add_argument("--bootstrap", type=int, default=200)
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--dir", required=True)
+    r = sub.add_parser("retruth")
+    r.add_argument("size", type=int)
+    r.add_argument("--log", required=True)
+    r.add_argument("--effect", type=float, default=0.3)
+    r.add_argument("--dir", required=True)
     i = sub.add_parser("import")
     i.add_argument("--home", required=True)
     i.add_argument("--rows", type=int, default=100_000)
@@ -213,7 +251,7 @@ def main() -> None:
     o.add_argument("--listed", type=int, default=5000)
     o.add_argument("--first-monday", default="2025-06-02")
     a = p.parse_args()
-    {"cli": cmd_cli, "seeds": cmd_seeds, "import": cmd_import, "outcomes": cmd_outcomes}[a.cmd](a)
+    {"cli": cmd_cli, "seeds": cmd_seeds, "retruth": cmd_retruth, "import": cmd_import, "outcomes": cmd_outcomes}[a.cmd](a)
 
 
 if __name__ == "__main__":

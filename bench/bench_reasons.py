@@ -38,8 +38,8 @@ def main() -> int:
     import polars as pl
     import shap
 
+    from models.registry import champion_or_none
     from models.treeshap import _compiled, expected_value, tree_shap_values
-    from pipelines.steps import champion_or_none
     from upstream.settings import Settings
 
     bundle = champion_or_none(Settings(home=args.home)).bundle

@@ -1,4 +1,4 @@
-"""Benchmark: storing one week's scores (``pipelines.publish.write_scores``) alone: wall time and RSS growth.
+"""Benchmark: storing one week's scores (``pipelines.score_history.write_scores``) alone: wall time and RSS growth.
 
     .venv/bin/python bench/bench_store.py 300000
     git show 501c93c:pipelines/publish.py > /tmp/publish_old.py
@@ -24,7 +24,7 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("residents", type=int)
-    parser.add_argument("--publish-module", type=Path, default=None, help="another version of pipelines/publish.py")
+    parser.add_argument("--publish-module", type=Path, default=None, help="another version of pipelines/score_history.py (pipelines/publish.py before issue 14)")
     args = parser.parse_args()
     import polars as pl
 
@@ -34,7 +34,7 @@ def main() -> None:
         sys.modules["publish_under_test"] = publish
         spec.loader.exec_module(publish)
     else:
-        import pipelines.publish as publish
+        import pipelines.score_history as publish
     from upstream.store import get_engine
 
     n = args.residents

@@ -60,7 +60,7 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="upstream-bench-"))
     raw = workdir / "raw"
     home = workdir / "home"
-    from pipelines.steps import delivery_extract_date
+    from pipelines.weeks import delivery_extract_date
 
     if not (raw / "residents.parquet").exists() and not (raw / "residents.csv").exists():
         started = time.perf_counter()

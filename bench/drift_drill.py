@@ -56,7 +56,7 @@ def main() -> int:
 
     from pipelines.flows import weekly
     from pipelines.scoring import iso_week
-    from pipelines.steps import delivery_extract_date
+    from pipelines.weeks import delivery_extract_date
     from synthetic.drills import half_missing, older_population
     from synthetic.generate import generate_delivery
     from upstream.settings import Settings

@@ -51,17 +51,22 @@ class SourceResult:
     gx_results: list[Any] = field(default_factory=list)
 
 
+def delivery_extract_date(raw_dir: Path) -> date | None:
+    """``extract_date`` from the delivery's ``_delivery.json`` (the one reader of it), when it has one."""
+    meta = Path(raw_dir) / "_delivery.json"
+    if not meta.exists():
+        return None
+    try:
+        return date.fromisoformat(json.loads(meta.read_text())["extract_date"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UpstreamError(f"{meta}: extract_date is missing or not a YYYY-MM-DD date ({exc})") from None
+
+
 def resolve_as_of(raw_dir: Path, as_of: date | None) -> date:
-    """Explicit date, else the delivery's extract date, else today."""
+    """Explicit date (the weekly run passes its index date), else the delivery's extract date, else today."""
     if as_of is not None:
         return as_of
-    meta = raw_dir / "_delivery.json"
-    if meta.exists():
-        try:
-            return date.fromisoformat(json.loads(meta.read_text())["extract_date"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise UpstreamError(f"{meta}: cannot read extract_date ({exc})") from None
-    return date.today()
+    return delivery_extract_date(raw_dir) or date.today()
 
 
 # --- Great Expectations ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ within ``REABLEMENT_AFTER_DISCHARGE_DAYS`` of discharge), the share still at hom
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -61,6 +62,24 @@ def outcomes_for_week(clean_dir: Path, people: pl.DataFrame, t: date, window: ti
             .select(*people.columns, *OUTCOMES))
 
 
+#: The clean sources the labels read (models/labels.py): the follow-up narrows these to the people it follows.
+LABEL_SOURCES = ("residents", "deaths", "hospital_spells", "social_care_events")
+
+
+def followed_only(clean_dir: Path, person_ids: pl.DataFrame, out_dir: Path) -> Path:
+    """The label sources cut down to ``person_ids`` (written to ``out_dir``, returned).
+
+    Why: a year of weekly lists is ~150 (week, window) pairs, and each pair's labels scan every source for
+    the whole population; listed people are a few percent of it. A person's labels read only their own rows,
+    so they are the same from the narrowed sources (tested)."""
+    ids = person_ids.select("person_id").unique().lazy()
+    for source in LABEL_SOURCES:
+        path = Path(clean_dir) / f"{source}.parquet"
+        if path.exists():
+            pl.scan_parquet(path).join(ids, on="person_id", how="semi").sink_parquet(out_dir / path.name)
+    return out_dir
+
+
 @dataclass
 class FollowUpResult:
     listings: int
@@ -82,10 +101,10 @@ def follow_up(clean_dir: Path, settings: Settings, data_end: date | None = None)
         done = pl.DataFrame(conn.execute(sa.select(listing_outcomes.c.person_id, listing_outcomes.c.week,
                                                    listing_outcomes.c.window)).all(),
                             schema={"person_id": pl.String, "week": pl.String, "window": pl.String}, orient="row")
-    rows: list[pl.DataFrame] = []
     pending = 0
     # split once (not one filter per week and window: a year of lists is ~150 week x window pairs)
     done_by = {key: part.select("person_id") for key, part in done.partition_by(["week", "window"], as_dict=True).items()}
+    todo: list[tuple[date, timedelta, str, pl.DataFrame]] = []
     for (week,), here in sorted(people.partition_by("week", as_dict=True).items()):
         t = week_monday(week)
         for name, length in WINDOWS.items():
@@ -93,10 +112,18 @@ def follow_up(clean_dir: Path, settings: Settings, data_end: date | None = None)
                 pending += len(here)
                 continue
             stored = done_by.get((week, name))
-            todo = here if stored is None else here.join(stored, on="person_id", how="anti")
-            if todo.is_empty():
-                continue
-            rows.append(outcomes_for_week(clean_dir, todo, t, length).with_columns(pl.lit(name).alias("window")))
+            left = here if stored is None else here.join(stored, on="person_id", how="anti")
+            if not left.is_empty():
+                todo.append((t, length, name, left))
+    rows: list[pl.DataFrame] = []
+    if todo:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        # inside the home, never the system temp dir: these are person-level (pseudonymised) rows
+        with tempfile.TemporaryDirectory(prefix="follow-up-", dir=settings.home) as tmp:
+            followed = pl.concat([left.select("person_id") for *_, left in todo]).unique()
+            narrow = followed_only(clean_dir, followed, Path(tmp))
+            rows = [outcomes_for_week(narrow, left, t, length).with_columns(pl.lit(name).alias("window"))
+                    for t, length, name, left in todo]
     new = pl.concat(rows) if rows else pl.DataFrame()
     if len(new):
         now = datetime.now(UTC)

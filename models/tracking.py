@@ -12,6 +12,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -76,117 +78,78 @@ def _log_params(mlflow, params: dict[str, Any]) -> None:
         mlflow.log_params(dict(items[i : i + 90]))
 
 
-def log_and_register(
-    *,
-    settings: Settings,
-    target: str,
-    chosen: str,
-    bundle: UpstreamModel,
-    example_source: pl.DataFrame,
-    metrics: dict[str, float],
-    candidate_metrics: dict[str, dict[str, float]],
-    baseline_metrics: dict[str, dict[str, float]],
-    fairness: pl.DataFrame,
-    y_test: np.ndarray,
-    predictions: dict[str, np.ndarray],
-    context: dict[str, Any],
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """Log the run, register the chosen model, apply the gate, attach the model card. Returns ids."""
+@dataclass(frozen=True)
+class TrainingData:
+    """What a model was trained and tested on: logged as parameters, fingerprints and the card's data section."""
+
+    features: list[str]
+    n_train: int
+    n_test: int
+    train_event_rate: float
+    test_event_rate: float
+    train_fingerprint: str
+    test_fingerprint: str
+    seed: int
+    train_dates: list[date] = field(default_factory=list)
+    test_date: date | None = None
+    index_date: date | None = None
+    sample: int | None = None
+    clean_dir: str | None = None  # absent for models trained on hand-made frames
+    data_files: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """Everything one training run hands to MLflow: the chosen model, its evaluation and its data."""
+
+    target: str
+    chosen: str  # "hgb" | "logistic": the candidate registered
+    bundle: UpstreamModel
+    example_source: pl.DataFrame  # the test frame: input example, reference profile, champion re-scoring
+    metrics: dict[str, float]  # the chosen model's, as test_<metric>
+    candidate_metrics: dict[str, dict[str, float]]
+    baseline_metrics: dict[str, dict[str, float]]
+    fairness: pl.DataFrame
+    y_test: np.ndarray
+    predictions: dict[str, np.ndarray]  # candidate (and plotted baseline) -> test-set probabilities
+    data: TrainingData
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The registered version and what the gate decided."""
+
+    run_id: str
+    model_name: str
+    version: str
+    alias: str  # champion | challenger
+    reasons: list[str]
+
+
+def log_and_register(settings: Settings, record: TrainingRecord) -> Registered:
+    """Log the run, register the chosen model, apply the gate, attach the model card.
+
+    In that order inside ONE MLflow run: what it was trained on, how it did, the registered version and
+    the gate's decision, then the card that shows all of them."""
     import mlflow
-    from mlflow.models import infer_signature
 
     client = client_for(settings)
-    experiment_id = ensure_experiment(client, settings, target)
-    name = model_name(target)
-    previous_auroc, previous_basis = champion_auroc_on_this_test_set(client, settings, target, example_source, y_test)
-    decision = decide(metrics, fairness, previous_auroc, settings.gate)
+    experiment_id = ensure_experiment(client, settings, record.target)
+    previous_auroc, previous_basis = champion_auroc_on_this_test_set(
+        client, settings, record.target, record.example_source, record.y_test
+    )
+    decision = decide(record.metrics, record.fairness, previous_auroc, settings.gate)
     versions = codelist_versions()
 
     with fluent_store(settings), \
-            mlflow.start_run(experiment_id=experiment_id, run_name=f"{target}-{chosen}") as run, \
+            mlflow.start_run(experiment_id=experiment_id, run_name=f"{record.target}-{record.chosen}") as run, \
             tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        params = {
-            "target": target,
-            "chosen_model": chosen,
-            "n_features": len(context["features"]),
-            "n_train": context["n_train"],
-            "n_test": context["n_test"],
-            "train_dates": ",".join(str(d) for d in context.get("train_dates", [])),
-            "test_date": str(context.get("test_date")),
-            "index_date": str(context.get("index_date")),
-            "sample": context.get("sample"),
-            "seed": context["seed"],
-            "calibration": json.dumps(CALIBRATION),
-            "data_fingerprint_train": context["train_fingerprint"],
-            "data_fingerprint_test": context["test_fingerprint"],
-            **{f"hgb_{k}": v for k, v in HGB_PARAMS.items()},
-            **{f"lr_{k}": v for k, v in LR_PARAMS.items()},
-            **{f"codelist.{k}": v for k, v in versions.items()},
-        }
-        _log_params(mlflow, params)
-        all_metrics = dict(metrics)
-        for kind, m in candidate_metrics.items():
-            all_metrics |= {f"{kind}_test_{k}": v for k, v in m.items()}
-        for base, m in baseline_metrics.items():
-            all_metrics |= {f"baseline_{base}_test_{k}": v for k, v in m.items()}
-        all_metrics |= {k: v for k, v in timings.items()}
-        all_metrics |= {"train_event_rate": context["train_event_rate"], "test_event_rate": context["test_event_rate"]}
-        mlflow.log_metrics(_finite(all_metrics))
-
-        data_fp = {
-            "train": context["train_fingerprint"],
-            "test": context["test_fingerprint"],
-            "files": context.get("data_files", {}),
-            "clean_dir": context.get("clean_dir"),
-        }
-        (tmp / "data_fingerprint.json").write_text(json.dumps(data_fp, indent=2))
-        (tmp / "codelist_versions.json").write_text(json.dumps(versions, indent=2))
-        (tmp / "features.json").write_text(json.dumps(context["features"], indent=2))
-        for f in ("data_fingerprint.json", "codelist_versions.json", "features.json"):
-            mlflow.log_artifact(str(tmp / f), "data")
-        mlflow.set_tag("data_fingerprint", context["train_fingerprint"] + "/" + context["test_fingerprint"])
-        # Issue 16: what weekly monitoring compares against (bins and shares only, no rows).
-        reference = reference_profile(example_source, context["features"], predictions[chosen], y_test)
-        (tmp / "reference.json").write_text(json.dumps(reference))
-        mlflow.log_artifact(str(tmp / "reference.json"), REFERENCE_ARTIFACT.rpartition("/")[0])
-
-        # Raw figures (exact small counts) for data scientists with access to the tracking store only; the
-        # API never serves them (serving.model_card serves the suppressed card and reader_metrics).
-        mlflow.set_tag("disclosure.raw_for_data_scientists_only", "fairness/, metrics/, plots/, run metrics")
-        mlflow.set_tag("disclosure.for_readers", "model_card/ (small-number suppression applied)")
-        fairness.write_csv(tmp / "fairness.csv")
-        plots.fairness_plot(fairness, tmp / "fairness.png")
-        mlflow.log_artifact(str(tmp / "fairness.csv"), "fairness")
-        mlflow.log_artifact(str(tmp / "fairness.png"), "fairness")
-        table = pl.DataFrame([{"model": k, **v} for k, v in {**candidate_metrics, **{
-            f"baseline: {b}": m for b, m in baseline_metrics.items()}}.items()], infer_schema_length=None)
-        table.write_csv(tmp / "metrics_table.csv")
-        mlflow.log_artifact(str(tmp / "metrics_table.csv"), "metrics")
-        plots.calibration_plot(y_test, predictions, tmp / "calibration.png")
-        plots.decision_curve_plot(y_test, predictions, tmp / "decision_curve.png")
-        mlflow.log_artifact(str(tmp / "calibration.png"), "plots")
-        mlflow.log_artifact(str(tmp / "decision_curve.png"), "plots")
-
-        example = example_frame(example_source, bundle.feature_names)
-        signature = infer_signature(example, bundle.predict_proba(pl.from_pandas(example)))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=UpstreamPyfunc(bundle),
-            signature=signature,
-            input_example=example,
-            registered_model_name=name,
-            pip_requirements=["scikit-learn", "polars", "numpy", "pandas", "mlflow"],
-        )
-        version = str(info.registered_model_version)
-        client.set_registered_model_alias(name, decision.alias, version)
-        reasons_text = "; ".join(decision.reasons) if decision.reasons else "passed all gate checks"
-        for key, value in (("gate_decision", decision.alias), ("gate_reasons", reasons_text[:4900])):
-            mlflow.set_tag(key, value)
-            client.set_model_version_tag(name, version, key, value)
-        client.set_model_version_tag(name, version, "chosen_model", chosen)
-        gate_json = {
+        _log_training_data(mlflow, record, versions, tmp)
+        _log_evaluation(mlflow, record, tmp)
+        version = _register(mlflow, record)
+        gate = {
             "alias": decision.alias,
             "reasons": decision.reasons,
             "checks": decision.checks,
@@ -194,18 +157,124 @@ def log_and_register(
             "previous_champion_auroc_basis": previous_basis,
             "thresholds": settings.gate.model_dump(),
         }
-        (tmp / "gate_decision.json").write_text(json.dumps(gate_json, indent=2))
-        mlflow.log_artifact(str(tmp / "gate_decision.json"), "gate")
-
-        card_context = card.card_context(
-            target=target, version=version, run_id=run.info.run_id, alias=decision.alias, chosen=chosen,
-            metrics=metrics, candidate_metrics=candidate_metrics, baseline_metrics=baseline_metrics,
-            fairness=fairness, context=context, gate=gate_json, codelists=versions,
-        )
-        (tmp / "model_card.md").write_text(card.render_markdown(card_context))
-        (tmp / "model_card.html").write_text(card.render_html(card_context))
-        mlflow.log_artifact(str(tmp / "model_card.md"), CARD_DIR)
-        mlflow.log_artifact(str(tmp / "model_card.html"), CARD_DIR)
+        _log_gate(mlflow, client, record, version, gate, tmp)
+        _log_card(mlflow, record, version, run.info.run_id, gate, versions, tmp)
         run_id = run.info.run_id
-    return {"run_id": run_id, "model_name": name, "version": version, "alias": decision.alias,
-            "reasons": decision.reasons}
+    return Registered(run_id, model_name(record.target), version, decision.alias, list(decision.reasons))
+
+
+def _log_training_data(mlflow: Any, record: TrainingRecord, versions: dict[str, str], tmp: Path) -> None:
+    """Parameters, metrics, data fingerprints, code-list versions and the monitoring reference profile."""
+    data = record.data
+    _log_params(mlflow, {
+        "target": record.target,
+        "chosen_model": record.chosen,
+        "n_features": len(data.features),
+        "n_train": data.n_train,
+        "n_test": data.n_test,
+        "train_dates": ",".join(str(d) for d in data.train_dates),
+        "test_date": str(data.test_date),
+        "index_date": str(data.index_date),
+        "sample": data.sample,
+        "seed": data.seed,
+        "calibration": json.dumps(CALIBRATION),
+        "data_fingerprint_train": data.train_fingerprint,
+        "data_fingerprint_test": data.test_fingerprint,
+        **{f"hgb_{k}": v for k, v in HGB_PARAMS.items()},
+        **{f"lr_{k}": v for k, v in LR_PARAMS.items()},
+        **{f"codelist.{k}": v for k, v in versions.items()},
+    })
+    all_metrics = dict(record.metrics)
+    for kind, m in record.candidate_metrics.items():
+        all_metrics |= {f"{kind}_test_{k}": v for k, v in m.items()}
+    for base, m in record.baseline_metrics.items():
+        all_metrics |= {f"baseline_{base}_test_{k}": v for k, v in m.items()}
+    all_metrics |= {k: v for k, v in record.timings.items()}
+    all_metrics |= {"train_event_rate": data.train_event_rate, "test_event_rate": data.test_event_rate}
+    mlflow.log_metrics(_finite(all_metrics))
+
+    data_fp = {
+        "train": data.train_fingerprint,
+        "test": data.test_fingerprint,
+        "files": data.data_files,
+        "clean_dir": data.clean_dir,
+    }
+    (tmp / "data_fingerprint.json").write_text(json.dumps(data_fp, indent=2))
+    (tmp / "codelist_versions.json").write_text(json.dumps(versions, indent=2))
+    (tmp / "features.json").write_text(json.dumps(data.features, indent=2))
+    for f in ("data_fingerprint.json", "codelist_versions.json", "features.json"):
+        mlflow.log_artifact(str(tmp / f), "data")
+    mlflow.set_tag("data_fingerprint", data.train_fingerprint + "/" + data.test_fingerprint)
+    # Issue 16: what weekly monitoring compares against (bins and shares only, no rows).
+    reference = reference_profile(record.example_source, data.features, record.predictions[record.chosen],
+                                  record.y_test)
+    (tmp / "reference.json").write_text(json.dumps(reference))
+    mlflow.log_artifact(str(tmp / "reference.json"), REFERENCE_ARTIFACT.rpartition("/")[0])
+
+
+def _log_evaluation(mlflow: Any, record: TrainingRecord, tmp: Path) -> None:
+    """Fairness table, metrics table and plots: raw figures, for data scientists only."""
+    # Raw figures (exact small counts) for data scientists with access to the tracking store only; the
+    # API never serves them (serving.model_card serves the suppressed card and reader_metrics).
+    mlflow.set_tag("disclosure.raw_for_data_scientists_only", "fairness/, metrics/, plots/, run metrics")
+    mlflow.set_tag("disclosure.for_readers", "model_card/ (small-number suppression applied)")
+    record.fairness.write_csv(tmp / "fairness.csv")
+    plots.fairness_plot(record.fairness, tmp / "fairness.png")
+    mlflow.log_artifact(str(tmp / "fairness.csv"), "fairness")
+    mlflow.log_artifact(str(tmp / "fairness.png"), "fairness")
+    table = pl.DataFrame([{"model": k, **v} for k, v in {**record.candidate_metrics, **{
+        f"baseline: {b}": m for b, m in record.baseline_metrics.items()}}.items()], infer_schema_length=None)
+    table.write_csv(tmp / "metrics_table.csv")
+    mlflow.log_artifact(str(tmp / "metrics_table.csv"), "metrics")
+    plots.calibration_plot(record.y_test, record.predictions, tmp / "calibration.png")
+    plots.decision_curve_plot(record.y_test, record.predictions, tmp / "decision_curve.png")
+    mlflow.log_artifact(str(tmp / "calibration.png"), "plots")
+    mlflow.log_artifact(str(tmp / "decision_curve.png"), "plots")
+
+
+def _register(mlflow: Any, record: TrainingRecord) -> str:
+    """Log the chosen model as a pyfunc and register it; returns the new version."""
+    from mlflow.models import infer_signature
+
+    bundle = record.bundle
+    example = example_frame(record.example_source, bundle.feature_names)
+    signature = infer_signature(example, bundle.predict_proba(pl.from_pandas(example)))
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=UpstreamPyfunc(bundle),
+        signature=signature,
+        input_example=example,
+        registered_model_name=model_name(record.target),
+        pip_requirements=["scikit-learn", "polars", "numpy", "pandas", "mlflow"],
+    )
+    return str(info.registered_model_version)
+
+
+def _log_gate(mlflow: Any, client: Any, record: TrainingRecord, version: str, gate: dict[str, Any], tmp: Path) -> None:
+    """Point the gate's alias (champion or challenger) at the version and record why, on the run and the version."""
+    name = model_name(record.target)
+    client.set_registered_model_alias(name, gate["alias"], version)
+    reasons_text = "; ".join(gate["reasons"]) if gate["reasons"] else "passed all gate checks"
+    for key, value in (("gate_decision", gate["alias"]), ("gate_reasons", reasons_text[:4900])):
+        mlflow.set_tag(key, value)
+        client.set_model_version_tag(name, version, key, value)
+    client.set_model_version_tag(name, version, "chosen_model", record.chosen)
+    (tmp / "gate_decision.json").write_text(json.dumps(gate, indent=2))
+    mlflow.log_artifact(str(tmp / "gate_decision.json"), "gate")
+
+
+def _log_card(
+    mlflow: Any, record: TrainingRecord, version: str, run_id: str, gate: dict[str, Any], versions: dict[str, str],
+    tmp: Path,
+) -> None:
+    """The model card (Markdown and HTML, small-number suppressed): what readers of the API see."""
+    card_context = card.card_context(
+        target=record.target, version=version, run_id=run_id, alias=gate["alias"], chosen=record.chosen,
+        metrics=record.metrics, candidate_metrics=record.candidate_metrics,
+        baseline_metrics=record.baseline_metrics, fairness=record.fairness, context=asdict(record.data),
+        gate=gate, codelists=versions,
+    )
+    (tmp / "model_card.md").write_text(card.render_markdown(card_context))
+    (tmp / "model_card.html").write_text(card.render_html(card_context))
+    mlflow.log_artifact(str(tmp / "model_card.md"), CARD_DIR)
+    mlflow.log_artifact(str(tmp / "model_card.html"), CARD_DIR)

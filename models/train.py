@@ -39,7 +39,7 @@ from models.fairness import fairness_audit
 from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start
 from models.metrics import evaluate
 from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
-from models.tracking import log_and_register
+from models.tracking import TrainingData, TrainingRecord, log_and_register
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
 from upstream.targets import TARGETS
@@ -277,48 +277,55 @@ def train_on_frames(
     fairness = fairness_audit(test, y_test, predictions[chosen])
     timings["evaluate_seconds"] = time.perf_counter() - t
 
-    context |= {
-        "target": target,
-        "features": features,
-        "n_train": train.height,
-        "n_test": test.height,
-        "train_event_rate": float(train.get_column(target).cast(pl.Float64).mean()),
-        "test_event_rate": float(y_test.mean()),
-        "train_fingerprint": _frame_fingerprint(train.select([*features, target])),
-        "test_fingerprint": _frame_fingerprint(test.select([*features, target])),
-        "seed": seed,
-    }
+    data = TrainingData(
+        features=features,
+        n_train=train.height,
+        n_test=test.height,
+        train_event_rate=float(train.get_column(target).cast(pl.Float64).mean()),
+        test_event_rate=float(y_test.mean()),
+        train_fingerprint=_frame_fingerprint(train.select([*features, target])),
+        test_fingerprint=_frame_fingerprint(test.select([*features, target])),
+        seed=seed,
+        train_dates=list(context.get("train_dates", [])),
+        test_date=context.get("test_date"),
+        index_date=context.get("index_date"),
+        sample=context.get("sample"),
+        clean_dir=context.get("clean_dir"),
+        data_files=context.get("data_files", {}),
+    )
     t = time.perf_counter()
     outcome = log_and_register(
-        settings=settings,
-        target=target,
-        chosen=chosen,
-        bundle=candidates[chosen],
-        example_source=test,
-        metrics=metrics,
-        candidate_metrics=candidate_metrics,
-        baseline_metrics=baseline_metrics,
-        fairness=fairness,
-        y_test=y_test,
-        predictions=predictions | {f"baseline: {n}": p for n, p in baseline_predictions.items() if n == "age_only"},
-        context=context,
-        timings=timings,
+        settings,
+        TrainingRecord(
+            target=target,
+            chosen=chosen,
+            bundle=candidates[chosen],
+            example_source=test,
+            metrics=metrics,
+            candidate_metrics=candidate_metrics,
+            baseline_metrics=baseline_metrics,
+            fairness=fairness,
+            y_test=y_test,
+            predictions=predictions | {f"baseline: {n}": p for n, p in baseline_predictions.items() if n == "age_only"},
+            data=data,
+            timings=timings,
+        ),
     )
     timings["mlflow_seconds"] = time.perf_counter() - t
     return TrainResult(
         target=target,
-        run_id=outcome["run_id"],
-        model_name=outcome["model_name"],
-        version=outcome["version"],
-        alias=outcome["alias"],
-        gate_reasons=outcome["reasons"],
+        run_id=outcome.run_id,
+        model_name=outcome.model_name,
+        version=outcome.version,
+        alias=outcome.alias,
+        gate_reasons=outcome.reasons,
         chosen=chosen,
         metrics=metrics,
         candidates=candidate_metrics,
         baselines=baseline_metrics,
         fairness=fairness,
-        train_dates=context.get("train_dates", []),
-        test_date=context.get("test_date"),
+        train_dates=data.train_dates,
+        test_date=data.test_date,
         n_train=train.height,
         n_test=test.height,
         seconds=time.perf_counter() - started,

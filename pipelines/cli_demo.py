@@ -39,7 +39,7 @@ def synthesise(raw_dir: Path, residents: int, seed: int) -> date:
     """Generate the delivery (unless this exact one is already there) and return its extract date."""
     import json
 
-    from pipelines.steps import delivery_extract_date
+    from pipelines.weeks import delivery_extract_date
 
     marker = raw_dir / "_demo.json"
     wanted = {"residents": residents, "seed": seed}
@@ -98,23 +98,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"Prefect UI:  {prefect_ui}")
             print(f"MLflow UI:   mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
             return 0
-        import sqlalchemy as sa
+        from pipelines.score_history import published_localities
+        from upstream.store import get_engine
 
-        from upstream.store import get_engine, published_weeks, scores
-
-        with get_engine(settings.db_url).connect() as conn:
-            names = (
-                conn.execute(
-                    sa.select(scores.c.locality)
-                    .join(published_weeks, published_weeks.c.run_id == scores.c.run_id)
-                    .where(published_weeks.c.week == latest["week"])
-                    .distinct()
-                    .order_by(scores.c.locality)
-                )
-                .scalars()
-                .all()
-            )
-        keys = demo_keys(settings, list(names))
+        keys = demo_keys(settings, published_localities(get_engine(settings.db_url), latest["week"]))
         host, port = settings.serving.host, settings.serving.port
         print(f"\nWeb page:    http://{host}:{port}/ui   (sign in with a key below)")
         print(f"Analysts:    http://{host}:{port}/ui/runs and /ui/monitoring")

@@ -95,7 +95,7 @@ def abort_run(
         )
 
         def reap() -> None:
-            from pipelines.publish import reap_abandoned_runs
+            from pipelines.score_history import reap_abandoned_runs
             from upstream.store import get_engine
 
             with contextlib.suppress(Exception):  # if not, the next run's start-up does it

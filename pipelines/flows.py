@@ -1,8 +1,11 @@
-"""Prefect flows: thin wrappers over ``pipelines.steps`` (the only module in Upstream that knows Prefect).
+"""Prefect flows: thin wrappers over the plain step modules of ``pipelines`` (the only module in Upstream
+that knows Prefect).
 
-Flows take ``home`` (``UPSTREAM_HOME``) rather than a ``Settings`` object so their parameters are plain,
-serialisable values in the Prefect UI; every other setting comes from the environment/TOML as usual.
-I/O tasks retry. Scale-out: ``weekly(dask_address=...)`` runs the feature and scoring subflows with a
+Flows take ``home`` (``UPSTREAM_HOME``) rather than a ``Settings`` object: Prefect stores every flow run's
+parameters in its database and shows them in its UI, and ``Settings`` can hold a database URL with a
+password. Each flow builds its ``Settings`` once from ``home`` (every other setting comes from the
+environment/TOML as usual) and hands that one object to its tasks (task arguments are not stored).
+The weekly flow resolves the index date once and passes it to every step, ingest included. I/O tasks retry. Scale-out: ``weekly(dask_address=...)`` runs the feature and scoring subflows with a
 ``DaskTaskRunner`` connected to an existing cluster, one task per locality.
 """
 
@@ -13,7 +16,7 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -26,14 +29,23 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipelines import alerts, monitor, steps
+from models.registry import champion_ref
+from pipelines import alerts, monitor
+from pipelines.champion import model_metrics_rows, run_training, score_partition, scored_model_identity, should_train
+from pipelines.delivery import previous_validation_summary, read_validation_summary, run_ingest, validation_rows
+from pipelines.drills import InjectedFailure, check_injected
+from pipelines.partitions import ALL_PARTITION, build_partition_features, fresh_dir, partition_clean
+from pipelines.publish import PublishedLists, publish_run
 from pipelines.run_guard import begin_weekly_run
+from pipelines.score_history import ScoreRun, store_scores
 from pipelines.scoring import iso_week
+from pipelines.weeks import lists_dir, resolve_index_date, week_root
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
 
 
-def _settings(home: str | None) -> Settings:
+def settings_for(home: str | None) -> Settings:
+    """A flow's settings, built once from its ``home`` parameter and passed to its tasks."""
     return Settings(home=Path(home)) if home else Settings()
 
 
@@ -70,7 +82,7 @@ def _retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     only fail again."""
     try:
         state.result()
-    except (steps.InjectedFailure, UpstreamError):
+    except (InjectedFailure, UpstreamError):
         return False
     except Exception:
         return True
@@ -81,14 +93,14 @@ def _retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
-def ingest_task(raw_dir: str, index_date: date, home: str | None) -> tuple[str, dict[str, Any]]:
-    out_dir, summary = steps.run_ingest(Path(raw_dir), index_date, _settings(home))
+def ingest_task(raw_dir: str, index_date: date, settings: Settings) -> tuple[str, dict[str, Any]]:
+    out_dir, summary = run_ingest(Path(raw_dir), index_date, settings)
     return str(out_dir), summary
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
 def partition_task(clean_dir: str, out_root: str) -> dict[str, str]:
-    return {name: str(path) for name, path in steps.partition_clean(Path(clean_dir), Path(out_root)).items()}
+    return {name: str(path) for name, path in partition_clean(Path(clean_dir), Path(out_root)).items()}
 
 
 @task(
@@ -99,12 +111,12 @@ def partition_task(clean_dir: str, out_root: str) -> dict[str, str]:
     task_run_name="features-{partition}",
 )
 def features_task(partition: str, clean_dir: str, index_date: date, out_path: str) -> str:
-    return str(steps.build_partition_features(Path(clean_dir), index_date, Path(out_path)))
+    return str(build_partition_features(Path(clean_dir), index_date, Path(out_path)))
 
 
 @task(cache_policy=NO_CACHE)
-def train_task(clean_dir: str, index_date: date, home: str | None, sample: int | None = None) -> Any:
-    return steps.run_training(Path(clean_dir), index_date, _settings(home), sample)
+def train_task(clean_dir: str, index_date: date, settings: Settings, sample: int | None = None) -> Any:
+    return run_training(Path(clean_dir), index_date, settings, sample)
 
 
 @task(
@@ -114,37 +126,35 @@ def train_task(clean_dir: str, index_date: date, home: str | None, sample: int |
     retry_condition_fn=_retry_transient,
     task_run_name="score-{partition}",
 )
-def score_task(partition: str, features_path: str, home: str | None, inject_failure: str | None = None) -> Any:
-    steps.check_injected(inject_failure, "score")
-    return steps.score_partition(Path(features_path), _settings(home))
+def score_task(partition: str, features_path: str, settings: Settings, inject_failure: str | None = None) -> Any:
+    check_injected(inject_failure, "score")
+    return score_partition(Path(features_path), settings)
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
-def store_scores_task(parts: list[Any], index_date: date, home: str | None) -> steps.ScoreRun:
-    settings = _settings(home)
-    name, version = steps.scored_model_identity(parts, settings)
-    return steps.store_scores(parts, index_date, settings, name, version)
+def store_scores_task(parts: list[Any], index_date: date, settings: Settings) -> ScoreRun:
+    name, version = scored_model_identity(parts, settings)
+    return store_scores(parts, index_date, settings, name, version)
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
-def publish_task(run: steps.ScoreRun, home: str | None, inject_failure: str | None = None) -> steps.PublishedLists:
+def publish_task(run: ScoreRun, settings: Settings, inject_failure: str | None = None) -> PublishedLists:
     def drill() -> None:
-        steps.check_injected(inject_failure, "publish")
+        check_injected(inject_failure, "publish")
 
-    return steps.publish_run(run, _settings(home), before_commit=drill)
+    return publish_run(run, settings, before_commit=drill)
 
 
 @task(cache_policy=NO_CACHE)
 def monitor_task(
-    run: steps.ScoreRun,
+    run: ScoreRun,
     features_paths: dict,
     ingest_dir: str,
-    home: str | None,
+    settings: Settings,
     flow_run_id: str | None,
 ) -> monitor.MonitoringReport:
     """Monitoring of the week just published (drift, volumes, performance): see ``pipelines.monitor``."""
-    settings = _settings(home)
-    summary = steps.read_validation_summary(Path(ingest_dir))
+    summary = read_validation_summary(Path(ingest_dir))
     return monitor.monitor_week(
         settings,
         week=run.week,
@@ -152,7 +162,7 @@ def monitor_task(
         score_run_id=run.run_id,
         features_paths=features_paths,
         summary=summary,
-        previous_summary=steps.previous_validation_summary(settings, run.week),
+        previous_summary=previous_validation_summary(settings, run.week),
         clean_dir=Path(ingest_dir) / "clean",
         flow_run_id=flow_run_id,
     )
@@ -169,10 +179,10 @@ COMPLETED_WITH_WARNINGS = "Completed with warnings"
 @flow(name="ingest")
 def ingest(raw_dir: str, index_date: date | None = None, home: str | None = None) -> str:
     """Validate, pseudonymise and quarantine one delivery; publishes the validation summary."""
-    when = steps.resolve_index_date(Path(raw_dir), index_date)
-    out_dir, summary = ingest_task(raw_dir, when, home)
+    when = resolve_index_date(Path(raw_dir), index_date)  # the weekly flow passes its own, resolved once
+    out_dir, summary = ingest_task(raw_dir, when, settings_for(home))
     create_table_artifact(
-        table=steps.validation_rows(summary),
+        table=validation_rows(summary),
         key="validation-summary",
         description=f"Validation of the delivery for {iso_week(when)} (row counts per source)",
     )
@@ -182,13 +192,12 @@ def ingest(raw_dir: str, index_date: date | None = None, home: str | None = None
 @flow(name="build-features")
 def build_features(clean_dir: str, index_date: date, home: str | None = None, per_locality: bool = False) -> dict:
     """Point-in-time features, one task per locality when fanning out; returns partition -> parquet path."""
-    settings = _settings(home)
-    root = steps.week_root(settings, index_date)
-    steps.fresh_dir(root / "features")
+    root = week_root(settings_for(home), index_date)
+    fresh_dir(root / "features")
     if per_locality:
         parts = partition_task(str(clean_dir), str(root / "partitions"))
     else:
-        parts = {steps.ALL_PARTITION: str(clean_dir)}
+        parts = {ALL_PARTITION: str(clean_dir)}
     futures = {
         name: features_task.submit(name, part_dir, index_date, str(root / "features" / f"{name}.parquet"))
         for name, part_dir in parts.items()
@@ -203,9 +212,10 @@ def train(clean_dir: str, index_date: date, home: str | None = None, sample: int
 
     ``sample`` caps people per training date (DESIGN §8: training may use a sample at scale).
     """
-    result = train_task(str(clean_dir), index_date, home, sample)
+    settings = settings_for(home)
+    result = train_task(str(clean_dir), index_date, settings, sample)
     create_table_artifact(
-        table=steps.model_metrics_rows(_settings(home), result),
+        table=model_metrics_rows(settings, result),
         key="model-metrics",
         description="Model trained this run (on earlier index dates with known 12-month outcomes)",
     )
@@ -218,21 +228,24 @@ train_flow = train  # ``weekly`` has a parameter named ``train``
 @flow(name="score")
 def score(
     features_paths: dict, index_date: date, home: str | None = None, inject_failure: str | None = None
-) -> steps.ScoreRun:
+) -> ScoreRun:
     """Score the whole living population with the champion (one task per partition) into score history."""
+    settings = settings_for(home)
     progress = _Progress("score-progress", "Scoring partitions")
-    futures = [score_task.submit(name, path, home, inject_failure) for name, path in sorted(features_paths.items())]
+    futures = [
+        score_task.submit(name, path, settings, inject_failure) for name, path in sorted(features_paths.items())
+    ]
     parts = []
     for done, future in enumerate(futures, start=1):
         parts.append(future.result())
         progress.update(done / len(futures), f"{done}/{len(futures)} partitions scored")
-    return store_scores_task(parts, index_date, home)
+    return store_scores_task(parts, index_date, settings)
 
 
 @flow(name="publish-lists")
-def publish_lists(run: steps.ScoreRun, home: str | None = None, inject_failure: str | None = None) -> dict:
+def publish_lists(run: ScoreRun, home: str | None = None, inject_failure: str | None = None) -> dict:
     """Build, export and publish the week's rising-risk lists; publishes suppressed list sizes."""
-    published = publish_task(run, home, inject_failure)
+    published = publish_task(run, settings_for(home), inject_failure)
     create_table_artifact(
         table=published.sizes,
         key="list-sizes",
@@ -248,7 +261,8 @@ def publish_lists(run: steps.ScoreRun, home: str | None = None, inject_failure: 
     create_table_artifact(
         table=published.offers,
         key="offer-demand",
-        description=f"Listed people each offer fits, against its weekly capacity, {published.week} (suppressed)",
+        description=f"Per offer and locality, {published.week}: weekly places against the listed people it fits, "
+        "with a place this week and waiting (upstream.offers.CAPACITY_RULE; people counts suppressed)",
     )
     return {
         "week": published.week,
@@ -259,11 +273,10 @@ def publish_lists(run: steps.ScoreRun, home: str | None = None, inject_failure: 
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
-def follow_up_task(clean_dir: str, home: str | None) -> dict[str, Any]:
+def follow_up_task(clean_dir: str, settings: Settings) -> dict[str, Any]:
     """Outcomes of everyone ever listed, for windows that have closed; ASCOF 2B (loop/outcomes.py)."""
     from loop.outcomes import follow_up, write_ascof_2b
 
-    settings = _settings(home)
     result = follow_up(Path(clean_dir), settings)
     ascof = write_ascof_2b(Path(clean_dir), settings)
     return {"listings_followed": result.listings, "outcome_rows_added": result.new_rows,
@@ -292,7 +305,7 @@ def weekly(
     from prefect.states import Completed
 
     logger = get_run_logger()
-    settings = _settings(home)
+    settings = settings_for(home)
     # One weekly run per home; runs a dead process left "running" are marked failed, their rows removed.
     reaped = begin_weekly_run(settings)
     if reaped:
@@ -300,9 +313,9 @@ def weekly(
     timings: dict[str, float] = {}
     warnings: list[str] = []
     clock = time.perf_counter()
-    when = steps.resolve_index_date(Path(raw_dir), index_date)
+    when = resolve_index_date(Path(raw_dir), index_date)  # the ONE place a weekly run's date is worked out
     week = iso_week(when)
-    flow_run_id = str(current_flow_run.id or steps.new_local_run_id())
+    flow_run_id = str(current_flow_run.id or uuid4().hex)  # uuid4 when called outside a Prefect flow run
     monitor.record_run_start(settings, flow_run_id, week, when)
     step_log.info("%s  weekly run started", week, extra={"week": week, "starting": True})
     step = "ingest"
@@ -324,7 +337,7 @@ def weekly(
 
         ingest_dir = Path(ingest(raw_dir, when, home))
         clean_dir = str(ingest_dir / "clean")
-        summary = steps.read_validation_summary(ingest_dir)
+        summary = read_validation_summary(ingest_dir)
         monitor.record_run_update(
             settings,
             flow_run_id,
@@ -340,10 +353,10 @@ def weekly(
         lap("features", "train")
         progress.update(0.4, "features built")
 
-        if steps.should_train(train, settings):
+        if should_train(train, settings):
             trained = train_flow(clean_dir, when, home, train_sample)
             monitor.record_run_update(settings, flow_run_id, training_run_id=getattr(trained, "run_id", None))
-            if steps.champion_ref(settings) is None:
+            if champion_ref(settings) is None:
                 reasons = "; ".join(getattr(trained, "gate_reasons", []) or []) or "see the MLflow run"
                 raise UpstreamError(f"the model trained this run was not promoted ({reasons}) and there is no champion")
             if getattr(trained, "alias", None) == "challenger":
@@ -354,7 +367,7 @@ def weekly(
                 alerts.send_alert(kept, settings)
         else:
             create_table_artifact(
-                table=steps.model_metrics_rows(settings, None),
+                table=model_metrics_rows(settings, None),
                 key="model-metrics",
                 description="Champion model used for scoring (not retrained this run)",
             )
@@ -377,12 +390,12 @@ def weekly(
         progress.update(0.85, "published")
         logger.info("published %s: %s residents scored (run %s)", run.week, run.n_scored, run.run_id)
 
-        follow_up = follow_up_task(clean_dir, home)
+        follow_up = follow_up_task(clean_dir, settings)
         lap("outcomes", "monitor")
         progress.update(0.9, "outcomes followed up")
 
         try:
-            report = monitor_task(run, features_paths, str(ingest_dir), home, flow_run_id)
+            report = monitor_task(run, features_paths, str(ingest_dir), settings, flow_run_id)
         except Exception as exc:  # the lists are published: a monitoring fault is a warning, not a failed run
             warnings.append(f"monitoring could not run ({type(exc).__name__})")
             report = None
@@ -413,7 +426,7 @@ def weekly(
     create_markdown_artifact(
         markdown=(
             f"# Weekly run {run.week}\n\n- index date: {when}\n- residents scored: {run.n_scored}\n"
-            f"- score run: `{run.run_id}`\n- lists: `{steps.lists_dir(settings, run.week)}`\n"
+            f"- score run: `{run.run_id}`\n- lists: `{lists_dir(settings, run.week)}`\n"
             + "".join(f"- warning: {w}\n" for w in warnings)
         ),
         key="weekly-summary",

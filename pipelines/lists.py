@@ -4,12 +4,13 @@ Rules (``settings.lists``, ``settings.cohort``), per locality:
 - only the list cohort can be listed: every exclusion of ``expectations.cohort`` (children, inpatients,
   care-home residents, people with an open long-term service or reablement, the last year of life,
   opt-outs) is applied first, and counted in the funnel;
-- ``rising``: risk up by at least ``risk_rise_threshold`` since the comparison week (``rise_lookback_weeks``
-  earlier, or the earliest published week when fewer exist), listed whatever their rank;
-- ``top``: the ``capacity_per_locality`` highest risks of the cohort with locality percentile
-  >= ``band_percentile``;
-- ``new``: listed this week (rising or top) and not on last week's list (no "new" on the very first list:
-  there is nothing to compare with).
+- the sections ``new``, ``rising`` and ``top`` follow ``upstream.list_row.section_rules`` (THE declaration
+  of what each means, which the docs quote): in short, ``rising`` = risk up by ``risk_rise_threshold`` over
+  ``rise_lookback_weeks``, listed whatever their rank; ``top`` = the ``capacity_per_locality`` highest risks
+  with locality percentile >= ``band_percentile``; ``new`` = not on last week's list AND their own risk put
+  them on it (rising, or at/above last week's entry level). Someone who only drifted in because others left
+  is ``top``, and ``why_listed`` says so;
+- each offer's weekly places go down the list in rank order (``upstream.offers.CAPACITY_RULE``).
 Each person is in exactly one section (new, then rising, then top), and rows are ordered in that section
 order, highest risk first within a section, so the people a team has not seen are at the top.
 """
@@ -32,6 +33,7 @@ from upstream.disclosure import show_count, suppress_count
 from upstream.list_row import (
     LIST_ROW,
     OFFER_SEPARATOR,
+    OFFER_SUMMARY,
     SECTION_IDS,
     TEXT_SEPARATOR,
     age_band,
@@ -39,7 +41,7 @@ from upstream.list_row import (
     to_csv_text,
     write_xlsx,
 )
-from upstream.offers import NO_OFFER_FITS, ServiceCatalogue
+from upstream.offers import NO_OFFER_FITS, ServiceCatalogue, offer_summary
 from upstream.settings import CohortSettings, ListSettings
 from upstream.store import LIST_ROW_COLUMNS
 
@@ -58,6 +60,17 @@ def _weeks_text(index_date: date, comparison_date: date | None) -> str:
     return f"in {weeks} week{'s' if weeks != 1 else ''}"
 
 
+def entry_levels(previous_list: pl.DataFrame) -> pl.DataFrame:
+    """locality, entry_level: the lowest risk among last week's highest-risk people per locality (the risk a
+    person needed last week to be listed by rank). Lists published before ``among_highest`` was stored fall
+    back to their ``top`` section (a slightly higher, so stricter, level)."""
+    highest = pl.col("among_highest")
+    if "section" in previous_list.columns:
+        highest = highest.fill_null(pl.col("section") == "top")
+    return (previous_list.filter(highest.fill_null(False)).group_by("locality")
+            .agg(pl.col("score").min().alias("entry_level")))
+
+
 def build_lists(
     current: pl.DataFrame,
     rules: ListSettings,
@@ -66,13 +79,14 @@ def build_lists(
     index_date: date,
     comparison_scores: pl.DataFrame | None = None,
     comparison_date: date | None = None,
-    previous_members: pl.DataFrame | None = None,
+    previous_list: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Every locality's list from a banded score frame (``scoring.assign_bands`` output).
 
     ``cohort``: ``expectations.cohort.cohort_at`` output (person_id, age, gp_practice, exclusion_reason).
     ``comparison_scores``: person_id, score at ``comparison_date`` (the rise lookback).
-    ``previous_members``: person_id of last week's list (None on the first list: nobody is "new").
+    ``previous_list``: last week's published rows (person_id, locality, score, among_highest, section; None
+    on the first list: nobody is "new"). The sections follow ``upstream.list_row.section_rules``.
     Returns the stored columns with ``what_changed``/offers empty (see :func:`attach_details`).
     """
     frame = current
@@ -99,12 +113,19 @@ def build_lists(
         (pl.col("_change").is_not_null() & (pl.col("_change") >= rules.risk_rise_threshold - _RISE_TOLERANCE))
         .alias("_rising"),
     ).filter(pl.col("_top") | pl.col("_rising"))
-    if previous_members is None:
-        new = pl.lit(False)
+    if previous_list is None:
+        frame = frame.with_columns(pl.lit(False).alias("_not_last_week"), pl.lit(None, pl.Float64).alias("_entry"))
     else:
-        new = ~pl.col("person_id").is_in(previous_members["person_id"].implode())
+        frame = frame.with_columns(
+            (~pl.col("person_id").is_in(previous_list["person_id"].implode())).alias("_not_last_week")
+        ).join(entry_levels(previous_list).rename({"entry_level": "_entry"}), on="locality", how="left")
+    # New = their own risk put them on the list (section_rules["new"]). A locality with no list last week has
+    # no entry level: like the very first list, nobody there is new (nor entered because others left).
+    own_risk = (pl.col("_rising") | (pl.col("score") >= pl.col("_entry"))).fill_null(False)
     frame = frame.with_columns(
-        new.alias("_new"), pl.col("_top").sum().over("locality").alias("_n_top")
+        (pl.col("_not_last_week") & own_risk).alias("_new"),
+        (pl.col("_not_last_week") & ~own_risk & pl.col("_entry").is_not_null()).alias("_others_left"),
+        pl.col("_top").sum().over("locality").alias("_n_top"),
     ).with_columns(
         pl.when(pl.col("_new")).then(pl.lit("new")).when(pl.col("_rising")).then(pl.lit("rising"))
         .otherwise(pl.lit("top")).alias("section"),
@@ -112,16 +133,20 @@ def build_lists(
     )
     weeks = _weeks_text(index_date, comparison_date)
     why = []
-    for row in frame.select("_new", "_rising", "_top", "_n_top", "locality", "change_points").iter_rows(named=True):
+    for row in frame.select("_new", "_others_left", "_rising", "_top", "_n_top", "locality", "change_points")\
+            .iter_rows(named=True):
         parts = []
         if row["_new"]:
             parts.append("New this week")
+        elif row["_others_left"]:
+            parts.append("Not on last week's list")
         if row["_rising"]:
             parts.append(f"Risk up {row['change_points']:.1f} points {weeks}".rstrip())
         if row["_top"]:
             n = row["_n_top"]
-            parts.append(f"The highest risk in {row['locality']}" if n == 1
-                         else f"Among the {n} highest risks in {row['locality']}")
+            top = (f"the highest risk in {row['locality']}" if n == 1
+                   else f"among the {n} highest risks in {row['locality']}")
+            parts.append(top + (" (others left the list)" if row["_others_left"] else ""))
         text = TEXT_SEPARATOR.join(parts)
         why.append(text[:1].upper() + text[1:])
     order = {s: i for i, s in enumerate(SECTION_IDS)}
@@ -134,10 +159,14 @@ def build_lists(
         pl.int_range(1, pl.len() + 1).over("locality").cast(pl.Int64).alias("rank"),
         pl.lit(None, dtype=pl.String).alias("what_changed"),
         pl.lit("").alias("suggested_offers"),
+        pl.lit("").alias("offers_this_week"),
+        pl.lit("").alias("offers_waiting"),
         pl.lit(NO_OFFER_FITS).alias("offer_evidence"),
         pl.lit("").alias("top_reasons"),
         pl.col("age").map_elements(age_band, return_dtype=pl.String).alias("age_band"),
-        pl.col("reasons").fill_null("[]"),
+        # score history is read without reasons (publish fetches them for listed people: attach_details)
+        pl.col("reasons").fill_null("[]") if "reasons" in frame.columns else pl.lit(None, dtype=pl.String).alias("reasons"),
+        pl.col("_top").alias("among_highest"),
     ).select(LIST_COLUMNS)
 
 
@@ -156,8 +185,11 @@ def attach_details(
     reasons: pl.DataFrame | None = None,
     offers: pl.DataFrame | None = None,
     changes: dict[str, str] | None = None,
+    catalogue: ServiceCatalogue | None = None,
 ) -> pl.DataFrame:
-    """Fill the words: reasons (person_id, JSON), offers (``ServiceCatalogue.match`` output), what changed."""
+    """Fill the words: reasons (person_id, JSON), offers (``ServiceCatalogue.match`` output), what changed.
+
+    With ``catalogue``, the offers' weekly places are given out (:func:`ration_offers`)."""
     out = lists
     if reasons is not None:
         out = out.drop("reasons").join(reasons, on="person_id", how="left", maintain_order="left").with_columns(
@@ -178,6 +210,8 @@ def attach_details(
             pl.col("_offers").fill_null("").alias("suggested_offers"),
             pl.col("_evidence").fill_null(NO_OFFER_FITS).alias("offer_evidence"),
         )
+        if catalogue is not None:
+            out = ration_offers(out, catalogue)
     if changes is not None:
         out = out.with_columns(
             pl.when(pl.col("section").is_in(["new", "rising"]))
@@ -186,6 +220,34 @@ def attach_details(
             .alias("what_changed")
         )
     return out.select(LIST_COLUMNS)
+
+
+def ration_offers(lists: pl.DataFrame, catalogue: ServiceCatalogue) -> pl.DataFrame:
+    """``offers_this_week`` / ``offers_waiting`` by ``upstream.offers.CAPACITY_RULE``: per locality and offer,
+    the first ``capacity`` rows in rank order (new, rising, top) that the offer fits get a place."""
+    capacity = pl.DataFrame(
+        [(loc, o.id, o.capacity(loc)) for loc in lists["locality"].unique().to_list() for o in catalogue.offers],
+        schema={"locality": pl.String, "_offer": pl.String, "_capacity": pl.Int64}, orient="row",
+    )
+    suggested = (
+        lists.select("locality", "rank", "person_id",
+                     pl.col("suggested_offers").str.split(OFFER_SEPARATOR).alias("_offer"))
+        .explode("_offer").filter(pl.col("_offer").is_not_null() & (pl.col("_offer") != ""))
+        .sort(["locality", "rank"], maintain_order=True)  # keeps each row's offers in catalogue order
+        .with_columns(pl.int_range(1, pl.len() + 1).over(["locality", "_offer"]).alias("_place"))
+        .join(capacity, on=["locality", "_offer"], how="left", maintain_order="left")
+        .with_columns((pl.col("_place") <= pl.col("_capacity").fill_null(0)).alias("_has_place"))
+    )
+    marked = suggested.group_by("locality", "person_id", maintain_order=True).agg(
+        pl.col("_offer").filter(pl.col("_has_place")).str.join(OFFER_SEPARATOR).alias("_this_week"),
+        pl.col("_offer").filter(~pl.col("_has_place")).str.join(OFFER_SEPARATOR).alias("_waiting"),
+    )
+    return (
+        lists.join(marked, on=["locality", "person_id"], how="left", maintain_order="left")
+        .with_columns(pl.col("_this_week").fill_null("").alias("offers_this_week"),
+                      pl.col("_waiting").fill_null("").alias("offers_waiting"))
+        .drop("_this_week", "_waiting")
+    )
 
 
 def list_sizes(lists: pl.DataFrame, localities: list[str]) -> list[dict[str, Any]]:
@@ -226,15 +288,12 @@ def funnel_rows(cohort: pl.DataFrame, settings: CohortSettings, localities: list
 
 
 def offer_demand(lists: pl.DataFrame, catalogue: ServiceCatalogue, localities: list[str]) -> list[dict[str, Any]]:
-    """Listed people each offer fits, against its weekly capacity, per locality (suppressed)."""
+    """Per locality and offer: weekly places against the people suggested, with a place, waiting (suppressed;
+    ``upstream.offers.offer_summary``)."""
     rows = []
     for locality in sorted(set(localities) | set(lists["locality"].unique().to_list())):
-        mine = lists.filter(pl.col("locality") == locality)
-        ids = mine["suggested_offers"].str.split(OFFER_SEPARATOR)
-        for offer in catalogue.offers:
-            n = int(ids.list.contains(offer.id).sum()) if mine.height else 0
-            rows.append({"locality": locality, "offer": offer.id, "fits": show_count(n),
-                         "weekly_capacity": offer.capacity(locality)})
+        mine = lists.filter(pl.col("locality") == locality).to_dicts()
+        rows += [{"locality": locality, **summary} for summary in offer_summary(mine, catalogue, locality)]
     return rows
 
 
@@ -245,9 +304,11 @@ def locality_file_stem(locality: str) -> str:
 
 
 def stage_exports(lists: pl.DataFrame, week_dir: Path, localities: list[str],
-                  funnel: list[dict[str, Any]] | None = None) -> Path:
-    """Write every locality's ``<locality>.csv`` and ``.xlsx`` (the declared list row, pseudonymised) and
-    ``cohort_funnel.csv`` into a staging directory beside ``week_dir``.
+                  funnel: list[dict[str, Any]] | None = None,
+                  offers: list[dict[str, Any]] | None = None) -> Path:
+    """Write every locality's ``<locality>.csv`` and ``.xlsx`` (the declared list row, pseudonymised; with
+    ``offers``, an "Offers" sheet of weekly places against people suggested), ``cohort_funnel.csv`` and
+    ``offer_capacity.csv`` (:func:`offer_demand` rows) into a staging directory beside ``week_dir``.
 
     Localities with an empty list still get (header-only) files, so "nobody this week" is explicit.
     """
@@ -259,13 +320,20 @@ def stage_exports(lists: pl.DataFrame, week_dir: Path, localities: list[str],
             rows = lists.filter(pl.col("locality") == locality).to_dicts()
             stem = locality_file_stem(locality)
             (staging / f"{stem}.csv").write_text(to_csv_text(rows, reidentified=False), encoding="utf-8")
-            (staging / f"{stem}.xlsx").write_bytes(write_xlsx(rows, reidentified=False, sheet_title=locality))
+            summary = None if offers is None else [o for o in offers if o["locality"] == locality]
+            (staging / f"{stem}.xlsx").write_bytes(write_xlsx(rows, reidentified=False, sheet_title=locality,
+                                                              offer_summary=summary))
         if funnel is not None:
             pl.DataFrame(
                 [{k: r[k] for k in ("locality", "position", "step", "label", "shown")} for r in funnel],
                 schema={"locality": pl.String, "position": pl.Int64, "step": pl.String, "label": pl.String,
                         "shown": pl.String},
             ).rename({"shown": "people"}).write_csv(staging / "cohort_funnel.csv")
+        if offers is not None:
+            keys = ("locality", *(key for key, _ in OFFER_SUMMARY))
+            pl.DataFrame([{k: o[k] for k in keys} for o in offers],
+                         schema={k: pl.Int64 if k == "weekly_capacity" else pl.String for k in keys},
+                         ).write_csv(staging / "offer_capacity.csv")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -289,5 +357,5 @@ def export_lists(lists: pl.DataFrame, week_dir: Path, localities: list[str]) -> 
     return commit_exports(stage_exports(lists, week_dir, localities), week_dir)
 
 
-__all__ = ["LIST_ROW", "attach_details", "build_lists", "export_lists", "funnel_rows", "list_sizes",
-           "offer_demand"]
+__all__ = ["LIST_ROW", "attach_details", "build_lists", "entry_levels", "export_lists", "funnel_rows", "list_sizes",
+           "offer_demand", "ration_offers"]

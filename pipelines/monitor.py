@@ -40,9 +40,9 @@ from models.monitoring import (
     score_drift,
 )
 from models.monitoring import auroc as rank_auroc
-from pipelines.publish import previous_published
+from pipelines.score_history import load_run_scores, matured_published_weeks, previous_published
 from upstream.settings import Settings
-from upstream.store import get_engine, monitoring_results, published_weeks, scores, weekly_runs
+from upstream.store import get_engine, monitoring_results, weekly_runs
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +95,11 @@ def load_reference(settings: Settings, run_id: str) -> dict[str, Any] | None:
         return None
 
 
-def run_scores(settings: Settings, run_id: str) -> pl.DataFrame:
-    with get_engine(settings.db_url).connect() as conn:
-        rows = conn.execute(sa.select(scores.c.person_id, scores.c.score).where(scores.c.run_id == run_id)).all()
-    return pl.DataFrame(
-        {"person_id": [r[0] for r in rows], "score": [float(r[1]) for r in rows]},
-        schema={"person_id": pl.String, "score": pl.Float64},
-    )
-
-
 def matured_weeks(settings: Settings, index_date: date, data_end: date) -> list[tuple[str, str, date]]:
     """Published weeks whose whole outcome window lies before this week and inside this delivery."""
-    with get_engine(settings.db_url).connect() as conn:
-        rows = conn.execute(
-            sa.select(published_weeks.c.week, published_weeks.c.run_id, published_weeks.c.index_date)
-            .where(published_weeks.c.index_date <= min(index_date, data_end + timedelta(days=1)) - OUTCOME_WINDOW)
-            .order_by(published_weeks.c.index_date.desc())
-            .limit(settings.monitoring.history_weeks)
-        ).all()
-    return [(r[0], r[1], r[2]) for r in rows]
+    scored_by = min(index_date, data_end + timedelta(days=1)) - OUTCOME_WINDOW
+    weeks = matured_published_weeks(get_engine(settings.db_url), scored_by, settings.monitoring.history_weeks)
+    return [(w.week, w.run_id, w.index_date) for w in weeks]
 
 
 # --- checks ----------------------------------------------------------------------------------------
@@ -167,15 +153,16 @@ def monitor_week(
         report.notes.append("no previous delivery to compare volumes with")
 
     reference = load_reference(settings, ref.run_id) if ref else None
-    current = run_scores(settings, score_run_id)
+    engine = get_engine(settings.db_url)
+    current = load_run_scores(engine, score_run_id)
     if reference is None:
         report.notes.append("the champion has no reference profile (trained before monitoring): no drift checks")
     else:
         frames = [pl.read_parquet(p) for p in features_paths.values()]
         features = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
         report.checks += feature_drift(reference, features, m.psi_warn, m.psi_alert, m.smd_warn, m.smd_alert)
-        previous = previous_published(get_engine(settings.db_url), index_date, week)
-        prev_scores = run_scores(settings, previous.run_id)["score"].to_numpy() if previous else None
+        previous = previous_published(engine, index_date, week)
+        prev_scores = load_run_scores(engine, previous.run_id)["score"].to_numpy() if previous else None
         if current.height:
             report.checks += score_drift(reference, current["score"].to_numpy(), prev_scores, m.psi_warn, m.psi_alert)
 
@@ -216,7 +203,8 @@ def _matured_checks(
         report.notes.append("no published week has a closed 12-month outcome window yet")
     for week, run_id, past_date in weeks:
         labels = build_labels(clean_dir, past_date)
-        for check in realised_performance(run_scores(settings, run_id), labels, settings.target, settings, reference_auroc):
+        week_scores = load_run_scores(get_engine(settings.db_url), run_id)
+        for check in realised_performance(week_scores, labels, settings.target, settings, reference_auroc):
             checks.append(Check(check.kind, f"realised {week}", check.metric, check.value, check.threshold, check.status))
     return checks
 

@@ -1,274 +1,119 @@
-"""Score history and publishing in the operational DB (``upstream.store``).
-
-A week's run writes its scores under a fresh ``run_id`` (invisible to readers), then ``publish_week``
-makes it visible in ONE transaction: insert the lists, repoint ``published_weeks[week]`` and delete
-every other run of that week. A run that dies before that transaction leaves the last good week
-served; re-running a week never duplicates history.
-"""
+"""Publishing a stored run: the week's lists (cohort, sections, words, offers), their files, and the
+atomic swap that makes them what teams see (``score_history.publish_week``)."""
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
 
-from upstream.store import LIST_ROW_COLUMNS, cohort_funnels, published_weeks, risk_lists, score_runs, scores
-
-_CHUNK = 20_000
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _chunks(rows: list[dict[str, Any]], size: int = _CHUNK) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
-def start_score_run(
-    engine: Engine,
-    *,
-    run_id: str,
-    week: str,
-    index_date: date,
-    target: str,
-    model_name: str,
-    model_version: str,
-) -> None:
-    """Record a run as ``running`` before any score is written, so a crash leaves a visible trace."""
-    with engine.begin() as conn:
-        conn.execute(
-            score_runs.insert().values(
-                run_id=run_id,
-                week=week,
-                index_date=index_date,
-                target=target,
-                model_name=model_name,
-                model_version=str(model_version),
-                status="running",
-                started_at=_now(),
-            )
-        )
-
-
-def write_scores(engine: Engine, run_id: str, banded: pl.DataFrame) -> int:
-    """Insert a run's scores in short transactions of ``_CHUNK`` rows, then mark the run ``complete``.
-
-    WHY short transactions: SQLite has ONE write lock per database file. Writing a county (1.8M rows) in
-    one transaction held it for the whole insert (minutes on a busy 2-core machine), so any other writer
-    of ``upstream.db`` in that window (a second weekly run, the API's audit rows, the clean-up of a failed
-    attempt) waited out ``busy_timeout`` and failed with "database is locked". Each chunk now holds the
-    lock for well under a second. Nothing is visible early: readers only see runs that ``published_weeks``
-    points to, and a run that dies half-way is cleared by ``discard_run`` (on the way out) or
-    ``reap_abandoned_runs`` (the next run's start-up). Rows are converted chunk by chunk too, so the
-    store step no longer holds every resident's reasons as Python objects at once (gigabytes at 1.9M).
-    """
-    columns = ["person_id", "locality", "score", "band", "in_long_term_care", "reasons"]
-    written = 0
-    for start in range(0, banded.height, _CHUNK):
-        rows = banded.slice(start, _CHUNK).select(columns).to_dicts()
-        for row in rows:
-            row["run_id"] = run_id
-            row["reasons"] = json.loads(row["reasons"])
-        with engine.begin() as conn:
-            conn.execute(scores.insert(), rows)
-        written += len(rows)
-    with engine.begin() as conn:
-        conn.execute(
-            score_runs.update()
-            .where(score_runs.c.run_id == run_id)
-            .values(status="complete", n_scored=written, finished_at=_now())
-        )
-    return written
-
-
-def discard_run(engine: Engine, run_id: str) -> None:
-    """A run that failed before publishing: mark it ``failed`` and delete its partial scores.
-
-    The ``failed`` row stays (a visible trace of the attempt) until the week is next published. A
-    published run is never touched, whatever its status.
-    """
-    with engine.begin() as conn:
-        published = conn.execute(
-            sa.select(published_weeks.c.week).where(published_weeks.c.run_id == run_id)
-        ).first()
-        if published is not None:
-            return
-        conn.execute(
-            score_runs.update()
-            .where(score_runs.c.run_id == run_id, score_runs.c.status != "complete")
-            .values(status="failed", finished_at=_now())
-        )
-        conn.execute(risk_lists.delete().where(risk_lists.c.run_id == run_id))
-    # Failed first, rows after, in short transactions like write_scores (a county's run is 1.8M rows): if
-    # this is interrupted, the run is already "failed" and the next start-up deletes the rest.
-    while True:
-        batch = sa.select(scores.c.person_id).where(scores.c.run_id == run_id).limit(_CHUNK)
-        with engine.begin() as conn:
-            deleted = conn.execute(
-                scores.delete().where(scores.c.run_id == run_id, scores.c.person_id.in_(batch.scalar_subquery()))
-            ).rowcount
-        if not deleted:
-            return
-
-
-def reap_abandoned_runs(engine: Engine) -> list[str]:
-    """Runs left ``running`` by a process that died (SIGKILL, OOM, power): mark them failed, drop their rows.
-
-    Only safe while holding the home's weekly-run lock (``pipelines.run_guard``): then no other process
-    can be writing a run, so every ``running`` run is abandoned. Also drops the rows of older ``failed``
-    runs. Returns the run ids marked failed now.
-    """
-    with engine.connect() as conn:
-        published = set(conn.execute(sa.select(published_weeks.c.run_id)).scalars())
-        unfinished = conn.execute(
-            sa.select(score_runs.c.run_id, score_runs.c.status).where(score_runs.c.status.in_(("running", "failed")))
-        ).all()
-    reaped = []
-    for run_id, status in unfinished:
-        if run_id in published:
-            continue
-        discard_run(engine, run_id)
-        if status == "running":
-            reaped.append(run_id)
-    return reaped
+from pipelines.champion import explainer_or_none
+from pipelines.delivery import opted_out_people
+from pipelines.lists import attach_details, build_lists, funnel_rows, list_sizes, offer_demand
+from pipelines.score_history import (
+    ScoreRun,
+    comparison_published,
+    load_reasons,
+    load_run_list_members,
+    load_run_scores,
+    load_scores_for_lists,
+    previous_published,
+    publish_week,
+)
+from pipelines.weeks import clean_dir_of, lists_dir, week_features
+from upstream.settings import Settings
+from upstream.store import get_engine
 
 
 @dataclass(frozen=True)
-class PublishedWeek:
+class PublishedLists:
     week: str
     run_id: str
-    index_date: date
+    replaced_run_id: str | None
+    sizes: list[dict[str, Any]]
+    files: list[Path]
+    funnel: list[dict[str, Any]] = field(default_factory=list)
+    offers: list[dict[str, Any]] = field(default_factory=list)
 
 
-def published_week(engine: Engine, week: str) -> PublishedWeek | None:
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(published_weeks).where(published_weeks.c.week == week)).first()
-    return None if row is None else PublishedWeek(row.week, row.run_id, row.index_date)
+def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], None] | None = None) -> PublishedLists:
+    """Build the week's lists (cohort, sections, words, offers), export them and publish atomically.
 
-
-def _one_published(engine: Engine, week: str, *where: Any, latest: bool) -> PublishedWeek | None:
-    """The latest (or earliest) published week other than ``week`` that meets ``where``."""
-    order = published_weeks.c.index_date.desc() if latest else published_weeks.c.index_date.asc()
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(published_weeks).where(published_weeks.c.week != week, *where).order_by(order).limit(1)
-        ).first()
-    return None if row is None else PublishedWeek(row.week, row.run_id, row.index_date)
-
-
-def previous_published(engine: Engine, index_date: date, week: str) -> PublishedWeek | None:
-    """The latest other published week with an earlier index date ("last week")."""
-    return _one_published(engine, week, published_weeks.c.index_date < index_date, latest=True)
-
-
-def comparison_published(engine: Engine, index_date: date, week: str, lookback_weeks: int) -> PublishedWeek | None:
-    """The week a rise is measured against: the latest published week at least ``lookback_weeks`` before
-    ``index_date``; while fewer weeks exist, the earliest published one (so week 2 can already see risers)."""
-    cutoff = date.fromordinal(index_date.toordinal() - 7 * lookback_weeks)
-    return _one_published(engine, week, published_weeks.c.index_date <= cutoff, latest=True) or _one_published(
-        engine, week, published_weeks.c.index_date < index_date, latest=False
-    )
-
-
-def load_run_scores(engine: Engine, run_id: str) -> pl.DataFrame:
-    """person_id, score of one run (for "change since last week")."""
-    with engine.connect() as conn:
-        result = conn.execute(sa.select(scores.c.person_id, scores.c.score).where(scores.c.run_id == run_id)).all()
-    return pl.DataFrame(
-        {"person_id": [r[0] for r in result], "score": [r[1] for r in result]},
-        schema={"person_id": pl.String, "score": pl.Float64},
-    )
-
-
-def load_run_list_members(engine: Engine, run_id: str) -> pl.DataFrame:
-    """person_id of everyone on one run's lists (for "new this week")."""
-    with engine.connect() as conn:
-        result = conn.execute(sa.select(risk_lists.c.person_id).where(risk_lists.c.run_id == run_id)).all()
-    return pl.DataFrame({"person_id": [r[0] for r in result]}, schema={"person_id": pl.String})
-
-
-def _delete_runs(conn: Connection, run_ids: list[str]) -> None:
-    if not run_ids:
-        return
-    conn.execute(risk_lists.delete().where(risk_lists.c.run_id.in_(run_ids)))
-    conn.execute(cohort_funnels.delete().where(cohort_funnels.c.run_id.in_(run_ids)))
-    conn.execute(scores.delete().where(scores.c.run_id.in_(run_ids)))
-    conn.execute(score_runs.delete().where(score_runs.c.run_id.in_(run_ids)))
-
-
-def publish_week(
-    engine: Engine,
-    *,
-    week: str,
-    run_id: str,
-    index_date: date,
-    lists: pl.DataFrame,
-    funnel: list[dict[str, Any]] | None = None,
-    opted_out: list[str] | None = None,
-    before_commit: Callable[[], None] | None = None,
-) -> str | None:
-    """Make ``run_id`` the published run of ``week`` in one transaction; returns the replaced run id.
-
-    Inserts the lists and the (already suppressed) cohort funnel, repoints ``published_weeks[week]`` and
-    deletes every other run of the week (the replaced one and any failed attempts), so history holds exactly
-    one run per week. People in ``opted_out`` are removed from every stored week's scores and lists in the
-    same transaction: an opt-out applies to the past too (DESIGN §7).
+    Order: list files are staged, then the DB transaction publishes (lists, funnel, removal of opted-out
+    people from every stored week), then the staged files take the week's place. Any failure before the
+    commit leaves the DB and the files of the last good run.
     """
-    rows = lists.select(LIST_ROW_COLUMNS).to_dicts()
-    for row in rows:
-        row["run_id"] = run_id
-        row["week"] = week
-        row["reasons"] = json.loads(row["reasons"])
-    with engine.begin() as conn:
-        status = conn.execute(sa.select(score_runs.c.status).where(score_runs.c.run_id == run_id)).scalar_one_or_none()
-        if status != "complete":
-            raise RuntimeError(f"run {run_id} is {status or 'missing'}; only a complete run can be published")
-        previous = conn.execute(
-            sa.select(published_weeks.c.run_id).where(published_weeks.c.week == week)
-        ).scalar_one_or_none()
-        if previous == run_id:
-            # Publishing the same run again (a task retry after the commit, e.g. when the file export
-            # failed): replace its list rows instead of colliding with them on the primary key.
-            conn.execute(risk_lists.delete().where(risk_lists.c.run_id == run_id))
-            conn.execute(cohort_funnels.delete().where(cohort_funnels.c.run_id == run_id))
-        for chunk in _chunks(rows):
-            conn.execute(risk_lists.insert(), chunk)
-        if funnel:
-            conn.execute(cohort_funnels.insert(), [
-                {"run_id": run_id, "week": week, "locality": r["locality"], "position": r["position"],
-                 "step": r["step"], "label": r["label"], "people": r["people"]} for r in funnel
-            ])
-        for start in range(0, len(opted_out or []), 500):
-            chunk_ids = (opted_out or [])[start : start + 500]
-            conn.execute(risk_lists.delete().where(risk_lists.c.person_id.in_(chunk_ids)))
-            conn.execute(scores.delete().where(scores.c.person_id.in_(chunk_ids)))
-        if previous is None:
-            conn.execute(
-                published_weeks.insert().values(week=week, run_id=run_id, index_date=index_date, published_at=_now())
-            )
-        else:
-            conn.execute(
-                published_weeks.update()
-                .where(published_weeks.c.week == week)
-                .values(run_id=run_id, index_date=index_date, published_at=_now())
-            )
-        others = conn.execute(
-            sa.select(score_runs.c.run_id).where(score_runs.c.week == week, score_runs.c.run_id != run_id)
-        ).scalars()
-        _delete_runs(conn, list(others))
-        if before_commit is not None:
-            before_commit()  # failure drills: anything raised here rolls the whole publish back
-    return previous if previous != run_id else None
+    from expectations.cohort import cohort_at
+    from pipelines.lists import commit_exports, stage_exports
+    from pipelines.what_changed import what_changed
+    from upstream.offers import load_catalogue
+
+    catalogue = load_catalogue(settings)  # a broken council catalogue fails before anything is written
+    engine = get_engine(settings.db_url)
+    clean_dir = clean_dir_of(settings, run.index_date)
+    cohort = cohort_at(clean_dir, run.index_date, settings.cohort)
+    current = load_scores_for_lists(engine, run.run_id)
+    last = previous_published(engine, run.index_date, run.week)
+    comparison = comparison_published(engine, run.index_date, run.week, settings.lists.rise_lookback_weeks)
+    lists = build_lists(
+        current,
+        settings.lists,
+        cohort,
+        index_date=run.index_date,
+        comparison_scores=load_run_scores(engine, comparison.run_id) if comparison else None,
+        comparison_date=comparison.index_date if comparison else None,
+        previous_list=load_run_list_members(engine, last.run_id) if last else None,
+    )
+    features_now = week_features(settings, run.index_date)
+    offers = catalogue.match(features_now.join(lists.select("person_id"), on="person_id", how="semi")) \
+        if features_now is not None else None
+    changes: dict[str, str] = {}
+    if features_now is not None:
+        explainer = explainer_or_none(settings)
+        for section, against in (("new", last), ("rising", comparison)):
+            people = lists.filter(pl.col("section") == section).select("person_id")
+            if against is None or people.height == 0:
+                continue
+            # New people who could not be listed last week (in hospital, in reablement...): what ended that is
+            # the change in their own situation. The cohort at C from this week's delivery (history before C).
+            excluded_before = None
+            if section == "new":
+                before = cohort_at(clean_dir, against.index_date, settings.cohort).join(people, on="person_id")
+                excluded_before = dict(before.filter(pl.col("exclusion_reason").is_not_null())
+                                       .select("person_id", "exclusion_reason").iter_rows())
+            changes.update(what_changed(features_now, week_features(settings, against.index_date), people,
+                                        clean_dir, run.index_date, against.index_date, explainer,
+                                        excluded_before))
+    lists = attach_details(
+        lists, settings.lists, reasons=load_reasons(engine, run.run_id, lists["person_id"].to_list()),
+        offers=offers, changes=changes, catalogue=catalogue,
+    )
+    localities = sorted(current["locality"].unique().to_list())
+    funnel = funnel_rows(cohort, settings.cohort, localities)
+    week_dir = lists_dir(settings, run.week)
+    offer_places = offer_demand(lists, catalogue, localities)
+    staging = stage_exports(lists, week_dir, localities, funnel, offer_places)
+    try:
+        replaced = publish_week(
+            engine,
+            week=run.week,
+            run_id=run.run_id,
+            index_date=run.index_date,
+            lists=lists,
+            funnel=funnel,
+            opted_out=opted_out_people(clean_dir),
+            before_commit=before_commit,
+        )
+    except BaseException:
+        # The run stays "complete" but unpublished, so a retry can publish it; it is cleared when the
+        # week is next published.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    files = commit_exports(staging, week_dir)
+    return PublishedLists(run.week, run.run_id, replaced, list_sizes(lists, localities), files,
+                          [{k: r[k] for k in ("locality", "step", "label", "shown")} for r in funnel],
+                          offer_places)

@@ -16,7 +16,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from pipelines.publish import reap_abandoned_runs
+from pipelines.score_history import reap_abandoned_runs
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
 from upstream.store import get_engine

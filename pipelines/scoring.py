@@ -26,7 +26,21 @@ BANDS: tuple[tuple[str, float], ...] = (
 )
 BAND_ORDER: tuple[str, ...] = tuple(name for name, _ in BANDS)
 
-SCORE_COLUMNS = ("person_id", "locality", "score", "in_long_term_care", "reasons")
+#: One resident's row of score history, declared once: scoring makes it (without ``band``, which
+#: ``assign_bands`` adds across partitions), ``pipelines.score_history`` writes and reads it. ``reasons`` is
+#: the JSON array made once by ``encode_reasons`` and kept as that text all the way to the database.
+SCORE_ROW = pl.Schema(
+    {
+        "person_id": pl.String,
+        "locality": pl.String,
+        "score": pl.Float64,
+        "band": pl.String,
+        "in_long_term_care": pl.Boolean,
+        "reasons": pl.String,
+    }
+)
+#: What ``score_features`` returns for one partition (a row before banding).
+SCORE_COLUMNS = tuple(name for name in SCORE_ROW if name != "band")
 
 
 class ScoringModel(Protocol):
@@ -106,15 +120,7 @@ def score_features(features: pl.DataFrame, model: ScoringModel, top_n: int) -> p
 
 
 def empty_scores() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "person_id": pl.String,
-            "locality": pl.String,
-            "score": pl.Float64,
-            "in_long_term_care": pl.Boolean,
-            "reasons": pl.String,
-        }
-    )
+    return pl.DataFrame(schema={name: SCORE_ROW[name] for name in SCORE_COLUMNS})
 
 
 def locality_percentile() -> pl.Expr:

@@ -23,7 +23,12 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from expectations.contract import EMERGENCY_ADMISSION_METHODS, REABLEMENT_SERVICE_TYPE
+from expectations.contract import (
+    CARE_HOME_SERVICE_TYPES,
+    EMERGENCY_ADMISSION_METHODS,
+    REABLEMENT_SERVICE_TYPE,
+    SERVICE_EVENT_TYPE,
+)
 from features.registry import EFI_DEFICIT_COLUMNS, FEATURES, MODEL_FEATURES, reason_text
 
 PERSON = "person_id"
@@ -46,6 +51,16 @@ EVENT_OF_FEATURE: dict[str, str] = {
     "age": "birthday",
     "gp_contacts_12m": "gp_contact",
 }
+#: A person excluded from the cohort at the comparison date C and listable at T: the event (kind, details;
+#: None = any detail of that kind) in [C, T) that ended each exclusion (``expectations.cohort`` reason ids).
+#: Leaving hospital or the end of a service is a change in the person's own situation, named first.
+EXCLUSION_ENDED_BY: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "inpatient": ("hospital", ("discharged from hospital",)),
+    "care_home": ("service_end", ("care-home placement ended",)),
+    "open_long_term_service_or_reablement": ("service_end", None),
+    "under_min_age": ("birthday", None),
+}
+
 #: Features that change by themselves as time passes (the days since a fall grow by a week every week):
 #: a rise in them is not a change in the person's records.
 GROWS_WITH_TIME: frozenset[str] = frozenset({"days_since_last_fall"})
@@ -177,6 +192,15 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
         frames.append(joined.select(PERSON, pl.lit("social_care").alias("kind"),
                                     pl.col("event_start_date").alias("date"), detail.alias("detail"))
                       .filter(pl.col("detail").is_not_null()))
+        ended = (
+            pl.when(pl.col("service_type") == REABLEMENT_SERVICE_TYPE).then(pl.lit("reablement ended"))
+            .when(pl.col("service_type").is_in(list(CARE_HOME_SERVICE_TYPES))).then(pl.lit("care-home placement ended"))
+            .otherwise(pl.lit("long-term support ended"))
+        )
+        frames.append(sc.join(ids, on=PERSON, how="inner")
+                      .filter((pl.col("event_type") == SERVICE_EVENT_TYPE) & between("event_end_date"))
+                      .select(PERSON, pl.lit("service_end").alias("kind"), pl.col("event_end_date").alias("date"),
+                              ended.alias("detail")))
     residents = _scan(clean_dir, "residents")
     if residents is not None:
         deaths = _scan(clean_dir, "deaths")
@@ -249,8 +273,12 @@ def explain_changes(
     contributions_before: np.ndarray | None,
     feature_names: list[str],
     comparison_date: date,
+    excluded_before: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """person_id -> what changed, for people in both tables (aligned by person_id, same order)."""
+    """person_id -> what changed, for people in both tables (aligned by person_id, same order).
+
+    ``excluded_before``: person_id -> the cohort exclusion that held for them at the comparison date; the
+    event that ended it is named first (:func:`exclusion_ended`)."""
     if current.height == 0:
         return {}
     if current["person_id"].to_list() != previous["person_id"].to_list():
@@ -291,10 +319,15 @@ def explain_changes(
             gains[key] += gain
             changed_features[key].append(name)
             best[key] = max(best.get(key, (gain, name)), (gain, name))
-        if not gains:
+        texts: list[str] = []
+        reason = (excluded_before or {}).get(pid)
+        if reason is not None:
+            text, used = exclusion_ended(reason, person_events, comparison_date)
+            texts.append(text)
+            person_events = [e for e in person_events if e != used]  # said once, not again in its group
+        if not gains and not texts:
             out[pid] = f"No change in the records since {since} raised the risk"
             continue
-        texts: list[str] = []
         for key, _ in sorted(gains.items(), key=lambda kv: -kv[1]):
             if len(texts) == MAX_CHANGES:
                 break
@@ -303,12 +336,34 @@ def explain_changes(
                 text = _feature_text(name, before[name], now[name])
             else:
                 events_of_kind = [(d, detail) for d, k, detail in person_events if k == key]
+                if not events_of_kind:  # its only event already said what ended the exclusion
+                    continue
                 first_fall = key == "fall" and before.get("days_since_last_fall") is None
                 text = _event_text(key, events_of_kind, first_fall)
             if text and text not in texts:
                 texts.append(text)
         out[pid] = "; ".join(texts)
     return out
+
+
+def exclusion_ended(
+    reason: str, events: list[tuple[date, str, str]], comparison_date: date
+) -> tuple[str, tuple[date, str, str] | None]:
+    """Why a person excluded at C can be listed at T, in words, and the (date, kind, detail) event said: the
+    dated event that ended the exclusion ("discharged from hospital on 13 Nov 2025 (last week: in hospital)"),
+    or, with no such event (a code now older than the rule's window, an opt-out withdrawn), that the
+    exclusion no longer holds (no event)."""
+    from expectations.cohort import RULES_BY_REASON
+    from upstream.settings import CohortSettings
+
+    rule = RULES_BY_REASON.get(reason)
+    title = rule.title(CohortSettings()).lower() if rule else reason.replace("_", " ")
+    kind, details = EXCLUSION_ENDED_BY.get(reason, ("", ()))
+    ending = sorted(e for e in events if e[1] == kind and (details is None or e[2] in details))
+    if ending:
+        d, _, detail = ending[-1]
+        return f"{detail} {_dates_text([d])} (last week: {title})", ending[-1]
+    return f"no longer excluded ({title} on {day_text(comparison_date)})", None
 
 
 def what_changed(
@@ -319,8 +374,12 @@ def what_changed(
     index_date: date,
     comparison_date: date,
     explainer: Explainer | None,
+    excluded_before: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """person_id -> what changed since ``comparison_date`` for ``people`` (a person_id column).
+
+    ``excluded_before``: person_id -> cohort exclusion reason at ``comparison_date`` for people who could not
+    be listed then (``expectations.cohort.cohort_at`` at C): the event that ended it is named first.
 
     ``current``/``previous``: the feature tables at T and at C. People missing from ``previous`` were not
     in the population at C (newly registered or moved in).
@@ -346,5 +405,5 @@ def what_changed(
         if clean_dir is not None
         else pl.DataFrame(schema={PERSON: pl.String, "kind": pl.String, "date": pl.Date, "detail": pl.String})
     )
-    out.update(explain_changes(cur, prev, events, c_now, c_before, names, comparison_date))
+    out.update(explain_changes(cur, prev, events, c_now, c_before, names, comparison_date, excluded_before))
     return out

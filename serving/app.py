@@ -1,8 +1,10 @@
 """The Upstream API: weekly rising-risk lists, resident scores with reasons, the champion's model card.
 
-``create_app`` is a factory: nothing connects or reads at import or construction; the database
-engine is opened on the first request. Every person-level route checks locality scope, writes an
-audit row, and never logs a person id (the access log records route templates, not paths).
+The routes are module-level ``APIRouter``s that name what they need through ``serving.deps``
+(``CurrentPrincipal``, ``SettingsDep``, ``EngineDep``); ``create_app`` assembles them with the middleware
+and error handlers. Nothing connects or reads at import or construction; the database engine is opened
+on the first request. Every person-level route checks locality scope, writes an audit row, and never
+logs a person id (the access log records route templates, not paths).
 """
 
 
@@ -13,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -24,11 +26,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from expectations.contract import LOCALITY_NAME_RE
 from serving import queries
-from serving.audit import AuditUnavailable, is_person_level, record_access, subject_of_refusal
-from serving.deps import engine_of, require_principal
+from serving.audit import AuditUnavailable, is_person_level, recent_audit_rows, record_access, subject_of_refusal
+from serving.deps import CurrentPrincipal, EngineDep, SettingsDep, engine_of
 from serving.docs import add_docs_routes
 from serving.exports import XLSX_MEDIA_TYPE, to_csv, to_xlsx
-from serving.keys import Principal
 from serving.model_card import NoChampion, champion_summary
 from serving.reid import reid_lookup
 from serving.schemas import (
@@ -150,8 +151,315 @@ def _add_nhs_numbers(rows: list[dict], settings: Settings) -> None:
         row["nhs_number"] = mapping.get(row["person_id"])
 
 
+#: /health and the favicon: no key, no data.
+meta_routes = APIRouter()
+#: The weekly lists and the cohort behind them, per locality.
+lists_routes = APIRouter()
+#: One resident's score, band, reasons and history.
+residents_routes = APIRouter()
+#: The champion model's card.
+models_routes = APIRouter()
+#: Suppressed counts for everyone (no person-level data).
+aggregates_routes = APIRouter()
+#: The audit log (admin keys).
+admin_routes = APIRouter()
+
+
+@meta_routes.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    """Browsers ask for it on every page; answer with the SVG icon instead of a 401/404."""
+    icon = Path(__file__).parent / "static" / "favicon.svg"
+    return Response(icon.read_bytes(), media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
+@meta_routes.get("/health", response_model=Health, tags=["meta"])
+def health() -> Health:
+    """Liveness only: no auth, no data."""
+    return Health()
+
+
+def _page_size_refused(limit: int, settings: Settings) -> RequestValidationError | None:
+    """``limit`` above ``serving.max_list_limit``: refused like any invalid parameter (422, audited).
+
+    Checked here rather than as ``Query(le=...)`` because the bound is a setting and the route is declared
+    at import, before any settings exist."""
+    most = settings.serving.max_list_limit
+    if limit <= most:
+        return None
+    return RequestValidationError([{
+        "type": "less_than_equal", "loc": ("query", "limit"), "msg": f"Input should be less than or equal to {most}",
+        "input": str(limit), "ctx": {"le": most},
+    }])
+
+
+@lists_routes.get(
+    "/localities/{locality}/rising-risk",
+    response_model=RiskListOut,
+    tags=["lists"],
+    responses={
+        200: {
+            "description": "The week's list as JSON, CSV or Excel (by `format`)",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                XLSX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **error_responses(401, 403, 404, 503),
+    },
+)
+def rising_risk(
+    locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    engine: EngineDep,
+    week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, description="Page size (at most serving.max_list_limit); omitted = the whole list")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    section: Annotated[Section | None, Query(description="new, rising or top")] = None,
+    offer: Annotated[str | None, Query(pattern=OFFER_PATTERN, description="Only rows this offer fits")] = None,
+    gp_practice: Annotated[str | None, Query(pattern=PRACTICE_PATTERN, description="ODS code")] = None,
+    format: Annotated[ListFormat, Query()] = ListFormat.json,
+) -> Any:
+    """The published rising-risk list for a locality and week: the whole list unless a page is asked for.
+
+    Every response says how many rows the list has (``total``, header ``X-Total-Count`` for files) and
+    whether it is ``partial``, so no row is ever dropped silently."""
+    from upstream.list_row import display_row
+
+    if limit is not None and (too_big := _page_size_refused(limit, settings)) is not None:
+        raise too_big
+    route = "/localities/{locality}/rising-risk"
+
+    def refuse(code: int, detail: str) -> HTTPException:
+        record_access(engine, principal, route, code, locality=locality, week=week)
+        return HTTPException(status_code=code, detail=detail)
+
+    if not principal.may_see_locality(locality):
+        raise refuse(403, "this key is not scoped to that locality")
+    cut = queries.ListFilter(section=section.value if section else None, offer=offer, gp_practice=gp_practice)
+    with engine.connect() as conn:
+        pw = queries.published(conn, week)
+        if pw is None:
+            raise refuse(404, "no published list for that week")
+        if not queries.locality_known(conn, pw.run_id, locality):
+            raise refuse(404, "unknown locality")
+        rows, total = queries.list_rows(conn, pw.run_id, pw.week, locality, limit, offset, cut)
+        offers = queries.offer_places(conn, pw.run_id, pw.week, locality, settings)
+    with_nhs = principal.reidentifies
+    if with_nhs:
+        _add_nhs_numbers(rows, settings)
+    record_access(engine, principal, route, 200, locality=locality, week=pw.week, format=format.value)
+    partial = offset > 0 or offset + len(rows) < total
+    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    headers = {"X-Total-Count": str(total), "X-Partial": "true" if partial else "false"}
+    stem = f"rising-risk_{_safe_filename(locality)}_{pw.week}"
+    if format is ListFormat.csv:
+        return Response(
+            to_csv(rows, with_nhs),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{stem}.csv"', **headers},
+        )
+    if format is ListFormat.xlsx:
+        return Response(
+            to_xlsx(rows, with_nhs, f"{locality} {pw.week}", offers),
+            media_type=XLSX_MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="{stem}.xlsx"', **headers},
+        )
+    return JSONResponse(
+        RiskListOut(
+            locality=locality,
+            week=pw.week,
+            index_date=pw.index_date,
+            model_name=pw.model_name,
+            model_version=pw.model_version,
+            total=total,
+            offset=offset,
+            count=len(rows),
+            partial=partial,
+            next_offset=next_offset,
+            rows=[display_row(r, with_nhs) for r in rows],
+            offers=offers,
+        ).model_dump(mode="json"),
+        headers=headers,
+    )
+
+
+@lists_routes.get(
+    "/localities/{locality}/cohort",
+    response_model=CohortFunnelOut,
+    tags=["aggregates"],
+    responses=error_responses(401, 403, 404),
+)
+def cohort_funnel(
+    locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
+    principal: CurrentPrincipal,
+    engine: EngineDep,
+    week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
+) -> CohortFunnelOut:
+    """The list cohort for a locality and week: residents, then each exclusion in order (DESIGN §6),
+    then the people who could be listed. Small-number suppressed (1-7 hidden, the rest rounded to 5)."""
+    if not principal.may_see_locality(locality):
+        raise HTTPException(status_code=403, detail="this key is not scoped to that locality")
+    with engine.connect() as conn:
+        pw = queries.published(conn, week)
+        steps = queries.cohort_funnel(conn, pw.run_id, pw.week, locality) if pw else []
+    if pw is None or not steps:
+        raise HTTPException(status_code=404, detail="no published cohort for that locality and week")
+    return CohortFunnelOut(
+        locality=locality,
+        week=pw.week,
+        index_date=pw.index_date,
+        rule=RULE_TEXT,
+        steps=[{**s, "shown": show_suppressed(s["people"])} for s in steps],
+    )
+
+
+@residents_routes.get(
+    "/residents/{person_id}/score",
+    response_model=ResidentScoreOut,
+    tags=["residents"],
+    responses=error_responses(401, 404, 503),
+)
+def resident_score(
+    person_id: Annotated[str, PathParam(pattern=PERSON_ID_PATTERN, description="Pseudonymised id")],
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    engine: EngineDep,
+) -> ResidentScoreOut:
+    """Latest published score, band and reasons, with the score history.
+
+    A locality key gets the same 404 for a resident outside its localities as for one that
+    does not exist, so the route cannot be used to probe who lives where. Scope holds across time:
+    it sees only the weeks in which the resident lived in one of its localities (a resident who moved
+    away shows their history up to the move; one who moved in, from the move on), and the NHS number
+    only while the resident is still one of its own."""
+    route = "/residents/{person_id}/score"
+    with engine.connect() as conn:
+        every_week = queries.resident_history(conn, person_id)
+    history = [week for week in every_week if principal.may_see_locality(week["locality"])]
+    if not history:
+        record_access(engine, principal, route, 404, person_id=person_id)
+        raise HTTPException(status_code=404, detail="resident not found")
+    latest = history[0]
+    current_resident = latest is every_week[0]
+    nhs_number = (
+        reid_lookup(settings.reid_map_path).get(person_id)
+        if principal.reidentifies and current_resident
+        else None
+    )
+    record_access(
+        engine, principal, route, 200, person_id=person_id, locality=latest["locality"], week=latest["week"],
+        format="json",
+    )
+    return ResidentScoreOut(
+        person_id=person_id,
+        nhs_number=nhs_number,
+        locality=latest["locality"],
+        week=latest["week"],
+        index_date=latest["index_date"],
+        score=latest["score"],
+        band=latest["band"],
+        in_long_term_care=bool(latest["in_long_term_care"]),
+        reasons=latest["reasons"],
+        history=[
+            {"week": h["week"], "index_date": h["index_date"], "score": h["score"], "band": h["band"]}
+            for h in history[:HISTORY_WEEKS]
+        ],
+    )
+
+
+@models_routes.get("/models/current", response_model=ModelCardOut, tags=["models"], responses=error_responses(401, 404))
+def current_model(
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    target: Annotated[Target | None, Query(description="Outcome; the configured default when omitted")] = None,
+) -> ModelCardOut:
+    """The champion model's card and metrics from the registry."""
+    chosen = target.value if target else settings.target
+    tracking = settings.tracking_uri
+    if tracking.startswith("sqlite:///") and not Path(tracking.removeprefix("sqlite:///")).exists():
+        raise HTTPException(status_code=404, detail=f"no champion model for {chosen}")
+    try:
+        return ModelCardOut(**champion_summary(chosen, settings))
+    except NoChampion:
+        raise HTTPException(status_code=404, detail=f"no champion model for {chosen}") from None
+
+
+@aggregates_routes.get("/summary", response_model=SummaryOut, tags=["aggregates"], responses=error_responses(401, 404))
+def summary(
+    principal: CurrentPrincipal,
+    engine: EngineDep,
+    week: Annotated[str | None, Query(pattern=WEEK_PATTERN)] = None,
+) -> SummaryOut:
+    """Residents by locality and band, with small-number suppression (1-7 hidden, the rest rounded to 5)."""
+    with engine.connect() as conn:
+        pw = queries.published(conn, week)
+        if pw is None:
+            raise HTTPException(status_code=404, detail="no published scores for that week")
+        counts = queries.band_counts(conn, pw.run_id)
+    cells = [
+        SummaryCell(locality=loc, band=band, residents=suppress_count(n))
+        for loc, band, n in counts
+        if principal.may_see_locality(loc)
+    ]
+    return SummaryOut(week=pw.week, index_date=pw.index_date, rule=RULE_TEXT, cells=cells)
+
+
+@admin_routes.get("/audit", response_model=list[AuditRow], tags=["admin"], responses=error_responses(401, 403))
+def audit(
+    principal: CurrentPrincipal,
+    engine: EngineDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditRow]:
+    """The most recent audit rows (admin keys only). Reading them is itself audited: they name people."""
+    if principal.role != "admin":
+        record_access(engine, principal, "/audit", 403)
+        raise HTTPException(status_code=403, detail="admin keys only")
+    rows = recent_audit_rows(engine, limit)
+    record_access(engine, principal, "/audit", 200)  # before the rows leave the server
+    return [AuditRow(**row) for row in rows]
+
+
+async def _validation_refused(request: Request, exc: RequestValidationError) -> Response:
+    """A person-level request refused by validation is still a request for someone: audit it, then 422."""
+    route = _template(request.scope)
+    principal = getattr(request.state, "principal", None)
+    if principal is not None and is_person_level(route):
+        params = request.path_params
+        given = params.get("person_id") or params.get("locality")
+        key = request.app.state.settings.pseudonymisation_key()
+        person_id, digest = subject_of_refusal(str(given), key) if given else (None, None)
+        locality = params.get("locality")
+        if locality is not None and not re.fullmatch(LOCALITY_PATTERN, str(locality)):
+            locality = None
+        try:
+            await run_in_threadpool(
+                record_access, engine_of(request), principal, route, 422,
+                person_id=person_id, locality=locality, subject_hash=digest,
+            )
+        except AuditUnavailable:
+            return JSONResponse({"detail": ERROR_TEXT[503]}, status_code=503, headers={"Retry-After": "30"})
+    return await request_validation_exception_handler(request, exc)
+
+
+async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> Response:
+    """Fail closed: no person-level data is served unaudited (503, or the web page's error)."""
+    if request.url.path.startswith("/ui"):
+        from serving.web import error_page
+
+        return error_page(getattr(request.state, "principal", None), 503, "Please try again in a minute.", request)
+    return JSONResponse({"detail": ERROR_TEXT[503]}, status_code=503, headers={"Retry-After": "30"})
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API and web pages for ``settings`` (the process settings when None)."""
+    from serving.actions_api import register as register_action_routes
+    from serving.operations import build_operations_router
+    from serving.web import build_router
+    from serving.web_actions import build_actions_router
+
     settings = settings or get_settings()
     # uvicorn's access log prints full URLs, which carry person ids; however the app is launched
     # (``upstream serve``, the demo, a factory string), that logger must stay silent. Ours logs templates.
@@ -166,305 +474,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.settings = settings
+    app.state.settings = settings  # what serving.deps.settings_of gives every route
     # A forged Host header gets 400 before any route (or redirect) can reflect it.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.serving.allowed_hosts)
     app.add_middleware(AccessLogMiddleware)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    max_limit = settings.serving.max_list_limit
     add_docs_routes(app, public=settings.serving.public_docs)
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> Response:
-        """Browsers ask for it on every page; answer with the SVG icon instead of a 401/404."""
-        icon = Path(__file__).parent / "static" / "favicon.svg"
-        return Response(icon.read_bytes(), media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
-
-    from serving.actions_api import register as register_action_routes
-
+    app.include_router(meta_routes)
     register_action_routes(app, settings)  # loop: actions teams record (serving/actions_api.py)
-
-    @app.get("/health", response_model=Health, tags=["meta"])
-    def health() -> Health:
-        """Liveness only: no auth, no data."""
-        return Health()
-
-    @app.get(
-        "/localities/{locality}/rising-risk",
-        response_model=RiskListOut,
-        tags=["lists"],
-        responses={
-            200: {
-                "description": "The week's list as JSON, CSV or Excel (by `format`)",
-                "content": {
-                    "text/csv": {"schema": {"type": "string"}},
-                    XLSX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
-                },
-            },
-            **error_responses(401, 403, 404, 503),
-        },
-    )
-    def rising_risk(
-        request: Request,
-        locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
-        principal: Annotated[Principal, Depends(require_principal)],
-        week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
-        limit: Annotated[
-            int | None, Query(ge=1, le=max_limit, description="Page size; omitted = the whole list")
-        ] = None,
-        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-        section: Annotated[Section | None, Query(description="new, rising or top")] = None,
-        offer: Annotated[str | None, Query(pattern=OFFER_PATTERN, description="Only rows this offer fits")] = None,
-        gp_practice: Annotated[str | None, Query(pattern=PRACTICE_PATTERN, description="ODS code")] = None,
-        format: Annotated[ListFormat, Query()] = ListFormat.json,
-    ) -> Any:
-        """The published rising-risk list for a locality and week: the whole list unless a page is asked for.
-
-        Every response says how many rows the list has (``total``, header ``X-Total-Count`` for files) and
-        whether it is ``partial``, so no row is ever dropped silently."""
-        from upstream.list_row import display_row
-
-        engine = engine_of(request)
-        route = "/localities/{locality}/rising-risk"
-
-        def refuse(code: int, detail: str) -> HTTPException:
-            record_access(engine, principal, route, code, locality=locality, week=week)
-            return HTTPException(status_code=code, detail=detail)
-
-        if not principal.may_see_locality(locality):
-            raise refuse(403, "this key is not scoped to that locality")
-        cut = queries.ListFilter(section=section.value if section else None, offer=offer, gp_practice=gp_practice)
-        with engine.connect() as conn:
-            pw = queries.published(conn, week)
-            if pw is None:
-                raise refuse(404, "no published list for that week")
-            if not queries.locality_known(conn, pw.run_id, locality):
-                raise refuse(404, "unknown locality")
-            rows, total = queries.list_rows(conn, pw.run_id, pw.week, locality, limit, offset, cut)
-        with_nhs = principal.reidentifies
-        if with_nhs:
-            _add_nhs_numbers(rows, settings)
-        record_access(engine, principal, route, 200, locality=locality, week=pw.week, format=format.value)
-        partial = offset > 0 or offset + len(rows) < total
-        next_offset = offset + len(rows) if offset + len(rows) < total else None
-        headers = {"X-Total-Count": str(total), "X-Partial": "true" if partial else "false"}
-        stem = f"rising-risk_{_safe_filename(locality)}_{pw.week}"
-        if format is ListFormat.csv:
-            return Response(
-                to_csv(rows, with_nhs),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="{stem}.csv"', **headers},
-            )
-        if format is ListFormat.xlsx:
-            return Response(
-                to_xlsx(rows, with_nhs, f"{locality} {pw.week}"),
-                media_type=XLSX_MEDIA_TYPE,
-                headers={"Content-Disposition": f'attachment; filename="{stem}.xlsx"', **headers},
-            )
-        return JSONResponse(
-            RiskListOut(
-                locality=locality,
-                week=pw.week,
-                index_date=pw.index_date,
-                model_name=pw.model_name,
-                model_version=pw.model_version,
-                total=total,
-                offset=offset,
-                count=len(rows),
-                partial=partial,
-                next_offset=next_offset,
-                rows=[display_row(r, with_nhs) for r in rows],
-            ).model_dump(mode="json"),
-            headers=headers,
-        )
-
-    @app.get(
-        "/localities/{locality}/cohort",
-        response_model=CohortFunnelOut,
-        tags=["aggregates"],
-        responses=error_responses(401, 403, 404),
-    )
-    def cohort_funnel(
-        request: Request,
-        locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
-        principal: Annotated[Principal, Depends(require_principal)],
-        week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
-    ) -> CohortFunnelOut:
-        """The list cohort for a locality and week: residents, then each exclusion in order (DESIGN §6),
-        then the people who could be listed. Small-number suppressed (1-7 hidden, the rest rounded to 5)."""
-        if not principal.may_see_locality(locality):
-            raise HTTPException(status_code=403, detail="this key is not scoped to that locality")
-        with engine_of(request).connect() as conn:
-            pw = queries.published(conn, week)
-            steps = queries.cohort_funnel(conn, pw.run_id, pw.week, locality) if pw else []
-        if pw is None or not steps:
-            raise HTTPException(status_code=404, detail="no published cohort for that locality and week")
-        return CohortFunnelOut(
-            locality=locality,
-            week=pw.week,
-            index_date=pw.index_date,
-            rule=RULE_TEXT,
-            steps=[{**s, "shown": show_suppressed(s["people"])} for s in steps],
-        )
-
-    @app.get(
-        "/residents/{person_id}/score",
-        response_model=ResidentScoreOut,
-        tags=["residents"],
-        responses=error_responses(401, 404, 503),
-    )
-    def resident_score(
-        request: Request,
-        person_id: Annotated[str, PathParam(pattern=PERSON_ID_PATTERN, description="Pseudonymised id")],
-        principal: Annotated[Principal, Depends(require_principal)],
-    ) -> ResidentScoreOut:
-        """Latest published score, band and reasons, with the score history.
-
-        A locality key gets the same 404 for a resident outside its localities as for one that
-        does not exist, so the route cannot be used to probe who lives where. Scope holds across time:
-        it sees only the weeks in which the resident lived in one of its localities (a resident who moved
-        away shows their history up to the move; one who moved in, from the move on), and the NHS number
-        only while the resident is still one of its own."""
-        engine = engine_of(request)
-        route = "/residents/{person_id}/score"
-        with engine.connect() as conn:
-            every_week = queries.resident_history(conn, person_id)
-        history = [week for week in every_week if principal.may_see_locality(week["locality"])]
-        if not history:
-            record_access(engine, principal, route, 404, person_id=person_id)
-            raise HTTPException(status_code=404, detail="resident not found")
-        latest = history[0]
-        current_resident = latest is every_week[0]
-        nhs_number = (
-            reid_lookup(settings.reid_map_path).get(person_id)
-            if principal.reidentifies and current_resident
-            else None
-        )
-        record_access(
-            engine, principal, route, 200, person_id=person_id, locality=latest["locality"], week=latest["week"],
-            format="json",
-        )
-        return ResidentScoreOut(
-            person_id=person_id,
-            nhs_number=nhs_number,
-            locality=latest["locality"],
-            week=latest["week"],
-            index_date=latest["index_date"],
-            score=latest["score"],
-            band=latest["band"],
-            in_long_term_care=bool(latest["in_long_term_care"]),
-            reasons=latest["reasons"],
-            history=[
-                {"week": h["week"], "index_date": h["index_date"], "score": h["score"], "band": h["band"]}
-                for h in history[:HISTORY_WEEKS]
-            ],
-        )
-
-    @app.get("/models/current", response_model=ModelCardOut, tags=["models"], responses=error_responses(401, 404))
-    def current_model(
-        principal: Annotated[Principal, Depends(require_principal)],
-        target: Annotated[Target | None, Query(description="Outcome; the configured default when omitted")] = None,
-    ) -> ModelCardOut:
-        """The champion model's card and metrics from the registry."""
-        chosen = target.value if target else settings.target
-        tracking = settings.tracking_uri
-        if tracking.startswith("sqlite:///") and not Path(tracking.removeprefix("sqlite:///")).exists():
-            raise HTTPException(status_code=404, detail=f"no champion model for {chosen}")
-        try:
-            return ModelCardOut(**champion_summary(chosen, settings))
-        except NoChampion:
-            raise HTTPException(status_code=404, detail=f"no champion model for {chosen}") from None
-
-    @app.get("/summary", response_model=SummaryOut, tags=["aggregates"], responses=error_responses(401, 404))
-    def summary(
-        request: Request,
-        principal: Annotated[Principal, Depends(require_principal)],
-        week: Annotated[str | None, Query(pattern=WEEK_PATTERN)] = None,
-    ) -> SummaryOut:
-        """Residents by locality and band, with small-number suppression (1-7 hidden, the rest rounded to 5)."""
-        with engine_of(request).connect() as conn:
-            pw = queries.published(conn, week)
-            if pw is None:
-                raise HTTPException(status_code=404, detail="no published scores for that week")
-            counts = queries.band_counts(conn, pw.run_id)
-        cells = [
-            SummaryCell(locality=loc, band=band, residents=suppress_count(n))
-            for loc, band, n in counts
-            if principal.may_see_locality(loc)
-        ]
-        return SummaryOut(
-            week=pw.week,
-            index_date=pw.index_date,
-            rule=RULE_TEXT,
-            cells=cells,
-        )
-
-    @app.get(
-        "/audit",
-        response_model=list[AuditRow],
-        tags=["admin"],
-        responses=error_responses(401, 403),
-    )
-    def audit(
-        request: Request,
-        principal: Annotated[Principal, Depends(require_principal)],
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[AuditRow]:
-        """The most recent audit rows (admin keys only). Reading them is itself audited: they name people."""
-        if principal.role != "admin":
-            record_access(engine_of(request), principal, "/audit", 403)
-            raise HTTPException(status_code=403, detail="admin keys only")
-        import sqlalchemy as sa
-
-        from upstream.store import audit_log
-
-        with engine_of(request).connect() as conn:
-            rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)).all()
-        record_access(engine_of(request), principal, "/audit", 200)  # before the rows leave the server
-        return [AuditRow(**{k: v for k, v in row._mapping.items() if k != "id"}) for row in rows]
-
-    from serving.web import build_router
-
+    for router in (lists_routes, residents_routes, models_routes, aggregates_routes, admin_routes):
+        app.include_router(router)
     app.include_router(build_router(settings))
-    from serving.web_actions import build_actions_router
-
     app.include_router(build_actions_router(settings))  # per-row action forms (serving/web_actions.py)
-
-    from serving.operations import build_operations_router  # issue 16: analyst pages (runs, monitoring)
-
-    app.include_router(build_operations_router(settings))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_refused(request: Request, exc: RequestValidationError) -> Response:
-        """A person-level request refused by validation is still a request for someone: audit it, then 422."""
-        route = _template(request.scope)
-        principal = getattr(request.state, "principal", None)
-        if principal is not None and is_person_level(route):
-            params = request.path_params
-            given = params.get("person_id") or params.get("locality")
-            person_id, digest = (
-                subject_of_refusal(str(given), settings.pseudonymisation_key()) if given else (None, None)
-            )
-            locality = params.get("locality")
-            if locality is not None and not re.fullmatch(LOCALITY_PATTERN, str(locality)):
-                locality = None
-            try:
-                await run_in_threadpool(
-                    record_access, engine_of(request), principal, route, 422,
-                    person_id=person_id, locality=locality, subject_hash=digest,
-                )
-            except AuditUnavailable:
-                return JSONResponse({"detail": ERROR_TEXT[503]}, status_code=503, headers={"Retry-After": "30"})
-        return await request_validation_exception_handler(request, exc)
-
-    @app.exception_handler(AuditUnavailable)
-    async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> Response:
-        if request.url.path.startswith("/ui"):
-            from serving.web import error_page
-
-            return error_page(
-                getattr(request.state, "principal", None), 503, "Please try again in a minute.", request
-            )
-        return JSONResponse({"detail": ERROR_TEXT[503]}, status_code=503, headers={"Retry-After": "30"})
-
+    app.include_router(build_operations_router(settings))  # issue 16: analyst pages (runs, monitoring)
+    app.add_exception_handler(RequestValidationError, _validation_refused)
+    app.add_exception_handler(AuditUnavailable, _audit_unavailable)
     return app

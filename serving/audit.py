@@ -91,3 +91,12 @@ def _insert(engine, principal, route, status_code, person_id, locality, week, fo
                 subject_hash=subject_hash,
             )
         )
+
+
+def recent_audit_rows(engine: Engine, limit: int) -> list[dict]:
+    """The latest ``limit`` audit rows, newest first, without the internal row id (the admin's ``/audit``)."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)).all()
+    return [{k: v for k, v in row._mapping.items() if k != "id"} for row in rows]

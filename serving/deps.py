@@ -75,3 +75,10 @@ async def require_principal(principal: Annotated[Principal | None, Depends(optio
             headers={"WWW-Authenticate": "Bearer"},
         )
     return principal
+
+
+#: Route parameters, as in the FastAPI full-stack template's ``api/deps.py``: a route names what it needs
+#: (``principal: CurrentPrincipal``) instead of each spelling out ``Depends(...)`` or closing over a factory.
+CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+EngineDep = Annotated[Engine, Depends(engine_of)]

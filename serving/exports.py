@@ -12,5 +12,5 @@ def to_csv(rows: list[dict], with_nhs: bool) -> str:
     return to_csv_text(rows, reidentified=with_nhs)
 
 
-def to_xlsx(rows: list[dict], with_nhs: bool, sheet_title: str) -> bytes:
-    return write_xlsx(rows, reidentified=with_nhs, sheet_title=sheet_title)
+def to_xlsx(rows: list[dict], with_nhs: bool, sheet_title: str, offer_summary: list[dict] | None = None) -> bytes:
+    return write_xlsx(rows, reidentified=with_nhs, sheet_title=sheet_title, offer_summary=offer_summary)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -152,6 +153,26 @@ def list_facets(conn: Connection, run_id: str, week: str, locality: str) -> dict
     practices = sorted({r.gp_practice for r in rows if r.gp_practice})
     offers = sorted({o for r in rows for o in (r.suggested_offers or "").split(";") if o})
     return {"gp_practices": practices, "offers": offers}
+
+
+def offer_places(conn: Connection, run_id: str, week: str, locality: str, settings: Any) -> list[dict]:
+    """Per offer, the weekly places against the people suggested, with a place and waiting, over the WHOLE
+    published list (not a filtered page): ``upstream.offers.offer_summary`` (suppressed) of the stored marks.
+    Empty when the council's catalogue file cannot be read: the list itself must still be shown."""
+    from upstream.errors import UpstreamError
+    from upstream.offers import load_catalogue, offer_summary
+
+    try:
+        catalogue = load_catalogue(settings)
+    except UpstreamError:
+        return []
+
+    rows = conn.execute(
+        sa.select(risk_lists.c.suggested_offers, risk_lists.c.offers_this_week, risk_lists.c.offers_waiting)
+        .select_from(_published_lists())
+        .where(*_list_conditions(run_id, week, locality, ListFilter()))
+    ).all()
+    return offer_summary([dict(r._mapping) for r in rows], catalogue, locality)
 
 
 def section_counts(conn: Connection, run_id: str, week: str, locality: str, cut: ListFilter) -> dict[str, int]:

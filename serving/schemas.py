@@ -38,8 +38,21 @@ class ListRowOut(BaseModel):
     why_listed: str
     what_changed: str | None
     suggested_offers: str = Field(description="Offer ids, ';'-separated; empty when no offer fits")
+    offers_this_week: str | None = Field(description="Of the suggested offers, those with a place this week")
+    offers_waiting: str | None = Field(description="Of the suggested offers, those over this week's capacity")
     offer_evidence: str
     top_reasons: str
+
+
+class OfferPlacesOut(BaseModel):
+    """One offer's weekly places against the people on the whole list it was suggested to (suppressed)."""
+
+    offer: str
+    title: str
+    weekly_capacity: int
+    suggested: str = Field(description='People it fits: "<8" for 1-7, others rounded to 5')
+    with_place: str
+    waiting: str
 
 
 class RiskListOut(BaseModel):
@@ -54,6 +67,8 @@ class RiskListOut(BaseModel):
     partial: bool = Field(description="True when this response holds fewer rows than total (a page)")
     next_offset: int | None = Field(description="Offset of the next page, null on the last one")
     rows: list[ListRowOut]
+    offers: list[OfferPlacesOut] = Field(
+        default_factory=list, description="Per offer: weekly places against people suggested (upstream.offers)")
 
 
 class FunnelStep(BaseModel):

@@ -178,7 +178,7 @@ def build_router(settings: Settings) -> APIRouter:
     ) -> Response:
         """The week's rising-risk list for one locality: sections, filters, pages, charts and downloads."""
         from upstream.list_row import SECTIONS, change_text, display_row
-        from upstream.offers import load_catalogue
+        from upstream.offers import CAPACITY_RULE, load_catalogue
 
         if principal is None:
             return _to_login()
@@ -196,6 +196,7 @@ def build_router(settings: Settings) -> APIRouter:
             rows, total = queries.list_rows(conn, pw.run_id, pw.week, locality, PAGE_SIZE, (page - 1) * PAGE_SIZE, cut)
             counts = queries.section_counts(conn, pw.run_id, pw.week, locality, cut)
             facets = queries.list_facets(conn, pw.run_id, pw.week, locality)
+            offer_places = queries.offer_places(conn, pw.run_id, pw.week, locality, settings)
             funnel = queries.cohort_funnel(conn, pw.run_id, pw.week, locality)
             histogram = queries.score_histogram(conn, pw.run_id, locality, HISTOGRAM_BINS)
             weeks = queries.recent_weeks(conn, pw.week, TREND_WEEKS)
@@ -216,7 +217,9 @@ def build_router(settings: Settings) -> APIRouter:
             item["change_text"] = change_text(item["change_points"])
             item["score"] = row["score"]
             item["band_order"] = BAND_SEVERITY.get(row["band"], 0)
+            waiting = set((row.get("offers_waiting") or "").split(";"))
             item["offers"] = [o for o in (row["suggested_offers"] or "").split(";") if o]
+            item["offers_waiting"] = [o for o in item["offers"] if o in waiting]
             shown.append(item)
         groups = [(sid, heading, [r for r in shown if r["section"] == sid]) for sid, heading in SECTIONS]
         pages = max(1, -(-total // PAGE_SIZE))
@@ -242,6 +245,8 @@ def build_router(settings: Settings) -> APIRouter:
             query=query,
             facets=facets,
             offer_titles=offer_titles,
+            offer_places=offer_places,
+            capacity_rule=CAPACITY_RULE,
             funnel=[{**f, "shown": show_suppressed(f["people"])} for f in funnel],
             weeks=list(reversed(all_weeks)),
             # Charts count people: every bar goes through the disclosure rule (1-7 shown as "<8", rest rounded).

@@ -8,9 +8,10 @@ construction and can be stated); acceptors' weekly hazards of emergency admissio
 care escalation are multiplied by ``1 - effect`` for 53 weeks (the 365 days of the crisis window).
 
 The true average effect on the treated (ATT) is computed per acceptor at the acceptance week from the
-latent state: P(crisis in 12 months) with the effect and without it, by the same conditional Monte Carlo as
-the risk truth (synthetic/simulate.py), driven by the SAME random numbers in both arms, so the only
-difference between the arms is the effect. ``effect = 0`` still runs the programme (the ATT is then exactly 0).
+latent state: P(crisis in 12 months) with the effect and without it, by plain simulation of the acceptor's
+whole household (``simulated_crisis_probabilities``: why not the risk truth's conditional estimator is said
+there), driven by the SAME random numbers in both arms, so the only difference between the arms is the
+effect. ``effect = 0`` still runs the programme (the ATT is then exactly 0).
 
 Hooks into the weekly simulation (synthetic/chunk.py): ``ChunkProgramme.before_week`` (choose, record,
 return the hazard multiplier) and ``ChunkProgramme.after_week`` (count emergency admissions).
@@ -25,15 +26,16 @@ import numpy as np
 import polars as pl
 
 from synthetic.population import EPOCH
-from synthetic.simulate import LTS_RESIDENTIAL, TRUTH_STEPS, WEEK_YEARS, State, Static, advance, expit, subset
+from synthetic.simulate import LTS_NONE, LTS_RESIDENTIAL, TRUTH_STEPS, WEEK_YEARS, State, Static, advance, expit, subset
 from synthetic.worlds import World
 
 #: Actions file written into the delivery: exactly the columns ``upstream actions import`` reads.
 ACTIONS_FILE = "programme_actions.csv"
 ACTION_COLUMNS = ("nhs_number", "week", "action", "offer", "reason")
 TRUTH_FILE = "programme.json"
-#: The ATT truth uses more replicate futures than the risk truth: it is one number, and cheap (treated only).
-ATT_REPLICATES = 8
+#: Replicate futures per acceptor. Plain simulation is noisier per person than the conditional estimator, but
+#: the truth is one average over thousands of acceptors: 32 futures put its standard error near 0.001.
+ATT_REPLICATES = 32
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class Programme:
         last = end_date - timedelta(days=365 + 7)
         first = last - timedelta(days=7 * (weeks - 1))
         return first - timedelta(days=first.weekday())
+
+    def acceptance_probability(self, age: np.ndarray, admissions: np.ndarray) -> np.ndarray:
+        """P(accept | offered): depends only on observed age and emergency admissions in the last 52 weeks."""
+        return expit(self.accept_base + self.accept_age_per_10y * (age - 75) / 10
+                     + self.accept_per_admission * np.minimum(admissions, 4))
 
     def declaration(self) -> dict:
         return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in self.__dict__.items()}
@@ -122,44 +129,24 @@ class ChunkProgramme:
         priority = (admissions[idx] + (age[idx] - p.min_age) / p.age_scale
                     + p.tie_noise * self.rng.gumbel(size=len(idx)))
         chosen = idx[np.argsort(-priority, kind="stable")[:cap]]
-        logit = (p.accept_base + p.accept_age_per_10y * (age[chosen] - 75) / 10
-                 + p.accept_per_admission * np.minimum(admissions[chosen], 4))
-        accept = self.rng.random(len(chosen)) < expit(logit)
+        accept = self.rng.random(len(chosen)) < p.acceptance_probability(age[chosen], admissions[chosen])
         self.offered[chosen] = True
         week = iso_week(EPOCH + timedelta(days=self.grid_start + s * 7))
         for i, a in zip(chosen, accept, strict=True):
             self.rows.append((int(i), week, "offered", p.offer, ""))
             self.rows.append((int(i), week, "accepted" if a else "declined", p.offer, ""))
+        self.on_offers(s, st, sx, chosen, accept, age[chosen], admissions[chosen], w)
         treated = chosen[accept]
         if len(treated):
-            self._truth(s, st, sx, treated, w)
+            p1, p0 = simulated_crisis_probabilities(st, sx, s, treated, treated, self.prog.effect, w,
+                                                    [self.seed, 4, self.chunk, s], ATT_REPLICATES)
+            self.p_with.append(p1)
+            self.p_without.append(p0)
             self.effect_until[treated] = s + p.effect_weeks
 
-    def _truth(self, s: int, st: State, sx: Static, treated: np.ndarray, w: World) -> None:
-        """P(crisis within 12 months) for ``treated`` with and without the effect, same random numbers.
-
-        Whole households are simulated (bereavement and living alone couple their members); only the
-        treated members get the effect. See ``synthetic.simulate.truth_probabilities`` for the estimator.
-        """
-        members = np.flatnonzero(np.isin(sx.hh, np.unique(sx.hh[treated])))
-        sub_st, sub_sx = subset(st, sx, members)
-        is_treated = np.isin(members, treated)
-        out = []
-        for effect in (self.prog.effect, 0.0):
-            rng = np.random.default_rng([self.seed, 4, self.chunk, s])  # the same numbers in both arms
-            k = ATT_REPLICATES
-            rs, rx = sub_st.tile(k), sub_sx.tile(k)
-            mult = np.tile(np.where(is_treated, 1.0 - effect, 1.0), k)
-            log_none = np.zeros(len(members) * k)
-            for j in range(TRUTH_STEPS):
-                frac = 1.0 if j < TRUTH_STEPS - 1 else 1 / 7
-                d = advance(rs, rx, s + j, rng, w, frac=frac, record=False, suppress="crisis", effect=mult)
-                h = 1 - (1 - d.p_ea) * (1 - d.p_ce_not_via_ea) * (1 - d.p_death)
-                log_none += np.log1p(-np.minimum(h, 1 - 1e-12))
-            p = (-np.expm1(log_none)).reshape(k, len(members)).mean(axis=0)
-            out.append(p[is_treated])
-        self.p_with.append(out[0])
-        self.p_without.append(out[1])
+    def on_offers(self, s: int, st: State, sx: Static, chosen: np.ndarray, accept: np.ndarray, age: np.ndarray,
+                  admissions: np.ndarray, w: World) -> None:
+        """Hook for diagnostics (bench/loop_bias.py): this week's offers, before anyone's future is drawn."""
 
     def actions(self, nhs: np.ndarray) -> pl.DataFrame:
         if not self.rows:
@@ -175,6 +162,41 @@ class ChunkProgramme:
             return 0.0, 0.0, 0
         p1, p0 = np.concatenate(self.p_with), np.concatenate(self.p_without)
         return float(p1.sum()), float(p0.sum()), len(p1)
+
+
+def simulated_crisis_probabilities(st: State, sx: Static, s: int, focal: np.ndarray, treated: np.ndarray,
+                                   effect: float, w: World, seed: list[int],
+                                   replicates: int) -> tuple[np.ndarray, np.ndarray]:
+    """P(crisis within 365 days of step ``s``) for ``focal`` people if ``treated`` get the effect, and if nobody
+    does, in the order of ``focal``: the share of ``replicates`` whole-household futures in which the person
+    has a crisis as the labels define it (emergency admission, death, or a long-term service starting for
+    someone with none at the start; models/labels.py). Both arms use the same random numbers, so the only
+    difference between them is the effect (with ``effect = 0`` they are identical).
+
+    Why plain simulation and not the conditional estimator of ``synthetic.simulate.truth_probabilities``:
+    that one draws futures in which NOBODY in the household has a crisis, so a partner never dies or moves
+    into care and the person is never bereaved or left living alone. For a frail couple it gives the same
+    risk whatever the partner's health (0.725 against 0.795 by simulation with a frail partner, 0.720 with a
+    robust one: tests/loop/test_programme.py), and over the acceptors of the 280k bench it put both arms'
+    risks about 0.004 too low (bench/README.md, issue 11 session 2).
+    """
+    members = np.flatnonzero(np.isin(sx.hh, np.unique(sx.hh[focal])))
+    sub_st, sub_sx = subset(st, sx, members)
+    is_treated = np.isin(members, treated)
+    out = []
+    for arm_effect in (effect, 0.0):
+        rng = np.random.default_rng(seed)  # the same numbers in both arms
+        k = replicates
+        rs, rx = sub_st.tile(k), sub_sx.tile(k)
+        none_at_start = rs.lts == LTS_NONE
+        mult = np.tile(np.where(is_treated, 1.0 - arm_effect, 1.0), k)
+        crisis = np.zeros(len(members) * k, dtype=bool)
+        for j in range(TRUTH_STEPS):
+            frac = 1.0 if j < TRUTH_STEPS - 1 else 1 / 7
+            d = advance(rs, rx, s + j, rng, w, frac=frac, record=False, effect=mult)
+            crisis |= d.ea | d.death | ((d.new_lts > 0) & none_at_start)
+        out.append(crisis.reshape(k, len(members)).mean(axis=0)[np.searchsorted(members, focal)])
+    return out[0], out[1]
 
 
 def truth_summary(prog: Programme, sums: list[tuple[float, float, int]]) -> dict:

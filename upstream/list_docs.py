@@ -14,8 +14,8 @@ DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "LISTS.md"
 
 def render_lists_doc() -> str:
     from expectations.cohort import CARE_HOME_CODE_WINDOW_DAYS, COHORT_RULES, END_OF_LIFE_CODE_WINDOW_DAYS
-    from upstream.list_row import LIST_ROW, SECTIONS
-    from upstream.offers import DEFAULT_CATALOGUE, NO_OFFER_FITS, parse_catalogue
+    from upstream.list_row import LIST_ROW, OFFER_SUMMARY, SECTIONS, section_rules
+    from upstream.offers import CAPACITY_RULE, DEFAULT_CATALOGUE, NO_OFFER_FITS, parse_catalogue
     from upstream.settings import CohortSettings, ListSettings
 
     cohort, rules = CohortSettings(), ListSettings()
@@ -49,21 +49,17 @@ def render_lists_doc() -> str:
         "Each listed person is in exactly one section, in this order on every list:",
         "",
     ]
+    words = section_rules(rules)
     for sid, heading in SECTIONS:
-        lines.append(f"- `{sid}` ({heading})")
+        lines.append(f"- `{sid}` ({heading}): {words[sid]}.")
     lines += [
-        "",
-        f"- `rising`: risk up by at least {rules.risk_rise_threshold * 100:.0f} points "
-        f"(`UPSTREAM_LISTS__RISK_RISE_THRESHOLD`) since the published week {rules.rise_lookback_weeks} weeks "
-        "earlier (`UPSTREAM_LISTS__RISE_LOOKBACK_WEEKS`; the earliest published week while fewer exist), "
-        "whatever their rank;",
-        f"- `top`: the {rules.capacity_per_locality} highest risks (`UPSTREAM_LISTS__CAPACITY_PER_LOCALITY`) "
-        f"in the locality's top {100 - rules.band_percentile * 100:.0f}% (`UPSTREAM_LISTS__BAND_PERCENTILE`);",
-        "- `new`: rising or top this week and not on last week's list (no `new` on the very first list).",
         "",
         "`what_changed` (new and rising rows) names the changes since the comparison week that raised the",
         "score most: features whose value changed and whose contribution rose, grouped by the dated event",
-        "behind them in the clean sources (`pipelines/what_changed.py`).",
+        "behind them in the clean sources (`pipelines/what_changed.py`). A new person who could not be listed",
+        "last week (in hospital, in reablement or long-term care, under the minimum age) is new because that",
+        "ended: the event that ended it comes first (\"discharged from hospital on 13 Nov 2025 (last week: in",
+        "hospital)\").",
         "",
         "## The list row",
         "",
@@ -84,6 +80,11 @@ def render_lists_doc() -> str:
         "Override with `UPSTREAM_OFFERS__CATALOGUE=/path/to/council.toml` (same format). An offer fits when",
         "any of its groups holds (all conditions in the group) and none of its `unless` conditions holds.",
         f"Where none fits, the row says: \"{NO_OFFER_FITS}\".",
+        "",
+        f"**Weekly capacity.** {CAPACITY_RULE} Per offer and locality, the weekly places are shown against the",
+        "people suggested (" + ", ".join(heading for _, heading in OFFER_SUMMARY[2:]) + "; people counts",
+        "small-number suppressed) on the locality page, in the API's JSON (`offers`), in the Excel file's",
+        "\"Offers\" sheet and in `lists/<week>/offer_capacity.csv`.",
         "",
         "| offer id | title | fits when | unless | weekly places per locality |",
         "|---|---|---|---|---|",

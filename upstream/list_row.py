@@ -43,8 +43,9 @@ class ListColumn:
 LIST_ROW: tuple[ListColumn, ...] = (
     ListColumn("rank", "Rank", "integer", 6, "Position in the locality's list: new, then rising, then top; "
                "highest risk first within each section."),
-    ListColumn("section", "Section", "text", 9, "new (not on last week's list), rising (risk rose by at least the "
-               "configured points over the lookback) or top (among the highest risks, up to capacity)."),
+    ListColumn("section", "Section", "text", 9, "new (not on last week's list, and their own risk put them on "
+               "it), rising (risk rose by at least the configured points over the lookback) or top (among the "
+               "highest risks, up to capacity); the rules: docs/LISTS.md \"Sections\"."),
     ListColumn("nhs_number", "NHS number", "text", 12, "Re-identified NHS number (locality role exports only).",
                reidentified=True),
     ListColumn("person_id", "Person id", "text", 18, "Pseudonymised person id."),
@@ -60,12 +61,52 @@ LIST_ROW: tuple[ListColumn, ...] = (
                "the comparison week that moved the risk most, with dates."),
     ListColumn("suggested_offers", "Suggested offers", "text", 22, "Offer ids from the service catalogue that "
                "fit, ';'-separated; empty when none fits."),
+    ListColumn("offers_this_week", "Offer this week", "text", 22, "Of the suggested offers, those with a place "
+               "this week (within the offer's weekly capacity for the locality, given in list order)."),
+    ListColumn("offers_waiting", "Waiting list", "text", 22, "Of the suggested offers, those over this week's "
+               "capacity for the locality: people higher on the list took the places (waiting list)."),
     ListColumn("offer_evidence", "Offer evidence", "long_text", 46, "Why each suggested offer fits, or that "
                "no offer fits."),
     ListColumn("top_reasons", "Top reasons", "long_text", 50, "The features raising the risk most, in words."),
 )
 LIST_COLUMNS: tuple[str, ...] = tuple(c.name for c in LIST_ROW)
 COLUMNS_BY_NAME: dict[str, ListColumn] = {c.name: c for c in LIST_ROW}
+
+
+#: Per offer and locality, the week's places against the people it was suggested to (the list page, the
+#: Excel "Offers" sheet, ``lists/<week>/offer_capacity.csv`` and the API's JSON all show these). People
+#: counts are small-number suppressed ("<8", others rounded to 5); the capacity is the catalogue's number.
+OFFER_SUMMARY: tuple[tuple[str, str], ...] = (
+    ("offer", "Offer id"),
+    ("title", "Offer"),
+    ("weekly_capacity", "Weekly places"),
+    ("suggested", "Suggested to"),
+    ("with_place", "With a place this week"),
+    ("waiting", "Waiting list (over capacity)"),
+)
+
+
+def section_rules(rules: Any) -> dict[str, str]:
+    """THE rule of each section in words (``rules``: ``settings.ListSettings``): docs, code comments and
+    tests read it here. ``pipelines.lists.build_lists`` implements exactly this."""
+    top_share = 100 - rules.band_percentile * 100
+    return {
+        "new": "not on last week's list, and their own risk put them on it: either their risk now reaches last "
+               "week's entry level in the locality (the lowest risk among last week's "
+               f"{rules.capacity_per_locality} highest, so they would have been listed last week with this "
+               "week's risk: something in their own record or situation changed), or they are rising. Someone "
+               "who only moved up because others left the list is `top`, not `new`. There is no `new` on the "
+               "very first list (nothing to compare with), nor in a locality that had no list last week",
+        "rising": f"risk up by at least {rules.risk_rise_threshold * 100:.0f} points "
+                  f"(`UPSTREAM_LISTS__RISK_RISE_THRESHOLD`) since the published week {rules.rise_lookback_weeks} "
+                  "weeks earlier (`UPSTREAM_LISTS__RISE_LOOKBACK_WEEKS`; the earliest published week while fewer "
+                  "exist), whatever their rank; already on last week's list (otherwise `new`)",
+        "top": f"the {rules.capacity_per_locality} highest risks (`UPSTREAM_LISTS__CAPACITY_PER_LOCALITY`) in the "
+               f"locality's top {top_share:.0f}% (`UPSTREAM_LISTS__BAND_PERCENTILE`), neither new nor rising. "
+               "This includes people who were not on last week's list but entered only because others left it "
+               "(their risk is below last week's entry level): `why_listed` says so (\"Not on last week's list; "
+               "among the 500 highest risks in North (others left the list)\")",
+    }
 
 
 def columns(reidentified: bool) -> tuple[ListColumn, ...]:
@@ -157,8 +198,12 @@ RISK_EXCEL_FORMAT = '[<0.01]"< 1%";[>0.99]"> 99%";0.0%'
 POINTS_EXCEL_FORMAT = '+0.0;-0.0;0.0'
 
 
-def write_xlsx(rows: list[dict[str, Any]], reidentified: bool, sheet_title: str) -> bytes:
-    """The list as one Excel sheet: headings, frozen header row, autofilter, declared widths and formats."""
+def write_xlsx(rows: list[dict[str, Any]], reidentified: bool, sheet_title: str,
+               offer_summary: list[dict[str, Any]] | None = None) -> bytes:
+    """The list as one Excel sheet: headings, frozen header row, autofilter, declared widths and formats.
+
+    ``offer_summary`` (rows of :data:`OFFER_SUMMARY`, counts already suppressed) adds a second sheet,
+    "Offers", with each offer's weekly places against the people it was suggested to."""
     import io
 
     import xlsxwriter
@@ -194,5 +239,18 @@ def write_xlsx(rows: list[dict[str, Any]], reidentified: bool, sheet_title: str)
                 sheet.write_string(r, c, str(value), formats[column.format])
     sheet.freeze_panes(1, 0)
     sheet.autofilter(0, 0, max(len(rows), 1), len(cols) - 1)
+    if offer_summary is not None:
+        offers = workbook.add_worksheet("Offers")
+        for c, (key, heading) in enumerate(OFFER_SUMMARY):
+            offers.write_string(0, c, heading, header)
+            offers.set_column(c, c, 34 if key == "title" else 16)
+        for r, summary in enumerate(offer_summary, start=1):
+            for c, (key, _) in enumerate(OFFER_SUMMARY):
+                value = summary.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    offers.write_number(r, c, value, formats["integer"])
+                else:  # suppressed counts are text ("<8"): never a number a reader could sum
+                    offers.write_string(r, c, "" if value is None else str(value), formats["text"])
+        offers.freeze_panes(1, 0)
     workbook.close()
     return buffer.getvalue()

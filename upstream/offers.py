@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import operator
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,16 @@ from upstream.errors import UpstreamError
 DEFAULT_CATALOGUE = Path(__file__).with_name("service_catalogue.toml")
 #: Shown where no offer in the catalogue fits a listed person (never an empty cell that looks like a bug).
 NO_OFFER_FITS = "No offer in the catalogue fits: review with the person what would help"
+
+#: THE capacity rule (DESIGN §6 "weekly capacity per locality"): suggestions are never withdrawn (every row
+#: keeps every offer that fits), but only an offer's weekly places are "this week"; ``pipelines.lists.
+#: ration_offers`` implements it, the docs and the list page quote it.
+CAPACITY_RULE = (
+    "Every listed person keeps every offer that fits them (suggested_offers). Each offer's weekly places in a "
+    "locality go to the people it fits in list order (new, then rising, then top; highest risk first within "
+    "a section, i.e. by rank) until the places run out (offers_this_week); the others carry it as waiting "
+    "list, over this week's capacity (offers_waiting)."
+)
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "!=": operator.ne,
@@ -249,3 +259,23 @@ def load_catalogue(settings: Any) -> ServiceCatalogue:
     offers_settings = getattr(settings, "offers", None)
     path = getattr(offers_settings, "catalogue", None) or DEFAULT_CATALOGUE
     return parse_catalogue(Path(path))
+
+
+def offer_summary(rows: Iterable[Mapping[str, Any]], catalogue: ServiceCatalogue, locality: str) -> list[dict[str, Any]]:
+    """Per offer, for one locality's list rows: the weekly places against the people it was suggested to, with
+    a place and waiting (``upstream.list_row.OFFER_SUMMARY``). People counts are small-number suppressed here
+    ("<8", others rounded to 5), so raw counts never leave this function."""
+    from upstream.disclosure import show_count
+
+    suggested: dict[str, int] = dict.fromkeys(catalogue.ids, 0)
+    with_place = dict(suggested)
+    waiting = dict(suggested)
+    for row in rows:
+        for key, counts in (("suggested_offers", suggested), ("offers_this_week", with_place),
+                            ("offers_waiting", waiting)):
+            for offer_id in (row.get(key) or "").split(";"):
+                if offer_id in counts:
+                    counts[offer_id] += 1
+    return [{"offer": o.id, "title": o.title, "weekly_capacity": o.capacity(locality),
+             "suggested": show_count(suggested[o.id]), "with_place": show_count(with_place[o.id]),
+             "waiting": show_count(waiting[o.id])} for o in catalogue.offers]

@@ -8,7 +8,9 @@ transaction, so a run that dies half-way never replaces the last good scores and
 
 from __future__ import annotations
 
+import json
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -70,11 +72,16 @@ risk_lists = sa.Table(
     sa.Column("why_listed", sa.Text, nullable=False),
     sa.Column("what_changed", sa.Text),
     sa.Column("suggested_offers", sa.Text, nullable=False),  # offer ids, ";"-separated
+    # Of suggested_offers: those within the offer's weekly capacity, and those beyond it (waiting list).
+    sa.Column("offers_this_week", sa.Text),
+    sa.Column("offers_waiting", sa.Text),
     sa.Column("offer_evidence", sa.Text, nullable=False),
     sa.Column("top_reasons", sa.Text, nullable=False),
     sa.Column("age_band", sa.String(10), nullable=False),
     sa.Column("gp_practice", sa.String(10)),
     sa.Column("reasons", sa.JSON, nullable=False),
+    # Among the locality's capacity highest risks this week (whatever the section): next week's entry level.
+    sa.Column("among_highest", sa.Boolean),
     sa.PrimaryKeyConstraint("run_id", "locality", "rank"),
     sa.Index("ix_lists_week_locality", "week", "locality"),
 )
@@ -139,7 +146,9 @@ web_sessions = sa.Table(
 )
 
 #: Columns added after the first release: (table, column) -> DDL type, added in place on older databases.
-_ADDED_COLUMNS = {("audit_log", "format"): "VARCHAR(8)", ("audit_log", "subject_hash"): "VARCHAR(64)"}
+_ADDED_COLUMNS = {("audit_log", "format"): "VARCHAR(8)", ("audit_log", "subject_hash"): "VARCHAR(64)",
+                  ("risk_lists", "offers_this_week"): "TEXT", ("risk_lists", "offers_waiting"): "TEXT",
+                  ("risk_lists", "among_highest"): "BOOLEAN"}
 
 #: One row per weekly flow run (issue 16): what the analysts' run-history page shows.
 weekly_runs = sa.Table(
@@ -224,6 +233,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+class EncodedJSON(str):
+    """JSON text the pipeline already encoded (a resident's reasons, ``pipelines.scoring.encode_reasons``).
+
+    A JSON column stores it as it is: without this, the text would be stored as a JSON *string*, so every
+    row had to be decoded into Python objects only for the driver to encode them again (1.9M rows a week).
+    """
+
+    def __new__(cls, text: str) -> EncodedJSON:
+        if not isinstance(text, str):  # None would be stored as the text "None"
+            raise TypeError(f"EncodedJSON takes JSON text, not {type(text).__name__}")
+        return super().__new__(cls, text)
+
+
+def _json_serializer(value: Any) -> str:
+    """The engine's JSON encoder: pre-encoded text goes through untouched, anything else is ``json.dumps``-ed."""
+    return str.__str__(value) if isinstance(value, EncodedJSON) else json.dumps(value)
+
+
 @cache
 def get_engine(url: str) -> Engine:
     """One engine per URL; creates the tables if missing (idempotent)."""
@@ -231,7 +258,7 @@ def get_engine(url: str) -> Engine:
         from pathlib import Path
 
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    engine = sa.create_engine(url, future=True, pool_pre_ping=True, json_serializer=_json_serializer)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)

@@ -115,6 +115,25 @@ def test_windows_close_and_outcomes_are_right_per_person(tmp_path):
     assert follow_up(clean, settings).new_rows == 0  # a closed window is computed once
 
 
+def test_each_weekly_run_follows_only_the_windows_that_closed_since_the_last(tmp_path):
+    """Week by week: with data to T + 100 days only the 91-day window of 2025-W02 has closed; a week later
+    nothing new has; once the data reach T + 182 the 6-month window follows, and nothing is computed twice."""
+    settings = Settings(home=tmp_path / "home")
+    clean = _clean(tmp_path)
+    _publish(settings, "2025-W02", T, ["a", "b"])
+    first = follow_up(clean, settings, data_end=T + D(100))
+    assert (first.new_rows, first.pending) == (2, 4)  # a, b at 91 days; 6 and 12 months open for both
+    assert follow_up(clean, settings, data_end=T + D(107)).new_rows == 0
+    later = follow_up(clean, settings, data_end=T + D(182))
+    assert (later.new_rows, later.pending) == (2, 2)
+    with get_engine(settings.db_url).connect() as conn:
+        six = conn.execute(sa.select(listing_outcomes.c.person_id, listing_outcomes.c.emergency_admission)
+                           .where(listing_outcomes.c.window == "6m")).all()
+    assert sorted(six) == [("a", True), ("b", True)]  # admissions at 50 and 120 days
+    # the narrowed person-level copies of the sources are gone
+    assert not list(settings.home.glob("follow-up-*"))
+
+
 def test_summary_per_locality_and_week_is_suppressed(tmp_path):
     settings = Settings(home=tmp_path / "home")
     clean = _clean(tmp_path)

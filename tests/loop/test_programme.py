@@ -95,3 +95,110 @@ def test_the_programme_offer_is_in_the_shipped_service_catalogue():
     from upstream.offers import DEFAULT_CATALOGUE, parse_catalogue
 
     assert Programme(effect=0.1, start=END).offer in parse_catalogue(DEFAULT_CATALOGUE).ids
+
+
+def _household(partner_frailty: float, partner_age: float) -> tuple:
+    """A hand-built two-person household: a frail 86-year-old (the acceptor) and a partner."""
+    import numpy as np
+
+    from synthetic.simulate import State, Static
+
+    n = 2
+    st = State(f=np.array([0.35, partner_frailty]), dem=np.zeros(n, bool), alive=np.ones(n, bool),
+               lts=np.zeros(n, np.int8), reab_end=np.full(n, -1, np.int32), fall_mem=np.zeros(n),
+               adm_mem=np.zeros(n), ber_mem=np.zeros(n))
+    sx = Static(age0=np.array([86.0, partner_age]), dep=np.full(n, 0.5), u=np.zeros(n), hh=np.zeros(n, np.int64),
+                n_hh=1, reg_step=np.zeros(n, np.int64))
+    return st, sx
+
+
+def test_the_true_risk_of_an_acceptor_depends_on_what_can_happen_to_their_partner():
+    """A frail partner may die or move into care, leaving the acceptor bereaved and alone: both raise the
+    acceptor's hazards in the latent model, so the true risk must be higher than with a robust partner.
+    (The conditional estimator the truth used before drew only futures in which the partner had no crisis
+    either, and gave exactly the same risk in both households.)"""
+    import numpy as np
+
+    from synthetic.programme import simulated_crisis_probabilities
+    from synthetic.worlds import WORLDS
+
+    acceptor = np.array([0])
+    risks = {}
+    for name, (f, age) in {"frail": (0.35, 86.0), "robust": (0.02, 60.0)}.items():
+        st, sx = _household(f, age)
+        with_effect, without = simulated_crisis_probabilities(st, sx, 0, acceptor, acceptor, 0.3, WORLDS["default"],
+                                                              [2], 4000)
+        assert with_effect.shape == (1,)
+        assert with_effect[0] < without[0]  # the effect lowers the hazards; same random numbers in both arms
+        risks[name] = without[0]
+    # 4000 futures: a standard error of about 0.007 on each risk; the gap is several times that
+    assert risks["frail"] - risks["robust"] > 0.04
+
+
+def test_the_truth_counts_the_crises_the_labels_count(tmp_path, monkeypatch):
+    """For every offered person, the crisis that really happened in the simulation (emergency admission, death,
+    or a long-term service for someone with none) is exactly the crisis label the evaluation derives from the
+    ingested delivery over the same 364 days (52 whole weekly steps): the truth and the evaluation measure one
+    outcome."""
+    import numpy as np
+
+    import synthetic.chunk as chunk_module
+    from expectations.ingest import ingest_delivery
+    from models.labels import build_labels
+    from synthetic.programme import ChunkProgramme
+    from synthetic.simulate import TRUTH_STEPS
+    from upstream.settings import Settings
+
+    happened: dict[tuple[str, str], bool] = {}
+    last = {}
+
+    class Recording(ChunkProgramme):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.followed: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+
+        def on_offers(self, s, st, sx, chosen, accept, age, admissions, w) -> None:
+            self.followed.append((s, chosen.copy(), st.lts[chosen] == 0, np.zeros(len(chosen), bool)))
+
+        def after_week(self, s, ea) -> None:
+            super().after_week(s, ea)
+            d = last["step"]
+            for s0, ids, none_at_offer, crisis in self.followed:
+                if s0 <= s < s0 + TRUTH_STEPS - 1:
+                    crisis |= d.ea[ids] | d.death[ids] | ((d.new_lts[ids] > 0) & none_at_offer)
+
+        def actions(self, nhs):
+            from synthetic.population import EPOCH
+            from synthetic.programme import iso_week
+
+            for s0, ids, _none, crisis in self.followed:
+                week = iso_week(EPOCH + timedelta(days=self.grid_start + s0 * 7))
+                happened.update({(str(nhs[i]), week): bool(c) for i, c in zip(ids, crisis, strict=True)})
+            return super().actions(nhs)
+
+    advance = chunk_module.advance
+
+    def recording_advance(*args, **kwargs):
+        last["step"] = advance(*args, **kwargs)
+        return last["step"]
+
+    monkeypatch.setattr(chunk_module, "ChunkProgramme", Recording)
+    monkeypatch.setattr(chunk_module, "advance", recording_advance)
+    raw, home = tmp_path / "raw", tmp_path / "home"
+    generate_delivery(raw, residents=3000, seed=5, programme_effect=0.3)
+    settings = Settings(home=home)
+    ingest_delivery(raw, home / "ingest", settings, build_docs=False)
+    clean = home / "ingest" / "clean"
+    reid = dict(pl.read_parquet(settings.reid_map_path).select("nhs_number", "person_id").iter_rows())
+    assert len(happened) == 26 * 6  # 6 offers a week for 26 weeks
+    compared = crises = 0
+    for week in sorted({w for _nhs, w in happened}):
+        labels = build_labels(clean, week_monday(week), timedelta(days=364))
+        crisis = dict(labels.select("person_id", "crisis").iter_rows())
+        for (nhs, w), latent in happened.items():
+            if w == week and reid.get(nhs) in crisis:
+                assert crisis[reid[nhs]] == latent, (nhs, week)
+                compared += 1
+                crises += latent
+    assert compared >= 150  # a few offered people may have a defective NHS number in the delivery
+    assert 0 < crises < compared

@@ -23,7 +23,7 @@ from upstream.store import get_engine, monitoring_results, weekly_runs
 @pytest.fixture(scope="module")
 def drill(tmp_path_factory, prefect_harness, small_delivery_gate):
     from pipelines.flows import weekly
-    from pipelines.steps import delivery_extract_date
+    from pipelines.weeks import delivery_extract_date
 
     root = tmp_path_factory.mktemp("drill")
     raw = root / "raw"

@@ -72,19 +72,28 @@ def cohort_frame(excluded: dict[str, str] | None = None, ages: dict[str, int] | 
                "exclusion_reason": pl.String})
 
 
+def last_week(rows: list[tuple[str, str, float, bool | None, str]]) -> pl.DataFrame:
+    """Last week's published list rows: (person_id, locality, score, among_highest, section)."""
+    return pl.DataFrame(rows, schema={"person_id": pl.String, "locality": pl.String, "score": pl.Float64,
+                                      "among_highest": pl.Boolean, "section": pl.String}, orient="row")
+
+
 def test_sections_order_and_words(week_two):
     rules = ListSettings(band_percentile=0.6, capacity_per_locality=1, risk_rise_threshold=0.05, top_reasons=2)
     comparison = pl.DataFrame({"person_id": ["p0", "p3", "p5", "q0", "p9", "p8"],
                                "score": [0.05, 0.30, 0.58, 0.30, 0.10, 0.9]})
-    previous_members = pl.DataFrame({"person_id": ["p3", "q0"]})
+    # Last week: A listed p7 by rank (0.85: A's entry level) and p3 as a riser; B listed q0 by rank.
+    previous_list = last_week([("p7", "A", 0.85, True, "top"), ("p3", "A", 0.30, False, "rising"),
+                               ("q0", "B", 0.30, True, "top")])
     # p9 (1.0, rose 0.9) is an inpatient: excluded whatever their risk or rise.
     cohort = cohort_frame({"p9": "inpatient"}, ages={"p8": 86, "p0": 64})
     lists = build_lists(week_two, rules, cohort, index_date=T, comparison_scores=comparison,
-                        comparison_date=FOUR_WEEKS_AGO, previous_members=previous_members)
+                        comparison_date=FOUR_WEEKS_AGO, previous_list=previous_list)
 
     # A (p9 excluded): percentile >= 0.6 -> p6, p7, p8 (p9 excluded); capacity 1 -> p8 is top.
     #   Rises: p0 +0.05 (reaches the threshold), p3 +0.10; p5 +0.02 does not; p8 fell 0.0 -> top only.
-    #   Last week's list: p3 and q0. So p0 and p8 are new; p3 is rising; nobody else.
+    #   Not on last week's list: p8 (0.9 >= A's entry level 0.85: their own risk) and p0 (rising): both new;
+    #   p3 was listed last week and is rising; nobody else.
     #   Order: new (p8 0.9, p0 0.1), then rising (p3).
     a = lists.filter(pl.col("locality") == "A").sort("rank")
     assert a["person_id"].to_list() == ["p8", "p0", "p3"]
@@ -92,7 +101,7 @@ def test_sections_order_and_words(week_two):
     assert a["rank"].to_list() == [1, 2, 3]
     assert a["change_points"].to_list() == [0.0, 5.0, 10.0]
     assert a["why_listed"].to_list() == [
-        "New this week; The highest risk in A",
+        "New this week; the highest risk in A",
         "New this week; Risk up 5.0 points in 4 weeks",
         "Risk up 10.0 points in 4 weeks",
     ]
@@ -103,7 +112,7 @@ def test_sections_order_and_words(week_two):
     b = lists.filter(pl.col("locality") == "B")
     assert b["person_id"].to_list() == ["q0"]
     assert b["section"].to_list() == ["rising"]
-    assert b["why_listed"].to_list() == ["Risk up 20.0 points in 4 weeks; The highest risk in B"]
+    assert b["why_listed"].to_list() == ["Risk up 20.0 points in 4 weeks; the highest risk in B"]
 
 
 def test_first_list_has_no_new_section_and_no_change(week_two):
@@ -117,8 +126,8 @@ def test_first_list_has_no_new_section_and_no_change(week_two):
 
 def test_attach_details_words_offers_and_changes(week_two):
     rules = ListSettings(capacity_per_locality=500, top_reasons=2)
-    lists = build_lists(week_two, rules, cohort_frame(), index_date=T, previous_members=pl.DataFrame(
-        {"person_id": ["p9"]}))
+    lists = build_lists(week_two, rules, cohort_frame(), index_date=T,
+                        previous_list=last_week([("p9", "A", 0.85, True, "top"), ("q0", "B", 0.5, True, "top")]))
     offers = pl.DataFrame({"person_id": ["p8"], "suggested_offers": [["falls_prevention", "telecare"]],
                            "offer_evidence": ["falls_prevention: 2 falls | telecare: lives alone"]})
     done = attach_details(lists, rules, offers=offers, changes={"p8": "emergency admission on 12 Nov 2026",

@@ -36,7 +36,7 @@ def postgres_url():
 @pytest.fixture(scope="module")
 def weekly_on_postgres(tmp_path_factory, prefect_harness, small_delivery_gate, postgres_url):
     from pipelines.flows import weekly
-    from pipelines.steps import delivery_extract_date
+    from pipelines.weeks import delivery_extract_date
     from synthetic.generate import generate_delivery
 
     root = tmp_path_factory.mktemp("postgres")

@@ -9,9 +9,11 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from pipelines.publish import published_week
+from pipelines.drills import InjectedFailure
+from pipelines.publish import publish_run
+from pipelines.score_history import published_week, store_scores
 from pipelines.scoring import iso_week
-from pipelines.steps import InjectedFailure, clean_dir_of, publish_run, store_scores
+from pipelines.weeks import clean_dir_of
 from tests.features.conftest import write_clean
 from tests.pipelines.conftest import score_frame
 from upstream.store import get_engine, published_weeks, risk_lists, score_runs, scores
@@ -129,3 +131,31 @@ def test_publishing_the_same_run_again_is_idempotent(settings):
     assert _counts(engine) == {"score_runs": 1, "scores": 10, "published_weeks": 1, "risk_lists": 2}
     assert _published_list(engine, iso_week(WEEK1)) == [(1, "p9", "top"), (2, "p8", "top")]
     assert pl.read_csv(settings.home / "lists" / iso_week(WEEK1) / "a.csv")["person_id"].to_list() == ["p9", "p8"]
+
+
+def test_reasons_are_stored_as_scoring_encoded_them(settings):
+    """One shape for reasons: the JSON text ``encode_reasons`` made is what the scores and list rows hold,
+    character for character (no decode and re-encode on the way), and what the API decodes."""
+    from pipelines.scoring import encode_reasons
+
+    reasons = [
+        {"feature": "falls_12m", "value": 2, "text": "2 falls in the last 12 months", "contribution": 0.25},
+        {"feature": "lives_alone", "value": True, "text": "lives alone", "contribution": 0.125},
+        {"feature": "frailty", "value": None, "text": "frailty not recorded", "contribution": 0.0625},
+    ]
+    text = encode_reasons([reasons])[0]
+    # compact, as written by hand: json.dumps's default ", " and ": " separators would differ from this
+    assert text.startswith('[{"feature":"falls_12m","value":2,"text":"2 falls in the last 12 months",')
+    frame = score_frame([(f"p{i}", "A", (i + 1) / 10, False) for i in range(10)]).with_columns(
+        pl.lit(text).alias("reasons"))
+    run, _ = _publish(frame, WEEK1, settings)
+    engine = get_engine(settings.db_url)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(sa.cast(scores.c.reasons, sa.Text)).where(scores.c.run_id == run.run_id)).scalars().all()
+        listed = conn.execute(
+            sa.select(sa.cast(risk_lists.c.reasons, sa.Text)).where(risk_lists.c.run_id == run.run_id)).scalars().all()
+        decoded = conn.execute(sa.select(scores.c.reasons).where(scores.c.person_id == "p9")).scalar_one()
+    assert stored == [text] * 10
+    assert listed == [text, text]  # p9 and p8 are listed (percentile >= 0.8); 3 reasons <= top_reasons (3)
+    assert decoded == reasons

@@ -7,8 +7,8 @@ from datetime import date
 
 import pytest
 
-from pipelines.publish import published_week
-from pipelines.steps import InjectedFailure, store_scores
+from pipelines.drills import InjectedFailure
+from pipelines.score_history import published_week, store_scores
 from tests.pipelines.conftest import latest_artifact, score_frame
 from upstream.store import get_engine
 
@@ -23,7 +23,7 @@ def test_publish_flow_artifact_and_failure_drill(prefect_harness, settings):
     rows = [(f"a{i:02d}", "Alpha", i / 100, False) for i in range(1, 51)]
     rows += [("b1", "Beta", 0.5, False), ("b2", "Beta", 0.6, False), ("b3", "Beta", 0.7, False)]
     rows += [(f"g{i}", "Gamma", i / 10, False) for i in range(10)]
-    from pipelines.steps import clean_dir_of
+    from pipelines.weeks import clean_dir_of
     from tests.features.conftest import write_clean
 
     # the week's clean delivery (read for the cohort): everyone an adult resident of their locality

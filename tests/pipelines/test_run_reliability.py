@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from pipelines.steps import store_scores
+from pipelines.score_history import store_scores
 from tests.pipelines.conftest import score_frame
 from upstream.errors import UpstreamError
 from upstream.processes import stop_process
@@ -100,7 +100,7 @@ def test_a_second_writer_is_not_locked_out_while_scores_are_stored(settings):
     transaction over every resident), so any other writer of upstream.db in that window - here an API
     audit row, written the way serving does, by a second connection - got "database is locked". Now
     each chunk commits on its own and the lock is free between chunks."""
-    import pipelines.publish as publish
+    import pipelines.score_history as publish
 
     engine = get_engine(settings.db_url)
     outcome: list[str] = []
@@ -184,8 +184,8 @@ def test_a_run_killed_mid_write_is_marked_failed_and_its_rows_removed(settings):
         import time
         from datetime import date
         import sqlalchemy as sa
-        import pipelines.publish as publish
-        from pipelines.steps import store_scores
+        import pipelines.score_history as publish
+        from pipelines.score_history import store_scores
         from tests.pipelines.conftest import score_frame
         from upstream.settings import Settings
         from upstream.store import get_engine
@@ -231,7 +231,7 @@ def test_a_run_killed_mid_write_is_marked_failed_and_its_rows_removed(settings):
 
 def test_a_store_that_fails_on_the_way_is_marked_failed_with_no_rows(settings):
     """An exception between chunks (disk full, a lock): the run is failed and its partial rows gone."""
-    import pipelines.publish as publish
+    import pipelines.score_history as publish
 
     engine = get_engine(settings.db_url)
     inserts = 0

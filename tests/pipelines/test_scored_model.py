@@ -40,19 +40,20 @@ def _features(path, seed: int, locality: str):
 
 
 def test_run_records_the_version_that_scored(tmp_path):
-    from pipelines import steps
+    from models.registry import champion_ref
+    from pipelines.champion import score_partition
     from pipelines.flows import store_scores_task
 
     home = tmp_path / "home"
     settings = Settings(home=home, gate=LENIENT)
     first = _train(settings, 31)
-    north = steps.score_partition(_features(tmp_path / "north.parquet", 40, "North"), settings)
+    north = score_partition(_features(tmp_path / "north.parquet", 40, "North"), settings)
 
     second = _train(settings, 33)  # the champion alias moves while the week is being scored
     assert (first, second) == ("1", "2")
-    assert steps.champion_ref(settings).version == second
+    assert champion_ref(settings).version == second
 
-    run = store_scores_task.fn([north], date(2026, 11, 23), str(home))
+    run = store_scores_task.fn([north], date(2026, 11, 23), settings)
     with get_engine(settings.db_url).connect() as conn:
         recorded = conn.execute(
             sa.select(score_runs.c.model_name, score_runs.c.model_version).where(score_runs.c.run_id == run.run_id)
@@ -60,8 +61,8 @@ def test_run_records_the_version_that_scored(tmp_path):
     assert tuple(recorded) == ("upstream-crisis", first)  # not "2": version 2 scored nobody
 
     # A partition scored after the move used version 2: one run must not mix two models.
-    south = steps.score_partition(_features(tmp_path / "south.parquet", 41, "South"), settings)
+    south = score_partition(_features(tmp_path / "south.parquet", 41, "South"), settings)
     with pytest.raises(UpstreamError, match=r"different model versions \(1, 2\)"):
-        store_scores_task.fn([north, south], date(2026, 11, 23), str(home))
+        store_scores_task.fn([north, south], date(2026, 11, 23), settings)
     with get_engine(settings.db_url).connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(score_runs)).scalar_one() == 1

@@ -8,7 +8,9 @@ from datetime import date
 import polars as pl
 import pytest
 
-from pipelines.steps import partition_clean, resolve_index_date, should_train
+from pipelines.champion import should_train
+from pipelines.partitions import partition_clean
+from pipelines.weeks import resolve_index_date
 from upstream.cli import main
 from upstream.errors import UpstreamError
 
@@ -61,3 +63,27 @@ def test_cli_run_missing_delivery_is_a_clear_error(tmp_path, capsys):
 def test_cli_schedule_rejects_a_bad_cron(tmp_path, capsys):
     assert main(["schedule", "--raw", str(tmp_path), "--cron", "every monday"]) == 2
     assert "cron" in capsys.readouterr().err
+
+
+def test_a_backdated_run_keeps_rows_dated_between_its_index_date_and_the_extract(tmp_path):
+    """The weekly run's index date names the week; ingest's "not in the future" check uses the delivery's
+    extract date. A run scoring 1 June 2025 from a delivery extracted on 1 January 2026 must keep a death
+    dated 1 December 2025: it is a valid row, and (dated after T) it leaves that person alive at T. Had ingest
+    checked against T, rows such as a discharge after T, the record that someone was in hospital at T,
+    would be quarantined and that person wrongly listed."""
+    from pipelines.delivery import run_ingest
+    from tests.ingest.conftest import AS_OF, write_delivery
+    from upstream.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", pseudo_key="test-key-not-secret")
+    raw = write_delivery(tmp_path / "raw")
+    index_date = date(2025, 6, 1)
+    assert date(2026, 1, 1) == AS_OF  # the delivery's manifest says so
+    out_dir, summary = run_ingest(raw, index_date, settings)
+    assert out_dir == settings.home / "weeks" / "2025-W22" / "ingest"  # 1 June 2025 is in ISO week 22
+    assert {entry["as_of"] for entry in summary.values()} == {"2026-01-01"}
+    quarantine = pl.read_parquet(out_dir / "quarantine" / "deaths.parquet")
+    # deaths row 0 (P8, 2025-12-01) is valid as of the extract date: not quarantined
+    assert 0 not in set(quarantine["row_index"].to_list())
+    deaths = pl.read_parquet(out_dir / "clean" / "deaths.parquet")
+    assert date(2025, 12, 1) in set(deaths["date_of_death"].to_list())

@@ -23,7 +23,7 @@ from upstream.store import get_engine, published_weeks, risk_lists, score_runs, 
 
 @pytest.fixture(scope="module")
 def delivery(tmp_path_factory):
-    from pipelines.steps import delivery_extract_date
+    from pipelines.weeks import delivery_extract_date
 
     root = tmp_path_factory.mktemp("weekly")
     raw = root / "raw"
@@ -176,13 +176,21 @@ def test_two_weeks_end_to_end(delivery, two_weeks):
     risers = {p for p, c in change.items() if c is not None and c >= rules.risk_rise_threshold - 1e-9} - excluded
     assert set(lists2.filter(pl.col("why_listed").str.contains("Risk up"))["person_id"]) == risers
 
-    # Sections: new = not on week 1's list; then rising; the rest top. New and rising say what changed.
+    # Sections: new = not on week 1's list AND own risk put them on it (rising, or at/above week 1's entry
+    # level: the lowest risk among week 1's highest); then rising; the rest top, and a top row that was not on
+    # week 1's list says others left. New and rising say what changed.
     _, _, lists1 = _published(engine, w1)
     previous = set(lists1["person_id"])
+    entry = dict(lists1.filter(pl.col("why_listed").str.contains("highest risk")).group_by("locality")
+                 .agg(pl.col("score").min()).iter_rows())
     expected_sections = [
-        "new" if p not in previous else "rising" if p in risers else "top" for p in lists2["person_id"]
+        "new" if p not in previous and (p in risers or sc >= entry[loc]) else "rising" if p in risers else "top"
+        for p, loc, sc in lists2.select("person_id", "locality", "score").iter_rows()
     ]
     assert lists2["section"].to_list() == expected_sections
+    drifted = lists2.filter(~pl.col("person_id").is_in(list(previous)) & (pl.col("section") == "top"))
+    assert drifted["why_listed"].str.starts_with("Not on last week's list").all()
+    assert drifted["why_listed"].str.ends_with("(others left the list)").all()
     order = {"new": 0, "rising": 1, "top": 2}
     for _, part in lists2.group_by("locality"):
         keys = [(order[s], -sc) for s, sc in zip(part["section"], part["score"], strict=True)]
@@ -215,9 +223,9 @@ def test_two_weeks_end_to_end(delivery, two_weeks):
 
 
 def test_rerun_replaces_week_and_failure_drill_changes_nothing(delivery, two_weeks):
+    from pipelines.drills import InjectedFailure
     from pipelines.flows import weekly
     from pipelines.scoring import iso_week
-    from pipelines.steps import InjectedFailure
 
     settings = Settings(home=delivery["home"])
     engine = get_engine(settings.db_url)

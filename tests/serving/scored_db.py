@@ -110,6 +110,9 @@ def _list_words(rank: int, n: int, n_new: int, week: str, locality: str) -> dict
                        "rising": "Risk up 2.0 points in 1 week"}[section],
         "what_changed": None if section == "top" else "emergency admission on 12 Nov 2026",
         "suggested_offers": offers,
+        # places by hand: rank 1 gets both offers, rank 3 falls only (telecare waiting), rank 5+ waits for both
+        "offers_this_week": offers if rank == 1 else "falls_prevention" if offers and rank == 3 else "",
+        "offers_waiting": "" if rank == 1 else "telecare" if offers and rank == 3 else offers,
         "offer_evidence": "falls_prevention: 2 falls | telecare: lives alone" if offers else "No offer fits",
         "top_reasons": "; ".join(r["text"] for r in REASON_TEXTS[: 1 + rank % 3]),
         "age_band": "75-84",

@@ -24,6 +24,8 @@ ROW = {
     "why_listed": "Risk up 12.3 points in 4 weeks",
     "what_changed": "emergency admission on 12 Nov 2026",
     "suggested_offers": "falls_prevention;telecare",
+    "offers_this_week": "falls_prevention",
+    "offers_waiting": "telecare",
     "offer_evidence": "falls_prevention: 2 falls",
     "top_reasons": "=HYPERLINK(\"http://x\"); lives alone",
 }
@@ -36,7 +38,7 @@ def test_csv_columns_values_and_formula_guard():
     assert rows[0][:4] == ["rank", "section", "nhs_number", "person_id"]
     assert rows[1] == ["1", "rising", "9990000018", "0123456789abcdef", "75-84", "G82001", "12.3%", "high", "12.3",
                        "Risk up 12.3 points in 4 weeks", "emergency admission on 12 Nov 2026",
-                       "falls_prevention;telecare", "falls_prevention: 2 falls",
+                       "falls_prevention;telecare", "falls_prevention", "telecare", "falls_prevention: 2 falls",
                        "'=HYPERLINK(\"http://x\"); lives alone"]
     assert "nhs_number" not in to_csv([ROW], with_nhs=False).splitlines()[0]
 
@@ -59,13 +61,13 @@ def test_xlsx_is_a_usable_workbook():
     assert sheet.title == "North 2026-W48"
     assert [c.value for c in sheet[1]] == [c.heading for c in LIST_ROW]
     assert sheet.freeze_panes == "A2"
-    assert sheet.auto_filter.ref == "A1:N2"
+    assert sheet.auto_filter.ref == "A1:P2"
     row = [c.value for c in sheet[2]]
     assert row[2] == "9990000018"  # NHS number stays text (no leading-zero or float mangling)
     assert row[6] == 0.123456 and sheet.cell(2, 7).number_format == '[<0.01]"< 1%";[>0.99]"> 99%";0.0%'
     assert row[8] == 12.3 and sheet.cell(2, 9).number_format == "+0.0;-0.0;0.0"
     # In a workbook the cell is typed as a string, never a formula, so it is not evaluated.
-    assert row[-1] == '=HYPERLINK("http://x"); lives alone' and sheet.cell(2, 14).data_type == "s"
+    assert row[-1] == '=HYPERLINK("http://x"); lives alone' and sheet.cell(2, 16).data_type == "s"
     widths = {c.heading: sheet.column_dimensions[openpyxl.utils.get_column_letter(i + 1)].width
               for i, c in enumerate(LIST_ROW)}
     assert widths["What changed"] > widths["Rank"]

@@ -1,6 +1,6 @@
 """The API over a DB written by the pipeline's own scoring and publishing functions.
 
-``pipelines.steps.store_scores`` and ``publish_run`` are what the weekly flow calls after scoring; here
+``pipelines.score_history.store_scores`` and ``pipelines.publish.publish_run`` are what the weekly flow calls after scoring; here
 they get hand-made score frames instead of a trained model's output, so the expected lists can be
 worked out on paper. This pins serving to the flow's real write path (bands, ranks, change, new,
 JSON reasons, run replacement), not only to our own fixture.
@@ -15,7 +15,9 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines import steps
+from pipelines.publish import publish_run
+from pipelines.score_history import store_scores
+from pipelines.weeks import clean_dir_of
 from serving.app import create_app
 from serving.keys import create_key
 from upstream.settings import ListSettings, Settings
@@ -61,13 +63,13 @@ def flow_home(tmp_path_factory):
     placement = {"person_id": _pid("North", 9), "event_type": "Service", "event_start_date": date(2026, 11, 20),
                  "service_type": "Long Term Support: Residential Care"}
     for index_date in (W47, W48):
-        clean = write_clean(steps.clean_dir_of(settings, index_date), residents=residents,
+        clean = write_clean(clean_dir_of(settings, index_date), residents=residents,
                             social_care_events=[placement])
         if index_date == W48:
             pl.DataFrame({"person_id": [_pid("South", 9)]}).write_parquet(clean / "opt_outs.parquet")
     for index_date, rows in ((W47, week47), (W48, week48), (W48, week48)):  # W48 twice: a re-run replaces it
-        run = steps.store_scores([_frame(rows)], index_date, settings, "upstream-crisis", "3")
-        steps.publish_run(run, settings)
+        run = store_scores([_frame(rows)], index_date, settings, "upstream-crisis", "3")
+        publish_run(run, settings)
     settings.restricted_dir.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(
         {"person_id": [r[0] for r in week47], "nhs_number": [f"999{i:07d}" for i in range(len(week47))]}

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def flow_db(tmp_path_factory, prefect_harness, small_delivery_gate):
     from pipelines.flows import weekly
-    from pipelines.steps import delivery_extract_date
+    from pipelines.weeks import delivery_extract_date
 
     root = tmp_path_factory.mktemp("serving_flow")
     raw, home = root / "raw", root / "home"

@@ -33,6 +33,16 @@ def test_list_json_matches_published_rows_with_nhs_numbers_for_locality_key(clie
     assert body["rows"][0]["top_reasons"] == "2 falls in last 6 months; lives alone"
     assert (body["total"], body["count"], body["partial"], body["next_offset"]) == (5, 5, False, None)
     assert r.headers["x-total-count"] == "5" and r.headers["x-partial"] == "false"
+    # places by hand (scored_db): rank 1 has both offers this week, rank 3 falls only, rank 5 waits for both
+    marks = [(row["rank"], row["offers_this_week"], row["offers_waiting"]) for row in body["rows"] if row["rank"] % 2]
+    assert marks == [(1, "falls_prevention;telecare", ""), (3, "falls_prevention", "telecare"),
+                     (5, "", "falls_prevention;telecare")]
+    # per offer, over the whole list: weekly places (shipped catalogue) against people suggested (suppressed)
+    offers = {o["offer"]: o for o in body["offers"]}
+    assert offers["falls_prevention"] == {"offer": "falls_prevention", "title": "Falls prevention",
+                                          "weekly_capacity": 20, "suggested": "<8", "with_place": "<8",
+                                          "waiting": "<8"}
+    assert offers["bereavement_support"]["suggested"] == "0" and offers["reablement"]["weekly_capacity"] == 10
 
 
 def test_list_for_analyst_has_no_nhs_numbers(client, keys):
@@ -94,6 +104,8 @@ def test_list_xlsx_opens_and_has_rows(client, keys, scored):
     values = list(sheet.values)
     assert values[0][:3] == ("Rank", "Section", "Person id")  # analyst: no NHS number column
     assert len(values) == 1 + 4
+    offers_sheet = openpyxl.load_workbook(io.BytesIO(r.content))["Offers"]
+    assert [c.value for c in offers_sheet[2]][:3] == ["falls_prevention", "Falls prevention", 20]
     assert values[1][5] == 0.68  # South's top risk, a number shown through the risk format
     assert sheet.freeze_panes == "A2"
 

@@ -55,6 +55,12 @@ def test_locality_page_contents(client, keys, scored):
     assert r.headers["content-security-policy"].startswith("default-src 'none'")
     assert r.text.count('<tr class="nhsuk-table__row"') == 5
     assert 'id="new-count">2<' in r.text  # W47: two new entries
+    # Offers: places against people suggested (ranks 1, 3, 5 fit both offers: 3 people -> "<8"), and the
+    # rows beyond capacity say "waiting list" (rank 3: telecare; rank 5: both).
+    assert r.text.count('<tr class="nhsuk-table__row app-offer-place"') == 7  # the shipped catalogue's offers
+    assert '<tr class="nhsuk-table__row app-offer-place" data-offer="falls_prevention"><th scope="row">Falls ' \
+           'prevention</th><td>20</td><td>&lt;8</td><td>&lt;8</td><td>&lt;8</td></tr>' in r.text
+    assert r.text.count("(waiting list)</li>") == 3
     assert "format=csv" in r.text and "format=xlsx" in r.text
     assert "<script src=\"/static/sort.js\">" in r.text
     # Nothing is fetched from elsewhere: the only absolute URL is the SVG namespace identifier.
