@@ -145,6 +145,7 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
     reab_start = np.full(n, -1, dtype=np.int64)
     tele_open = np.zeros(n, dtype=bool)
     tele_start = np.zeros(n, dtype=np.int64)
+    in_hospital_until = np.full(n, np.iinfo(np.int64).min // 4, dtype=np.int64)  # discharge day of the last spell
 
     gp, spells, ae, sc, deaths = Rows(), Rows(), Rows(), Rows(), Rows()
     first_day = np.maximum(reg_g, 0)
@@ -202,6 +203,18 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
         ea_ids = np.flatnonzero(d.ea)
         if len(ea_ids):
             adm = on_day(base, ea_ids)
+            # Someone still in hospital cannot be admitted again: the latent admission is part of the current
+            # stay (a deterioration on the ward). A care-home placement or reablement it triggers starts at
+            # that stay's discharge. Admission on the previous discharge day is allowed (a same-day transfer).
+            inside = adm < in_hospital_until[ea_ids]
+            stay_end = in_hospital_until[ea_ids[inside]]
+            for i, day_dis, flag in zip(ea_ids[inside], stay_end, d.carehome_from_ea[ea_ids[inside]], strict=True):
+                if flag:
+                    lts_start[i], lts_type[i] = day_dis, d.new_lts[i]
+            rf_in = ea_ids[inside & d.reab_from_ea[ea_ids]]
+            reab_start[rf_in] = in_hospital_until[rf_in]
+            ea_ids, adm = ea_ids[~inside], adm[~inside]
+        if len(ea_ids):
             fall_ea = d.fall_admit[ea_ids]
             via_ae = rng.random(len(ea_ids)) < np.where(fall_ea, 0.9, 0.75)
             method = np.where(via_ae, "21", np.array(OTHER_EA_METHODS, dtype=object)[
@@ -209,6 +222,7 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
             mean_los = 1.5 + 30 * f_before[ea_ids] + 3 * (age[ea_ids] >= 75)
             los = rng.geometric(1 / mean_los)
             dis = adm + los
+            in_hospital_until[ea_ids] = dis
             chome = d.carehome_from_ea[ea_ids]
             dest = np.where(chome, "85", np.where(rng.random(len(ea_ids)) < 0.05, "29", "19")).astype(object)
             w_primary = rng.random(len(ea_ids)) < 0.25
@@ -241,10 +255,19 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
         el_ids = np.flatnonzero(d.elective)
         if len(el_ids):
             adm = on_day(base, el_ids)
+            # An elective admission drawn while the person is in hospital does not happen (postponed).
+            free = adm >= in_hospital_until[el_ids]
+            el_ids, adm = el_ids[free], adm[free]
+            # two electives the same week for one person: keep the first
+            first = np.unique(el_ids, return_index=True)[1]
+            el_ids, adm = el_ids[first], adm[first]
+        if len(el_ids):
+            el_dis = adm + rng.integers(0, 4, len(el_ids))
+            in_hospital_until[el_ids] = el_dis
             prim = np.array(C.ELECTIVE_PRIMARY, dtype=object)[rng.integers(0, len(C.ELECTIVE_PRIMARY), len(el_ids))]
             ids = [f"S{chunk:05d}{spell_no + k:07d}" for k in range(len(el_ids))]
             spell_no += len(el_ids)
-            spells.add(pid=el_ids, spell_id=np.array(ids, dtype=object), adm=adm, dis=adm + rng.integers(0, 4, len(el_ids)),
+            spells.add(pid=el_ids, spell_id=np.array(ids, dtype=object), adm=adm, dis=el_dis,
                        method=np.array(["11", "12", "13"], dtype=object)[rng.integers(0, 3, len(el_ids))],
                        primary=C.format_icd(prim, rng),
                        secondary=_secondaries(rng, prim, f_before[el_ids] * 0.5, st.dem[el_ids],
@@ -484,7 +507,10 @@ def _build(pop: Population, lo: int, hi: int, grid_start: int, end_g: int, death
     )
     # the last simulated week can run past a mid-week extract date: nothing after the extract is delivered
     s = s.filter(pl.col("adm") <= end_g)
-    s = s.with_columns(pl.when(pl.col("dis") > end_g).then(None).otherwise("dis").alias("dis"))
+    # still in hospital at the extract: an open spell has neither a discharge date nor a destination
+    still_in = pl.col("dis") > end_g
+    s = s.with_columns(pl.when(still_in).then(None).otherwise("dest").alias("dest"),
+                       pl.when(still_in).then(None).otherwise("dis").alias("dis"))
     s = person(s.sort("pid", "adm", "spell_id"))
     spells_df = s.select("nhs_number", "spell_id", to_date("adm").alias("admission_date"),
                          to_date("dis").alias("discharge_date"), pl.col("method").alias("admission_method"),
