@@ -45,7 +45,7 @@ from models.metrics import auroc, calibration_slope_intercept, evaluate
 from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
 from models.tracking import log_and_register
 from upstream.errors import UpstreamError
-from upstream.settings import Settings
+from upstream.settings import CohortSettings, Settings
 from upstream.targets import TARGETS
 
 log = logging.getLogger(__name__)
@@ -195,8 +195,14 @@ def model_feature_names(frame: pl.DataFrame) -> list[str]:
     ]
 
 
-def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0) -> pl.DataFrame:
-    """Feature rows (before T) joined to label rows (after T) for each date; optional per-date sample."""
+def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0,
+             cohort: CohortSettings | None = None) -> pl.DataFrame:
+    """Feature rows (before T) joined to label rows (after T) for each date; optional per-date sample.
+
+    With ``cohort``, only the people the weekly list may show at T (``expectations.cohort``: adults by
+    default, not in hospital, a care home or already known to services): the model is trained and tested
+    on the population it will rank, so the gate judges it there.
+    """
     from features.build import build_features
 
     frames = []
@@ -204,6 +210,11 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
         features = build_features(clean_dir, day)
         labels = build_labels(clean_dir, day)
         frame = features.join(labels, on="person_id", how="inner")
+        if cohort is not None:
+            from expectations.cohort import cohort_at, in_cohort
+
+            frame = frame.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"), on="person_id",
+                               how="semi")
         if sample is not None and frame.height > sample:
             frame = frame.sample(n=sample, seed=seed + i)
         frames.append(frame)
@@ -436,15 +447,17 @@ def train_and_register(
     dates = choose_method_dates(clean_dir, index_date, default_history_days(settings), test_date)
     log.info("fitting dates %s, validation date %s, test date %s (history %d days)",
              dates.fit, dates.validation, dates.test, dates.history_days)
-    train = assemble(clean_dir, dates.fit, sample=sample, seed=seed)
-    validation = assemble(clean_dir, [dates.validation], sample=sample, seed=seed + len(dates.fit))
-    test = assemble(clean_dir, [dates.test])
+    cohort = settings.cohort
+    train = assemble(clean_dir, dates.fit, sample=sample, seed=seed, cohort=cohort)
+    validation = assemble(clean_dir, [dates.validation], sample=sample, seed=seed + len(dates.fit), cohort=cohort)
+    test = assemble(clean_dir, [dates.test], cohort=cohort)
     assemble_seconds = time.perf_counter() - started
     context = {
         "train_dates": dates.train,
         "fit_dates": dates.fit,
         "validation_date": dates.validation,
         "history_days": dates.history_days,
+        "population": f"list cohort at each date (expectations.cohort, min age {settings.cohort.min_age})",
         "test_date": dates.test,
         "index_date": index_date,
         "clean_dir": str(clean_dir.resolve()),

@@ -344,8 +344,7 @@ def weekly(
             trained = train_flow(clean_dir, when, home, train_sample)
             monitor.record_run_update(settings, flow_run_id, training_run_id=getattr(trained, "run_id", None))
             if steps.champion_ref(settings) is None:
-                reasons = "; ".join(getattr(trained, "gate_reasons", []) or []) or "see the MLflow run"
-                raise UpstreamError(f"the model trained this run was not promoted ({reasons}) and there is no champion")
+                raise UpstreamError(steps.no_champion_message(trained, settings))
             if getattr(trained, "alias", None) == "challenger":
                 kept = alerts.challenger_kept(
                     week, trained.model_name, trained.version, list(getattr(trained, "gate_reasons", []) or [])
