@@ -146,6 +146,8 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
     tele_open = np.zeros(n, dtype=bool)
     tele_start = np.zeros(n, dtype=np.int64)
     in_hospital_until = np.full(n, np.iinfo(np.int64).min // 4, dtype=np.int64)  # discharge day of the last spell
+    last_spell_part = np.full(n, -1, dtype=np.int64)  # where the last spell's row is in ``spells`` (week, row)
+    last_spell_pos = np.zeros(n, dtype=np.int64)
 
     gp, spells, ae, sc, deaths = Rows(), Rows(), Rows(), Rows(), Rows()
     first_day = np.maximum(reg_g, 0)
@@ -211,6 +213,8 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
             for i, day_dis, flag in zip(ea_ids[inside], stay_end, d.carehome_from_ea[ea_ids[inside]], strict=True):
                 if flag:
                     lts_start[i], lts_type[i] = day_dis, d.new_lts[i]
+                    if last_spell_part[i] >= 0:  # that stay now ends in a care home
+                        spells.cols["dest"][last_spell_part[i]][last_spell_pos[i]] = "85"
             rf_in = ea_ids[inside & d.reab_from_ea[ea_ids]]
             reab_start[rf_in] = in_hospital_until[rf_in]
             ea_ids, adm = ea_ids[~inside], adm[~inside]
@@ -236,6 +240,8 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
             spell_no += len(ea_ids)
             spells.add(pid=ea_ids, spell_id=np.array(ids, dtype=object), adm=adm, dis=dis, method=method,
                        primary=C.format_icd(primary3, rng), secondary=sec, dest=dest)
+            last_spell_part[ea_ids] = len(spells.cols["dest"]) - 1
+            last_spell_pos[ea_ids] = np.arange(len(ea_ids))
             va = ea_ids[via_ae]
             old = age[va] >= 65
             mode = np.where(rng.random(len(va)) < np.where(fall_ea[via_ae], 0.75, 0.3 + 0.4 * old), "1", "2")
@@ -267,6 +273,8 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
             prim = np.array(C.ELECTIVE_PRIMARY, dtype=object)[rng.integers(0, len(C.ELECTIVE_PRIMARY), len(el_ids))]
             ids = [f"S{chunk:05d}{spell_no + k:07d}" for k in range(len(el_ids))]
             spell_no += len(el_ids)
+            last_spell_part[el_ids] = len(spells.cols.get("dest", []))
+            last_spell_pos[el_ids] = np.arange(len(el_ids))
             spells.add(pid=el_ids, spell_id=np.array(ids, dtype=object), adm=adm, dis=el_dis,
                        method=np.array(["11", "12", "13"], dtype=object)[rng.integers(0, 3, len(el_ids))],
                        primary=C.format_icd(prim, rng),

