@@ -98,7 +98,12 @@ def main() -> None:
 
         features = build_features(clean, test_date)
         labels = build_labels(clean, test_date)
-        frame = features.join(labels, on="person_id", how="inner").join(truth, on="person_id", how="inner")
+        from expectations.cohort import cohort_at, in_cohort
+
+        # The population the model is trained and tested on: the list cohort at the test date.
+        cohort = in_cohort(cohort_at(clean, test_date, settings.cohort)).select("person_id")
+        frame = (features.join(labels, on="person_id", how="inner").join(truth, on="person_id", how="inner")
+                 .join(cohort, on="person_id", how="semi"))
         model = load_model(args.target, settings, result.alias)
         p = model.predict_proba(frame)
         t = time.perf_counter()

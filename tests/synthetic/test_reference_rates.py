@@ -6,10 +6,11 @@ import pytest
 
 from synthetic.realism import TOLERANCE, realism_report, reference
 
-CALIBRATED = [("ae_attendances", "all"), ("living_alone", "65+"), ("care_home_resident", "65+")]
-#: Not yet within 25% (bench/README.md "Issue 12" has the 280k figures): expected to fail; some (deaths) are
-#: near the edge at 12k, so not strict.
-NOT_YET = [("emergency_admissions", "all"), ("deaths", "all"), ("new_requests_for_support", "18+"),
+#: Within 25% at 280k (bench/README.md "Issue 12") and at this 12k fixture.
+CALIBRATED = [("ae_attendances", "all"), ("deaths", "all"), ("living_alone", "65+")]
+#: Not yet within 25% at 280k: expected to fail; care-home share (1.36 at 280k) can land inside at 12k by
+#: chance, so not strict.
+NOT_YET = [("emergency_admissions", "all"), ("care_home_resident", "65+"), ("new_requests_for_support", "18+"),
            ("still_at_home_91_days_after_reablement", "65+")]
 
 
