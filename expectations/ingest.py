@@ -241,7 +241,9 @@ def validate_source(
 
 
 def _level(value: float, warn: float, fail: float) -> str:
-    return "fail" if value > fail else "warn" if value > warn else "ok"
+    """A threshold is reached AT its value: a feed that lost exactly half its rows has lost half (fail at 0.50),
+    whether or not the row count happened to be even (``>`` made that depend on parity)."""
+    return "fail" if value >= fail else "warn" if value >= warn else "ok"
 
 
 def table_checks(result: SourceResult, settings: Settings, previous: dict | None) -> list[dict]:

@@ -28,7 +28,7 @@ DEV_PSEUDO_KEY = "upstream-dev-only-key-do-not-use-with-real-data"
 
 
 class IngestSettings(BaseModel):
-    """Table-level checks: warn above the first threshold, fail above the second."""
+    """Table-level checks: warn at or above the first threshold, fail at or above the second."""
 
     row_count_change_warn: float = 0.10
     row_count_change_fail: float = 0.50

@@ -147,7 +147,11 @@ def test_alt_world_changes_the_risk_drivers(delivery, alt_delivery):
 @pytest.mark.parametrize("t", TRUTH_DATES)
 def test_no_certain_outcome_gets_probability_zero(delivery, t):
     """Someone in hospital at T waiting for a care-home placement (discharge destination 85, discharged on or
-    after T) gets a new residential/nursing service in the window for sure: p must not be 0 for them."""
+    after T) gets a new residential/nursing service in the window for sure: p must not be 0 for them.
+
+    The placement is usually decided at admission (before T: p is exactly 1). A deterioration on the ward after
+    T can also decide it during the same stay; at T that was still uncertain, so p is below 1 but never 0.
+    """
     out, _ = delivery
     truth = pl.read_parquet(out / "_truth" / f"risk_{t}.parquet").filter("eligible")
     spells = valid(out, "hospital_spells")
@@ -155,6 +159,6 @@ def test_no_certain_outcome_gets_probability_zero(delivery, t):
                                 & (pl.col("discharge_destination") == "85"))["nhs_number"])
     mine = truth.filter(pl.col("nhs_number").is_in(list(pending)) & pl.col("y_care_escalation"))
     assert mine.height > 0  # the fixture has such people at both truth dates
-    assert (mine["p_care_escalation"] == 1).all() and (mine["p_crisis"] == 1).all()
+    assert (mine["p_care_escalation"] > 0).all() and (mine["p_crisis"] > 0).all()
     impossible = truth.filter(pl.col("y_care_escalation") & (pl.col("p_care_escalation") == 0))
     assert impossible.is_empty(), impossible
