@@ -28,6 +28,9 @@ REFERENCE_PATH = Path(__file__).parent / "reference" / "england.csv"
 #: The issue's tolerance: each generated figure within +-25% of its reference at 280k residents.
 TOLERANCE = 0.25
 ELECTIVE_METHODS = ("11", "12", "13")
+#: Age bands of the by-age rows (age at the start of the year); the same bands as the gate's O/E by age.
+AGE_CUTS = [17.5, 64.5, 74.5, 84.5]
+AGE_BANDS = ["0-17", "18-64", "65-74", "75-84", "85+"]
 
 
 def reference() -> pl.DataFrame:
@@ -81,6 +84,24 @@ def generated_rates(delivery: Path) -> dict[tuple[str, str], float]:
             sc.filter((pl.col("event_type") == "Request") & pl.col("event_start_date").is_between(start, end, "left"))
             .height / py_adult,
     }
+
+    # By age band (age at the start of the year): shown beside the totals; judged once a cited figure is added.
+    emergency = spells.filter(pl.col("admission_method").is_in(EMERGENCY_ADMISSION_METHODS))
+    band = pl.lit(AGE_BANDS[-1])
+    for cut, label in reversed(list(zip(AGE_CUTS, AGE_BANDS, strict=False))):
+        band = pl.when(pl.col("age") < cut).then(pl.lit(label)).otherwise(band)
+    banded = people.with_columns(band.alias("band"))
+    py_band = banded.group_by("band").agg(pl.col("py").sum())
+    events = {
+        "emergency_admissions": emergency.join(banded.select("nhs_number", "band"), on="nhs_number")
+        .group_by("band").len(),
+        "deaths": banded.filter(pl.col("died").is_between(start, end, "left")).group_by("band").len(),
+    }
+    for measure, counts in events.items():
+        joined = py_band.join(counts, on="band", how="left").with_columns(pl.col("len").fill_null(0))
+        for row in joined.iter_rows(named=True):
+            if row["py"] > 0:
+                out[(measure, str(row["band"]))] = row["len"] / row["py"]
 
     # Point prevalences on the last day of the delivery.
     day = extract
@@ -142,6 +163,8 @@ def realism_report(delivery: Path) -> pl.DataFrame:
                      "within_25pct": ratio is not None and abs(ratio - 1) <= TOLERANCE,
                      "source": f"{r['publication']} ({r['year']})"})
     extra = [(k, v) for k, v in got.items() if (k[0], k[1]) not in set(zip(ref["measure"], ref["age_band"], strict=True))]
+    order = {band: i for i, band in enumerate(["all", *AGE_BANDS, "65+"])}
+    extra.sort(key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order))))
     for (measure, band), value in extra:  # generated figures with no reference yet: shown, not judged
         rows.append({"measure": measure, "age_band": band, "unit": "", "england": None, "generated": value,
                      "ratio": None, "within_25pct": None, "source": "no reference figure yet"})
