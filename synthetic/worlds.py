@@ -120,7 +120,7 @@ ALT = replace(
     fall_f=4.0,
     fall_admit_base=-3.5,
     fall_admit_f=2.0,
-    ea_base=-4.7,
+    ea_base=-4.4,
     ea_f=2.5,
     ea_age=0.22,
     ea_dep=1.9,
@@ -141,6 +141,12 @@ ALT = replace(
     carehome_from_ea_alone=2.0,
     death_f=6.0,
     death_dep=0.9,
+    # Generator 1.3: the weaker frailty effect on death is offset in the intercept (deaths and care-home
+    # residence back near England's; bench/README.md "Issue 12 (session 2)").
+    death_base=-7.1,
+    lts_direct_care_home=0.25,
+    carehome_from_ea_base=-6.9,
+    escalate_base=-4.6,
 )
 
 WORLDS: dict[str, World] = {w.name: w for w in (DEFAULT, ALT)}
