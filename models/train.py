@@ -10,8 +10,9 @@ The flow of one ``upstream train`` run:
 2. features at each date (``features.build.build_features``, strictly before T) joined to labels after T;
 3. fit a standardised logistic regression and a HistGradientBoosting model on the fitting dates, each
    Platt (sigmoid) calibrated on a 20% person-level hold-out of the training rows;
-4. choose between them by AUROC on the validation date, then refit the chosen kind on the fitting dates
-   plus the validation date (the most recent year the data allows);
+4. choose between them on the validation date: the better AUROC among the candidates whose calibration-in-the-
+   large (overall and by age band, the gate's own check) holds there, then refit the chosen kind on the fitting
+   dates plus the validation date (the most recent year the data allows);
 5. evaluate it and four one-feature baselines on the test date, which is used only for the reported
    metrics and the gate; audit fairness;
 6. log everything to MLflow, register ``upstream-<target>``, apply the promotion gate, write the card.
@@ -40,6 +41,7 @@ from sklearn.preprocessing import StandardScaler
 from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
+from models.gate import calibration_in_the_large
 from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start
 from models.metrics import auroc, calibration_slope_intercept, evaluate
 from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
@@ -310,6 +312,13 @@ def fit_baselines(train: pl.DataFrame, test: pl.DataFrame, target: str) -> dict[
     return out
 
 
+def choose_candidate(validation_metrics: dict[str, dict[str, float]]) -> str:
+    """The candidate with the best validation AUROC among those whose calibration-in-the-large held on the
+    validation date (``calibration_misfits == 0``); if none held, the best AUROC (the gate will say why)."""
+    calibrated = [k for k, m in validation_metrics.items() if m["calibration_misfits"] == 0] or list(validation_metrics)
+    return max(calibrated, key=lambda k: validation_metrics[k]["auroc"])
+
+
 def train_on_frames(
     train: pl.DataFrame,
     test: pl.DataFrame,
@@ -350,9 +359,13 @@ def train_on_frames(
     validation_metrics = {}
     for kind, m in candidates.items():
         p_val = m.predict_proba(validation)
+        # The gate judges calibration-in-the-large overall and by age band: a candidate that already fails it on
+        # the validation date would be refused, so it is chosen only if every candidate fails it.
+        misfits = calibration_in_the_large(fairness_audit(validation, y_val, p_val), settings.gate)
         validation_metrics[kind] = {"auroc": auroc(y_val, p_val),
-                                    "calibration_slope": calibration_slope_intercept(y_val, p_val)[0]}
-    chosen = max(validation_metrics, key=lambda k: validation_metrics[k]["auroc"])
+                                    "calibration_slope": calibration_slope_intercept(y_val, p_val)[0],
+                                    "calibration_misfits": float(len(misfits))}
+    chosen = choose_candidate(validation_metrics)
     final = fit_candidates(final_frame, features, target, seed=seed, kinds=(chosen,))[chosen]
     timings["fit_seconds"] = time.perf_counter() - t
 

@@ -91,3 +91,17 @@ def test_required_history_comes_from_the_feature_registry():
     longest = max(FEATURES[n].window_days or 0 for n in MODEL_FEATURES)
     assert required_history_days() == longest == 730  # HFRS and 24-month counts
     assert required_history_days(["falls_gp_12m"]) == 365
+
+
+def test_the_candidate_is_chosen_on_validation_auroc_among_those_calibrated_there():
+    from models.train import choose_candidate
+
+    # logistic ranks better but its O/E misses a band on the validation date: the gate would refuse it
+    metrics = {"logistic": {"auroc": 0.757, "calibration_misfits": 1.0},
+               "hgb": {"auroc": 0.753, "calibration_misfits": 0.0}}
+    assert choose_candidate(metrics) == "hgb"
+    metrics["hgb"]["calibration_misfits"] = 2.0  # both miss: the better ranking one, and the gate says why
+    assert choose_candidate(metrics) == "logistic"
+    metrics["logistic"]["calibration_misfits"] = 0.0
+    metrics["hgb"]["calibration_misfits"] = 0.0
+    assert choose_candidate(metrics) == "logistic"
