@@ -165,7 +165,7 @@ def build_lists(
         pl.lit("").alias("top_reasons"),
         pl.col("age").map_elements(age_band, return_dtype=pl.String).alias("age_band"),
         # score history is read without reasons (publish fetches them for listed people: attach_details)
-        pl.col("reasons").fill_null("[]") if "reasons" in frame.columns else pl.lit(None, dtype=pl.String).alias("reasons"),
+        pl.col("reasons") if "reasons" in frame.columns else pl.lit(None, dtype=pl.String).alias("reasons"),
         pl.col("_top").alias("among_highest"),
     ).select(LIST_COLUMNS)
 
@@ -192,8 +192,9 @@ def attach_details(
     With ``catalogue``, the offers' weekly places are given out (:func:`ration_offers`)."""
     out = lists
     if reasons is not None:
-        out = out.drop("reasons").join(reasons, on="person_id", how="left", maintain_order="left").with_columns(
-            pl.col("reasons").fill_null("[]"))
+        # every scored person has stored reasons (scoring writes "[]" when none raise the risk): a listed
+        # person without them is a broken run, which the store's NOT NULL refuses loudly
+        out = out.drop("reasons").join(reasons, on="person_id", how="left", maintain_order="left")
     out = out.with_columns(*_top_reasons(rules)).with_columns(
         pl.col("reasons").map_elements(
             lambda text: TEXT_SEPARATOR.join(r["text"] for r in json.loads(text)) or NO_REASON, return_dtype=pl.String
