@@ -28,8 +28,7 @@ from expectations.read import RAW_PREFIX
 Mode = Literal["precomputed", "native"]
 
 #: Checks that GX cannot express natively: always fed to GX as precomputed boolean columns.
-ALWAYS_PRECOMPUTED = {C.TYPE, C.NHS_MOD11, C.SNOMED_VALID, C.DUPLICATE, C.PERSON_IN_RESIDENTS,
-                      C.DESTINATION_IFF_DISCHARGED, *C.HISTORY_CHECKS}
+ALWAYS_PRECOMPUTED = {C.TYPE, C.NHS_MOD11, C.SNOMED_VALID, C.DUPLICATE, C.PERSON_IN_RESIDENTS}
 
 
 def suite_name(source: str) -> str:

@@ -40,11 +40,9 @@ def synthesise(raw_dir: Path, residents: int, seed: int) -> date:
     import json
 
     from pipelines.weeks import delivery_extract_date
-    from synthetic import DEFAULT_YEARS
 
     marker = raw_dir / "_demo.json"
-    # Years too: an older, shorter demo delivery cannot give training dates with the features' full history.
-    wanted = {"residents": residents, "seed": seed, "years": DEFAULT_YEARS}
+    wanted = {"residents": residents, "seed": seed}
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         print(f"generating a synthetic delivery of {residents:,} residents in {raw_dir} ...", flush=True)
         from synthetic import default_workers
