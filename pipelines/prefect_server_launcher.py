@@ -40,7 +40,9 @@ def _note_and_redeliver() -> None:
     while True:
         info = signal.sigwaitinfo(NOTED_SIGNALS)
         name = signal.Signals(info.si_signo).name
-        if info.si_pid != os.getpid():  # uvicorn re-raises what it caught on its way out: not news
+        # Not news: uvicorn re-raising what it caught on its way out, or our parent stopping its own server
+        # at the end of a run (that line would be noise on every demo and run console).
+        if info.si_pid not in (os.getpid(), os.getppid()):
             print(
                 f"upstream: Prefect server (pid {os.getpid()}) received {name} from pid {info.si_pid} "
                 f"(uid {info.si_uid}): {sender_command(info.si_pid)}",
