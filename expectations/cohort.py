@@ -146,8 +146,9 @@ def service_open_at(
     return open_service
 
 
-def _age_at(T: date) -> pl.Expr:
-    """Completed years at T (the feature table's ``age``)."""
+def age_at(T: date) -> pl.Expr:
+    """Completed years at T: the one reckoning of age (feature table, cohort's minimum age). A 29 February
+    birthday passes on 1 March in a common year."""
     dob = pl.col("date_of_birth")
     birthday_passed = (dob.dt.month().cast(pl.Int32) * 100 + dob.dt.day().cast(pl.Int32)) <= (T.month * 100 + T.day)
     return (pl.lit(T.year) - dob.dt.year().cast(pl.Int32) - (~birthday_passed).cast(pl.Int32)).cast(pl.Int32)
@@ -165,7 +166,7 @@ def population_at(sources: CohortSources, T: date) -> pl.LazyFrame:
             PERSON,
             pl.col("locality").fill_null("Unknown"),
             "gp_practice",
-            _age_at(T).alias("age"),
+            age_at(T).alias("age"),
         )
     )
 

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import polars as pl
 
-from expectations.cohort import alive_and_registered_at, death_date, registered_deaths, scan_clean, service_open_at
+from expectations.cohort import (
+    age_at,
+    alive_and_registered_at,
+    death_date,
+    registered_deaths,
+    scan_clean,
+    service_open_at,
+)
 from expectations.contract import ETHNIC_GROUPS, SERVICE_EVENT_TYPE
 from expectations.identifiers import icd10_canonical_expr
 from features.codelists import EFI_DEFICIT_COUNT, hfrs_weights, imd_deciles
@@ -90,10 +97,6 @@ def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date) -> pl.La
         {"lsoa11": list(imd_deciles()), "imd_decile": list(imd_deciles().values())},
         schema={"lsoa11": pl.String, "imd_decile": pl.Int32},
     )
-    dob = pl.col("date_of_birth")
-    birthday_passed = (dob.dt.month().cast(pl.Int32) * 100 + dob.dt.day().cast(pl.Int32)) <= (T.month * 100 + T.day)
-    age = (pl.lit(T.year) - dob.dt.year().cast(pl.Int32) - (~birthday_passed).cast(pl.Int32)).cast(pl.Int32)
-
     bereaved = {
         name: (pl.col("_last_household_death") >= _days_before(T, _window(name))).fill_null(False)
         for name in ("bereaved_3m", "bereaved_6m", "bereaved_12m")
@@ -105,7 +108,7 @@ def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date) -> pl.La
         .select(
             PERSON,
             pl.lit(T).alias("index_date"),
-            age.alias("age"),
+            age_at(T).alias("age"),
             "sex",
             (pl.col("sex") == "2").alias("female"),
             "imd_decile",

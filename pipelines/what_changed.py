@@ -117,7 +117,7 @@ def _scan(clean_dir: Path, source: str) -> pl.LazyFrame | None:
 
 
 def _birthday_in(year: pl.Expr) -> pl.Expr:
-    """The birthday in ``year``. 29 February falls on 1 March in a common year, as ``features.build``
+    """The birthday in ``year``. 29 February falls on 1 March in a common year, as ``expectations.cohort.age_at``
     reckons age (a 1.9M-resident county run failed on pl.date(2026, 2, 29))."""
     dob = pl.col("date_of_birth")
     common_year = (year % 4 != 0) | ((year % 100 == 0) & (year % 400 != 0))
