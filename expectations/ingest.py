@@ -291,14 +291,17 @@ def table_checks(result: SourceResult, settings: Settings, previous: dict | None
 # --- Outputs --------------------------------------------------------------------------------------
 
 
-def clean_frame(result: SourceResult, key: bytes) -> pl.DataFrame:
-    """Valid rows, canonical codes, ``person_id`` (first column) instead of ``nhs_number``."""
+def clean_frame(result: SourceResult, key: bytes, known: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Valid rows, canonical codes, ``person_id`` (first column) instead of ``nhs_number``.
+
+    ``known``: the residents' pseudonyms (``nhs_number``, ``person_id``) made earlier in this ingest, reused.
+    """
     valid = (
         result.canonical.with_row_index("row_index")
         .join(result.bad_rows, on="row_index", how="anti")
         .drop("row_index")
     )
-    person_id = pseudonymise(valid["nhs_number"], key)
+    person_id = pseudonymise(valid["nhs_number"], key, known)
     return valid.drop("nhs_number").insert_column(0, person_id)
 
 
@@ -396,7 +399,7 @@ def ingest_delivery(
             )
             log.info("%s: %d rows, %d quarantined (GX %.1fs)", name, frame.raw.height,
                      result.bad_rows.height, result.gx_seconds)
-            clean = clean_frame(result, key)
+            clean = clean_frame(result, key, reid)  # events reuse the residents' pseudonyms
             if name == "residents":
                 valid_nhs = (result.canonical.with_row_index("row_index")
                              .join(result.bad_rows, on="row_index", how="anti")["nhs_number"])

@@ -87,17 +87,21 @@ def build_suite(
 ) -> ExpectationSuite:
     """The Expectation Suite for one source. ``as_of`` is needed only by the native mode (date bounds)."""
     src = SOURCES[source] if isinstance(source, str) else source
-    suite = ExpectationSuite(
-        name=suite_name(src.name),
-        meta={"source": src.name, "mode": mode, "built_from": "expectations.contract via expectations.checks"},
-    )
+    expectations: list[gxe.Expectation] = []
     for check in C.row_checks(src):
         if mode == "precomputed" or check.name in ALWAYS_PRECOMPUTED:
-            suite.add_expectation(
+            expectations.append(
                 gxe.ExpectColumnValuesToBeInSet(column=check.flag_column, value_set=[True], meta=_meta(check))
             )
         else:
             if as_of is None:
                 raise ValueError("the native suite needs as_of for its date bounds")
-            suite.add_expectation(_native(check, src, as_of, earliest, max_age_years))
+            expectations.append(_native(check, src, as_of, earliest, max_age_years))
+    # Given to the constructor, not one ``add_expectation`` at a time: once a suite of this name is in the
+    # file-backed context (every weekly run after the first), GX persists the suite on each addition.
+    suite = ExpectationSuite(
+        name=suite_name(src.name),
+        expectations=expectations,
+        meta={"source": src.name, "mode": mode, "built_from": "expectations.contract via expectations.checks"},
+    )
     return suite

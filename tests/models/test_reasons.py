@@ -241,3 +241,23 @@ def test_deep_leaves_use_the_same_formula_as_full_tables(models, monkeypatch):
     assert all(leaf.table is None for tree in fresh for leaf in tree.leaves)
     monkeypatch.setattr(treeshap, "_compiled", lambda model: fresh)
     np.testing.assert_allclose(treeshap.tree_shap_values(hgb.base_estimator, x, threads=2), full, rtol=0, atol=1e-12)
+
+
+def test_leaf_tables_built_in_batches_are_the_one_leaf_tables_bit_for_bit():
+    """Compiling a model builds its leaf tables in batches of equal depth (``leaf_tables``): each leaf's table
+    must be exactly the one computed for that leaf alone, whichever batch it lands in."""
+    from models.treeshap import _full_tables, leaf_table
+
+    rng = np.random.default_rng(3)
+    leaves = []
+    for d in (1, 3, 3, 5, 5, 5, 13):
+        leaves.append((np.arange(d), rng.uniform(0.05, 1.0, d), float(rng.normal())))
+    tables = _full_tables(leaves)
+    assert tables[-1] is None  # 13 path features: deeper than FULL_TABLE_MAX_FEATURES, built on demand
+    for (features, fractions, value), table in zip(leaves[:-1], tables[:-1], strict=True):
+        d = len(features)
+        patterns = ((np.arange(2**d)[:, None] >> np.arange(d)) & 1).astype(bool)
+        assert np.array_equal(table, leaf_table(patterns, fractions, value))
+    # One feature: Shapley value of a single-feature game is v * (a - r), worked out by hand.
+    (_, (r,), v), table = leaves[0], tables[0]
+    assert table[:, 0] == pytest.approx([v * (0 - r), v * (1 - r)], abs=1e-15)
