@@ -238,9 +238,15 @@ def tree_shap_values(model: Any, x: np.ndarray, threads: int | None = None) -> n
 
 
 def _block_values(trees: list[_Tree], x: np.ndarray) -> np.ndarray:
+    """TreeSHAP values of a block of people (rows x encoded columns), leaf by leaf in model order.
+
+    Patterns are built in the narrowest unsigned type that holds them (one byte per person for up to 8
+    path features, against eight for ``intp``) from split sides computed once per node in both directions;
+    each leaf's values are then added in the same order as before, so results are bit-for-bit unchanged.
+    """
     phi = np.zeros((x.shape[1], x.shape[0]))  # feature-major: each leaf adds to a few contiguous rows
     for tree in trees:
-        goes_left: dict[int, np.ndarray] = {}
+        sides: dict[tuple[int, bool], np.ndarray] = {}  # (node, went left) -> 0/1 per person, as uint8
         for node, feature, threshold, missing_left in zip(
             tree.split_nodes.tolist(), tree.split_feature.tolist(), tree.split_threshold.tolist(),
             tree.missing_left.tolist(), strict=True,
@@ -249,20 +255,21 @@ def _block_values(trees: list[_Tree], x: np.ndarray) -> np.ndarray:
             left = column <= threshold
             if missing_left:
                 left |= np.isnan(column)
-            goes_left[node] = left
+            sides[node, True] = left.view(np.uint8)
+            sides[node, False] = (~left).view(np.uint8)
         for leaf in tree.leaves:
-            pattern = np.zeros(x.shape[0], dtype=np.intp)
+            width = np.uint8 if len(leaf.conditions) <= 8 else np.uint16
+            pattern = np.zeros(x.shape[0], dtype=width)
             for k, conditions in enumerate(leaf.conditions):
-                satisfied = None
-                for node, went_left in conditions:
-                    step = goes_left[node] if went_left else ~goes_left[node]
-                    satisfied = step if satisfied is None else satisfied & step
-                pattern |= satisfied.astype(np.intp) << k
+                satisfied = sides[conditions[0]]
+                for condition in conditions[1:]:
+                    satisfied = satisfied & sides[condition]
+                pattern |= satisfied.astype(width) << width(k) if k else satisfied
             if leaf.table is not None:
-                table, rows = leaf.table_columns, pattern
+                table, rows = leaf.table_columns, pattern.astype(np.intp)
             else:
                 seen, rows = np.unique(pattern, return_inverse=True)
-                patterns = ((seen[:, None] >> np.arange(len(leaf.features))) & 1).astype(bool)
+                patterns = ((seen[:, None].astype(np.intp) >> np.arange(len(leaf.features))) & 1).astype(bool)
                 table = np.ascontiguousarray(leaf_table(patterns, leaf.fractions, leaf.value).T)
             for feature, column in zip(leaf.features.tolist(), table, strict=True):
                 phi[feature] += column.take(rows)
