@@ -12,13 +12,14 @@ remembers its source feature, so reasons are always reported per feature, never 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from models.reasons import Reason, top_reasons
+from models.reasons import Reason, top_reasons, top_reasons_json
 from models.treeshap import expected_value, tree_shap_values
 
 
@@ -146,6 +147,11 @@ class UpstreamModel:
     def explain(self, features: pl.DataFrame, top_n: int = 3) -> list[list[Reason]]:
         """Top ``top_n`` risk-raising features per row, with registry reason texts (models.reasons)."""
         return top_reasons(self.contributions(self.encoder.transform(features)), features, self.encoder.features, top_n)
+
+    def explain_json(self, features: pl.DataFrame, top_n: int, encode: Callable[[Reason], str]) -> list[str]:
+        """``explain`` as one JSON array per row, each reason as ``encode`` writes it (see ``top_reasons_json``)."""
+        contributions = self.contributions(self.encoder.transform(features))
+        return top_reasons_json(contributions, features, self.encoder.features, top_n, encode)
 
 
 def tree_shap(model: Any, x: np.ndarray) -> np.ndarray:

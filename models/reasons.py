@@ -9,6 +9,8 @@ the same thing about a feature.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,18 +57,27 @@ def _remarkable(column: pl.Series, texts: dict[Any, str | None]) -> np.ndarray:
     return joined.get_column("remarkable").fill_null(False).to_numpy()
 
 
-def top_reasons(contributions: np.ndarray, features: pl.DataFrame, names: list[str], top_n: int) -> list[list[Reason]]:
-    """The ``top_n`` largest positive contributions per row, as reason dicts, best first.
+@dataclass(frozen=True)
+class _Chosen:
+    """Each row's reasons as arrays, best first: row, feature index, value and contribution per reason."""
 
-    Only positive contributions are reasons (a reason explains why risk is *high*); values the registry
-    says are unremarkable are skipped in favour of the next candidate. Ranking, skipping and picking are
-    vectorised over all rows (numpy), and texts are looked up once per distinct (feature, value); Python
-    only assembles the chosen reasons, which keeps 1.9M people to seconds.
-    """
+    rows: int
+    names: list[str]
+    chosen_rows: np.ndarray
+    chosen_features: np.ndarray
+    chosen_values: np.ndarray
+    columns: dict[int, pl.Series]
+    texts: dict[int, dict[Any, str | None]]
+    ends: list[int]  # cumulative reason count per row
+    combination_rows: list[int]  # rows with risk-raising contributions but no remarkable one
+
+
+def _choose(contributions: np.ndarray, features: pl.DataFrame, names: list[str], top_n: int) -> _Chosen | None:
+    """Ranking, skipping and picking, vectorised over all rows (numpy); None when nothing can be chosen."""
     rows, n_features = contributions.shape
     k = min(top_n, n_features)
     if k <= 0 or rows == 0:
-        return [[] for _ in range(rows)]
+        return None
     # Every positive contribution is a candidate: the largest may all be values the registry calls
     # unremarkable (e.g. "no falls" pushing risk up relative to the average), and we want a real reason.
     order = np.argsort(-contributions, axis=1, kind="stable")
@@ -82,16 +93,75 @@ def top_reasons(contributions: np.ndarray, features: pl.DataFrame, names: list[s
     del remarkable
     chosen = candidate & (np.cumsum(candidate, axis=1, dtype=np.int16) <= k)
     chosen_rows, chosen_pos = np.nonzero(chosen)  # row-major: each row's reasons come out best first
-    chosen_features = order[chosen_rows, chosen_pos]
-    chosen_values = values[chosen_rows, chosen_pos]
-    chosen_reasons: list[Reason | None] = [None] * len(chosen_rows)
-    for j in np.unique(chosen_features).tolist():
-        slots = np.flatnonzero(chosen_features == j)
-        feature_values = columns[j].gather(chosen_rows[slots]).to_list()
-        for slot, value, c in zip(slots.tolist(), feature_values, chosen_values[slots].tolist(), strict=True):
-            chosen_reasons[slot] = {"feature": names[j], "value": value, "text": texts[j][value], "contribution": c}
     ends = np.cumsum(chosen.sum(axis=1)).tolist()
+    combination = np.flatnonzero(positive.any(axis=1) & ~chosen.any(axis=1)).tolist()
+    return _Chosen(rows, names, chosen_rows, order[chosen_rows, chosen_pos], values[chosen_rows, chosen_pos],
+                   columns, texts, ends, combination)
+
+
+def top_reasons(contributions: np.ndarray, features: pl.DataFrame, names: list[str], top_n: int) -> list[list[Reason]]:
+    """The ``top_n`` largest positive contributions per row, as reason dicts, best first.
+
+    Only positive contributions are reasons (a reason explains why risk is *high*); values the registry
+    says are unremarkable are skipped in favour of the next candidate. Ranking, skipping and picking are
+    vectorised over all rows (numpy), and texts are looked up once per distinct (feature, value); Python
+    only assembles the chosen reasons, which keeps 1.9M people to seconds.
+    """
+    picked = _choose(contributions, features, names, top_n)
+    if picked is None:
+        return [[] for _ in range(contributions.shape[0])]
+    chosen_reasons: list[Reason | None] = [None] * len(picked.chosen_rows)
+    for j in np.unique(picked.chosen_features).tolist():
+        slots = np.flatnonzero(picked.chosen_features == j)
+        feature_values = picked.columns[j].gather(picked.chosen_rows[slots]).to_list()
+        for slot, value, c in zip(slots.tolist(), feature_values, picked.chosen_values[slots].tolist(), strict=True):
+            chosen_reasons[slot] = {"feature": names[j], "value": value, "text": picked.texts[j][value],
+                                    "contribution": c}
+    ends = picked.ends
     result: list[list[Reason]] = [chosen_reasons[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
-    for i in np.flatnonzero(positive.any(axis=1) & ~chosen.any(axis=1)).tolist():
+    for i in picked.combination_rows:
         result[i].append(dict(COMBINATION_REASON))  # a copy: callers may annotate their rows
     return result
+
+
+def top_reasons_json(
+    contributions: np.ndarray, features: pl.DataFrame, names: list[str], top_n: int, encode: Callable[[Reason], str]
+) -> list[str]:
+    """``top_reasons`` as one JSON array per row, the text ``encode`` gives each reason dict, without the dicts.
+
+    WHY: scoring stores reasons as JSON text, and making a dict per reason only to encode it was about a third
+    of the score step's Python time at county scale. Each distinct (feature, value) is encoded once with
+    ``encode`` (everything but the contribution), and each contribution is appended as ``encode`` writes a
+    float, so the text is exactly what ``encode`` makes of ``top_reasons``' dicts (a test compares them).
+    """
+    rows = contributions.shape[0]
+    picked = _choose(contributions, features, names, top_n)
+    if picked is None:
+        return ["[]"] * rows
+    marker = 0.5  # any float: it shows where encode() writes the contribution
+    tail = encode({"feature": "", "value": None, "text": "", "contribution": marker})
+    cut = len(tail) - tail.rindex(float.__repr__(marker))  # characters from the number to the end
+    closing = tail[len(tail) - cut + len(float.__repr__(marker)):]
+    parts: list[str | None] = [None] * len(picked.chosen_rows)
+    for j in np.unique(picked.chosen_features).tolist():
+        slots = np.flatnonzero(picked.chosen_features == j)
+        feature_values = picked.columns[j].gather(picked.chosen_rows[slots]).to_list()
+        prefixes: dict[Any, str] = {}
+        for slot, value, c in zip(slots.tolist(), feature_values, picked.chosen_values[slots].tolist(), strict=True):
+            prefix = prefixes.get(value)
+            if prefix is None:
+                text = encode({"feature": names[j], "value": value, "text": picked.texts[j][value],
+                               "contribution": marker})
+                prefix = prefixes[value] = text[: len(text) - cut]
+            parts[slot] = prefix + float.__repr__(c) + closing
+    combination = encode(dict(COMBINATION_REASON))
+    out = []
+    start = 0
+    combination_rows = set(picked.combination_rows)
+    for i, end in enumerate(picked.ends):
+        row = parts[start:end]
+        if i in combination_rows:
+            row = [*row, combination]
+        out.append("[" + ",".join(row) + "]")  # type: ignore[arg-type]
+        start = end
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ class LoadedModel:
 
     def explain(self, features: pl.DataFrame, top_n: int = 3) -> list[list[Reason]]:
         return self.bundle.explain(features, top_n)
+
+    def explain_json(self, features: pl.DataFrame, top_n: int, encode: Callable[[Reason], str]) -> list[str]:
+        return self.bundle.explain_json(features, top_n, encode)
 
 
 def _version_by_alias(client, target: str, alias: str):

@@ -88,6 +88,11 @@ def _reason_dict(reason: Any) -> dict[str, Any]:
 _REASONS_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
+def encode_reason(reason: Any) -> str:
+    """One reason as the JSON object ``encode_reasons`` writes inside its arrays."""
+    return _REASONS_JSON.encode(_reason_dict(reason))
+
+
 def encode_reasons(reasons: Sequence[Sequence[Any]]) -> list[str]:
     """One JSON array per resident (the same text as ``json.dumps(..., separators=(",", ":"))``)."""
     encode = _REASONS_JSON.encode
@@ -105,7 +110,11 @@ def score_features(features: pl.DataFrame, model: ScoringModel, top_n: int) -> p
     proba = np.asarray(model.predict_proba(features), dtype=float).reshape(-1)
     if proba.shape[0] != features.height:
         raise ValueError(f"model returned {proba.shape[0]} scores for {features.height} residents")
-    reasons = model.explain(features, top_n)
+    explain_json = getattr(model, "explain_json", None)
+    if explain_json is not None:  # the JSON made straight from the ranked arrays: the same text, no dict per reason
+        reasons = explain_json(features, top_n, encode_reason)
+    else:
+        reasons = encode_reasons(model.explain(features, top_n))
     if len(reasons) != features.height:
         raise ValueError(f"model returned {len(reasons)} reason lists for {features.height} residents")
     ltc = (
@@ -119,7 +128,7 @@ def score_features(features: pl.DataFrame, model: ScoringModel, top_n: int) -> p
             "locality": features["locality"].cast(pl.String).fill_null("Unknown"),
             "score": proba,
             "in_long_term_care": ltc,
-            "reasons": encode_reasons(reasons),
+            "reasons": reasons,
         }
     )
 

@@ -261,3 +261,32 @@ def test_leaf_tables_built_in_batches_are_the_one_leaf_tables_bit_for_bit():
     # One feature: Shapley value of a single-feature game is v * (a - r), worked out by hand.
     (_, (r,), v), table = leaves[0], tables[0]
     assert table[:, 0] == pytest.approx([v * (0 - r), v * (1 - r)], abs=1e-15)
+
+
+def test_reasons_json_made_from_the_arrays_is_the_text_of_the_encoded_dicts():
+    """Scoring writes reasons straight from the ranked arrays (``top_reasons_json``): character for character
+    what encoding ``top_reasons``' dicts gives, for missing values, booleans, text values, "several factors"
+    rows, rows without reasons and contributions whose shortest form needs an exponent."""
+    from models.reasons import top_reasons, top_reasons_json
+    from pipelines.scoring import encode_reason, encode_reasons
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    people = pl.DataFrame({
+        "falls_12m": rng.integers(0, 4, n).astype(np.int32),
+        "lives_alone": rng.random(n) < 0.3,
+        "age": rng.integers(20, 100, n).astype(np.int32),
+        "efi": np.where(rng.random(n) < 0.1, np.nan, rng.random(n).round(2)),
+        "sex": rng.choice(["F", "M", None], n),
+        "bereaved_12m": rng.random(n) < 0.1,
+    })
+    names = people.columns
+    contributions = rng.normal(size=(n, len(names))) * rng.choice([1.0, 1e-7, 3e5], size=(n, 1))
+    contributions[rng.random(contributions.shape) < 0.05] = 0.0
+    contributions[:5] = -1.0  # no risk-raising contribution at all: an empty array
+    got = top_reasons_json(contributions, people, names, 3, encode_reason)
+    assert got == encode_reasons(top_reasons(contributions, people, names, 3))
+    assert got[0] == "[]"
+    assert any('"text":"several factors together' in text for text in got)
+    assert any("e-0" in text for text in got)  # 1e-07-sized contributions, written as json writes floats
+    assert top_reasons_json(contributions[:, :0], people, [], 3, encode_reason) == ["[]"] * n
