@@ -13,6 +13,7 @@ Synthetic delivery generation is not timed (it stands in for the council's data 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import tempfile
@@ -35,6 +36,33 @@ def _cpu_seconds() -> float:
     says what the run cost, where wall time mostly says how busy the machine was."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class StepCpu(logging.Handler):
+    """CPU seconds, peak RSS and load average of this process at each step the weekly flow finishes.
+
+    The flow reports each step on the ``upstream.steps`` logger as it ends (``pipelines.flows.lap``); reading
+    the process's CPU clock right then splits the week's CPU by step, which on a shared 2-core machine says
+    more than wall time (a step's wall time grows with the load average, its CPU much less).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.marks: list[tuple[str, float, float, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        step = "start" if getattr(record, "starting", False) else getattr(record, "step", None)
+        if step:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+            self.marks.append((step, _cpu_seconds(), peak, os.getloadavg()[0]))
+
+    def report(self) -> str:
+        """``step CPU s (peak GiB, load)`` for each step since the last report."""
+        parts = []
+        for (_, before, _, _), (step, after, peak, load) in zip(self.marks, self.marks[1:], strict=False):
+            parts.append(f"{step} {after - before:.1f} (peak {peak:.1f} GiB, load {load:.1f})")
+        self.marks.clear()
+        return "; ".join(parts)
 
 
 def main() -> None:
@@ -79,6 +107,10 @@ def main() -> None:
     from upstream.settings import Settings
 
     bench_settings = Settings(home=home)
+    step_cpu = StepCpu()
+    steps_logger = logging.getLogger("upstream.steps")
+    steps_logger.addHandler(step_cpu)
+    steps_logger.setLevel(logging.INFO)
     # Like `upstream run`: PREFECT_API_URL if set, else a temporary API for this process; if the API dies
     # mid-run, stop with exit code 2 and one line, never hang (the watchdog is disarmed before we stop it).
     on_lost = abort_run(home, bench_settings.db_url, "bench_weekly")
@@ -106,6 +138,7 @@ def main() -> None:
                 f"(ratio to the {GOAL_SECONDS:.0f} s goal: {total / GOAL_SECONDS:.2f}); {steps}; "
                 f"CPU {cpu:.1f} s; load average {os.getloadavg()[0]:.1f}"
             )
+            print(f"{label} CPU s by step: {step_cpu.report()}")
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"peak RSS of this process: {peak_gib:.1f} GiB; data in {workdir}")
 
