@@ -80,5 +80,7 @@ async def require_principal(principal: Annotated[Principal | None, Depends(optio
 #: Route parameters, as in the FastAPI full-stack template's ``api/deps.py``: a route names what it needs
 #: (``principal: CurrentPrincipal``) instead of each spelling out ``Depends(...)`` or closing over a factory.
 CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
+#: Web pages: the signed-in caller or None (the page then redirects to the sign-in form instead of a 401).
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 SettingsDep = Annotated[Settings, Depends(settings_of)]
 EngineDep = Annotated[Engine, Depends(engine_of)]
