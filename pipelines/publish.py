@@ -89,7 +89,7 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
                                         clean_dir, run.index_date, against.index_date, explainer,
                                         excluded_before))
     lists = attach_details(
-        lists, settings.lists, reasons=load_reasons(engine, run.run_id, lists["person_id"].to_list()),
+        lists, reasons=load_reasons(engine, run.run_id, lists["person_id"].to_list()),
         offers=offers, changes=changes, catalogue=catalogue,
     )
     localities = sorted(current["locality"].unique().to_list())
