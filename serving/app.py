@@ -28,7 +28,7 @@ from expectations.contract import LOCALITY_NAME_RE
 from serving import queries
 from serving.actions_api import actions_routes
 from serving.audit import AuditUnavailable, is_person_level, recent_audit_rows, record_access, subject_of_refusal
-from serving.deps import CurrentPrincipal, EngineDep, SettingsDep, engine_of
+from serving.deps import CurrentPrincipal, EngineDep, LocalityPath, SettingsDep, WeekQuery, engine_of
 from serving.docs import add_docs_routes
 from serving.exports import XLSX_MEDIA_TYPE, to_csv, to_xlsx
 from serving.model_card import NoChampion, champion_summary
@@ -37,7 +37,6 @@ from serving.reid import reid_lookup
 from serving.schemas import (
     ERROR_TEXT,
     PERSON_ID_PATTERN,
-    WEEK_PATTERN,
     AuditRow,
     CohortFunnelOut,
     Health,
@@ -201,11 +200,11 @@ def _page_size_refused(limit: int, settings: Settings) -> RequestValidationError
     },
 )
 def rising_risk(
-    locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
+    locality: LocalityPath,
     principal: CurrentPrincipal,
     settings: SettingsDep,
     engine: EngineDep,
-    week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
+    week: WeekQuery = None,
     limit: Annotated[
         int | None, Query(ge=1, description="Page size (at most serving.max_list_limit); omitted = the whole list")
     ] = None,
@@ -286,10 +285,10 @@ def rising_risk(
     responses=error_responses(401, 403, 404),
 )
 def cohort_funnel(
-    locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
+    locality: LocalityPath,
     principal: CurrentPrincipal,
     engine: EngineDep,
-    week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
+    week: WeekQuery = None,
 ) -> CohortFunnelOut:
     """The list cohort for a locality and week: residents, then each exclusion in order (DESIGN §6),
     then the people who could be listed. Small-number suppressed (1-7 hidden, the rest rounded to 5)."""
@@ -384,7 +383,7 @@ def current_model(
 def summary(
     principal: CurrentPrincipal,
     engine: EngineDep,
-    week: Annotated[str | None, Query(pattern=WEEK_PATTERN)] = None,
+    week: WeekQuery = None,
 ) -> SummaryOut:
     """Residents by locality and band, with small-number suppression (1-7 hidden, the rest rounded to 5)."""
     with engine.connect() as conn:

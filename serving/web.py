@@ -14,18 +14,15 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from expectations.contract import LOCALITY_NAME_RE
 from serving import queries
 from serving.audit import record_access
 from serving.charts import bar_chart_svg
 from serving.csrf import csrf_token_for, require_csrf, set_csrf_cookie
-from serving.deps import COOKIE_NAME, EngineDep, OptionalPrincipal, SettingsDep
+from serving.deps import COOKIE_NAME, EngineDep, LocalityPath, OptionalPrincipal, SettingsDep, WeekQuery
 from serving.keys import Principal, authenticate
 from serving.reid import reid_lookup
-from serving.schemas import WEEK_PATTERN
 from serving.sessions import end_session, start_session
 from upstream.disclosure import disclose_counts, show_suppressed
 
@@ -176,8 +173,8 @@ def locality_page(
     principal: OptionalPrincipal,
     settings: SettingsDep,
     engine: EngineDep,
-    locality: Annotated[str, PathParam(pattern=LOCALITY_NAME_RE, max_length=80)],
-    week: Annotated[str | None, Query(pattern=WEEK_PATTERN)] = None,
+    locality: LocalityPath,
+    week: WeekQuery = None,
     section: Annotated[str | None, Query(pattern=r"^(new|rising|top)?$")] = None,
     offer: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{0,60}$")] = None,
     gp_practice: Annotated[str | None, Query(pattern=r"^[A-Z0-9]{0,10}$")] = None,

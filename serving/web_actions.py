@@ -10,16 +10,14 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from expectations.contract import LOCALITY_NAME_RE
 from loop.actions import ACTIONS, offer_ids, read_actions
 from serving import queries
 from serving.actions_api import ActionIn, record_action
 from serving.audit import record_access
 from serving.csrf import csrf_ok
-from serving.deps import EngineDep, OptionalPrincipal, SettingsDep
+from serving.deps import EngineDep, LocalityPath, OptionalPrincipal, SettingsDep, WeekQuery
 from serving.schemas import PERSON_ID_PATTERN, WEEK_PATTERN
 from serving.web import _REDIRECT, _html_error, _to_login, error_page, render
 
@@ -43,8 +41,8 @@ def actions_page(
     principal: OptionalPrincipal,
     settings: SettingsDep,
     engine: EngineDep,
-    locality: Annotated[str, PathParam(pattern=LOCALITY_NAME_RE, max_length=80)],
-    week: Annotated[str | None, Query(pattern=WEEK_PATTERN)] = None,
+    locality: LocalityPath,
+    week: WeekQuery = None,
     saved: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """The week's list with a form per resident to record what the team did."""
@@ -74,7 +72,7 @@ def post_action_form(
     principal: OptionalPrincipal,
     settings: SettingsDep,
     engine: EngineDep,
-    locality: Annotated[str, PathParam(pattern=LOCALITY_NAME_RE, max_length=80)],
+    locality: LocalityPath,
     person_id: Annotated[str, Form(pattern=PERSON_ID_PATTERN)],
     week: Annotated[str, Form(pattern=WEEK_PATTERN)],
     action: Annotated[str, Form(max_length=20)],
