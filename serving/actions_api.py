@@ -37,23 +37,22 @@ class ActionIn(BaseModel):
     reason: str | None = Field(None, max_length=500, description="required for not_appropriate")
 
 
-class ActionOut(BaseModel):
+class _Action(BaseModel):
+    """What one recorded action says: the fields a write returns and a read lists."""
+
     person_id: str
     week: str
     action: str
     offer: str | None
     reason: str | None
     locality: str | None
+
+
+class ActionOut(_Action):
     recorded: bool  # False when the same action was already recorded (idempotent)
 
 
-class ActionRow(BaseModel):
-    person_id: str
-    week: str
-    action: str
-    offer: str | None
-    reason: str | None
-    locality: str | None
+class ActionRow(_Action):
     source: str
     recorded_at: datetime
 
