@@ -12,7 +12,6 @@ from typing import Any
 import polars as pl
 
 from pipelines.champion import explainer_or_none
-from pipelines.delivery import opted_out_people
 from pipelines.lists import attach_details, build_lists, funnel_rows, list_sizes, offer_demand
 from pipelines.score_history import (
     ScoreRun,
@@ -47,7 +46,7 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
     people from every stored week), then the staged files take the week's place. Any failure before the
     commit leaves the DB and the files of the last good run.
     """
-    from expectations.cohort import cohort_at
+    from expectations.cohort import cohort_at, opted_out_people
     from pipelines.lists import commit_exports, stage_exports
     from pipelines.what_changed import what_changed
     from upstream.offers import load_catalogue
@@ -55,7 +54,9 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
     catalogue = load_catalogue(settings)  # a broken council catalogue fails before anything is written
     engine = get_engine(settings.db_url)
     clean_dir = clean_dir_of(settings, run.index_date)
+    # the week's people from ingest's output, read together: the list cohort and the opt-outs
     cohort = cohort_at(clean_dir, run.index_date, settings.cohort)
+    opted_out = opted_out_people(clean_dir)
     current = load_scores_for_lists(engine, run.run_id)
     last = previous_published(engine, run.index_date, run.week)
     comparison = comparison_published(engine, run.index_date, run.week, settings.lists.rise_lookback_weeks)
@@ -105,7 +106,7 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
             index_date=run.index_date,
             lists=lists,
             funnel=funnel,
-            opted_out=opted_out_people(clean_dir),
+            opted_out=opted_out,
             before_commit=before_commit,
         )
     except BaseException:
