@@ -36,8 +36,7 @@ from pipelines.delivery import previous_validation_summary, read_validation_summ
 from pipelines.drills import InjectedFailure, check_injected
 from pipelines.partitions import ALL_PARTITION, build_partition_features, fresh_dir, partition_clean
 from pipelines.publish import PublishedLists, publish_run
-from pipelines.run_guard import begin_weekly_run
-from pipelines.score_history import ScoreRun, store_scores
+from pipelines.score_history import ScoreRun, begin_weekly_run, store_scores
 from pipelines.scoring import iso_week
 from pipelines.weeks import lists_dir, resolve_index_date, week_root
 from upstream.errors import UpstreamError

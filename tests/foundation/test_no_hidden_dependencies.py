@@ -113,3 +113,67 @@ def test_models_package_has_no_import_cycle_hidden_in_functions() -> None:
 
     assert [m for m in graph if reaches(m, m, set())] == []
     assert "models.registry" in graph["models.tracking"] and "models.tracking" not in graph["models.registry"]
+
+
+def _imported_modules(path: Path, ours: set[str]) -> set[str]:
+    """Our modules ``path`` imports anywhere in the file: at module level and inside functions alike."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found |= {name for name in names if name in ours}
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan): each is an import cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in graph[module]:
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                other = stack.pop()
+                group.append(other)
+                if other == module:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_import_cycles_are_found() -> None:
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_anywhere_not_even_through_imports_inside_functions() -> None:
+    """An import inside a function may defer a heavy library; it must not hide a cycle between our modules
+    (score_history -> run_guard -> score_history was one: the lock now knows nothing of the score tables)."""
+    paths = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in (*PROJECT_PACKAGES, "loop")
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+    graph = {module: _imported_modules(path, set(paths)) - {module} for module, path in paths.items()}
+    assert len(graph) > 100 and "pipelines.run_guard" in graph["pipelines.score_history"]
+    assert import_cycles(graph) == []

@@ -177,7 +177,8 @@ def test_a_concurrent_run_on_the_same_home_is_refused_at_once(settings):
 def test_a_run_killed_mid_write_is_marked_failed_and_its_rows_removed(settings):
     """SIGKILL (what the OOM killer sends) in the middle of storing scores: nothing runs on the way out,
     so the next run's start-up must find the run "running", mark it failed and delete its partial rows."""
-    from pipelines.run_guard import begin_weekly_run, release_home
+    from pipelines.run_guard import release_home
+    from pipelines.score_history import begin_weekly_run
 
     writer = _python(
         f"""
