@@ -177,3 +177,25 @@ def test_no_import_cycle_anywhere_not_even_through_imports_inside_functions() ->
     graph = {module: _imported_modules(path, set(paths)) - {module} for module, path in paths.items()}
     assert len(graph) > 100 and "pipelines.run_guard" in graph["pipelines.score_history"]
     assert import_cycles(graph) == []
+
+
+#: MLflow calls that read or change the process-wide tracking store (the fluent API), which the API and tests share.
+FLUENT_MLFLOW = re.compile(
+    r"\bmlflow\.(set_tracking_uri|set_registry_uri|set_experiment|start_run|end_run|log_\w+|set_tag|set_tags"
+    r"|autolog|\w+\.log_model|\w+\.autolog)\("
+)
+
+
+def test_no_process_wide_mlflow_state() -> None:
+    """Our code writes and reads MLflow through clients bound to the settings' store (``models.registry.client_for``,
+    ``models.tracking.RunLog``), never through the fluent API's process-wide tracking URI."""
+    assert FLUENT_MLFLOW.search("    mlflow.set_tracking_uri(uri)") and FLUENT_MLFLOW.search("mlflow.pyfunc.log_model(")
+    assert not FLUENT_MLFLOW.search("mlflow.pyfunc.save_model(") and not FLUENT_MLFLOW.search("client.log_batch(")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for package in (*PROJECT_PACKAGES, "loop")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if FLUENT_MLFLOW.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert offenders == []

@@ -268,7 +268,8 @@ def test_dask_fan_out_matches_local_run(delivery, two_weeks):
     week = iso_week(delivery["extract"])
     _, local_scores, local_lists = _published(engine, week)
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+    # ":0": an ephemeral port for the scheduler's HTTP server (None still binds the default 8787, shared machine)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
         result = weekly(
             str(delivery["raw"]),
             delivery["extract"],
