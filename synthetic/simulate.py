@@ -193,12 +193,13 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
     reab_done = active & reab_ending
     reab_to_lts = reab_done & (r[6] < p_reab_lts) & (not no_ce)
     carehome_from_ea = ea & (r[7] < p_carehome) & (not no_ce)
-    reab_from_ea = ea & old & no_lts & ~carehome_from_ea & (st.reab_end < 0) & (r[8] < w.reab_from_ea)
+    offer_reab = w.reab_from_ea * expit((w.reab_from_ea_frailty - f) / 0.04)  # rehabilitation potential
+    reab_from_ea = ea & old & no_lts & ~carehome_from_ea & (st.reab_end < 0) & (r[8] < offer_reab)
 
     # Types of new long-term services; a care-home move from hospital takes precedence.
     r2 = rng.random((6 if record else 4, n))
     carehome_type = np.where(r2[0] < 0.35 + 0.8 * np.maximum(f - 0.25, 0), LTS_NURSING, LTS_RESIDENTIAL)
-    direct_type = np.where((dem | (f > 0.3)) & (r2[1] < 0.5), carehome_type, LTS_COMMUNITY)
+    direct_type = np.where((dem | (f > 0.3)) & (r2[1] < w.lts_direct_care_home), carehome_type, LTS_COMMUNITY)
     new_lts = np.where(carehome_from_ea, carehome_type,
                        np.where(request & (req_outcome == 3), direct_type,
                                 np.where(reab_to_lts, LTS_COMMUNITY, LTS_NONE)))

@@ -109,7 +109,7 @@ def test_truth_outcomes_match_the_written_data(delivery, t):
         assert row["y_care_escalation"] == (n in ce)
         assert row["y_crisis"] == (n in ea or n in ce or n in died)
     prev = mine["y_emergency_admission"].mean()
-    assert 0.08 <= prev <= 0.15
+    assert 0.04 <= prev <= 0.10  # 0.108 admissions per person-year in England, 1.3-2 per admitted person
 
 
 @pytest.mark.parametrize("t", TRUTH_DATES)
@@ -144,17 +144,24 @@ def test_alt_world_changes_the_risk_drivers(delivery, alt_delivery):
     assert ratios["alt"] > ratios["default"] * 1.3
 
 
-@pytest.mark.parametrize("t", TRUTH_DATES)
-def test_no_certain_outcome_gets_probability_zero(delivery, t):
+def test_no_certain_outcome_gets_probability_zero(delivery):
     """Someone in hospital at T waiting for a care-home placement (discharge destination 85, discharged on or
-    after T) gets a new residential/nursing service in the window for sure: p must not be 0 for them."""
+    after T) gets a new residential/nursing service in the window for sure: p must not be 0 for them.
+
+    The placement is usually decided at admission (before T: p is exactly 1). A deterioration on the ward after
+    T can also decide it during the same stay; at T that was still uncertain, so p is below 1 but never 0.
+    Such stays are rare at 12k residents (England's admission rate), so the two truth dates are pooled.
+    """
     out, _ = delivery
-    truth = pl.read_parquet(out / "_truth" / f"risk_{t}.parquet").filter("eligible")
     spells = valid(out, "hospital_spells")
-    pending = set(spells.filter((pl.col("admission_date") < t) & (pl.col("discharge_date") >= t)
-                                & (pl.col("discharge_destination") == "85"))["nhs_number"])
-    mine = truth.filter(pl.col("nhs_number").is_in(list(pending)) & pl.col("y_care_escalation"))
-    assert mine.height > 0  # the fixture has such people at both truth dates
-    assert (mine["p_care_escalation"] == 1).all() and (mine["p_crisis"] == 1).all()
-    impossible = truth.filter(pl.col("y_care_escalation") & (pl.col("p_care_escalation") == 0))
-    assert impossible.is_empty(), impossible
+    seen = 0
+    for t in TRUTH_DATES:
+        truth = pl.read_parquet(out / "_truth" / f"risk_{t}.parquet").filter("eligible")
+        pending = set(spells.filter((pl.col("admission_date") < t) & (pl.col("discharge_date") >= t)
+                                    & (pl.col("discharge_destination") == "85"))["nhs_number"])
+        mine = truth.filter(pl.col("nhs_number").is_in(list(pending)) & pl.col("y_care_escalation"))
+        seen += mine.height
+        assert (mine["p_care_escalation"] > 0).all() and (mine["p_crisis"] > 0).all()
+        impossible = truth.filter(pl.col("y_care_escalation") & (pl.col("p_care_escalation") == 0))
+        assert impossible.is_empty(), impossible
+    assert seen > 0  # the fixture has such people
