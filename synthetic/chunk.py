@@ -32,7 +32,8 @@ from synthetic.simulate import (
     Static,
     Step,
     advance,
-    expit,
+    dementia_prevalence,
+    frailty_model,
     truth_by_household,
     truth_probabilities,
 )
@@ -44,7 +45,9 @@ LTS_SERVICE = {
     LTS_NURSING: LONG_TERM_SERVICE_TYPES[0],
 }
 LTS_WEEKLY_COST = {LTS_COMMUNITY: 320.0, LTS_RESIDENTIAL: 850.0, LTS_NURSING: 1050.0}
-BURN_IN_WEEKS = 52
+#: Weeks before the window in which recent falls and admissions build up (5 half-lives of their memory: the
+#: first simulated year starts at their steady level, not below it).
+BURN_IN_WEEKS = 130
 OTHER_EA_METHODS = ("22", "22", "22", "23", "24", "28", "2A", "2B", "2C", "2D")
 NO_SERVICES = "No Services Provided - Universal Services/Signposted to Other Services"
 TRUTH_COLUMNS = ("nhs_number", "index_date", "eligible", "p_emergency_admission", "p_care_escalation", "p_crisis",
@@ -160,6 +163,17 @@ class ChunkSim:
         return ids
 
 
+def _seed_share(age: np.ndarray, among: np.ndarray, weight: np.ndarray, ages: np.ndarray,
+                shares: tuple[float, ...]) -> np.ndarray:
+    """P(in a state at the start) for the people ``among``: the world's steady-state share at their age, more
+    likely with a higher ``weight``, which is normalised within 5-year bands so each band gets its share."""
+    band = np.floor(np.maximum(age, 0) / 5).astype(np.int64)
+    total = np.bincount(band[among], weights=weight[among], minlength=band.max() + 1)
+    count = np.bincount(band[among], minlength=band.max() + 1)
+    mean_w = np.where(count > 0, total / np.maximum(count, 1), 1.0)
+    return among * np.clip(np.interp(age, ages, shares) * weight / mean_w[band], 0, 1)
+
+
 def _baseline(pop: Population, lo: int, hi: int, seed: int, chunk: int, world: World, grid_start: int,
               end_day: int) -> ChunkSim:
     """The latent state at the grid start, and the codes already on the GP record then."""
@@ -176,16 +190,15 @@ def _baseline(pop: Population, lo: int, hi: int, seed: int, chunk: int, world: W
     reg_step = (-(-reg_g // 7)).astype(np.int64)  # negative: registered before the grid starts
     w = world
 
-    g = 0.012 + 0.17 * expit((age0 - 75) / 9)
-    sd = w.frailty_noise_sd
-    f0 = np.clip(g * np.exp(w.frailty_dep * dep + rng.normal(-sd * sd / 2, sd, n)), 0, 0.9)
-    f0 = np.where(age0 < 0, 0.005, f0)
-    dem0 = (age0 >= 60) & (rng.random(n) < 0.6 * expit((age0 - 88) / 5.5))
+    f0 = frailty_model(w).baseline(age0, dep, w.frailty_dep, rng.random(n))
+    dem0 = rng.random(n) < dementia_prevalence(age0)
     u = rng.normal(0, w.u_sd, n)
     lts0 = np.zeros(n, dtype=np.int8)
-    p_lts0 = (age0 >= 65) * expit(-7.2 + 14 * f0 + 1.5 * dem0)
-    has_lts0 = rng.random(n) < p_lts0
-    care_home0 = has_lts0 & (dem0 | (f0 > 0.25)) & (rng.random(n) < 0.5)
+    ages = np.asarray(w.lts_seed_ages)
+    adult = age0 >= 18
+    has_lts0 = rng.random(n) < _seed_share(age0, adult, np.exp(14 * f0 + 1.5 * dem0), ages, w.lts_seed_any)
+    needs_home = np.where(dem0 | (f0 > 0.25), 3.0, 1.0)
+    care_home0 = rng.random(n) < _seed_share(age0, has_lts0, needs_home, ages, w.lts_seed_care_home)
     lts0[has_lts0] = LTS_COMMUNITY
     lts0[care_home0] = np.where(rng.random(int(care_home0.sum())) < 0.45, LTS_NURSING, LTS_RESIDENTIAL)
     st = State(f=f0, dem=dem0, alive=np.ones(n, dtype=bool), lts=lts0, reab_end=np.full(n, -1, dtype=np.int32),

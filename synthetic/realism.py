@@ -6,6 +6,7 @@ per measure; this module computes the same measure from a delivery's valid rows 
 (the 365 days before the extract date) and reports the ratio generated / reference.
 
     .venv/bin/python -m synthetic.realism /work/data-i12/d280k
+    .venv/bin/python -m synthetic.realism --by-year /work/data-i12/d280k   # rates by simulated year and age band
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import polars as pl
 from expectations.contract import (
     CARE_HOME_SERVICE_TYPES,
     EMERGENCY_ADMISSION_METHODS,
+    LONG_TERM_SERVICE_TYPES,
     REABLEMENT_SERVICE_TYPE,
     SOURCES,
 )
@@ -150,6 +152,62 @@ def generated_rates(delivery: Path) -> dict[tuple[str, str], float]:
     return out
 
 
+#: Measures of the stationarity report: what the gate's calibration by age band is most sensitive to.
+STATIONARY_MEASURES = ("emergency_admissions", "deaths", "new_long_term_support")
+
+
+def rates_by_year(delivery: Path) -> pl.DataFrame:
+    """Events per person-year by simulated year and age band (the gate's bands), from the valid rows.
+
+    Why: a model is fitted on earlier dates and judged a year or two later, by age band; if the generator's
+    rates in a band drift over the simulated years, the first model fails that judgement however good it
+    is (generator 1.3: 65-74 emergency admissions 0.167 to 0.230 per person-year in five years). Year k is
+    the k-th whole year of the delivery counted back from the extract date; age is at the start of the year.
+    Columns: year, band, measure, events, person_years, rate.
+    """
+    from models.fairness import AGE_BANDS as GATE_BANDS  # the gate's bands, declared once
+
+    meta = json.loads((delivery / "_delivery.json").read_text())
+    end_all = date.fromisoformat(meta["extract_date"]) + timedelta(days=1)
+    years = int(meta["years"])
+    residents = _valid(delivery, "residents")
+    deaths = _valid(delivery, "deaths").group_by("nhs_number").agg(pl.col("date_of_death").min().alias("_dd"))
+    people = residents.join(deaths, on="nhs_number", how="left").with_columns(
+        pl.min_horizontal("date_of_death", "_dd").alias("died"))
+    spells = _valid(delivery, "hospital_spells").filter(pl.col("admission_method").is_in(EMERGENCY_ADMISSION_METHODS))
+    sc = _valid(delivery, "social_care_events")
+    lts_starts = sc.filter((pl.col("event_type") == "Service") & pl.col("service_type").is_in(LONG_TERM_SERVICE_TYPES))
+    band = pl.lit(GATE_BANDS[-1][2])
+    for lo, hi, label in reversed(GATE_BANDS):
+        band = pl.when((pl.col("age") >= lo) & (pl.col("age") < hi)).then(pl.lit(label)).otherwise(band)
+    parts = []
+    for k in range(1, years + 1):
+        end = end_all - timedelta(days=365 * (years - k))
+        start = end - timedelta(days=365)
+        enter = pl.max_horizontal(pl.col("registration_start"), pl.col("date_of_birth"), pl.lit(start))
+        leave = pl.min_horizontal(pl.col("died").fill_null(end), pl.lit(end))
+        year_people = people.with_columns(((leave - enter).dt.total_days().clip(0) / 365.0).alias("py"),
+                                          # born during the year: a baby, not an unlabelled age
+                                          _age(pl.col("date_of_birth"), start).clip(lower_bound=0).alias("age"))
+        year_people = year_people.filter(pl.col("py") > 0).with_columns(band.alias("band"))
+        who = year_people.select("nhs_number", "band")
+        counts = {
+            "emergency_admissions": spells.filter(pl.col("admission_date").is_between(start, end, "left"))
+            .join(who, on="nhs_number").group_by("band").len(),
+            "deaths": year_people.filter(pl.col("died").is_between(start, end, "left")).group_by("band").len(),
+            "new_long_term_support": lts_starts.filter(pl.col("event_start_date").is_between(start, end, "left"))
+            .join(who, on="nhs_number").group_by("band").len(),
+        }
+        py = year_people.group_by("band").agg(pl.col("py").sum().alias("person_years"))
+        for measure in STATIONARY_MEASURES:
+            parts.append(py.join(counts[measure], on="band", how="left").select(
+                pl.lit(k).alias("year"), "band", pl.lit(measure).alias("measure"),
+                pl.col("len").fill_null(0).alias("events"), "person_years"))
+    order = {label: i for i, (_, _, label) in enumerate(GATE_BANDS)}
+    return (pl.concat(parts).with_columns((pl.col("events") / pl.col("person_years")).alias("rate"))
+            .sort("measure", pl.col("band").replace_strict(order, return_dtype=pl.Int64), "year"))
+
+
 def realism_report(delivery: Path) -> pl.DataFrame:
     """Every reference figure with the generated one beside it, the ratio, and whether it is within 25%."""
     got = generated_rates(Path(delivery))
@@ -173,8 +231,13 @@ def realism_report(delivery: Path) -> pl.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
+    if len(args) == 2 and args[0] == "--by-year":
+        table = rates_by_year(Path(args[1])).pivot(on="year", index=["measure", "band"], values="rate")
+        with pl.Config(tbl_rows=60, tbl_cols=12, float_precision=4, tbl_width_chars=200):
+            print(table)
+        return 0
     if len(args) != 1:
-        print("usage: python -m synthetic.realism DELIVERY_DIR", file=sys.stderr)
+        print("usage: python -m synthetic.realism [--by-year] DELIVERY_DIR", file=sys.stderr)
         return 2
     report = realism_report(Path(args[0]))
     with pl.Config(tbl_rows=50, tbl_cols=10, fmt_str_lengths=60, tbl_width_chars=200):
