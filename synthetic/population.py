@@ -33,6 +33,17 @@ _HH_SHARES = np.array([0.115, 0.13, 0.160, 0.180, 0.310, 0.105])
 _OLD_BANDS = np.array([65, 70, 75, 80, 85, 90])
 _OLD_WEIGHTS = np.array([0.27, 0.26, 0.20, 0.13, 0.09, 0.05])
 _OLD_WIDTH = np.array([5, 5, 5, 5, 5, 11])
+# Generator 1.4: older people who live alone are older than those in couples, as widowhood makes them. The
+# share alone in each band rises with the cumulative death rate of partners from 65 (about 1 - 0.88 x
+# exp(-cumulative hazard), English death rates by age); 1.3 gave singles and couples one age mix, so every
+# older band lived alone more often each simulated year as couples were widowed, and nothing made up for it
+# (85+: 25% to 41% in five years; bench/README.md, issue 12 session 3). Older singles now also continue the
+# density of adult singles across 65 instead of doubling it there.
+_ALONE_BY_OLD_BAND = np.array([0.146, 0.205, 0.315, 0.466, 0.66, 0.86])
+_SINGLE_PERSON_SHARE = _HH_SHARES[0] / (_HH_SHARES[0] + 2 * _HH_SHARES[1])  # of people in older households
+_OLD_SINGLE_WEIGHTS = _ALONE_BY_OLD_BAND * _OLD_WEIGHTS / (_ALONE_BY_OLD_BAND * _OLD_WEIGHTS).sum()
+_OLD_COUPLE_WEIGHTS = np.clip(_OLD_WEIGHTS - _SINGLE_PERSON_SHARE * _OLD_SINGLE_WEIGHTS, 0, None)
+_OLD_COUPLE_WEIGHTS = _OLD_COUPLE_WEIGHTS / _OLD_COUPLE_WEIGHTS.sum()
 # Ethnic category shares (Medway-like, 2021 census shape); older households are mostly White British.
 _ETHNIC_P = {
     "A": 0.78, "B": 0.006, "C": 0.045, "D": 0.006, "E": 0.003, "F": 0.004, "G": 0.006, "H": 0.022,
@@ -101,8 +112,8 @@ def nhs_numbers(count: int, rng: np.random.Generator) -> np.ndarray:
     return np.array([str(n) for n in numbers[:count]], dtype=object)
 
 
-def _old_ages(rng: np.random.Generator, n: int) -> np.ndarray:
-    band = rng.choice(len(_OLD_BANDS), n, p=_OLD_WEIGHTS)
+def _old_ages(rng: np.random.Generator, n: int, weights: np.ndarray = _OLD_WEIGHTS) -> np.ndarray:
+    band = rng.choice(len(_OLD_BANDS), n, p=weights)
     return _OLD_BANDS[band] + rng.random(n) * _OLD_WIDTH[band]
 
 
@@ -121,10 +132,10 @@ def build_population(residents: int, seed: int, end_date: date, window_start: in
             if total >= residents:
                 break
             if t == 0:
-                a = _old_ages(rng, 1)
+                a = _old_ages(rng, 1, _OLD_SINGLE_WEIGHTS)
                 s = np.array(["2" if rng.random() < 0.64 else "1"])
             elif t == 1:
-                a0 = min(_old_ages(rng, 1)[0], 96.0)
+                a0 = min(_old_ages(rng, 1, _OLD_COUPLE_WEIGHTS)[0], 96.0)
                 a = np.array([a0 + rng.normal(2, 3), a0])
                 a = np.clip(a, 65, 101)
                 s = np.array(["1", "2"])

@@ -101,13 +101,13 @@ class World:
     lts_direct_f: float = 0.13
     lts_direct_alone: float = 0.017
     #: Share of direct long-term support that is a care home (for people with dementia or frailty > 0.3);
-    #: generator 1.3 lowered it from 0.5 so care-home residence at 65+ matches Census 2021.
-    lts_direct_care_home: float = 0.35
+    #: generator 1.3 lowered it from 0.5, 1.4 to 0.25, so care-home residence at 65+ matches Census 2021.
+    lts_direct_care_home: float = 0.25
     reablement_share: float = 0.30
     telecare_share: float = 0.22
     reab_to_lts_base: float = 0.027
     reab_to_lts_f: float = 0.27
-    carehome_from_ea_base: float = -7.4  # logit, people 65+
+    carehome_from_ea_base: float = -7.7  # logit, people 65+
     carehome_from_ea_f: float = 9.0
     carehome_from_ea_dem: float = 1.4
     carehome_from_ea_alone: float = 0.8
@@ -127,8 +127,8 @@ class World:
                                         92.5)
     lts_seed_any: tuple[float, ...] = (0.0035, 0.0053, 0.0061, 0.0069, 0.019, 0.021, 0.025, 0.026, 0.030, 0.057, 0.085,
                                        0.128, 0.2, 0.27)
-    lts_seed_care_home: tuple[float, ...] = (0.15, 0.15, 0.15, 0.15, 0.25, 0.3, 0.29, 0.3, 0.31, 0.35, 0.34, 0.37, 0.42,
-                                             0.54)
+    lts_seed_care_home: tuple[float, ...] = (0.11, 0.11, 0.11, 0.11, 0.19, 0.22, 0.22, 0.22, 0.23, 0.26, 0.26, 0.28, 0.32,
+                                             0.4)
 
 
 DEFAULT = World(name="default")
@@ -168,10 +168,10 @@ ALT = replace(
     death_base=-6.65,
     # generator 1.4: alt's care-home routes lower again (its steady state was 4.3% of people 65+ in care homes)
     lts_direct_care_home=0.15,
-    carehome_from_ea_base=-8.5,
+    carehome_from_ea_base=-8.7,
     escalate_base=-5.1,
     lts_seed_any=(0.0085, 0.0074, 0.0066, 0.0125, 0.04, 0.055, 0.055, 0.061, 0.071, 0.085, 0.118, 0.2, 0.28, 0.42),
-    lts_seed_care_home=(0.05, 0.05, 0.05, 0.05, 0.1, 0.09, 0.13, 0.13, 0.14, 0.13, 0.18, 0.19, 0.23, 0.26),
+    lts_seed_care_home=(0.04, 0.04, 0.04, 0.04, 0.085, 0.08, 0.11, 0.11, 0.12, 0.11, 0.15, 0.16, 0.2, 0.22),
 )
 
 WORLDS: dict[str, World] = {w.name: w for w in (DEFAULT, ALT)}

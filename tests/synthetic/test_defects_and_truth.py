@@ -150,18 +150,42 @@ def test_no_certain_outcome_gets_probability_zero(delivery):
 
     The placement is usually decided at admission (before T: p is exactly 1). A deterioration on the ward after
     T can also decide it during the same stay; at T that was still uncertain, so p is below 1 but never 0.
-    Such stays are rare at 12k residents (England's admission rate), so the two truth dates are pooled.
+    Such stays are rare at 12k residents (England's admission rate; generator 1.4's care-home routes are a
+    third of 1.3's), so the fixture may hold none on its two truth dates: the rule itself is checked on a
+    hand-set placement in ``test_a_placement_decided_before_t_is_certain``; here, every realised escalation.
     """
     out, _ = delivery
     spells = valid(out, "hospital_spells")
-    seen = 0
     for t in TRUTH_DATES:
         truth = pl.read_parquet(out / "_truth" / f"risk_{t}.parquet").filter("eligible")
         pending = set(spells.filter((pl.col("admission_date") < t) & (pl.col("discharge_date") >= t)
                                     & (pl.col("discharge_destination") == "85"))["nhs_number"])
         mine = truth.filter(pl.col("nhs_number").is_in(list(pending)) & pl.col("y_care_escalation"))
-        seen += mine.height
         assert (mine["p_care_escalation"] > 0).all() and (mine["p_crisis"] > 0).all()
         impossible = truth.filter(pl.col("y_care_escalation") & (pl.col("p_care_escalation") == 0))
         assert impossible.is_empty(), impossible
-    assert seen > 0  # the fixture has such people
+
+
+def test_a_placement_decided_before_t_is_certain():
+    """In hospital at T with a residential placement decided at admission (service starts at discharge, after
+    T): the care-escalation and crisis probabilities are exactly 1 (DESIGN §5 counts the start)."""
+    from datetime import date
+
+    from synthetic.chunk import _baseline, _truth_at
+    from synthetic.population import build_population, grid_start_day, to_days
+    from synthetic.simulate import LTS_RESIDENTIAL
+    from synthetic.worlds import WORLDS
+
+    extract = date(2026, 11, 22)
+    window_start = to_days(extract) - 2 * 365
+    grid = grid_start_day(window_start)
+    pop = build_population(300, 4, extract, window_start)
+    sim = _baseline(pop, 0, len(pop.nhs), 4, 0, WORLDS["default"], grid, to_days(extract))
+    s = 10  # T = the start of week 10
+    others = np.flatnonzero(sim.lts_type == 0)
+    who = others[0]
+    sim.lts_type[who], sim.lts_start[who] = LTS_RESIDENTIAL, s * 7 + 3  # discharged 3 days after T
+    sim.st.lts[who] = LTS_RESIDENTIAL
+    _, p_ce, p_cr = _truth_at(sim, s, date(2025, 1, 6), 4, 0, None)
+    assert p_ce[who] == 1.0 and p_cr[who] == 1.0
+    assert (p_ce[others[1:]] < 1).all()  # nobody else is certain
