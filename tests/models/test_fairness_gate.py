@@ -169,3 +169,26 @@ def test_small_age_band_off_by_chance_does_not_fail_the_gate():
     assert calibration_in_the_large(table, GateSettings(calibration_min_events=50)) == []
     assert calibration_in_the_large(table, GateSettings(calibration_min_events=40))[0].startswith(
         "calibration-in-the-large age band 85+: observed/expected 4.50")
+
+
+def test_band_intervals_are_widened_for_the_number_of_groups_judged():
+    from scipy.stats import chi2
+
+    from models.gate import calibration_in_the_large
+
+    # 65-74: 370 people predicted 0.20 -> expected 74, observed 97 (O/E 1.31, outside 0.8-1.25), as the
+    # 6,000-resident alt world's 65-74 band was. Alone at 95% its interval excludes 1 ...
+    assert chi2.ppf(0.025, 2 * 97) / 2 / 74 > 1.0
+    # ... but six groups are judged (overall 497 / 474 = 1.05, and five bands; the four others 100 / 100),
+    # so each is judged at 1 - 0.05 / 6 = 99.2%, whose interval for 97 events includes 1: not
+    # demonstrably off.
+    assert chi2.ppf(0.05 / 6 / 2, 2 * 97) / 2 / 74 < 1.0
+    calm = {age: (1000, 100, 0.10) for age in (25, 50, 80, 90)}
+    frame, y, p = _calibration_frame({**calm, 70: (370, 97, 0.20)})
+    assert calibration_in_the_large(fairness_audit(frame, y, p), GateSettings()) == []
+    # Far enough off (120 / 74 = 1.62; overall 520 / 474 = 1.10), the widened interval still excludes 1.
+    assert chi2.ppf(0.05 / 6 / 2, 2 * 120) / 2 / 74 > 1.0
+    frame, y, p = _calibration_frame({**calm, 70: (370, 120, 0.20)})
+    reasons = calibration_in_the_large(fairness_audit(frame, y, p), GateSettings())
+    assert len(reasons) == 1 and reasons[0].startswith(
+        "calibration-in-the-large age band 65-74: observed/expected 1.62 (120 events, 99.2% CI")
