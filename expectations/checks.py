@@ -45,9 +45,17 @@ END_AFTER_START = "end_on_or_after_start"
 AGE_RANGE = "age_0_115"
 DUPLICATE = "duplicate_row"
 PERSON_IN_RESIDENTS = "person_in_residents"
+DESTINATION_IFF_DISCHARGED = "discharge_destination_iff_discharged"
+SPELL_INSIDE_ANOTHER = "spell_starts_inside_another_spell"
+SECOND_OPEN_SPELL = "second_open_spell"
+
+#: Checks across a person's rows (spell history): judged only among rows that pass every row-level check,
+#: so a corrupted copy of a spell never condemns the genuine spell it was copied from.
+HISTORY_CHECKS = {SPELL_INSIDE_ANOTHER, SECOND_OPEN_SPELL}
 
 #: Checks whose name already says which column they concern: their token is the bare name.
-_SELF_NAMED = {NHS_MOD11, DISCHARGE_AFTER_ADMISSION, END_AFTER_START, AGE_RANGE, DUPLICATE, PERSON_IN_RESIDENTS}
+_SELF_NAMED = {NHS_MOD11, DISCHARGE_AFTER_ADMISSION, END_AFTER_START, AGE_RANGE, DUPLICATE, PERSON_IN_RESIDENTS,
+               DESTINATION_IFF_DISCHARGED, SPELL_INSIDE_ANOTHER, SECOND_OPEN_SPELL}
 
 
 @dataclass(frozen=True)
@@ -106,10 +114,56 @@ def row_checks(source: Source | str) -> list[Check]:
         checks.append(Check(DISCHARGE_AFTER_ADMISSION, "discharge_date", ("admission_date",)))
     if "end_on_or_after_start" in src.extra_checks:
         checks.append(Check(END_AFTER_START, "event_end_date", ("event_start_date",)))
+    if "destination_iff_discharged" in src.extra_checks:
+        checks.append(Check(DESTINATION_IFF_DISCHARGED, "discharge_destination", ("discharge_date",)))
     checks.append(Check(DUPLICATE, None, src.key))
     if src.person_linked:
         checks.append(Check(PERSON_IN_RESIDENTS, "nhs_number"))
+    if "spell_history" in src.extra_checks:
+        checks.append(Check(SPELL_INSIDE_ANOTHER, "admission_date", ("discharge_date",)))
+        checks.append(Check(SECOND_OPEN_SPELL, "discharge_date", ("admission_date",)))
     return checks
+
+
+def spell_history_flags(frame: pl.DataFrame, checks: list[Check], row_ok: pl.Series) -> pl.DataFrame:
+    """Pass/fail columns for the spell-history checks, in the frame's row order.
+
+    A person is in one hospital at a time, so among the rows that pass every row-level check, ordered by
+    admission date (closed before open on the same day, then file order):
+
+    - ``spell_starts_inside_another_spell``: admitted before the latest discharge of an earlier spell of the
+      same person (an open spell has not ended). Admission on that discharge day is a same-day transfer, allowed.
+    - ``second_open_spell``: open (no discharge date) while an earlier spell of the same person is also open.
+      Such a row only gets this, more specific, reason.
+
+    Rows that fail a row-level check pass these (they are quarantined anyway and must not condemn others).
+    """
+    wanted = {c.name for c in checks}
+    never = pl.date(9999, 12, 31)
+    order = (
+        frame.select("nhs_number", "admission_date", "discharge_date")
+        .with_row_index("_row")
+        .with_columns(_ok=row_ok)
+        .filter(pl.col("_ok"))
+        .sort("nhs_number", "admission_date", pl.col("discharge_date").is_null(), "_row")
+        .with_columns(
+            _latest_end=pl.col("discharge_date").fill_null(never).cum_max().shift(1).over("nhs_number"),
+            _open_before=pl.col("discharge_date").is_null().cast(pl.Int32).cum_sum().shift(1).over("nhs_number"),
+        )
+        .with_columns(
+            _second_open=pl.col("discharge_date").is_null() & (pl.col("_open_before").fill_null(0) > 0),
+            _inside=(pl.col("admission_date") < pl.col("_latest_end")).fill_null(False),
+        )
+    )
+    verdict = {
+        SPELL_INSIDE_ANOTHER: ~(pl.col("_inside") & ~pl.col("_second_open")),
+        SECOND_OPEN_SPELL: ~pl.col("_second_open"),
+    }
+    out = pl.DataFrame({"_row": pl.Series(range(frame.height), dtype=pl.UInt32)}).join(
+        order.select("_row", *[verdict[c.name].alias(c.flag_column) for c in checks if c.name in wanted]),
+        on="_row", how="left",
+    ).sort("_row")
+    return out.drop("_row").fill_null(True)
 
 
 def minus_years(day: date, years: int) -> date:
@@ -209,6 +263,8 @@ def check_exprs(
                 .then(True)
                 .otherwise(pl.col(c) >= pl.col(start))
             )
+        elif check.name == DESTINATION_IFF_DISCHARGED:
+            expr = pl.col(c).is_null() == pl.col(check.params[0]).is_null()
         elif check.name == DUPLICATE:
             raw_all = list(raw_names.values())
             expr = pl.struct(raw_all).is_first_distinct()

@@ -175,10 +175,11 @@ HOSPITAL_SPELLS = Source(
         Column("admission_method", pl.String, "code", "2-character admission method", allowed=ADMISSION_METHODS),
         Column("primary_diagnosis", pl.String, "icd10", "Primary diagnosis, ICD-10"),
         Column("secondary_diagnoses", pl.String, "icd10_list", "Comma-separated ICD-10 codes", required=False),
-        Column("discharge_destination", pl.String, "code", "2-character discharge destination"),
+        Column("discharge_destination", pl.String, "code",
+               "2-character discharge destination; null while still in hospital", required=False),
     ),
     key=("spell_id",),
-    extra_checks=("discharge_on_or_after_admission",),
+    extra_checks=("discharge_on_or_after_admission", "destination_iff_discharged", "spell_history"),
 )
 
 AE_ATTENDANCES = Source(

@@ -202,9 +202,11 @@ def validate_source(
     checks = C.row_checks(source)
     evaluation = evaluation_frame(frame)
     flagged = [c for c in checks if mode == "precomputed" or c.name in ALWAYS_PRECOMPUTED]
-    flags = evaluation.select(
+    history = [c for c in checks if c.name in C.HISTORY_CHECKS]
+    local = [c for c in checks if c.name not in C.HISTORY_CHECKS]
+    local_flags = evaluation.select(
         C.check_exprs(
-            flagged,
+            local,
             as_of=as_of,
             earliest=settings.ingest.earliest_valid_date,
             max_age_years=settings.ingest.max_age_years,
@@ -212,6 +214,12 @@ def validate_source(
             valid_people=valid_people,
         )
     )
+    if history:
+        # History is judged among rows that pass every row-level check (polars verdicts; GX judges them too).
+        row_ok = local_flags.select(pl.all_horizontal(pl.all())).to_series()
+        local_flags = pl.concat([local_flags, C.spell_history_flags(evaluation, history, row_ok)],
+                                how="horizontal")
+    flags = local_flags.select([c.flag_column for c in flagged])
     suite = build_suite(
         source,
         mode,
@@ -238,7 +246,9 @@ def validate_source(
 
 
 def _level(value: float, warn: float, fail: float) -> str:
-    return "fail" if value > fail else "warn" if value > warn else "ok"
+    """A threshold is reached AT its value: a feed that lost exactly half its rows has lost half (fail at 0.50),
+    whether or not the row count happened to be even (``>`` made that depend on parity)."""
+    return "fail" if value >= fail else "warn" if value >= warn else "ok"
 
 
 def table_checks(result: SourceResult, settings: Settings, previous: dict | None) -> list[dict]:

@@ -28,7 +28,8 @@ from expectations.read import RAW_PREFIX
 Mode = Literal["precomputed", "native"]
 
 #: Checks that GX cannot express natively: always fed to GX as precomputed boolean columns.
-ALWAYS_PRECOMPUTED = {C.TYPE, C.NHS_MOD11, C.SNOMED_VALID, C.DUPLICATE, C.PERSON_IN_RESIDENTS}
+ALWAYS_PRECOMPUTED = {C.TYPE, C.NHS_MOD11, C.SNOMED_VALID, C.DUPLICATE, C.PERSON_IN_RESIDENTS,
+                      C.DESTINATION_IFF_DISCHARGED, *C.HISTORY_CHECKS}
 
 
 def suite_name(source: str) -> str:

@@ -338,6 +338,20 @@ if len(FEATURES) != len(_DEFINITIONS):  # pragma: no cover - a declaration error
 #: Ordered model inputs (numeric or boolean). Ethnicity, sex code, locality and text columns are not.
 MODEL_FEATURES: list[str] = [f.name for f in _DEFINITIONS if f.model_input]
 
+
+
+def required_history_days(names: list[str] | None = None) -> int:
+    """Days of history before T that the model inputs look back over (their longest declared window).
+
+    Training index dates need at least this much data before them, so that a feature means the same at a
+    training date as at the scoring date. "Ever recorded" features have no window: they still grow with the
+    length of the delivery, which is why the training dates are also as close to the scoring date as the
+    outcome windows allow.
+    """
+    chosen = [FEATURES[n] for n in (names or MODEL_FEATURES) if n in FEATURES]
+    return max((f.window_days or 0) for f in chosen)
+
+
 #: Column name of each eFI deficit flag, keyed by deficit name (as in features.codelists.EFI_DEFICITS).
 EFI_DEFICIT_COLUMNS: dict[str, str] = {name: f"efi_{name.replace('-', '_')}" for name in EFI_DEFICITS}
 

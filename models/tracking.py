@@ -105,6 +105,10 @@ class TrainingData:
     sample: int | None = None
     clean_dir: str | None = None  # absent for models trained on hand-made frames
     data_files: dict[str, Any] = field(default_factory=dict)
+    fit_dates: list[date] = field(default_factory=list)  # the candidates were fitted on these (train_dates less validation)
+    validation_date: date | None = None  # the candidates were compared here, never on test_date
+    history_days: int | None = None  # history every training date has (the registry's longest window)
+    population: str | None = None  # who was trained and tested on (the list cohort)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from models.registry import champion_ref
 from pipelines import alerts, monitor
-from pipelines.champion import model_metrics_rows, run_training, score_partition, scored_model_identity, should_train
+from pipelines.champion import (
+    model_metrics_rows,
+    no_champion_message,
+    run_training,
+    score_partition,
+    scored_model_identity,
+    should_train,
+)
 from pipelines.delivery import previous_validation_summary, read_validation_summary, run_ingest, validation_rows
 from pipelines.drills import InjectedFailure, check_injected
 from pipelines.partitions import ALL_PARTITION, build_partition_features, fresh_dir, partition_clean
@@ -356,8 +363,7 @@ def weekly(
             trained = train_flow(clean_dir, when, home, train_sample)
             monitor.record_run_update(settings, flow_run_id, training_run_id=getattr(trained, "run_id", None))
             if champion_ref(settings) is None:
-                reasons = "; ".join(getattr(trained, "gate_reasons", []) or []) or "see the MLflow run"
-                raise UpstreamError(f"the model trained this run was not promoted ({reasons}) and there is no champion")
+                raise UpstreamError(no_champion_message(trained, settings))
             if getattr(trained, "alias", None) == "challenger":
                 kept = alerts.challenger_kept(
                     week, trained.model_name, trained.version, list(getattr(trained, "gate_reasons", []) or [])

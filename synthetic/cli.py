@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from synthetic import default_workers
+from synthetic import DEFAULT_YEARS, default_workers
 from upstream.cli import iso_date
 from upstream.errors import UpstreamError
 
@@ -14,7 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--residents", type=int, required=True, help="number of residents")
     parser.add_argument("--seed", type=int, required=True, help="random seed (same seed, same bytes)")
     parser.add_argument("--out", type=Path, required=True, help="delivery folder to write")
-    parser.add_argument("--years", type=int, default=3, help="years of history (default 3)")
+    parser.add_argument("--years", type=int, default=DEFAULT_YEARS,
+                        help=f"years of history (default {DEFAULT_YEARS}: enough for sound training dates)")
     parser.add_argument("--defect-rate", type=float, default=0.0, help="share of rows with an injected defect")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet", dest="fmt")
     parser.add_argument("--world", choices=("default", "alt"), default="default",

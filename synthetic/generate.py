@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from expectations.contract import SOURCES
+from synthetic import DEFAULT_YEARS
 from synthetic import codes as C
 from synthetic.chunk import TRUTH_COLUMNS, ChunkResult, simulate_chunk
 from synthetic.defects import inject
@@ -30,7 +31,7 @@ from synthetic.programme import ACTIONS_FILE, TRUTH_FILE, Programme, truth_summa
 from synthetic.worlds import WORLDS
 from upstream.errors import UpstreamError
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.4.0"
 DEFAULT_END_DATE = date(2026, 11, 22)
 CHUNK_RESIDENTS = 25_000
 MAX_DEFECT_RATE = 0.1
@@ -126,7 +127,7 @@ def _simulate_job(job: tuple) -> ChunkResult:
                           programme=programme)
 
 
-def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, defect_rate: float = 0.0,
+def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = DEFAULT_YEARS, defect_rate: float = 0.0,
                       fmt: Literal["parquet", "csv"] = "parquet", end_date: date = DEFAULT_END_DATE,
                       world: str = "default", truth_dates: Sequence[date] | None = None, *,
                       workers: int = 1, programme_effect: float | None = None) -> GenerationSummary:

@@ -28,7 +28,7 @@ DEV_PSEUDO_KEY = "upstream-dev-only-key-do-not-use-with-real-data"
 
 
 class IngestSettings(BaseModel):
-    """Table-level checks: warn above the first threshold, fail above the second."""
+    """Table-level checks: warn at or above the first threshold, fail at or above the second."""
 
     row_count_change_warn: float = 0.10
     row_count_change_fail: float = 0.50
@@ -55,6 +55,24 @@ class GateSettings(BaseModel):
     calibration_slope_max: float = 1.2
     max_subgroup_auroc_gap: float = 0.05
     min_auroc_gain: float = 0.0
+    #: Calibration-in-the-large on the test date: observed / expected events overall, and in each age band
+    #: with at least ``calibration_min_events`` events. A group fails when its O/E is outside the band *and*
+    #: its exact Poisson interval excludes 1 (materially and demonstrably miscalibrated, not noise); the
+    #: intervals are Bonferroni-widened over the groups judged (5% family-wise, models.gate).
+    observed_expected_min: float = 0.9
+    observed_expected_max: float = 1.1
+    age_band_observed_expected_min: float = 0.8
+    age_band_observed_expected_max: float = 1.25
+    calibration_min_events: int = Field(50, ge=1)
+
+
+class TrainSettings(BaseModel):
+    """How training dates are chosen (models.train.choose_method_dates)."""
+
+    #: Days of data needed before every training index date. None = the longest window of the model inputs
+    #: in the feature registry (features.registry.required_history_days), so training and scoring see the
+    #: same history. Lower it only knowingly (a delivery with less history): the model card records it.
+    min_history_days: int | None = Field(None, ge=0)
 
 
 class ListSettings(BaseModel):
@@ -181,6 +199,7 @@ class Settings(BaseSettings):
     target: str = DEFAULT_TARGET
     ingest: IngestSettings = IngestSettings()
     gate: GateSettings = GateSettings()
+    train: TrainSettings = TrainSettings()
     lists: ListSettings = ListSettings()
     cohort: CohortSettings = CohortSettings()
     offers: OffersSettings = OffersSettings()

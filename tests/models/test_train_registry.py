@@ -129,7 +129,9 @@ def test_worse_model_is_challenger_then_threshold_change_flips_it(first):
 
     # Same data, but settings that accept any AUROC change and any calibration: now it is promoted.
     lenient = Settings(home=settings.home, gate=GateSettings(
-        min_auroc_gain=-1.0, calibration_slope_min=-100, calibration_slope_max=100, max_subgroup_auroc_gap=1.0))
+        min_auroc_gain=-1.0, calibration_slope_min=-100, calibration_slope_max=100, max_subgroup_auroc_gap=1.0,
+        observed_expected_min=0.0, observed_expected_max=100.0, age_band_observed_expected_min=0.0,
+        age_band_observed_expected_max=100.0))
     flipped = train_on_frames(TRAIN.drop("_true_p"), TEST, "crisis", lenient, features=weak_features, n_boot=50)
     assert flipped.alias == "champion" and flipped.gate_reasons == []
     assert load_champion("crisis", settings).version == flipped.version
@@ -150,9 +152,11 @@ def test_fairness_table_covers_audit_dimensions(first):
 def test_gate_compares_with_the_champion_on_the_same_test_set(tmp_path):
     """A champion recorded on an easy test year must not block a better model tested on a harder year."""
     # Only the "beats the champion" rule is under test: the test years' different noise levels throw
-    # calibration off on purpose, so the other two rules are opened wide.
+    # calibration off on purpose, so the other rules are opened wide.
     settings = Settings(home=tmp_path / "home", gate=GateSettings(
-        calibration_slope_min=-100, calibration_slope_max=100, max_subgroup_auroc_gap=1.0))
+        calibration_slope_min=-100, calibration_slope_max=100, max_subgroup_auroc_gap=1.0,
+        observed_expected_min=0.0, observed_expected_max=100.0, age_band_observed_expected_min=0.0,
+        age_band_observed_expected_max=100.0))
     train = TRAIN.drop("_true_p")
     easy = make_frame(6000, 21, date(2024, 1, 1), strength=2.0)  # outcomes follow the risk factors closely
     hard = make_frame(6000, 22, date(2025, 1, 1), strength=0.5)  # much noisier outcomes

@@ -281,5 +281,13 @@ def test_dask_fan_out_matches_local_run(delivery, two_weeks):
     partitions = list((settings.home / "weeks" / week / "features").glob("*.parquet"))
     assert len(partitions) == local_scores["locality"].n_unique() > 1  # really fanned out per locality
     assert result["n_scored"] == local_scores.height
-    assert dask_scores.equals(local_scores)
-    assert dask_lists.equals(local_lists)
+    # Scores agree to the last few bits only: a logistic model's matrix product is summed in a different order
+    # for a locality's rows than for the whole week's (BLAS blocking), e.g. 0.05702084839219626 against
+    # 0.057020848392196295. Everything else (bands, reasons, ranks, who is listed) must be identical.
+    def exact(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.drop("score")
+
+    assert exact(dask_scores).equals(exact(local_scores))
+    assert np.allclose(dask_scores["score"].to_numpy(), local_scores["score"].to_numpy(), rtol=1e-12, atol=0)
+    assert exact(dask_lists).equals(exact(local_lists))
+    assert np.allclose(dask_lists["score"].to_numpy(), local_lists["score"].to_numpy(), rtol=1e-12, atol=0)

@@ -51,7 +51,8 @@ def row_problems(delivery: Path, extract: date) -> dict[tuple[str, int], set[str
             if col.required and col.name != "nhs_number":
                 flag(name, df.filter(pl.col(col.name).is_null())["_i"], "null_required")
             if col.dtype == pl.Date:
-                flag(name, df.filter(pl.col(col.name) > extract)["_i"], "future_date")
+                late = "discharge_after_extract" if col.name == "discharge_date" else "future_date"
+                flag(name, df.filter(pl.col(col.name) > extract)["_i"], late)
                 flag(name, df.filter(pl.col(col.name) < date(1900, 1, 1))["_i"], "date_before_1900")
             if col.allowed is not None:
                 flag(name, df.filter(pl.col(col.name).is_not_null() & ~pl.col(col.name).is_in(col.allowed))["_i"],
@@ -85,4 +86,28 @@ def row_problems(delivery: Path, extract: date) -> dict[tuple[str, int], set[str
         ok = df["nhs_number"].map_elements(nhs_number_is_valid, return_dtype=pl.Boolean).fill_null(False)
         unknown = df.filter(ok & ~pl.col("nhs_number").is_in(list(known)))
         flag(name, unknown["_i"], "unknown_person")
+    for r in spells.iter_rows(named=True):  # open spells carry no destination
+        if r["discharge_date"] is None and r["discharge_destination"] is not None:
+            flag("hospital_spells", [r["_i"]], "open_spell_with_destination")
+    _spell_history_problems(spells, found, flag)
     return found
+
+
+def _spell_history_problems(spells: pl.DataFrame, found: dict, flag) -> None:
+    """Among spells with no other problem, walk each person's stays in admission order (plain Python)."""
+    rows = [r for r in spells.iter_rows(named=True) if ("hospital_spells", r["_i"]) not in found]
+    by_person: dict[str, list[dict]] = {}
+    for r in rows:
+        by_person.setdefault(r["nhs_number"], []).append(r)
+    for stays in by_person.values():
+        stays.sort(key=lambda r: (r["admission_date"], r["discharge_date"] is None, r["_i"]))
+        latest_end = None  # None: no earlier spell; date.max: an earlier spell is still open
+        any_open = False
+        for r in stays:
+            if r["discharge_date"] is None and any_open:
+                flag("hospital_spells", [r["_i"]], "second_open_spell")
+            elif latest_end is not None and r["admission_date"] < latest_end:
+                flag("hospital_spells", [r["_i"]], "overlapping_spell")
+            end = r["discharge_date"] or date.max
+            latest_end = end if latest_end is None else max(latest_end, end)
+            any_open = any_open or r["discharge_date"] is None

@@ -30,13 +30,14 @@ def test_delivery_json(delivery):
     out, _ = delivery
     meta = json.loads((out / "_delivery.json").read_text())
     assert meta["extract_date"] == "2026-11-22"
-    assert (meta["seed"], meta["residents"], meta["years"], meta["world"]) == (11, 12_000, 3, "default")
+    # 6 years by default: enough for training dates with the features' full 2-year history (models.train)
+    assert (meta["seed"], meta["residents"], meta["years"], meta["world"]) == (11, 12_000, 6, "default")
     assert meta["generator_version"]
 
 
 def test_all_dates_inside_window_except_long_running_services(delivery):
     out, _ = delivery
-    window_start = date(2023, 11, 23)  # 2026-11-22 minus 3 x 365 days
+    window_start = date(2020, 11, 23)  # 2026-11-22 minus 6 x 365 days (the default 6 years)
     for name, col in [("gp_events", "event_date"), ("hospital_spells", "admission_date"),
                       ("ae_attendances", "arrival_date"), ("deaths", "date_of_death")]:
         df = pl.read_parquet(out / f"{name}.parquet")
