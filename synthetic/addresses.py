@@ -22,6 +22,7 @@ Dates are integer days since 1970-01-01, as in ``synthetic.population``.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,12 +55,9 @@ MOVE_KINDS = ("house_move", "after_bereavement", "care_home", "care_home_exit")
 NEVER = 10**9  # a day after everything (alive at the extract, stay still open)
 
 
-def house_move_rate(oldest_age: np.ndarray) -> np.ndarray:
+def house_move_rate(oldest_age: float) -> float:
     """Annual move probability for a household whose oldest member at home is ``oldest_age`` years old."""
-    rate = np.zeros(len(oldest_age))
-    for low, value in HOUSE_MOVE_RATES:
-        rate = np.where(oldest_age >= low, value, rate)
-    return rate
+    return next(value for low, value in reversed(HOUSE_MOVE_RATES) if oldest_age >= low)
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,9 @@ def address_history(pop: Population, lo: int, hi: int, seed: int, chunk: int, gr
     hh_global = pop.household[lo:hi]
     starts = np.flatnonzero(np.diff(hh_global, prepend=-1) != 0)
     ends = np.append(starts[1:], n)
-    dob, reg = pop.dob[lo:hi], pop.reg[lo:hi]
+    # plain Python values: the loops below read them one at a time
+    dob, reg = pop.dob[lo:hi].tolist(), pop.reg[lo:hi].tolist()
+    death_day = death_day.tolist()
     locality = pop.locality[lo:hi]
     stays = _care_home_stays(sc, nhs)
     home_of = {i: place.care_homes[locality[i]][int(rng.integers(0, len(place.care_homes[locality[i]])))]
@@ -166,7 +166,7 @@ def address_history(pop: Population, lo: int, hi: int, seed: int, chunk: int, gr
             if not home or length <= 0:
                 continue
             oldest = max((year_start - dob[i]) / 365.25 for i in home)
-            p = 1 - (1 - house_move_rate(np.array([oldest]))[0]) ** (length / 365)
+            p = 1 - (1 - house_move_rate(oldest)) ** (length / 365)
             if draws[h, y] < p:
                 moves[h].append((year_start + int(offsets[h, y] * length), "house_move"))
         # A death at home that leaves one person aged 65+ alone there: they may move on.
@@ -212,7 +212,7 @@ def address_history(pop: Population, lo: int, hi: int, seed: int, chunk: int, gr
                     uprn, lsoa = home_of[i]
                     kind = "care_home"
                 else:
-                    _, uprn, lsoa, kind = timeline[int(np.searchsorted(days, day, side="right")) - 1]
+                    _, uprn, lsoa, kind = timeline[bisect.bisect_right(days, day) - 1]
                     if periods and periods[-1][1] == home_of.get(i, ("",))[0]:
                         kind = "care_home_exit"
                 if periods and periods[-1][1] == uprn:
