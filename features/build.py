@@ -113,9 +113,8 @@ def addresses_at(periods: pl.LazyFrame, T: date) -> pl.LazyFrame:
     A person whose history has no period covering T has no address at T (their household is unknown)."""
     return (
         periods.filter(held_on(T))
-        .sort(PERSON, pl.col("from_date"), nulls_last=False)
         .group_by(PERSON)
-        .agg(pl.col("uprn").last(), pl.col("lsoa11").last())
+        .agg(pl.col("uprn").sort_by("from_date").last(), pl.col("lsoa11").sort_by("from_date").last())
     )
 
 

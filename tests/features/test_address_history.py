@@ -136,3 +136,16 @@ def test_no_address_held_at_t_is_unknown_not_a_guess(tmp_path: Path) -> None:
     a2 = _row(table, "a2")
     assert (a2["household_size"], a2["lives_alone"], a2["imd_decile"]) == (None, None, None)
     assert _row(table, "a1")["household_size"] == 1  # a2 was not at U-couple at T
+
+
+def test_unvalidated_overlapping_periods_take_the_latest_move_in(tmp_path: Path) -> None:
+    """Ingest quarantines overlapping periods; if clean data still had two covering T, the later move-in wins
+    (one row per person, never two households at once)."""
+    directory = _world(tmp_path / "overlap", None)
+    history = pl.read_parquet(directory / "addresses.parquet")
+    extra = pl.DataFrame([{"person_id": "m", "uprn": "U-m2", "lsoa11": AFFLUENT,
+                           "from_date": T - timedelta(days=100), "to_date": None}], schema=clean_schema("addresses"))
+    pl.concat([extra, history]).write_parquet(directory / "addresses.parquet")
+    table = build_features(directory, T)
+    assert table.height == table["person_id"].n_unique()
+    assert (_row(table, "m")["imd_decile"], _row(table, "m")["household_size"]) == (10, 1)
