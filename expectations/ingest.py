@@ -217,7 +217,7 @@ def validate_source(
     if history:
         # History is judged among rows that pass every row-level check (polars verdicts; GX judges them too).
         row_ok = local_flags.select(pl.all_horizontal(pl.all())).to_series()
-        local_flags = pl.concat([local_flags, C.spell_history_flags(evaluation, history, row_ok)],
+        local_flags = pl.concat([local_flags, C.history_flags(evaluation, history, row_ok)],
                                 how="horizontal")
     flags = local_flags.select([c.flag_column for c in flagged])
     suite = build_suite(

@@ -21,6 +21,7 @@ from expectations.contract import (
     SOURCES,
 )
 from synthetic import codes as C
+from synthetic.addresses import NEVER, address_history
 from synthetic.population import Population, to_days
 from synthetic.programme import ChunkProgramme, Programme
 from synthetic.simulate import (
@@ -82,6 +83,7 @@ class ChunkResult:
     living_nhs: np.ndarray  # residents alive at the extract with no deaths row (for deaths defects)
     programme_actions: pl.DataFrame | None = None  # synthetic/programme.py, when a programme is simulated
     programme_truth: tuple[float, float, int] = (0.0, 0.0, 0)
+    moves: pl.DataFrame | None = None  # synthetic/addresses.py: every move (truth of the addresses source)
 
 
 def _support_reason(rng: np.random.Generator, age: np.ndarray, dem: np.ndarray, alone: np.ndarray) -> np.ndarray:
@@ -560,7 +562,23 @@ def simulate_chunk(pop: Population, lo: int, hi: int, chunk: int, seed: int, wor
     if prog is not None:
         result.programme_actions = prog.actions(pop.nhs[lo:hi])
         result.programme_truth = prog.truth_sums()
+    _add_address_history(result, pop, lo, hi, seed, chunk, grid_start, end_day, sim.death_day <= sim.end_g,
+                         sim.death_day + grid_start)
     return result
+
+
+def _add_address_history(result: ChunkResult, pop: Population, lo: int, hi: int, seed: int, chunk: int,
+                         grid_start: int, end_day: int, dead: np.ndarray, death_day: np.ndarray) -> None:
+    """The addresses source and its moves (synthetic/addresses.py, own random stream); the residents file's
+    uprn and lsoa11 become each person's address at the extract (or at death), as a real snapshot is."""
+    history = address_history(pop, lo, hi, seed, chunk, grid_start, end_day, np.where(dead, death_day, NEVER),
+                              result.tables["social_care_events"])
+    result.tables["residents"] = result.tables["residents"].with_columns(
+        pl.Series("lsoa11", history.current_lsoa.tolist(), dtype=pl.String),
+        pl.Series("uprn", history.current_uprn.tolist(), dtype=pl.String),
+    )
+    result.tables["addresses"] = history.addresses
+    result.moves = history.moves
 
 
 def _secondaries(rng: np.random.Generator, primary: np.ndarray, f: np.ndarray, dem: np.ndarray,

@@ -28,6 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="simulate a past programme whose true effect is E (0 <= E < 1: relative reduction of "
                         "the hazards of emergency admission and care escalation for 12 months after acceptance); "
                         "writes programme_actions.csv and _truth/programme.json")
+    parser.add_argument("--no-addresses", action="store_false", dest="addresses",
+                        help="do not write the optional address history (people still move; the residents file "
+                        "holds their extract-time address, as from a council without address history)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     summary = generate_delivery(
         args.out, residents=args.residents, seed=args.seed, years=args.years, defect_rate=args.defect_rate,
         fmt=args.fmt, end_date=args.end_date or DEFAULT_END_DATE, world=args.world, workers=args.workers,
-        programme_effect=args.programme_effect,
+        programme_effect=args.programme_effect, addresses=args.addresses,
     )
     print(f"synthetic delivery: {summary.residents:,} residents, world={args.world}, seed={args.seed} "
           f"-> {summary.out_dir}")

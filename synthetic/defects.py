@@ -18,9 +18,13 @@ from expectations.identifiers import verhoeff_is_valid
 #: Impossible spell histories (a person is in one hospital at a time; open spells are not yet discharged).
 SPELL_HISTORY_KINDS = ("overlapping_spell", "second_open_spell", "open_spell_with_destination",
                        "discharge_after_extract")
+#: Impossible address histories (a person lives at one address at a time) and addresses that cannot be used.
+ADDRESS_KINDS = ("overlapping_address", "second_current_address", "to_before_from", "unknown_lsoa")
 DEFECT_KINDS = ("bad_nhs_number", "future_date", "date_before_1900", "discharge_before_admission",
                 "malformed_code", "unknown_code", "duplicate_row", "unknown_person", "null_required",
-                *SPELL_HISTORY_KINDS)
+                *SPELL_HISTORY_KINDS, *ADDRESS_KINDS)
+#: A well-formed LSOA code that is no England LSOA 2011 (2011 codes end at E01033768).
+UNKNOWN_LSOA = "E01099999"
 
 KINDS: dict[str, tuple[str, ...]] = {
     "residents": ("bad_nhs_number", "future_date", "date_before_1900", "unknown_code", "null_required",
@@ -36,10 +40,12 @@ KINDS: dict[str, tuple[str, ...]] = {
                            "null_required", "duplicate_row"),
     "deaths": ("bad_nhs_number", "unknown_person", "future_date", "date_before_1900", "malformed_code",
                "null_required", "duplicate_row"),
+    "addresses": ("bad_nhs_number", "unknown_person", "future_date", "date_before_1900", "null_required",
+                  "duplicate_row", *ADDRESS_KINDS),
 }
 DATE_COLUMN = {"residents": "registration_start", "gp_events": "event_date", "hospital_spells": "admission_date",
                "ae_attendances": "arrival_date", "social_care_events": "event_start_date",
-               "deaths": "date_of_death"}
+               "deaths": "date_of_death", "addresses": "from_date"}
 NULLABLE_REQUIRED = {
     "residents": ("date_of_birth", "sex", "ethnic_category", "lsoa11", "uprn", "gp_practice", "locality",
                   "registration_start"),
@@ -48,6 +54,7 @@ NULLABLE_REQUIRED = {
     "ae_attendances": ("arrival_date", "arrival_mode", "chief_complaint_snomed", "admitted"),
     "social_care_events": ("event_type", "event_start_date"),
     "deaths": ("date_of_death", "underlying_cause_icd10"),
+    "addresses": ("uprn", "lsoa11", "from_date"),
 }
 KEY_COLUMN = {"residents": "nhs_number", "hospital_spells": "spell_id", "deaths": "nhs_number"}
 
@@ -113,6 +120,11 @@ def inject(source: str, df: pl.DataFrame, rate: float, rng: np.random.Generator,
             new_rows.append(row)
             meta.append((kind, column))
             continue
+        if kind in ADDRESS_KINDS:
+            kind, column = _corrupt_address(row, kind, rng, extract)
+            new_rows.append(row)
+            meta.append((kind, column))
+            continue
         kind, column = _corrupt(source, row, kind, rng, extract, spare_nhs, unknown_nhs, living)
         new_rows.append(row)
         meta.append((kind, column))
@@ -173,6 +185,30 @@ def _corrupt_history(row: dict, kind: str, rng: np.random.Generator, extract: da
     return "discharge_after_extract", "discharge_date"
 
 
+def _corrupt_address(row: dict, kind: str, rng: np.random.Generator, extract: date) -> tuple[str, str]:
+    """A copy of an address period with exactly one address defect.
+
+    A copy that overlaps never ends later than the period it copies (nor starts earlier), so it cannot make a
+    genuine period look impossible; a period too short to hold another gets an unknown LSOA instead.
+    """
+    start, end = row["from_date"], row["to_date"]
+    if kind in ("overlapping_address", "second_current_address"):
+        if end is None:  # a second current address, moved into after the first
+            row["from_date"] = start + timedelta(days=int(rng.integers(1, max(2, (extract - start).days + 1))))
+            if row["from_date"] <= extract:
+                return "second_current_address", "to_date"
+            row["from_date"] = start
+        elif (end - start).days >= 2:
+            row["from_date"] = start + timedelta(days=int(rng.integers(1, (end - start).days)))
+            return "overlapping_address", "from_date"
+        kind = "unknown_lsoa"
+    if kind == "to_before_from":
+        row["to_date"] = start - timedelta(days=int(rng.integers(1, 60)))
+        return kind, "to_date"
+    row["lsoa11"] = UNKNOWN_LSOA
+    return "unknown_lsoa", "lsoa11"
+
+
 def _corrupt(source: str, row: dict, kind: str, rng: np.random.Generator, extract: date, spare_nhs: list[str],
              unknown_nhs: np.ndarray, living: list[str]) -> tuple[str, str]:
     """Corrupt ``row`` in place with exactly one defect; return (defect, column)."""
@@ -207,6 +243,8 @@ def _apply(source: str, row: dict, kind: str, rng: np.random.Generator, extract:
             row["discharge_destination"] = None
         if source == "social_care_events":
             row["event_end_date"] = None
+        if source == "addresses":
+            row["to_date"] = None
         return date_col
     if kind == "date_before_1900":
         col = "date_of_birth" if source == "residents" else date_col
