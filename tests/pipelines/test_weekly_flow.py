@@ -283,6 +283,17 @@ def _week_outputs(settings: Settings, engine, week: str) -> dict:
     }
 
 
+def _task_run_names(prefix: str) -> list[str]:
+    """Names of the task runs starting with ``prefix``, from the running Prefect API."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    response = httpx.post(f"{PREFECT_API_URL.value()}/task_runs/filter",
+                          json={"task_runs": {"name": {"like_": prefix}}, "limit": 200}, timeout=30)
+    response.raise_for_status()  # like_ matches anywhere in the name
+    return sorted(run["name"] for run in response.json() if run["name"].startswith(prefix))
+
+
 def _forget_outcomes(engine) -> None:
     """Follow-up only computes windows not yet stored: clear them so the next run computes them all again."""
     with engine.begin() as conn:
@@ -323,7 +334,12 @@ def test_whole_week_on_a_dask_cluster_matches_local_run(delivery, two_weeks, mon
     assert workers == 2
     on_cluster = _week_outputs(settings, engine, week)
 
-    # Really fanned out: one feature file per locality, where the local run wrote one.
+    # Really fanned out: chunked ingest tasks, one list task per locality, follow-up as a task, and one
+    # feature file per locality where the local run wrote one.
+    gp_rows = pl.scan_parquet(delivery["raw"] / "gp_events.parquet").select(pl.len()).collect().item()
+    assert _task_run_names("ingest-gp_events-") == [f"ingest-gp_events-{k}" for k in range(-(-gp_rows // 10000))]
+    assert _task_run_names("lists-") == sorted(f"lists-{name}" for name in local["scores"]["locality"].unique())
+    assert len(_task_run_names("outcomes_due_task")) == 1
     assert local["feature_files"] == ["all.parquet"]
     assert len(on_cluster["feature_files"]) == local["scores"]["locality"].n_unique() > 1
     assert result["n_scored"] == local["scores"].height
