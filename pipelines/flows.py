@@ -47,7 +47,7 @@ from pipelines.delivery import (
     validation_rows,
 )
 from pipelines.drills import InjectedFailure, check_injected
-from pipelines.lists import locality_file_stem
+from pipelines.lists import funnel_rows, locality_file_stem
 from pipelines.partitions import ALL_PARTITION, build_partition_features, fresh_dir, partition_clean
 from pipelines.publish import (
     ListInputs,
@@ -226,15 +226,15 @@ def ingest_on_cluster(raw_dir: str, index_date: date, settings: Settings) -> tup
     once, merge each source; the summary and the move into place in this process (``dask_ingest``)."""
     out_dir, as_of, previous = ingest_target(Path(raw_dir), index_date, settings)
     plan = plan_ingest_task.submit(raw_dir, str(out_dir), as_of, settings.ingest.cluster_chunk_rows).result()
+    def all_done(futures: list[Any]) -> list[Any]:
+        wait(futures)  # every task has stopped writing under the work dir before a failure removes it
+        return [future.result() for future in futures]
+
     try:
-        done = [f.result() for f in [ingest_chunk_task.submit(plan, c, settings) for c in plan.residents]]
+        done = all_done([ingest_chunk_task.submit(plan, c, settings) for c in plan.residents])
         merge_source_task.submit(plan, "residents").result()
-        events = [ingest_chunk_task.submit(plan, c, settings) for c in plan.events]
-        done += [f.result() for f in events]
-        merges = [merge_source_task.submit(plan, name) for name in plan.sources if name != "residents"]
-        wait(merges)
-        for merged in merges:
-            merged.result()
+        done += all_done([ingest_chunk_task.submit(plan, c, settings) for c in plan.events])
+        all_done([merge_source_task.submit(plan, name) for name in plan.sources if name != "residents"])
     except BaseException:
         dask_ingest.discard_work(plan)
         raise
@@ -323,24 +323,26 @@ def score(
 )
 def locality_lists_task(
     run: ScoreRun, settings: Settings, locality: str, inputs: ListInputs
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One locality's list with its words (``inputs``: its share), from its partition of the clean delivery."""
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """One locality's list with its words (``inputs``: its share), from its partition of the clean delivery,
+    and its cohort funnel (suppressed counts: person-level cohort rows stay on the worker)."""
     part = week_root(settings, run.index_date) / "partitions" / locality_file_stem(locality)
     clean = part if part.is_dir() else clean_dir_of(settings, run.index_date)
-    return build_week_lists(run, settings, inputs, clean, one_locality=True)
+    lists, cohort = build_week_lists(run, settings, inputs, clean, one_locality=True)
+    return lists, funnel_rows(cohort, settings.cohort, [locality])
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
 def publish_built_task(
-    run: ScoreRun, settings: Settings, built: list[tuple[pl.DataFrame, pl.DataFrame]], localities: list[str],
-    inject_failure: str | None = None,
+    run: ScoreRun, settings: Settings, built: list[tuple[pl.DataFrame, list[dict[str, Any]]]],
+    localities: list[str], inject_failure: str | None = None,
 ) -> PublishedLists:
     def drill() -> None:
         check_injected(inject_failure, "publish")
 
     lists = pl.concat([lists for lists, _ in built], how="vertical_relaxed")
-    cohort = pl.concat([cohort for _, cohort in built], how="vertical_relaxed")
-    return publish_lists_built(run, settings, lists, cohort, localities, before_commit=drill)
+    funnel = [row for _, rows in built for row in rows]
+    return publish_lists_built(run, settings, lists, funnel, localities, before_commit=drill)
 
 
 def publish_on_cluster(run: ScoreRun, settings: Settings, inject_failure: str | None) -> PublishedLists:

@@ -171,18 +171,20 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
     """Build the week's lists (cohort, sections, words, offers), export them and publish atomically."""
     inputs = list_inputs(run, settings)
     lists, cohort = build_week_lists(run, settings, inputs, clean_dir_of(settings, run.index_date))
-    return publish_lists_built(run, settings, lists, cohort, inputs.localities, before_commit)
+    funnel = funnel_rows(cohort, settings.cohort, inputs.localities)
+    return publish_lists_built(run, settings, lists, funnel, inputs.localities, before_commit)
 
 
 def publish_lists_built(
     run: ScoreRun,
     settings: Settings,
     lists: pl.DataFrame,
-    cohort: pl.DataFrame,
+    funnel: list[dict[str, Any]],
     localities: list[str],
     before_commit: Callable[[], None] | None = None,
 ) -> PublishedLists:
-    """Export and publish lists already built (whole, or stacked from localities built on a cluster).
+    """Export and publish lists already built, with their cohort funnel (``lists.funnel_rows``): the whole
+    population's, or stacked from localities built on a cluster.
 
     Order: list files are staged, then the DB transaction publishes (lists, funnel, removal of opted-out
     people from every stored week), then the staged files take the week's place. Any failure before the
@@ -194,7 +196,6 @@ def publish_lists_built(
     catalogue = load_catalogue(settings)  # a broken council catalogue fails before anything is written
     engine = get_engine(settings.db_url)
     clean_dir = clean_dir_of(settings, run.index_date)
-    funnel = funnel_rows(cohort, settings.cohort, localities)
     week_dir = lists_dir(settings, run.week)
     offer_places = offer_demand(lists, catalogue, localities)
     staging = stage_exports(lists, week_dir, localities, funnel, offer_places)
