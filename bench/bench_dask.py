@@ -28,9 +28,13 @@ def _cpu_seconds() -> float:
 
 
 def _worker_usage() -> dict[str, float]:
-    """Runs on each worker: its process's CPU seconds and peak RSS (GiB)."""
+    """Runs on each worker: its process's CPU seconds and peak RSS (GiB). The peak is VmHWM from /proc, not
+    ``ru_maxrss``: Linux carries ``ru_maxrss`` over from the parent at fork/exec, so a worker spawned by a
+    2.3 GiB process reports 2.3 GiB whatever it uses itself."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu": usage.ru_utime + usage.ru_stime, "peak_gib": usage.ru_maxrss / 1024**2}
+    peak_kib = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("VmHWM:"))
+    return {"cpu": usage.ru_utime + usage.ru_stime, "peak_gib": peak_kib / 1024**2}
 
 
 def _run(label: str, weekly, raw: Path, home: Path, index_date, train: str, sample, address=None) -> dict:
