@@ -97,7 +97,7 @@ def main() -> None:
             rows.append(_run("local", weekly, args.raw, home, extract, "never", None))
             with (
                 LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                             dashboard_address=None, memory_limit=0) as cluster,
+                             dashboard_address=":0", memory_limit=0) as cluster,
                 Client(cluster) as client,
             ):
                 before = client.run(_worker_usage)

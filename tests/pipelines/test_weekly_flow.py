@@ -328,7 +328,8 @@ def test_whole_week_on_a_dask_cluster_matches_local_run(delivery, two_weeks, mon
     _forget_outcomes(engine)
     # Small chunks, so the larger sources are validated in several tasks (gp_events: ~31k rows -> 4 chunks).
     monkeypatch.setenv("UPSTREAM_INGEST__CLUSTER_CHUNK_ROWS", "10000")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    # ":0": an ephemeral port for the scheduler's HTTP server (None still binds the default 8787, shared machine)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         result = weekly(raw, T, train="never", home=home, dask_address=cluster.scheduler_address)
         workers = len(cluster.workers)  # the two worker processes (nannies) the cluster started
     assert workers == 2
