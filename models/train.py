@@ -42,7 +42,7 @@ from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
 from models.tracking import TrainingData, TrainingRecord, log_and_register
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
-from upstream.targets import TARGETS
+from upstream.targets import TARGETS, check_target
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +253,7 @@ def train_on_frames(
     delivery by :func:`train_and_register`).
     """
 
-    if target not in TARGETS:
-        raise UpstreamError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    check_target(target, UpstreamError)
     started = time.perf_counter()
     context = dict(context or {})
     features = features or model_feature_names(train)
@@ -350,8 +349,7 @@ def train_and_register(
     so the gate sees the population the model will score).
     """
     clean_dir = Path(clean_dir)
-    if target not in TARGETS:
-        raise UpstreamError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    check_target(target, UpstreamError)
     if not (clean_dir / "residents.parquet").exists():
         raise UpstreamError(f"{clean_dir} is not a clean data directory (no residents.parquet); run `upstream ingest`")
     started = time.perf_counter()

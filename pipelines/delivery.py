@@ -7,8 +7,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from pipelines.scoring import iso_week
 from pipelines.weeks import week_root
 from upstream.settings import Settings
@@ -78,11 +76,3 @@ def validation_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def opted_out_people(clean_dir: Path) -> list[str]:
-    """person_id of everyone in the delivery's opt-out file (ingest wrote it; absent = nobody)."""
-    path = Path(clean_dir) / "opt_outs.parquet"
-    if not path.exists():
-        return []
-    return pl.read_parquet(path, columns=["person_id"])["person_id"].unique().to_list()

@@ -57,8 +57,7 @@ from pipelines.publish import (
     publish_lists_built,
     publish_run,
 )
-from pipelines.run_guard import begin_weekly_run
-from pipelines.score_history import ScoreRun, store_scores
+from pipelines.score_history import ScoreRun, begin_weekly_run, store_scores
 from pipelines.scoring import iso_week
 from pipelines.weeks import clean_dir_of, lists_dir, resolve_index_date, week_root
 from upstream.errors import UpstreamError

@@ -13,7 +13,6 @@ from typing import Any
 import polars as pl
 
 from pipelines.champion import explainer_or_none
-from pipelines.delivery import opted_out_people
 from pipelines.lists import attach_details, build_lists, funnel_rows, list_sizes, locality_file_stem, offer_demand
 from pipelines.score_history import (
     PublishedWeek,
@@ -161,7 +160,7 @@ def build_week_lists(
                                         clean_dir, run.index_date, against.index_date, explainer,
                                         excluded_before))
     lists = attach_details(
-        lists, settings.lists, reasons=load_reasons(engine, run.run_id, lists["person_id"].to_list()),
+        lists, reasons=load_reasons(engine, run.run_id, lists["person_id"].to_list()),
         offers=offers, changes=changes, catalogue=catalogue,
     )
     return lists, cohort
@@ -190,12 +189,13 @@ def publish_lists_built(
     people from every stored week), then the staged files take the week's place. Any failure before the
     commit leaves the DB and the files of the last good run.
     """
+    from expectations.cohort import opted_out_people
     from pipelines.lists import commit_exports, stage_exports
     from upstream.offers import load_catalogue
 
     catalogue = load_catalogue(settings)  # a broken council catalogue fails before anything is written
     engine = get_engine(settings.db_url)
-    clean_dir = clean_dir_of(settings, run.index_date)
+    opted_out = opted_out_people(clean_dir_of(settings, run.index_date))
     week_dir = lists_dir(settings, run.week)
     offer_places = offer_demand(lists, catalogue, localities)
     staging = stage_exports(lists, week_dir, localities, funnel, offer_places)
@@ -207,7 +207,7 @@ def publish_lists_built(
             index_date=run.index_date,
             lists=lists,
             funnel=funnel,
-            opted_out=opted_out_people(clean_dir),
+            opted_out=opted_out,
             before_commit=before_commit,
         )
     except BaseException:

@@ -19,6 +19,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pipelines.run_guard import claim_home, database_in_home
 from pipelines.scoring import SCORE_ROW, combine_partitions, iso_week
 from upstream.settings import Settings
 from upstream.store import (
@@ -156,6 +157,18 @@ def reap_abandoned_runs(engine: Engine) -> list[str]:
     return reaped
 
 
+def begin_weekly_run(settings: Settings) -> list[str]:
+    """Claim the home, then mark runs that an earlier, dead process left ``running`` as failed and remove
+    their partial rows (only in the home's own database). Returns the run ids reaped."""
+    claim_home(settings.home)
+    if not database_in_home(settings):
+        # The home's lock says nothing about runs of OTHER homes sharing an external database (e.g. one
+        # PostgreSQL for several deployments or test sessions): never reap those; failed runs are still
+        # discarded on the way out.
+        return []
+    return reap_abandoned_runs(get_engine(settings.db_url))
+
+
 @dataclass(frozen=True)
 class ScoreRun:
     """A week's scores stored under a run that is complete but not yet published."""
@@ -172,8 +185,6 @@ def store_scores(
     parts: list[pl.DataFrame], index_date: date, settings: Settings, model_name: str, model_version: str
 ) -> ScoreRun:
     """Band the combined partitions and write them under a new, not yet published run."""
-    from pipelines.run_guard import claim_home  # run_guard imports this module (it reaps abandoned runs)
-
     claim_home(settings.home)  # the store is the writer: never alongside another run on this home
     engine = get_engine(settings.db_url)
     banded = combine_partitions(parts)

@@ -69,6 +69,8 @@ class ListSettings(BaseModel):
     risk_rise_threshold: float = Field(0.05, ge=0.0)
     #: Compare with the published week this many weeks earlier (or the earliest one, while fewer exist).
     rise_lookback_weeks: int = Field(4, ge=1, le=52)
+    #: How many reasons scoring keeps per resident (the strongest first): the scores, the list rows and the API
+    #: hold exactly these, chosen once at scoring (``pipelines.champion.score_partition``).
     top_reasons: int = Field(3, ge=1, le=10)
 
 

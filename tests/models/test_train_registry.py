@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -13,7 +14,6 @@ from mlflow import MlflowClient
 
 from models.metrics import auroc
 from models.registry import champion_summary, load_champion, load_model
-from models.tracking import fluent_store
 from models.train import train_on_frames
 from tests.models.conftest import make_frame
 from upstream.errors import UpstreamError
@@ -72,9 +72,9 @@ def test_run_has_metrics_artifacts_and_alias(first):
     # The registry artifact lives under <home>/mlartifacts, not the working directory.
     assert client.get_experiment(run.info.experiment_id).artifact_location.startswith(
         settings.artifact_root.as_uri())
-    # Read through this store's client: training leaves MLflow's process-wide URIs as they were.
-    with fluent_store(settings):  # MLflow's fluent readers need a store; training left none set
-        model = mlflow.models.get_model_info(f"models:/upstream-crisis/{version.version}")
+    # Read from the registered version's files, through this store's client: training set no process-wide store.
+    files = urlparse(client.get_model_version_download_uri("upstream-crisis", version.version)).path
+    model = mlflow.models.get_model_info(files)
     assert model.signature is not None and "age" in model.signature.inputs.input_names()
 
 
