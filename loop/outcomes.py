@@ -89,13 +89,21 @@ class FollowUpResult:
 
 def follow_up(clean_dir: Path, settings: Settings, data_end: date | None = None) -> FollowUpResult:
     """Compute and store every closed, not yet stored window for every listing. One transaction."""
+    result, new = outcomes_due(clean_dir, settings, data_end)
+    store_outcomes(settings, new)
+    return result
+
+
+def outcomes_due(clean_dir: Path, settings: Settings, data_end: date | None = None) -> tuple[FollowUpResult, pl.DataFrame]:
+    """Every closed, not yet stored window for every listing, computed but not stored: on a cluster this runs
+    on a worker (it reads the store and the clean delivery) and the flow process stores the rows."""
     from loop.actions import week_monday
     from models.labels import data_end as last_date
 
     end = data_end or last_date(clean_dir)
     people = listings(settings)
     if people.is_empty():
-        return FollowUpResult(0, 0, 0)
+        return FollowUpResult(0, 0, 0), pl.DataFrame()
     engine = get_engine(settings.db_url)
     with engine.connect() as conn:
         done = pl.DataFrame(conn.execute(sa.select(listing_outcomes.c.person_id, listing_outcomes.c.week,
@@ -125,13 +133,20 @@ def follow_up(clean_dir: Path, settings: Settings, data_end: date | None = None)
             rows = [outcomes_for_week(narrow, left, t, length).with_columns(pl.lit(name).alias("window"))
                     for t, length, name, left in todo]
     new = pl.concat(rows) if rows else pl.DataFrame()
-    if len(new):
-        now = datetime.now(UTC)
-        records = [dict(r, computed_at=now) for r in new.iter_rows(named=True)]
-        with engine.begin() as conn:
-            for start in range(0, len(records), 5000):
-                conn.execute(listing_outcomes.insert(), records[start:start + 5000])
-    return FollowUpResult(listings=len(people), new_rows=len(new), pending=pending)
+    return FollowUpResult(listings=len(people), new_rows=len(new), pending=pending), new
+
+
+def store_outcomes(settings: Settings, new: pl.DataFrame) -> None:
+    """Store computed outcome rows (``outcomes_due``) in one transaction."""
+    if not len(new):
+        return
+    now = datetime.now(UTC)
+    records = [dict(r, computed_at=now) for r in new.iter_rows(named=True)]
+    with get_engine(settings.db_url).begin() as conn:
+        for start in range(0, len(records), 5000):
+            conn.execute(listing_outcomes.insert(), records[start:start + 5000])
+
+
 
 
 def outcome_summary(settings: Settings, localities: list[str] | None = None) -> list[dict[str, str]]:

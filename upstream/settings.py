@@ -46,6 +46,9 @@ class IngestSettings(BaseModel):
     #: GX validates each source in chunks of this many rows (bounds pandas memory; at 1.9M residents it
     #: was also 18% faster than one frame: bench/README.md). None = one frame per source.
     gx_chunk_rows: int | None = Field(1_000_000, ge=1)
+    #: On a Dask cluster, each source is validated in tasks of about this many rows (pipelines.dask_ingest):
+    #: one chunk's GX frame on a worker is what bounds a worker's memory in ingest.
+    cluster_chunk_rows: int = Field(1_000_000, ge=1)
 
 
 class GateSettings(BaseModel):
@@ -210,6 +213,10 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     alerts: AlertSettings = AlertSettings()
+    #: An existing Dask scheduler (``tcp://host:8786``): the weekly flow runs ingest, features, scoring, list
+    #: building and outcome follow-up as tasks there (``--dask-address`` overrides). ``home`` must then be on
+    #: storage every worker shares (docs/SCALING.md). None: everything runs in the flow's process.
+    dask_address: str | None = None
 
     @field_validator("target")
     @classmethod
