@@ -40,7 +40,7 @@ from models.monitoring import (
     score_drift,
 )
 from models.monitoring import auroc as rank_auroc
-from pipelines.score_history import load_run_scores, matured_published_weeks, previous_published
+from pipelines.score_history import history_store, load_run_scores, matured_published_weeks, previous_published
 from upstream.settings import Settings
 from upstream.store import get_engine, monitoring_results, weekly_runs
 
@@ -162,7 +162,7 @@ def monitor_week(
         features = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
         report.checks += feature_drift(reference, features, m.psi_warn, m.psi_alert, m.smd_warn, m.smd_alert)
         previous = previous_published(engine, index_date, week)
-        prev_scores = load_run_scores(engine, previous.run_id)["score"].to_numpy() if previous else None
+        prev_scores = load_run_scores(engine, previous.run_id, history_store(settings))["score"].to_numpy() if previous else None
         if current.height:
             report.checks += score_drift(reference, current["score"].to_numpy(), prev_scores, m.psi_warn, m.psi_alert)
 
@@ -203,7 +203,7 @@ def _matured_checks(
         report.notes.append("no published week has a closed 12-month outcome window yet")
     for week, run_id, past_date in weeks:
         labels = build_labels(clean_dir, past_date)
-        week_scores = load_run_scores(get_engine(settings.db_url), run_id)
+        week_scores = load_run_scores(get_engine(settings.db_url), run_id, history_store(settings))
         for check in realised_performance(week_scores, labels, settings.target, settings, reference_auroc):
             checks.append(Check(check.kind, f"realised {week}", check.metric, check.value, check.threshold, check.status))
     return checks

@@ -17,12 +17,14 @@ from pipelines.lists import attach_details, build_lists, funnel_rows, list_sizes
 from pipelines.score_history import (
     ScoreRun,
     comparison_published,
+    history_store,
     load_reasons,
     load_run_list_members,
     load_run_scores,
     load_scores_for_lists,
     previous_published,
     publish_week,
+    settle_history,
 )
 from pipelines.weeks import clean_dir_of, lists_dir, week_features
 from upstream.settings import Settings
@@ -64,7 +66,7 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
         settings.lists,
         cohort,
         index_date=run.index_date,
-        comparison_scores=load_run_scores(engine, comparison.run_id) if comparison else None,
+        comparison_scores=load_run_scores(engine, comparison.run_id, history_store(settings)) if comparison else None,
         comparison_date=comparison.index_date if comparison else None,
         previous_list=load_run_list_members(engine, last.run_id) if last else None,
     )
@@ -97,6 +99,7 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
     week_dir = lists_dir(settings, run.week)
     offer_places = offer_demand(lists, catalogue, localities)
     staging = stage_exports(lists, week_dir, localities, funnel, offer_places)
+    opted_out = opted_out_people(clean_dir)
     try:
         replaced = publish_week(
             engine,
@@ -105,7 +108,7 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
             index_date=run.index_date,
             lists=lists,
             funnel=funnel,
-            opted_out=opted_out_people(clean_dir),
+            opted_out=opted_out,
             before_commit=before_commit,
         )
     except BaseException:
@@ -114,6 +117,10 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = commit_exports(staging, week_dir)
+    # After the commit: weeks past the database's newest few move to the history store. A failure here fails
+    # the step (the week is published; the moved-or-not weeks are served as before) and a retry or the next
+    # publish finishes the move.
+    settle_history(engine, history_store(settings), settings.retention.database_score_weeks, opted_out)
     return PublishedLists(run.week, run.run_id, replaced, list_sizes(lists, localities), files,
                           [{k: r[k] for k in ("locality", "step", "label", "shown")} for r in funnel],
                           offer_places)

@@ -121,6 +121,11 @@ class RetentionSettings(BaseModel):
     #: Published weeks (scores and lists) older than this many weeks are deleted; None keeps them.
     #: Two years covers the 12-month outcome window that evaluation needs, with a year to spare.
     score_weeks: int | None = Field(104, ge=60)
+    #: The newest published weeks whose scores stay in the database with their reasons (what lists, "what
+    #: changed" and the latest resident view need); older weeks move to the parquet history store
+    #: (``<home>/history``, without reasons) when a week is published. Five keeps the rise comparison week
+    #: (``lists.rise_lookback_weeks`` = 4) in the database.
+    database_score_weeks: int = Field(5, ge=1, le=104)
 
 
 class MonitoringSettings(BaseModel):
@@ -229,6 +234,11 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.home / "mlartifacts"
+
+    @property
+    def history_dir(self) -> Path:
+        """Published weeks' scores once they leave the database (``pipelines.history_store``)."""
+        return self.home / "history"
 
     @property
     def restricted_dir(self) -> Path:
