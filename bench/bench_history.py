@@ -191,7 +191,8 @@ def main() -> int:
     for name, values in timings.items():
         print(f"{name} per week: median {statistics.median(values):.1f} s, max {max(values):.1f} s")
     print(f"weekly write (the last publish's settle: week {settled.moved_weeks if settled else []} -> store, "
-          f"{settled.moved_rows if settled else 0:,} rows): {timings['settle_history'][-1]:.1f} s")
+          f"{settled.moved_rows if settled else 0:,} rows): {timings['settle_history'][-1]:.1f} s "
+          f"{settled.seconds if settled else {}}")
     print(f"API /residents/{{id}}/score with {args.weeks} weeks of history, {len(resident_ms)} requests: "
           f"p50 {pct(resident_ms, 50):.1f} ms, p99 {pct(resident_ms, 99):.1f} ms, max {max(resident_ms):.1f} ms")
     print(f"API 500-row list (JSON), {len(list_ms)} requests: p50 {pct(list_ms, 50):.1f} ms, "

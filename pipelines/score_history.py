@@ -16,9 +16,10 @@ served; re-running a week never duplicates history.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -434,6 +435,8 @@ class SettledHistory:
     moved_weeks: list[str]
     moved_rows: int
     opted_out_rows: int
+    #: Wall seconds by part (read from the database, write the store, delete from the database, opt-outs).
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 #: Equal-width score bins of the stored summaries (the web page's histogram uses the same ten).
@@ -486,8 +489,10 @@ def settle_history(
         ).all()
         to_move = [PublishedWeek(*row) for row in newest_first[keep_in_db:] if _has_scores(conn, row[1])]
     moved_rows = 0
+    seconds = dict.fromkeys(("read_database", "write_store", "delete_database", "opt_outs"), 0.0)
     for block in sorted({block_of(w.week) for w in to_move}):  # one block rewrite per block, oldest first
         weeks = [w for w in to_move if block_of(w.week) == block]
+        started = time.perf_counter()
         for w in weeks:
             with engine.begin() as conn:
                 if not _summarised(conn, w.run_id):
@@ -498,12 +503,20 @@ def settle_history(
                         .group_by(scores.c.run_id, scores.c.locality, scores.c.band, _bin_of(scores.c.score)),
                     ))
         frame = pl.concat([_history_rows(engine, w) for w in weeks])
+        read = time.perf_counter()
         history.add_weeks(frame)
+        written = time.perf_counter()
         moved_rows += frame.height
         for w in weeks:
             _delete_run_scores(engine, w.run_id)
+        seconds["read_database"] += read - started
+        seconds["write_store"] += written - read
+        seconds["delete_database"] += time.perf_counter() - written
+    started = time.perf_counter()
     removed = history.remove_people(opted_out) if opted_out else 0
-    return SettledHistory([w.week for w in sorted(to_move, key=lambda w: w.index_date)], moved_rows, removed)
+    seconds["opt_outs"] = time.perf_counter() - started
+    return SettledHistory([w.week for w in sorted(to_move, key=lambda w: w.index_date)], moved_rows, removed,
+                          {k: round(v, 2) for k, v in seconds.items()})
 
 
 def expire_score_weeks(engine: Engine, history: HistoryStore, oldest_kept: date) -> dict[str, int]:
