@@ -129,7 +129,7 @@ class HistoryStore:
         for path in self.root.iterdir():
             if path.is_dir() and path.name not in named:
                 shutil.rmtree(path, ignore_errors=True)
-            elif path.name.startswith(".manifest.") and path.name.endswith(".tmp"):
+            elif path.name.startswith((".manifest.", ".removed.")) and path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
 
     # --- writes -----------------------------------------------------------------------------------
@@ -139,6 +139,8 @@ class HistoryStore:
         if frame.is_empty():
             return
         frame = frame.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA)
+        if removed := self.removed_people():  # an opted-out person never comes back into history
+            frame = frame.filter(~pl.col("person_id").is_in(list(removed)))
         by_block = frame.with_columns(
             pl.col("week").map_elements(block_of, return_dtype=pl.String).alias("_block")
         ).partition_by("_block", as_dict=True, include_key=False)
@@ -149,16 +151,32 @@ class HistoryStore:
             self._write_manifest(manifest)
             self._sweep(manifest)  # after the swap: the replaced directories
 
+    @property
+    def _removed_path(self) -> Path:
+        return self.root / "removed_people.json"
+
+    def removed_people(self) -> set[str]:
+        """Pseudonyms already removed (opt-outs): not searched for again, and kept out of weeks added later."""
+        try:
+            return set(json.loads(self._removed_path.read_text()))
+        except FileNotFoundError:
+            return set()
+
     def remove_people(self, person_ids: list[str]) -> int:
         """Delete every stored week of these residents (opt-outs apply to the past too, DESIGN §7).
 
-        Only their buckets are read and rewritten; the others are hard-linked into the new block.
-        Returns the rows removed."""
+        Only their buckets are read and rewritten; the others are hard-linked into the new block. People
+        removed before are skipped (the opt-out file lists everyone every week: searching a year of history
+        for all of them weekly would cost seconds at county scale). Returns the rows removed."""
         if not person_ids:
             return 0
-        buckets = {bucket_of(p) for p in person_ids}
         removed = 0
         with self._writing() as manifest:
+            done = self.removed_people()
+            person_ids = sorted(set(person_ids) - done)
+            if not person_ids:
+                return 0
+            buckets = {bucket_of(p) for p in person_ids}
             for block in list(manifest["blocks"]):
                 before = self._rows_of(manifest, block, buckets, pl.col("person_id").is_in(person_ids))
                 if not before:
@@ -169,6 +187,9 @@ class HistoryStore:
             if removed:
                 self._write_manifest(manifest)
                 self._sweep(manifest)  # after the swap: the replaced directories
+            tmp = self.root / f".removed.{uuid.uuid4().hex}.tmp"
+            tmp.write_text(json.dumps(sorted(done | set(person_ids))))
+            os.replace(tmp, self._removed_path)
         return removed
 
     def remove_weeks(self, weeks: list[str]) -> int:

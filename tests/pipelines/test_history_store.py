@@ -170,6 +170,12 @@ def test_an_opt_out_reaches_the_history_store(year):
     assert settled.opted_out_rows == 6
     assert store.person(OPTED).is_empty() and store.person(STAYER).height == 6
     assert store.week("2026-W37").height == 22
+    # Next week's opt-out file lists them again: nothing left to remove, and a week moved later (here W37
+    # stored again, as a re-published week would be) does not bring them back.
+    assert settle_history(engine, store, 2, opted_out=[OPTED]).opted_out_rows == 0
+    store.add_weeks(pl.concat([store.week("2026-W37"), store.week("2026-W37").with_columns(
+        pl.lit(OPTED).alias("person_id"))]).unique("person_id"))
+    assert store.person(OPTED).is_empty() and store.week("2026-W37").height == 22
 
 
 def test_a_failed_run_leaves_no_history_rows(year):
