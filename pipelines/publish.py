@@ -15,6 +15,7 @@ from pipelines.champion import explainer_or_none
 from pipelines.delivery import opted_out_people
 from pipelines.lists import attach_details, build_lists, funnel_rows, list_sizes, offer_demand
 from pipelines.score_history import (
+    PublishedWeek,
     ScoreRun,
     comparison_published,
     history_store,
@@ -25,6 +26,7 @@ from pipelines.score_history import (
     previous_published,
     publish_week,
     settle_history,
+    stage_history,
 )
 from pipelines.weeks import clean_dir_of, lists_dir, week_features
 from upstream.settings import Settings
@@ -120,7 +122,9 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
     # After the commit: weeks past the database's newest few move to the history store. A failure here fails
     # the step (the week is published; the moved-or-not weeks are served as before) and a retry or the next
     # publish finishes the move.
-    settle_history(engine, history_store(settings), settings.retention.database_score_weeks, opted_out)
+    history = history_store(settings)
+    stage_history(history, PublishedWeek(run.week, run.run_id, run.index_date), current, opted_out)
+    settle_history(engine, history, settings.retention.database_score_weeks, opted_out)
     return PublishedLists(run.week, run.run_id, replaced, list_sizes(lists, localities), files,
                           [{k: r[k] for k in ("locality", "step", "label", "shown")} for r in funnel],
                           offer_places)

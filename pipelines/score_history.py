@@ -457,14 +457,31 @@ def _summarised(conn: Connection, run_id: str) -> bool:
     return conn.execute(found).first() is not None
 
 
-def _history_rows(engine: Engine, week: PublishedWeek) -> pl.DataFrame:
-    """One published week's scores as the history store keeps them (``HISTORY_SCHEMA``, no reasons)."""
-    columns = ("person_id", "locality", "score", "band", "in_long_term_care")
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(*(scores.c[c] for c in columns)).where(scores.c.run_id == week.run_id)).all()
-    return _frame(rows, columns).with_columns(
-        pl.lit(week.week).alias("week"), pl.lit(week.index_date, dtype=pl.Date).alias("index_date")
-    ).select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA)
+def _history_rows(engine: Engine, history: HistoryStore, week: PublishedWeek, opted_out: list[str]) -> pl.DataFrame:
+    """One published week's scores as the history store keeps them (``HISTORY_SCHEMA``, no reasons): staged at
+    its publish (``stage_history``), else read from the database. Opted-out people are left out either way
+    (the staged rows were written before later weeks' opt-outs)."""
+    frame = history.staged(week.run_id)
+    if frame is None:
+        columns = ("person_id", "locality", "score", "band", "in_long_term_care")
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(*(scores.c[c] for c in columns)).where(scores.c.run_id == week.run_id)).all()
+        frame = _frame(rows, columns).with_columns(
+            pl.lit(week.week).alias("week"), pl.lit(week.index_date, dtype=pl.Date).alias("index_date"))
+    if opted_out:
+        frame = frame.filter(~pl.col("person_id").is_in(opted_out))
+    return frame.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA)
+
+
+def stage_history(history: HistoryStore, week: PublishedWeek, current: pl.DataFrame,
+                  opted_out: list[str] | None = None) -> None:
+    """After a publish: keep the published run's rows (``current``: what list building read) for the day its
+    week moves to the history store, so that move need not read 1.9M rows back from the database."""
+    frame = current.with_columns(pl.lit(week.week).alias("week"), pl.lit(week.index_date, dtype=pl.Date)
+                                 .alias("index_date"))
+    if opted_out:
+        frame = frame.filter(~pl.col("person_id").is_in(opted_out))
+    history.stage(week.run_id, frame)
 
 
 def settle_history(
@@ -502,7 +519,7 @@ def settle_history(
                                   sa.func.count()).where(scores.c.run_id == w.run_id)
                         .group_by(scores.c.run_id, scores.c.locality, scores.c.band, _bin_of(scores.c.score)),
                     ))
-        frame = pl.concat([_history_rows(engine, w) for w in weeks])
+        frame = pl.concat([_history_rows(engine, history, w, opted_out or []) for w in weeks])
         read = time.perf_counter()
         history.add_weeks(frame)
         written = time.perf_counter()
@@ -512,6 +529,8 @@ def settle_history(
         seconds["read_database"] += read - started
         seconds["write_store"] += written - read
         seconds["delete_database"] += time.perf_counter() - written
+    # Staged rows are kept only for published runs still in the database (moved, replaced: gone).
+    history.unstage({row[1] for row in newest_first[:keep_in_db]})
     started = time.perf_counter()
     removed = history.remove_people(opted_out) if opted_out else 0
     seconds["opt_outs"] = time.perf_counter() - started

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from pipelines.history_store import BUCKETS, HistoryStore, block_of, bucket_of
 from pipelines.score_history import (
+    PublishedWeek,
     band_counts,
     history_store,
     load_run_scores,
@@ -27,6 +28,7 @@ from pipelines.score_history import (
     resident_history,
     score_histogram,
     settle_history,
+    stage_history,
     start_score_run,
     write_scores,
 )
@@ -84,6 +86,8 @@ def year(tmp_path):
     runs = {}
     for k, week in enumerate(WEEKS):
         runs[week] = _publish(engine, week, _week_rows(k, week))
+        # as publish_run does: stage the published rows, then move what is past the setting
+        stage_history(store, PublishedWeek(week, runs[week], WEEKS[week]), _week_rows(k, week).drop("reasons"))
         settle_history(engine, store, settings.retention.database_score_weeks)
     return settings, engine, store, runs
 
@@ -103,6 +107,8 @@ def test_weeks_past_the_setting_move_to_the_history_store(year):
     assert in_db == {runs["2026-W43"], runs["2026-W44"]}
     assert store.weeks() == ["2026-W37", "2026-W38", "2026-W39", "2026-W40", "2026-W41", "2026-W42"]
     assert sorted(store.manifest()["blocks"]) == ["2026-Q3", "2026-Q4"]
+    # Staged rows are kept only for the two runs still in the database (the moved ones were read from theirs).
+    assert sorted(p.stem for p in (store.root / "staged").iterdir()) == sorted([runs["2026-W43"], runs["2026-W44"]])
     # A whole week read back from the store: 23 residents in W37 (stayer, opted, leaver, 20 others).
     w37 = store.week("2026-W37")
     assert w37.height == 23
@@ -224,3 +230,16 @@ def test_a_move_that_dies_leaves_the_week_in_the_database(tmp_path):
     assert [p.name.split(".")[0] for p in store.root.iterdir() if p.is_dir()] == ["2026-Q3"]
     with engine.connect() as conn:
         assert [h["score"] for h in resident_history(conn, STAYER, store)] == [0.12, 0.11, 0.10]
+
+
+def test_staged_rows_of_an_opted_out_person_never_reach_a_block(tmp_path):
+    settings = Settings(home=tmp_path)
+    engine = get_engine(settings.db_url)
+    store = history_store(settings)
+    for k, week in enumerate(list(WEEKS)[:3]):
+        run_id = _publish(engine, week, _week_rows(k, week))
+        stage_history(store, PublishedWeek(week, run_id, WEEKS[week]), _week_rows(k, week).drop("reasons"))
+    settled = settle_history(engine, store, 1, opted_out=[OPTED])
+    assert settled.moved_weeks == ["2026-W37", "2026-W38"] and settled.moved_rows == 2 * 22
+    assert store.person(OPTED).is_empty()
+    assert store.person(STAYER)["score"].to_list() == [0.11, 0.10]
