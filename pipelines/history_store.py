@@ -4,12 +4,14 @@ Owned by ``pipelines.score_history`` (the only module that may import this one; 
 
 WHY this layout (issue 15 item 4, measured in bench/README.md): a year at 1.9M residents is ~99M score rows.
 In SQLite with reasons that is tens of GB; as parquet it is ~1.5 GiB. But one file per week makes a
-resident's year 52 file reads (p99 ~1 s measured). So weeks are compacted into *blocks* of 13 weeks (a
-quarter), and each block is split into 256 *buckets* by the first two hex digits of the pseudonym
-(uniform: pseudonyms are HMAC output). A resident's year is then 4-5 small files, one per block; inside a
-file rows are sorted by (week, person_id) with small row groups, so the per-row-group min/max statistics
-let a reader decode about one row group per week for one person, and only that week's row groups when
-analysts read a whole week (monitoring's matured weeks).
+resident's year 52 file reads (p99 ~1 s measured). So every *block* (a directory) is split into 256
+*buckets* by the first two hex digits of the pseudonym (uniform: pseudonyms are HMAC output), and a resident
+reads one small file per block. A week arrives as its own block (writing it is seconds: rewriting a quarter
+every week was 37 s at 1.9M); once the next quarter has begun, a quarter's week blocks are compacted into one
+quarter block (once a quarter). A resident's year is then 4-5 quarter files plus at most one quarter's week
+files. Inside a file rows are sorted by (week, person_id) with small row groups, so the per-row-group min/max
+statistics let a reader decode about one row group per week for one person, and only that week's row groups
+when a whole week is read (the rise comparison week, monitoring's matured weeks).
 
 Writes are copy-on-write: a changed block is written to a new directory (unchanged buckets are hard-linked)
 and ``manifest.json`` is replaced atomically (``os.replace``), so a reader sees the old block or the new one,
@@ -44,14 +46,17 @@ HISTORY_SCHEMA: dict[str, Any] = {
     "in_long_term_care": pl.Boolean,
 }
 BUCKETS = 256  # first two hex digits of the pseudonym
-BLOCK_WEEKS = 13  # a quarter: a year is 4-5 files per resident; a weekly move rewrites at most 13 weeks
+BLOCK_WEEKS = 13  # a quarter: a year is 4-5 files per resident (plus the current quarter's week files)
 ROW_GROUP_ROWS = 2048  # small groups: one resident's lookup decodes ~one group per week
 MANIFEST_FORMAT = 1
 STAGED_DIR = "staged"  # a published week's rows, written at its publish, until the week moves into a block
 
 
 def block_of(week: str) -> str:
-    """The block (quarter of the ISO year) holding ``week``: ``2026-W48`` -> ``2026-Q4`` (W53 joins Q4)."""
+    """The quarter block a week is compacted into: ``2026-W48`` -> ``2026-Q4`` (W53 joins Q4). Also maps a
+    quarter to itself, so block names (a quarter, or a week not yet compacted) sort into their quarter."""
+    if "-Q" in week:
+        return week
     year, number = week.split("-W")
     return f"{year}-Q{min(4, (int(number) - 1) // BLOCK_WEEKS + 1)}"
 
@@ -168,21 +173,39 @@ class HistoryStore:
     # --- writes -----------------------------------------------------------------------------------
 
     def add_weeks(self, frame: pl.DataFrame) -> None:
-        """Store whole weeks (``HISTORY_SCHEMA`` rows); a week already stored is replaced, not duplicated."""
+        """Store whole weeks (``HISTORY_SCHEMA`` rows); a week already stored is replaced, not duplicated.
+
+        A new week is written as its own block (256 small files: seconds at 1.9M). Once a later quarter has
+        begun, a finished quarter's week blocks are compacted into its quarter block (one rewrite a quarter),
+        so a resident's year stays 4-5 quarter files plus at most a quarter's week files."""
         if frame.is_empty():
             return
         frame = frame.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA)
         if removed := self.removed_people():  # an opted-out person never comes back into history
             frame = frame.filter(~pl.col("person_id").is_in(list(removed)))
-        by_block = frame.with_columns(
-            pl.col("week").map_elements(block_of, return_dtype=pl.String).alias("_block")
-        ).partition_by("_block", as_dict=True, include_key=False)
         with self._writing() as manifest:
-            for (block,), new in by_block.items():
-                weeks = set(new["week"].unique().to_list())
-                self._rewrite_block(manifest, block, _replacing(new, weeks))
+            for (week,), new in frame.partition_by("week", as_dict=True, include_key=True).items():
+                holder = next((b for b, e in manifest["blocks"].items() if week in e["weeks"]), week)
+                self._rewrite_block(manifest, holder, _replacing(new, {week}))
+            self._compact(manifest)
             self._write_manifest(manifest)
             self._sweep(manifest)  # after the swap: the replaced directories
+
+    def _compact(self, manifest: dict[str, Any]) -> None:
+        """Merge the week blocks of every quarter before the newest stored week's into their quarter block."""
+        blocks = manifest["blocks"]
+        newest = max((w for e in blocks.values() for w in e["weeks"]), default=None)
+        if newest is None:
+            return
+        for quarter in sorted({block_of(b) for b in blocks if "-W" in b}):
+            if quarter >= block_of(newest):
+                continue
+            singles = [b for b in blocks if "-W" in b and block_of(b) == quarter]
+            paths = [p for b in singles for p in self._paths(manifest, b)]
+            rows = pl.read_parquet(paths) if paths else pl.DataFrame(schema=HISTORY_SCHEMA)
+            self._rewrite_block(manifest, quarter, lambda old, rows=rows: pl.concat([old, rows]))
+            for b in singles:
+                blocks.pop(b)
 
     @property
     def _removed_path(self) -> Path:
@@ -294,9 +317,8 @@ class HistoryStore:
 
     def week(self, week: str) -> pl.DataFrame:
         """Every stored resident of one week (``HISTORY_SCHEMA``), sorted by person."""
-        block = block_of(week)
-        return self._read(lambda m: self._paths(m, block) if week in m["blocks"].get(block, {}).get("weeks", [])
-                          else [], pl.col("week") == week).sort("person_id")
+        return self._read(lambda m: [p for b, e in m["blocks"].items() if week in e["weeks"]
+                                     for p in self._paths(m, b)], pl.col("week") == week).sort("person_id")
 
     def _read(self, paths_of: Callable[[dict[str, Any]], list[Path]], where: pl.Expr) -> pl.DataFrame:
         for attempt in (1, 2):

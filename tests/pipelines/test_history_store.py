@@ -93,8 +93,9 @@ def year(tmp_path):
 
 
 def test_blocks_and_buckets_are_what_the_layout_declares():
-    assert [block_of(w) for w in ("2026-W01", "2026-W13", "2026-W14", "2026-W39", "2026-W40", "2026-W53")] == [
-        "2026-Q1", "2026-Q1", "2026-Q2", "2026-Q3", "2026-Q4", "2026-Q4"]
+    assert [block_of(w) for w in ("2026-W01", "2026-W13", "2026-W14", "2026-W39", "2026-W40", "2026-W53",
+                                  "2026-Q2")] == ["2026-Q1", "2026-Q1", "2026-Q2", "2026-Q3", "2026-Q4", "2026-Q4",
+                                                  "2026-Q2"]
     assert bucket_of("aa00000000000001") == 0xAA
     assert bucket_of("not-hex") == bucket_of("not-hex") < BUCKETS  # stable for an id that is not hex
 
@@ -106,7 +107,11 @@ def test_weeks_past_the_setting_move_to_the_history_store(year):
         in_db = set(conn.execute(sa.select(scores.c.run_id).distinct()).scalars())
     assert in_db == {runs["2026-W43"], runs["2026-W44"]}
     assert store.weeks() == ["2026-W37", "2026-W38", "2026-W39", "2026-W40", "2026-W41", "2026-W42"]
-    assert sorted(store.manifest()["blocks"]) == ["2026-Q3", "2026-Q4"]
+    # W37-W39 (Q3) are compacted into their quarter block since a Q4 week arrived; Q4's weeks are blocks of one.
+    assert sorted(store.manifest()["blocks"]) == ["2026-Q3", "2026-W40", "2026-W41", "2026-W42"]
+    assert store.manifest()["blocks"]["2026-Q3"]["weeks"] == ["2026-W37", "2026-W38", "2026-W39"]
+    assert sorted(p.name.split(".")[0] for p in store.root.iterdir() if p.is_dir() and p.name != "staged") == [
+        "2026-Q3", "2026-W40", "2026-W41", "2026-W42"]  # the compacted week blocks' files are gone
     # Staged rows are kept only for the two runs still in the database (the moved ones were read from theirs).
     assert sorted(p.stem for p in (store.root / "staged").iterdir()) == sorted([runs["2026-W43"], runs["2026-W44"]])
     # A whole week read back from the store: 23 residents in W37 (stayer, opted, leaver, 20 others).
@@ -160,7 +165,7 @@ def test_retention_removes_exactly_the_weeks_past_the_setting(year):
     assert removed["score_runs"] == 3
     assert removed["scores"] == 23 * 3  # all three were in the history store, 23 residents each
     assert store.weeks() == ["2026-W40", "2026-W41", "2026-W42"]
-    assert sorted(store.manifest()["blocks"]) == ["2026-Q4"]  # the Q3 block is gone, files and all
+    assert sorted(store.manifest()["blocks"]) == ["2026-W40", "2026-W41", "2026-W42"]  # Q3 gone, files and all
     assert [p.name for p in store.root.iterdir() if p.is_dir() and p.name.startswith("2026-Q3")] == []
     assert published_week(engine, "2026-W39") is None and published_week(engine, "2026-W40") is not None
     with engine.connect() as conn:
@@ -227,7 +232,7 @@ def test_a_move_that_dies_leaves_the_week_in_the_database(tmp_path):
                             .where(scores.c.run_id == runs[0])).scalar_one() == 23
     # The next publish's settle finishes the move and sweeps the dead write's files.
     assert settle_history(engine, store, 1).moved_weeks == ["2026-W37", "2026-W38"]
-    assert [p.name.split(".")[0] for p in store.root.iterdir() if p.is_dir()] == ["2026-Q3"]
+    assert sorted(p.name.split(".")[0] for p in store.root.iterdir() if p.is_dir()) == ["2026-W37", "2026-W38"]
     with engine.connect() as conn:
         assert [h["score"] for h in resident_history(conn, STAYER, store)] == [0.12, 0.11, 0.10]
 
