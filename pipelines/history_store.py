@@ -296,10 +296,12 @@ class HistoryStore:
                 if int(path.stem.removeprefix("bucket=")) not in only_buckets:
                     os.link(path, folder / path.name)  # unchanged: shared, not copied
         for (bucket,), part in _with_bucket(rows).partition_by("_bucket", as_dict=True, include_key=False).items():
+            path = folder / _bucket_name(int(bucket))
             part.sort("week", "person_id").write_parquet(
-                folder / _bucket_name(int(bucket)), compression="zstd", row_group_size=ROW_GROUP_ROWS,
-                statistics=True,
+                path, compression="zstd", row_group_size=ROW_GROUP_ROWS, statistics=True
             )
+            with path.open("rb") as handle:  # on disk before the manifest names it (a power cut mid-write)
+                os.fsync(handle.fileno())
         weeks = sorted(set(rows["week"].unique().to_list()) | (set(previous["weeks"]) if previous and only_buckets
                                                                  is not None else set()))
         if only_buckets is None and rows.is_empty():
