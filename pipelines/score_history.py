@@ -435,7 +435,8 @@ class SettledHistory:
     moved_weeks: list[str]
     moved_rows: int
     opted_out_rows: int
-    #: Wall seconds by part (read from the database, write the store, delete from the database, opt-outs).
+    #: Wall seconds by part (summary counts + the rows, staged or from the database; the store write; the
+    #: database delete; opt-outs).
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -506,7 +507,7 @@ def settle_history(
         ).all()
         to_move = [PublishedWeek(*row) for row in newest_first[keep_in_db:] if _has_scores(conn, row[1])]
     moved_rows = 0
-    seconds = dict.fromkeys(("read_database", "write_store", "delete_database", "opt_outs"), 0.0)
+    seconds = dict.fromkeys(("summary_and_rows", "write_store", "delete_database", "opt_outs"), 0.0)
     for block in sorted({block_of(w.week) for w in to_move}):  # one block rewrite per block, oldest first
         weeks = [w for w in to_move if block_of(w.week) == block]
         started = time.perf_counter()
@@ -526,7 +527,7 @@ def settle_history(
         moved_rows += frame.height
         for w in weeks:
             _delete_run_scores(engine, w.run_id)
-        seconds["read_database"] += read - started
+        seconds["summary_and_rows"] += read - started
         seconds["write_store"] += written - read
         seconds["delete_database"] += time.perf_counter() - written
     # Staged rows are kept only for published runs still in the database (moved, replaced: gone).
