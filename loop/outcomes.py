@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from expectations.contract import CARE_HOME_SERVICE_TYPES, REABLEMENT_SERVICE_TYPE
 from upstream.disclosure import show_count, show_suppressed, suppress_count
 from upstream.settings import Settings
-from upstream.store import actions, get_engine, listing_outcomes, published_weeks, risk_lists
+from upstream.store import actions, get_engine, listing_outcomes
 
 #: window name -> length (the 12-month window is the model's label window)
 WINDOWS: dict[str, timedelta] = {"91d": timedelta(days=91), "6m": timedelta(days=182), "12m": timedelta(days=365)}
@@ -37,15 +37,14 @@ REABLEMENT_AFTER_DISCHARGE_DAYS = 7
 
 def listings(settings: Settings) -> pl.DataFrame:
     """``person_id, week, locality``: first listing per person and week, from published lists and actions."""
-    with get_engine(settings.db_url).connect() as conn:
-        listed = conn.execute(
-            sa.select(risk_lists.c.person_id, risk_lists.c.week, risk_lists.c.locality).join(
-                published_weeks, sa.and_(published_weeks.c.run_id == risk_lists.c.run_id,
-                                         published_weeks.c.week == risk_lists.c.week))).all()
+    from pipelines.score_history import published_listings  # the one path to score history
+
+    engine = get_engine(settings.db_url)
+    listed = published_listings(engine)
+    with engine.connect() as conn:
         acted = conn.execute(sa.select(actions.c.person_id, actions.c.week, actions.c.locality)).all()
     schema = {"person_id": pl.String, "week": pl.String, "locality": pl.String}
-    frame = pl.concat([pl.DataFrame(listed, schema=schema, orient="row"),
-                       pl.DataFrame(acted, schema=schema, orient="row")])
+    frame = pl.concat([listed, pl.DataFrame(acted, schema=schema, orient="row")])
     return frame.with_columns(pl.col("locality").fill_null("Unknown")).unique(["person_id", "week"], keep="first")
 
 

@@ -341,14 +341,14 @@ def locality_lists_task(
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
 def publish_built_task(
     run: ScoreRun, settings: Settings, built: list[tuple[pl.DataFrame, list[dict[str, Any]]]],
-    localities: list[str], inject_failure: str | None = None,
+    localities: list[str], current: pl.DataFrame, inject_failure: str | None = None,
 ) -> PublishedLists:
     def drill() -> None:
         check_injected(inject_failure, "publish")
 
     lists = pl.concat([lists for lists, _ in built], how="vertical_relaxed")
     funnel = [row for _, rows in built for row in rows]
-    return publish_lists_built(run, settings, lists, funnel, localities, before_commit=drill)
+    return publish_lists_built(run, settings, lists, funnel, localities, current, before_commit=drill)
 
 
 def publish_on_cluster(run: ScoreRun, settings: Settings, inject_failure: str | None) -> PublishedLists:
@@ -358,7 +358,7 @@ def publish_on_cluster(run: ScoreRun, settings: Settings, inject_failure: str | 
     shares = inputs.per_locality()  # each task is sent its own share, not the whole week's scores
     futures = [locality_lists_task.submit(run, settings, name, shares[name]) for name in inputs.localities]
     built = [f.result() for f in futures]
-    return publish_built_task(run, settings, built, inputs.localities, inject_failure)
+    return publish_built_task(run, settings, built, inputs.localities, inputs.current, inject_failure)
 
 
 @flow(name="publish-lists")

@@ -40,7 +40,7 @@ from models.monitoring import (
     score_drift,
 )
 from models.monitoring import auroc as rank_auroc
-from pipelines.score_history import load_run_scores, matured_published_weeks, previous_published
+from pipelines.score_history import history_store, load_run_scores, matured_published_weeks, previous_published
 from upstream.settings import Settings
 from upstream.store import get_engine, monitoring_results, weekly_runs
 
@@ -161,7 +161,7 @@ def monitor_week(
         frames = [pl.read_parquet(p) for p in features_paths.values()]
         features = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
         previous = previous_published(engine, index_date, week)
-        prev = load_run_scores(engine, previous.run_id) if previous else None
+        prev = load_run_scores(engine, previous.run_id, history_store(settings)) if previous else None
         # The reference was taken on the list cohort (the model's training and test population, issue 12):
         # compare the same population this week, or adding children and care-home residents reads as drift.
         population = _cohort_ids(settings, Path(clean_dir), index_date) if clean_dir is not None else None
@@ -223,7 +223,7 @@ def _matured_checks(
         report.notes.append("no published week has a closed 12-month outcome window yet")
     for week, run_id, past_date in weeks:
         labels = build_labels(clean_dir, past_date)
-        week_scores = load_run_scores(get_engine(settings.db_url), run_id)
+        week_scores = load_run_scores(get_engine(settings.db_url), run_id, history_store(settings))
         for check in realised_performance(week_scores, labels, settings.target, settings, reference_auroc):
             checks.append(Check(check.kind, f"realised {week}", check.metric, check.value, check.threshold, check.status))
     return checks

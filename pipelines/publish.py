@@ -18,12 +18,15 @@ from pipelines.score_history import (
     PublishedWeek,
     ScoreRun,
     comparison_published,
+    history_store,
     load_reasons,
     load_run_list_members,
     load_run_scores,
     load_scores_for_lists,
     previous_published,
     publish_week,
+    settle_history,
+    stage_history,
 )
 from pipelines.weeks import clean_dir_of, lists_dir, week_features, week_root
 from upstream.settings import Settings
@@ -92,7 +95,7 @@ def list_inputs(run: ScoreRun, settings: Settings) -> ListInputs:
         current=load_scores_for_lists(engine, run.run_id),
         last=last,
         comparison=comparison,
-        comparison_scores=load_run_scores(engine, comparison.run_id) if comparison else None,
+        comparison_scores=load_run_scores(engine, comparison.run_id, history_store(settings)) if comparison else None,
         previous_list=load_run_list_members(engine, last.run_id) if last else None,
     )
 
@@ -171,7 +174,7 @@ def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], N
     inputs = list_inputs(run, settings)
     lists, cohort = build_week_lists(run, settings, inputs, clean_dir_of(settings, run.index_date))
     funnel = funnel_rows(cohort, settings.cohort, inputs.localities)
-    return publish_lists_built(run, settings, lists, funnel, inputs.localities, before_commit)
+    return publish_lists_built(run, settings, lists, funnel, inputs.localities, inputs.current, before_commit)
 
 
 def publish_lists_built(
@@ -180,10 +183,12 @@ def publish_lists_built(
     lists: pl.DataFrame,
     funnel: list[dict[str, Any]],
     localities: list[str],
+    current: pl.DataFrame,
     before_commit: Callable[[], None] | None = None,
 ) -> PublishedLists:
     """Export and publish lists already built, with their cohort funnel (``lists.funnel_rows``): the whole
-    population's, or stacked from localities built on a cluster.
+    population's, or stacked from localities built on a cluster. ``current`` is the run's scores as list
+    building read them (``list_inputs``), kept for the history store after the commit.
 
     Order: list files are staged, then the DB transaction publishes (lists, funnel, removal of opted-out
     people from every stored week), then the staged files take the week's place. Any failure before the
@@ -216,6 +221,12 @@ def publish_lists_built(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = commit_exports(staging, week_dir)
+    # After the commit: weeks past the database's newest few move to the history store. A failure here fails
+    # the step (the week is published; the moved-or-not weeks are served as before) and a retry or the next
+    # publish finishes the move.
+    history = history_store(settings)
+    stage_history(history, PublishedWeek(run.week, run.run_id, run.index_date), current, opted_out)
+    settle_history(engine, history, settings.retention.database_score_weeks, opted_out)
     return PublishedLists(run.week, run.run_id, replaced, list_sizes(lists, localities), files,
                           [{k: r[k] for k in ("locality", "step", "label", "shown")} for r in funnel],
                           offer_places)

@@ -69,7 +69,7 @@ def record_action(
     if principal.role != "locality":
         raise refuse(403, "only locality keys record actions (analysts and admins read them)")
     with engine.connect() as conn:
-        history = queries.resident_history(conn, person_id)
+        history = queries.resident_history(conn, person_id, queries.history_store(settings))
     if not history or not principal.may_see_locality(history[0]["locality"]):
         raise refuse(404, "resident not found")
     locality = history[0]["locality"]

@@ -329,7 +329,7 @@ def resident_score(
     only while the resident is still one of its own."""
     route = "/residents/{person_id}/score"
     with engine.connect() as conn:
-        every_week = queries.resident_history(conn, person_id)
+        every_week = queries.resident_history(conn, person_id, queries.history_store(settings))
     history = [week for week in every_week if principal.may_see_locality(week["locality"])]
     if not history:
         record_access(engine, principal, route, 404, person_id=person_id)

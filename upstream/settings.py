@@ -144,6 +144,11 @@ class RetentionSettings(BaseModel):
     #: Published weeks (scores and lists) older than this many weeks are deleted; None keeps them.
     #: Two years covers the 12-month outcome window that evaluation needs, with a year to spare.
     score_weeks: int | None = Field(104, ge=60)
+    #: The newest published weeks whose scores stay in the database with their reasons (the resident view shows
+    #: the latest week's reasons); older weeks move to the parquet history store (``<home>/history``, without
+    #: reasons) when a week is published. Two: each week is ~0.9 GiB of SQLite at 1.9M residents, and older
+    #: weeks (the rise comparison week, monitoring) read from the history store in seconds (bench/README.md).
+    database_score_weeks: int = Field(2, ge=1, le=104)
 
 
 class MonitoringSettings(BaseModel):
@@ -257,6 +262,11 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.home / "mlartifacts"
+
+    @property
+    def history_dir(self) -> Path:
+        """Published weeks' scores once they leave the database (``pipelines.history_store``)."""
+        return self.home / "history"
 
     @property
     def restricted_dir(self) -> Path:
