@@ -98,7 +98,12 @@ def main() -> None:
 
         features = build_features(clean, test_date)
         labels = build_labels(clean, test_date)
-        frame = features.join(labels, on="person_id", how="inner").join(truth, on="person_id", how="inner")
+        from expectations.cohort import cohort_at, in_cohort
+
+        # The population the model is trained and tested on: the list cohort at the test date.
+        cohort = in_cohort(cohort_at(clean, test_date, settings.cohort)).select("person_id")
+        frame = (features.join(labels, on="person_id", how="inner").join(truth, on="person_id", how="inner")
+                 .join(cohort, on="person_id", how="semi"))
         model = load_model(args.target, settings, result.alias)
         p = model.predict_proba(frame)
         t = time.perf_counter()
@@ -124,7 +129,15 @@ def main() -> None:
         print(f"  candidate {name}: AUROC {m['auroc']:.4f} slope {m['calibration_slope']:.3f}")
     for name, m in result.baselines.items():
         print(f"  baseline {name}: AUROC {m['auroc']:.4f}")
-    print(f"  gate: {result.alias}; " + ("; ".join(result.gate_reasons) or "passed"))
+    m = result.metrics
+    print(f"  fitting dates {result.train_dates[:-1]}, validation date {result.train_dates[-1]} (chosen by "
+          f"validation AUROC {m.get('validation_auroc', float('nan')):.4f}), test date {result.test_date}")
+    print(f"  calibration slope {m['test_calibration_slope']:.3f}")
+    calib = result.fairness.filter(pl.col("dimension").is_in(["overall", "age_band"]))
+    for row in calib.iter_rows(named=True):
+        print(f"  O/E {row['dimension']} {row['group']}: {row['observed_expected']:.3f} ({row['events']} events, "
+              f"n {row['n']})")
+    print(f"  gate: {result.alias} on the first run; " + ("; ".join(result.gate_reasons) or "passed"))
     print(f"  training wall time {train_seconds:.0f} s (budget 300 s, ratio {train_seconds / 300:.2f});"
           f" timings {({k: round(v, 1) for k, v in result.timings.items()})}")
     print(f"  explain(top 3) for {features.height} people: {explain_seconds:.1f} s (budget ~20 s)")

@@ -14,13 +14,14 @@ from datetime import date
 
 import polars as pl
 
-from expectations.contract import LOCALITY_NAME_RE, SOURCES, Source
+from expectations.contract import LOCALITY_NAME_RE, OPTIONAL_SOURCES, SOURCES, Source
 from expectations.identifiers import (
     ICD10_CANONICAL_RE,
     icd10_canonical_expr,
     nhs_number_valid_expr,
     snomed_valid_expr,
 )
+from features.codelists import imd_deciles
 
 #: Canonical comma-separated ICD-10 list (empty allowed).
 ICD10_LIST_CANONICAL_RE = r"^(?:" + ICD10_CANONICAL_RE[1:-1] + r"(?:," + ICD10_CANONICAL_RE[1:-1] + r")*)?$"
@@ -45,9 +46,23 @@ END_AFTER_START = "end_on_or_after_start"
 AGE_RANGE = "age_0_115"
 DUPLICATE = "duplicate_row"
 PERSON_IN_RESIDENTS = "person_in_residents"
+DESTINATION_IFF_DISCHARGED = "discharge_destination_iff_discharged"
+SPELL_INSIDE_ANOTHER = "spell_starts_inside_another_spell"
+SECOND_OPEN_SPELL = "second_open_spell"
+# Address history (the optional ``addresses`` source).
+TO_AFTER_FROM = "to_date_on_or_after_from_date"
+LSOA11_KNOWN = "lsoa11_known"
+ADDRESS_OVERLAP = "address_starts_inside_another_address"
+SECOND_CURRENT_ADDRESS = "second_current_address"
+
+#: Checks across a person's rows (spell or address history): judged only among rows that pass every row-level
+#: check, so a corrupted copy of a spell or an address never condemns the genuine row it was copied from.
+HISTORY_CHECKS = {SPELL_INSIDE_ANOTHER, SECOND_OPEN_SPELL, ADDRESS_OVERLAP, SECOND_CURRENT_ADDRESS}
 
 #: Checks whose name already says which column they concern: their token is the bare name.
-_SELF_NAMED = {NHS_MOD11, DISCHARGE_AFTER_ADMISSION, END_AFTER_START, AGE_RANGE, DUPLICATE, PERSON_IN_RESIDENTS}
+_SELF_NAMED = {NHS_MOD11, DISCHARGE_AFTER_ADMISSION, END_AFTER_START, AGE_RANGE, DUPLICATE, PERSON_IN_RESIDENTS,
+               DESTINATION_IFF_DISCHARGED, SPELL_INSIDE_ANOTHER, SECOND_OPEN_SPELL, TO_AFTER_FROM, ADDRESS_OVERLAP,
+               SECOND_CURRENT_ADDRESS}
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,7 @@ class Check:
 
 def row_checks(source: Source | str) -> list[Check]:
     """Every row-level check for a source, in the order reasons are written."""
-    src = SOURCES[source] if isinstance(source, str) else source
+    src = (SOURCES.get(source) or OPTIONAL_SOURCES[source]) if isinstance(source, str) else source
     checks: list[Check] = []
     for col in src.columns:
         if col.dtype != pl.String:
@@ -106,10 +121,90 @@ def row_checks(source: Source | str) -> list[Check]:
         checks.append(Check(DISCHARGE_AFTER_ADMISSION, "discharge_date", ("admission_date",)))
     if "end_on_or_after_start" in src.extra_checks:
         checks.append(Check(END_AFTER_START, "event_end_date", ("event_start_date",)))
+    if "destination_iff_discharged" in src.extra_checks:
+        checks.append(Check(DESTINATION_IFF_DISCHARGED, "discharge_destination", ("discharge_date",)))
+    if "to_on_or_after_from" in src.extra_checks:
+        checks.append(Check(TO_AFTER_FROM, "to_date", ("from_date",)))
+    if "lsoa_known" in src.extra_checks:
+        # A well-formed code that is not an England LSOA 2011 (a typo, or a 2021 code) has no IMD decile: the
+        # address would give deprivation "unknown" at every T it covers.
+        checks.append(Check(LSOA11_KNOWN, "lsoa11"))
     checks.append(Check(DUPLICATE, None, src.key))
     if src.person_linked:
         checks.append(Check(PERSON_IN_RESIDENTS, "nhs_number"))
+    if "spell_history" in src.extra_checks:
+        checks.append(Check(SPELL_INSIDE_ANOTHER, "admission_date", ("discharge_date",)))
+        checks.append(Check(SECOND_OPEN_SPELL, "discharge_date", ("admission_date",)))
+    if "address_history" in src.extra_checks:
+        checks.append(Check(ADDRESS_OVERLAP, "from_date", ("to_date",)))
+        checks.append(Check(SECOND_CURRENT_ADDRESS, "to_date", ("from_date",)))
     return checks
+
+
+#: History checks: (starts inside another period, second open period) -> (start column, end column).
+_PERIOD_CHECKS = {
+    (SPELL_INSIDE_ANOTHER, SECOND_OPEN_SPELL): ("admission_date", "discharge_date"),
+    (ADDRESS_OVERLAP, SECOND_CURRENT_ADDRESS): ("from_date", "to_date"),
+}
+
+
+def history_flags(frame: pl.DataFrame, checks: list[Check], row_ok: pl.Series) -> pl.DataFrame:
+    """Pass/fail columns of every history check of a source (spells or addresses), in the frame's row order."""
+    names = {c.name for c in checks}
+    parts = [
+        period_history_flags(frame, [c for c in checks if c.name in pair], row_ok, *columns, *pair)
+        for pair, columns in _PERIOD_CHECKS.items() if names & set(pair)
+    ]
+    return pl.concat(parts, how="horizontal")
+
+
+def spell_history_flags(frame: pl.DataFrame, checks: list[Check], row_ok: pl.Series) -> pl.DataFrame:
+    """Pass/fail columns for the spell-history checks (see :func:`period_history_flags`)."""
+    return period_history_flags(frame, checks, row_ok, "admission_date", "discharge_date",
+                                SPELL_INSIDE_ANOTHER, SECOND_OPEN_SPELL)
+
+
+def period_history_flags(frame: pl.DataFrame, checks: list[Check], row_ok: pl.Series, start: str, end: str,
+                         inside_check: str, second_open_check: str) -> pl.DataFrame:
+    """Pass/fail columns for a person's periods (hospital spells, addresses), in the frame's row order.
+
+    A person is in one hospital, and lives at one address, at a time. So among the rows that pass every
+    row-level check, ordered by start (closed before open on the same day, then file order):
+
+    - ``inside_check`` (e.g. ``spell_starts_inside_another_spell``): starts before the latest end of an
+      earlier period of the same person (an open period has not ended). Starting on that end day is a
+      same-day transfer or move, allowed.
+    - ``second_open_check`` (e.g. ``second_open_spell``): open (no end date) while an earlier period of the
+      same person is also open. Such a row only gets this, more specific, reason.
+
+    Rows that fail a row-level check pass these (they are quarantined anyway and must not condemn others).
+    """
+    wanted = {c.name for c in checks}
+    never = pl.date(9999, 12, 31)
+    order = (
+        frame.select("nhs_number", start, end)
+        .with_row_index("_row")
+        .with_columns(_ok=row_ok)
+        .filter(pl.col("_ok"))
+        .sort("nhs_number", start, pl.col(end).is_null(), "_row")
+        .with_columns(
+            _latest_end=pl.col(end).fill_null(never).cum_max().shift(1).over("nhs_number"),
+            _open_before=pl.col(end).is_null().cast(pl.Int32).cum_sum().shift(1).over("nhs_number"),
+        )
+        .with_columns(
+            _second_open=pl.col(end).is_null() & (pl.col("_open_before").fill_null(0) > 0),
+            _inside=(pl.col(start) < pl.col("_latest_end")).fill_null(False),
+        )
+    )
+    verdict = {
+        inside_check: ~(pl.col("_inside") & ~pl.col("_second_open")),
+        second_open_check: ~pl.col("_second_open"),
+    }
+    out = pl.DataFrame({"_row": pl.Series(range(frame.height), dtype=pl.UInt32)}).join(
+        order.select("_row", *[verdict[c.name].alias(c.flag_column) for c in checks if c.name in wanted]),
+        on="_row", how="left",
+    ).sort("_row")
+    return out.drop("_row").fill_null(True)
 
 
 def minus_years(day: date, years: int) -> date:
@@ -202,13 +297,17 @@ def check_exprs(
         elif check.name == AGE_RANGE:
             low = earliest_birth_date(as_of, max_age_years)
             expr = _when_present(c, (pl.col(c) >= low) & (pl.col(c) <= as_of))
-        elif check.name in (DISCHARGE_AFTER_ADMISSION, END_AFTER_START):
+        elif check.name == LSOA11_KNOWN:
+            expr = _when_present(c, pl.col(c).is_in(sorted(imd_deciles())))
+        elif check.name in (DISCHARGE_AFTER_ADMISSION, END_AFTER_START, TO_AFTER_FROM):
             start = check.params[0]
             expr = (
                 pl.when(pl.col(c).is_null() | pl.col(start).is_null())
                 .then(True)
                 .otherwise(pl.col(c) >= pl.col(start))
             )
+        elif check.name == DESTINATION_IFF_DISCHARGED:
+            expr = pl.col(c).is_null() == pl.col(check.params[0]).is_null()
         elif check.name == DUPLICATE:
             raw_all = list(raw_names.values())
             expr = pl.struct(raw_all).is_first_distinct()

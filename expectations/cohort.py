@@ -302,6 +302,15 @@ def cohort_at(clean: Path | CohortSources, T: date, cohort: CohortSettings) -> p
     return cohort_at_lazy(sources, T, cohort).collect().sort(PERSON)
 
 
+def opted_out_people(clean_dir: Path) -> list[str]:
+    """Everyone in the delivery's opt-out file (absent = nobody): never scored, listed or shown (DESIGN §7),
+    and removed from every stored week when the week is published.
+
+    Read through :func:`scan_clean`, the one reader of ingest's output (as the cohort's own opt-out rule)."""
+    found = scan_clean(Path(clean_dir), OPT_OUTS_SOURCE).select(PERSON).unique().sort(PERSON).collect()
+    return found[PERSON].to_list()
+
+
 def in_cohort(cohort_frame: pl.DataFrame) -> pl.DataFrame:
     """The people of a :func:`cohort_at` frame who may be listed."""
     return cohort_frame.filter(pl.col(REASON_COLUMN).is_null())

@@ -175,10 +175,11 @@ HOSPITAL_SPELLS = Source(
         Column("admission_method", pl.String, "code", "2-character admission method", allowed=ADMISSION_METHODS),
         Column("primary_diagnosis", pl.String, "icd10", "Primary diagnosis, ICD-10"),
         Column("secondary_diagnoses", pl.String, "icd10_list", "Comma-separated ICD-10 codes", required=False),
-        Column("discharge_destination", pl.String, "code", "2-character discharge destination"),
+        Column("discharge_destination", pl.String, "code",
+               "2-character discharge destination; null while still in hospital", required=False),
     ),
     key=("spell_id",),
-    extra_checks=("discharge_on_or_after_admission",),
+    extra_checks=("discharge_on_or_after_admission", "destination_iff_discharged", "spell_history"),
 )
 
 AE_ATTENDANCES = Source(
@@ -238,12 +239,30 @@ OPT_OUTS = Source(
     (_nhs("NHS number of a person who opted out"),),
     key=("nhs_number",),
 )
-OPTIONAL_SOURCES: dict[str, Source] = {s.name: s for s in (OPT_OUTS,)}
+ADDRESSES = Source(
+    "addresses",
+    "Address history (DESIGN §3): one row per period a person lived at an address. The period runs from "
+    "from_date (the day they moved in) to to_date (the day they moved out, which is the next period's "
+    "from_date; null while current). When delivered, household features and deprivation use the address "
+    "held at the index date instead of the residents file's current (extract-time) address, so a move "
+    "after T (into a care home, out of a shared home) cannot change a feature at T.",
+    (
+        _nhs(),
+        Column("uprn", pl.String, "text", "Household property id (UPRN) of the address"),
+        Column("lsoa11", pl.String, "lsoa11", "LSOA 2011 of the address (E01...)"),
+        Column("from_date", pl.Date, "date", "First day at this address (moved in)"),
+        Column("to_date", pl.Date, "date", "Day moved out (the next address's from_date); null while current",
+               required=False),
+    ),
+    extra_checks=("to_on_or_after_from", "lsoa_known", "address_history"),
+)
+OPTIONAL_SOURCES: dict[str, Source] = {s.name: s for s in (OPT_OUTS, ADDRESSES)}
 
 def clean_schema(source: str) -> dict[str, pl.DataType]:
     """A source as ingest writes it: the contract's columns with nhs_number replaced by person_id (first).
 
     The one statement of the clean shape, read by features, the list cohort and the test writers."""
     schema: dict[str, pl.DataType] = {"person_id": pl.String}
-    schema.update({k: v for k, v in SOURCES[source].schema.items() if k != "nhs_number"})
+    declared = SOURCES.get(source) or OPTIONAL_SOURCES[source]
+    schema.update({k: v for k, v in declared.schema.items() if k != "nhs_number"})
     return schema

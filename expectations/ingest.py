@@ -202,9 +202,11 @@ def validate_source(
     checks = C.row_checks(source)
     evaluation = evaluation_frame(frame)
     flagged = [c for c in checks if mode == "precomputed" or c.name in ALWAYS_PRECOMPUTED]
-    flags = evaluation.select(
+    history = [c for c in checks if c.name in C.HISTORY_CHECKS]
+    local = [c for c in checks if c.name not in C.HISTORY_CHECKS]
+    local_flags = evaluation.select(
         C.check_exprs(
-            flagged,
+            local,
             as_of=as_of,
             earliest=settings.ingest.earliest_valid_date,
             max_age_years=settings.ingest.max_age_years,
@@ -212,6 +214,12 @@ def validate_source(
             valid_people=valid_people,
         )
     )
+    if history:
+        # History is judged among rows that pass every row-level check (polars verdicts; GX judges them too).
+        row_ok = local_flags.select(pl.all_horizontal(pl.all())).to_series()
+        local_flags = pl.concat([local_flags, C.history_flags(evaluation, history, row_ok)],
+                                how="horizontal")
+    flags = local_flags.select([c.flag_column for c in flagged])
     suite = build_suite(
         source,
         mode,
@@ -238,20 +246,78 @@ def validate_source(
 
 
 def _level(value: float, warn: float, fail: float) -> str:
-    return "fail" if value > fail else "warn" if value > warn else "ok"
+    """A threshold is reached AT its value: a feed that lost exactly half its rows has lost half (fail at 0.50),
+    whether or not the row count happened to be even (``>`` made that depend on parity)."""
+    return "fail" if value >= fail else "warn" if value >= warn else "ok"
+
+
+@dataclass
+class SourceStats:
+    """What the summary and the table-level checks need from one source's validation.
+
+    Additive (``+``), so a source validated in chunks on a cluster (``pipelines.dask_ingest``) is judged
+    on the sums, exactly as if it had been validated whole: rows_in = rows_valid + rows_quarantined holds
+    per chunk and therefore for the source.
+    """
+
+    file: str
+    rows_in: int
+    rows_quarantined: int
+    null_counts: dict[str, int]
+    failed_counts: dict[str, int]  # check token -> rows that failed it
+    valid_emergency: int = 0  # hospital_spells: valid rows with an emergency admission method
+    valid_with_method: int = 0  # hospital_spells: valid rows with an admission method
+
+    def __add__(self, other: SourceStats) -> SourceStats:
+        def added(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {k: a.get(k, 0) + b.get(k, 0) for k in dict.fromkeys([*a, *b])}
+
+        return SourceStats(
+            self.file,
+            self.rows_in + other.rows_in,
+            self.rows_quarantined + other.rows_quarantined,
+            added(self.null_counts, other.null_counts),
+            added(self.failed_counts, other.failed_counts),
+            self.valid_emergency + other.valid_emergency,
+            self.valid_with_method + other.valid_with_method,
+        )
+
+
+def source_stats(result: SourceResult) -> SourceStats:
+    """The additive counts of one validated source (or chunk of a source)."""
+    raw = result.frame.raw
+    emergency = with_method = 0
+    if result.source.name == "hospital_spells":
+        valid = result.canonical.with_row_index("row_index").join(result.bad_rows, on="row_index", how="anti")
+        method = valid["admission_method"]
+        with_method = method.len() - method.null_count()
+        emergency = int(method.is_in(list(EMERGENCY_ADMISSION_METHODS)).sum())
+    return SourceStats(
+        file=result.frame.path.name,
+        rows_in=raw.height,
+        rows_quarantined=result.bad_rows.height,
+        null_counts={c: raw[c].null_count() for c in result.source.names},
+        failed_counts={token: len(rows) for token, rows in result.failed_tokens.items()},
+        valid_emergency=emergency,
+        valid_with_method=with_method,
+    )
 
 
 def table_checks(result: SourceResult, settings: Settings, previous: dict | None) -> list[dict]:
     """Row count vs the previous delivery, null rates, emergency share: warn/fail by configured thresholds."""
+    return table_checks_from_stats(result.source, source_stats(result), settings, previous)
+
+
+def table_checks_from_stats(source: Source, stats: SourceStats, settings: Settings, previous: dict | None) -> list[dict]:
+    """``table_checks`` on counts (whole source, or the sum of its chunks)."""
     cfg = settings.ingest
-    raw = result.frame.raw
     out: list[dict] = []
-    rows_in = raw.height
+    rows_in = stats.rows_in
     prev_rows = (previous or {}).get("rows_in")
     if prev_rows:
         change = abs(rows_in - prev_rows) / prev_rows
         level = _level(change, cfg.row_count_change_warn, cfg.row_count_change_fail)
-        if result.source.name in OPTIONAL_SOURCES and level == "fail":
+        if source.name in OPTIONAL_SOURCES and level == "fail":
             level = "warn"  # a short opt-out list doubling is news, not a broken extract
         out.append({"name": "row_count_change", "column": None, "unexpected_count": 0, "scope": "table",
                     "value": round(change, 6), "previous": prev_rows, "level": level})
@@ -259,8 +325,9 @@ def table_checks(result: SourceResult, settings: Settings, previous: dict | None
         out.append({"name": "row_count_change", "column": None, "unexpected_count": 0, "scope": "table",
                     "value": None, "level": "skipped", "note": "no previous delivery"})
     prev_nulls = (previous or {}).get("null_rates", {})
-    for column in result.source.columns:
-        rate = raw[column.name].null_count() / rows_in
+    for column in source.columns:
+        nulls = stats.null_counts[column.name]
+        rate = nulls / rows_in
         if column.required:
             # Required columns: any null is quarantined; a high rate means a broken extract.
             level, name, value = _level(rate, cfg.null_rate_warn, cfg.null_rate_fail), "null_rate", rate
@@ -270,11 +337,11 @@ def table_checks(result: SourceResult, settings: Settings, previous: dict | None
             level, name = _level(value, cfg.null_rate_warn, cfg.null_rate_fail), "null_rate_change"
         else:
             level, name, value = "skipped", "null_rate_change", None
-        out.append({"name": name, "column": column.name, "unexpected_count": raw[column.name].null_count(),
+        out.append({"name": name, "column": column.name, "unexpected_count": nulls,
                     "scope": "table", "value": None if value is None else round(value, 6), "level": level})
-    if result.source.name == "hospital_spells":
-        valid = result.canonical.with_row_index("row_index").join(result.bad_rows, on="row_index", how="anti")
-        share = valid["admission_method"].is_in(list(EMERGENCY_ADMISSION_METHODS)).mean() if valid.height else 0.0
+    if source.name == "hospital_spells":
+        rows_valid = stats.rows_in - stats.rows_quarantined
+        share = stats.valid_emergency / stats.valid_with_method if rows_valid and stats.valid_with_method else 0.0
         fail_low, fail_high = cfg.emergency_share_fail_min, cfg.emergency_share_fail_max
         level = (
             "fail" if not fail_low <= share <= fail_high
@@ -454,27 +521,33 @@ def _empty_clean(source: Source) -> pl.DataFrame:
 
 def _summarise(result: SourceResult, as_of: date, settings: Settings, previous: dict | None) -> tuple[dict, list[str]]:
     """One source's summary entry, and the table-level checks that failed."""
+    return summarise_stats(result.source, source_stats(result), as_of, settings, previous)
+
+
+def summarise_stats(
+    source: Source, stats: SourceStats, as_of: date, settings: Settings, previous: dict | None
+) -> tuple[dict, list[str]]:
+    """``_summarise`` on counts (whole source, or the sum of its chunks)."""
     row_entries = [
         {"name": c.name, "column": c.column, "token": c.token, "scope": "row",
-         "unexpected_count": len(result.failed_tokens.get(c.token, [])),
-         "level": "quarantine" if result.failed_tokens.get(c.token) else "ok"}
-        for c in C.row_checks(result.source)
+         "unexpected_count": stats.failed_counts.get(c.token, 0),
+         "level": "quarantine" if stats.failed_counts.get(c.token) else "ok"}
+        for c in C.row_checks(source)
     ]
-    table_entries = table_checks(result, settings, previous)
+    table_entries = table_checks_from_stats(source, stats, settings, previous)
     for entry in row_entries + table_entries:
         # GX's own word for "nothing unexpected"; warn/fail/quarantine all count as not successful.
         entry["success"] = entry["level"] in ("ok", "skipped")
-    name = result.source.name
+    name = source.name
     failures = [f"{name}: {t['name']}{'(' + t['column'] + ')' if t['column'] else ''} = {t['value']}"
                 for t in table_entries if t["level"] == "fail"]
-    raw = result.frame.raw
     entry = {
-        "rows_in": raw.height,
-        "rows_valid": raw.height - result.bad_rows.height,
-        "rows_quarantined": result.bad_rows.height,
-        "file": result.frame.path.name,
+        "rows_in": stats.rows_in,
+        "rows_valid": stats.rows_in - stats.rows_quarantined,
+        "rows_quarantined": stats.rows_quarantined,
+        "file": stats.file,
         "as_of": as_of.isoformat(),
         "checks": row_entries + table_entries,
-        "null_rates": {c: raw[c].null_count() / raw.height for c in result.source.names},
+        "null_rates": {c: stats.null_counts[c] / stats.rows_in for c in source.names},
     }
     return entry, failures

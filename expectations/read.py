@@ -149,6 +149,11 @@ def read_source(raw_dir: Path, source: Source) -> SourceFrame:
     frame = _read_frame(path)
     if frame.height == 0:
         raise BadFileError(str(path), "empty file (no rows)")
+    return type_source(path, source, frame)
+
+
+def type_source(path: Path, source: Source, frame: pl.DataFrame) -> SourceFrame:
+    """Check the columns and type rows read from ``path`` (the whole file, or one chunk of it on a cluster)."""
     _check_columns(path, source, set(frame.columns))
     raw = frame.select(source.names)
     typed_columns = []

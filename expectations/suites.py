@@ -22,13 +22,14 @@ import polars as pl
 from great_expectations.core import ExpectationSuite
 
 from expectations import checks as C
-from expectations.contract import LOCALITY_NAME_RE, SOURCES, Source
+from expectations.contract import LOCALITY_NAME_RE, OPTIONAL_SOURCES, SOURCES, Source
 from expectations.read import RAW_PREFIX
 
 Mode = Literal["precomputed", "native"]
 
 #: Checks that GX cannot express natively: always fed to GX as precomputed boolean columns.
-ALWAYS_PRECOMPUTED = {C.TYPE, C.NHS_MOD11, C.SNOMED_VALID, C.DUPLICATE, C.PERSON_IN_RESIDENTS}
+ALWAYS_PRECOMPUTED = {C.TYPE, C.NHS_MOD11, C.SNOMED_VALID, C.DUPLICATE, C.PERSON_IN_RESIDENTS,
+                      C.DESTINATION_IFF_DISCHARGED, C.LSOA11_KNOWN, *C.HISTORY_CHECKS}
 
 
 def suite_name(source: str) -> str:
@@ -70,7 +71,7 @@ def _native(check: C.Check, source: Source, as_of: date, earliest: date, max_age
         return gxe.ExpectColumnValuesToBeBetween(
             column=c, min_value=_midnight(low), max_value=_midnight(as_of), meta=meta
         )
-    if check.name in (C.DISCHARGE_AFTER_ADMISSION, C.END_AFTER_START):
+    if check.name in (C.DISCHARGE_AFTER_ADMISSION, C.END_AFTER_START, C.TO_AFTER_FROM):
         return gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A=c, column_B=check.params[0], or_equal=True, ignore_row_if="either_value_is_missing", meta=meta
         )
@@ -86,7 +87,7 @@ def build_suite(
     max_age_years: int = 115,
 ) -> ExpectationSuite:
     """The Expectation Suite for one source. ``as_of`` is needed only by the native mode (date bounds)."""
-    src = SOURCES[source] if isinstance(source, str) else source
+    src = (SOURCES.get(source) or OPTIONAL_SOURCES[source]) if isinstance(source, str) else source
     expectations: list[gxe.Expectation] = []
     for check in C.row_checks(src):
         if mode == "precomputed" or check.name in ALWAYS_PRECOMPUTED:

@@ -68,29 +68,87 @@ def _in_window(column: str, index_date: date, days: int) -> pl.Expr:
 # --- population --------------------------------------------------------------------------------
 
 
-def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date) -> pl.LazyFrame:
-    """Residents alive, born and registered at T, with demographics and household features."""
+#: The optional address-history source (DESIGN §3); when delivered, household features use the address at T.
+ADDRESSES = "addresses"
+
+
+def _blank_to_null(column: str) -> pl.Expr:
     # A blank UPRN is an unknown household, like a missing one: it must not join strangers into one home.
-    uprn = pl.col("uprn").str.strip_chars()
-    residents = residents.with_columns(pl.when(uprn == "").then(None).otherwise(uprn).alias("uprn"))
-    people = residents.join(registered_deaths(deaths), on=PERSON, how="left").with_columns(
+    value = pl.col(column).str.strip_chars()
+    return pl.when(value == "").then(None).otherwise(value).alias(column)
+
+
+def address_periods(residents: pl.LazyFrame, addresses: pl.LazyFrame | None) -> pl.LazyFrame:
+    """Every person's address periods: person_id, uprn, lsoa11, from_date, to_date.
+
+    With an address history, a person's delivered periods; a person with no row in it has made no recorded
+    move and keeps the residents file's (current) address for all time, as does everyone when no history is
+    delivered (from_date and to_date null: unbounded). One shape, so the household and deprivation features
+    have a single definition whether or not the delivery has the optional source.
+    """
+    snapshot = residents.select(
+        PERSON, "uprn", "lsoa11",
+        pl.lit(None, dtype=pl.Date).alias("from_date"), pl.lit(None, dtype=pl.Date).alias("to_date"),
+    )
+    if addresses is None:
+        return snapshot.with_columns(_blank_to_null("uprn"))
+    history = addresses.select(PERSON, "uprn", "lsoa11", "from_date", "to_date")
+    return pl.concat([history, snapshot.join(history.select(PERSON).unique(), on=PERSON, how="anti")]).with_columns(
+        _blank_to_null("uprn")
+    )
+
+
+def held_on(day: pl.Expr | date) -> pl.Expr:
+    """The period holds the address on ``day``, known from records before it: moved in before ``day`` and
+    not moved out before it. A move ON ``day`` has not happened yet (as with events on T), so on the day
+    of a move the old address is held, and contiguous periods never both hold one day."""
+    day = pl.lit(day) if isinstance(day, date) else day
+    return (pl.col("from_date").is_null() | (pl.col("from_date") < day)) & (
+        pl.col("to_date").is_null() | (pl.col("to_date") >= day)
+    )
+
+
+def addresses_at(periods: pl.LazyFrame, T: date) -> pl.LazyFrame:
+    """person_id, uprn, lsoa11 held at T (one per person: the latest move-in if unvalidated data overlaps).
+    A person whose history has no period covering T has no address at T (their household is unknown)."""
+    return (
+        periods.filter(held_on(T))
+        .group_by(PERSON)
+        .agg(pl.col("uprn").sort_by("from_date").last(), pl.col("lsoa11").sort_by("from_date").last())
+    )
+
+
+def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date,
+                addresses: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """Residents alive, born and registered at T, with demographics and household features.
+
+    Household size, lives alone, bereavement and IMD use the address held at T (``addresses_at``): from the
+    address history when delivered, else the residents file's current address (DESIGN §3; see NOTES in the
+    registry for what that costs)."""
+    periods = address_periods(residents, addresses)
+    people = residents.drop("uprn", "lsoa11").join(registered_deaths(deaths), on=PERSON, how="left").with_columns(
         death_date().alias("_died")
     )
-    living = people.filter(alive_and_registered_at(T, pl.col("_died")))
+    living = people.filter(alive_and_registered_at(T, pl.col("_died"))).join(
+        addresses_at(periods, T), on=PERSON, how="left"
+    )
 
     household = living.filter(pl.col("uprn").is_not_null()).group_by("uprn").agg(
         pl.len().cast(pl.Int32).alias("household_size")
     )
-    # Deaths of other residents of the same UPRN before T (the latest is enough for every window).
-    dead = people.filter(pl.col("_died") < T).select(
-        pl.col(PERSON).alias("_other"), "uprn", pl.col("_died").alias("_other_died")
-    )
+    # Deaths before T of someone who lived, on the day they died, at an address the person also held that
+    # day (the latest such death is enough for every window). Both addresses are read on the death day,
+    # so a survivor who moved out afterwards is still bereaved, and one who moved in afterwards is not.
+    dead = people.filter(pl.col("_died") < T).select(pl.col(PERSON).alias("_other"), pl.col("_died").alias("_day"))
+    death_address = dead.join(periods, left_on="_other", right_on=PERSON, how="inner").filter(
+        held_on(pl.col("_day"))
+    ).select("_other", "_day", "uprn").filter(pl.col("uprn").is_not_null())
     bereavement = (
-        living.select(PERSON, "uprn")
-        .join(dead, on="uprn", how="inner")
-        .filter(pl.col("_other") != pl.col(PERSON))
+        death_address.join(periods.select(PERSON, "uprn", "from_date", "to_date"), on="uprn", how="inner")
+        .filter(held_on(pl.col("_day")) & (pl.col("_other") != pl.col(PERSON)))
+        .join(living.select(PERSON), on=PERSON, how="semi")
         .group_by(PERSON)
-        .agg(pl.col("_other_died").max().alias("_last_household_death"))
+        .agg(pl.col("_day").max().alias("_last_household_death"))
     )
 
     imd = pl.LazyFrame(
@@ -373,7 +431,8 @@ def build_features_lazy(clean_dir: Path, index_date: date) -> pl.LazyFrame:
     if not clean_dir.is_dir():
         raise UpstreamError(f"clean data directory not found: {clean_dir}")
     T = index_date
-    population = _population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T)
+    addresses = scan_clean(clean_dir, ADDRESSES) if (clean_dir / f"{ADDRESSES}.parquet").exists() else None
+    population = _population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T, addresses)
     gp, gp_falls, contacts = _gp_features(scan_clean(clean_dir, "gp_events"), T)
     spell, admission_falls, emergency_dates = _spell_features(scan_clean(clean_dir, "hospital_spells"), T)
     ae, ae_fall_dates, ae_dates = _ae_features(scan_clean(clean_dir, "ae_attendances"), T)

@@ -21,7 +21,7 @@ def _no_window(feature: Feature) -> str:
     """Event features without a window look at the whole history before T (or state at T)."""
     if feature.source in ("residents", "derived"):
         return ""
-    return "at T" if "open at T" in feature.aggregation else "all history before T"
+    return "at T" if "at T" in feature.aggregation else "all history before T"  # "open at T", "... at UPRN at T"
 
 
 def _cell(text: str) -> str:

@@ -153,8 +153,9 @@ _DEFINITIONS: list[Feature] = [
     _f("female", "Demographics", "True when sex is 2 (female); the model input form of sex.", "residents",
        _FLAG, "sex == '2'", model_input=True),
     _f("imd_decile", "Demographics",
-       "IMD 2019 decile of the resident's LSOA 2011 (1 = most deprived); null if the LSOA is not in the "
-       "IMD file.", "residents", pl.Int32, "lookup lsoa11", model_input=True,
+       "IMD 2019 decile of the LSOA 2011 of the address held at T (1 = most deprived); null if the LSOA is "
+       "not in the IMD file or no address is held at T.", "residents, addresses", pl.Int32,
+       "lookup lsoa11 at T", model_input=True,
        reason_template="lives in one of the most deprived areas (IMD decile {value})",
        reason_if=lambda v: v <= 2),
     _f("ethnic_group", "Demographics",
@@ -218,19 +219,21 @@ _DEFINITIONS: list[Feature] = [
     # --- bereavement -----------------------------------------------------------------------
     *[
         _f(f"bereaved_{label}", "Bereavement",
-           f"Another resident of the same UPRN died in the last {_window_text(days)} (date of death from "
-           "residents or deaths). GP bereavement codes are not used: no published bereavement code list "
-           "is shipped.", "residents, deaths", _FLAG, "exists", days, if_none_recorded=False, model_input=True,
+           f"Another resident died in the last {_window_text(days)} while living at the same UPRN as the person "
+           "(both addresses as held on the day of the death; date of death from residents or deaths). "
+           "GP bereavement codes are not used: no published bereavement code list is shipped.",
+           "residents, deaths, addresses", _FLAG, "exists", days, if_none_recorded=False, model_input=True,
            reason_template="bereaved in the last {window}", reason_if=_is_true)
         for label, days in (("3m", DAYS_3M), ("6m", DAYS_6M), ("12m", DAYS_12M))
     ],
     # --- isolation -------------------------------------------------------------------------
     _f("household_size", "Isolation",
-       "Residents at the same UPRN alive and registered at T (including the person).", "residents",
-       _COUNT, "count residents at UPRN", model_input=True),
+       "Residents alive and registered at T whose address held at T is the person's (including the person); "
+       "null if no address is held at T.", "residents, addresses",
+       _COUNT, "count residents at UPRN at T", model_input=True),
     _f("lives_alone", "Isolation",
-       "The only resident at the UPRN who is alive and registered (registration_start < T) at T.",
-       "residents", _FLAG, "household_size == 1", model_input=True, reason_template="lives alone",
+       "The only resident alive and registered (registration_start < T) at T whose address held at T is "
+       "this UPRN.", "residents, addresses", _FLAG, "household_size == 1 at T", model_input=True, reason_template="lives alone",
        reason_if=_is_true),
     _f("carer", "Isolation",
        "Is a carer: a GP carer code, or a social care 'Carer Support' service, ever recorded before T.",
@@ -338,6 +341,20 @@ if len(FEATURES) != len(_DEFINITIONS):  # pragma: no cover - a declaration error
 #: Ordered model inputs (numeric or boolean). Ethnicity, sex code, locality and text columns are not.
 MODEL_FEATURES: list[str] = [f.name for f in _DEFINITIONS if f.model_input]
 
+
+
+def required_history_days(names: list[str] | None = None) -> int:
+    """Days of history before T that the model inputs look back over (their longest declared window).
+
+    Training index dates need at least this much data before them, so that a feature means the same at a
+    training date as at the scoring date. "Ever recorded" features have no window: they still grow with the
+    length of the delivery, which is why the training dates are also as close to the scoring date as the
+    outcome windows allow.
+    """
+    chosen = [FEATURES[n] for n in (names or MODEL_FEATURES) if n in FEATURES]
+    return max((f.window_days or 0) for f in chosen)
+
+
 #: Column name of each eFI deficit flag, keyed by deficit name (as in features.codelists.EFI_DEFICITS).
 EFI_DEFICIT_COLUMNS: dict[str, str] = {name: f"efi_{name.replace('-', '_')}" for name in EFI_DEFICITS}
 
@@ -349,7 +366,16 @@ NOTES: tuple[str, ...] = (
     "3 months = 91 days, 6 months = 182, 12 months = 365, 24 months = 730.",
     "Counts are 0 and flags are False when a person has no matching event. Nullable model inputs: "
     "days_since_last_fall (null = no fall ever recorded), imd_decile (null = LSOA not in IMD 2019), and "
-    "household_size / lives_alone (null only if the UPRN is missing, which the contract does not allow).",
+    "household_size / lives_alone (null if the UPRN is missing, which the contract does not allow, or no "
+    "address is held at T).",
+    "Addresses at T: household_size, lives_alone, bereaved_* and imd_decile use the address held at T: the "
+    "address-history period that began before T and had not ended before T (a move ON T is not yet known, as "
+    "with events on T). A person with no row in the optional addresses source has made no recorded move and "
+    "keeps the residents file's address; a person whose history has no period covering T has an unknown "
+    "household and deprivation (null). Without the addresses source, everyone's address is the residents "
+    "file's, which is the address at the extract: a move after T (into a care home, out of a shared home, to "
+    "another area) then changes these features at T, which is outcome leakage when the move is itself an "
+    "outcome (bench/README.md, Issue 12 session 3, measures how much).",
     "Ethnicity is not a model input: it is kept in the table for the fairness audit only.",
     "Polypharmacy (the 36th eFI deficit) is not available: the contract carries no prescriptions. It is "
     "counted as absent and the eFI denominator stays 36.",

@@ -208,17 +208,10 @@ def frames_at_weeks(clean_dir: Path, offered: pl.DataFrame, listed: pl.DataFrame
 
 def _listed_weeks(settings: Settings, week_from: str, week_to: str) -> pl.DataFrame:
     """Listed people per week from the published weekly lists (risk_lists): ``person_id, week``."""
-    import sqlalchemy as sa
+    from pipelines.score_history import published_listings  # the one path to score history
+    from upstream.store import get_engine
 
-    from upstream.store import get_engine, published_weeks, risk_lists
-
-    q = (sa.select(risk_lists.c.person_id, risk_lists.c.week)
-         .join(published_weeks, sa.and_(published_weeks.c.run_id == risk_lists.c.run_id,
-                                        published_weeks.c.week == risk_lists.c.week))
-         .where(risk_lists.c.week >= week_from, risk_lists.c.week <= week_to))
-    with get_engine(settings.db_url).connect() as conn:
-        rows = conn.execute(q).all()
-    return pl.DataFrame(rows, schema={"person_id": pl.String, "week": pl.String}, orient="row")
+    return published_listings(get_engine(settings.db_url), week_from, week_to).select("person_id", "week")
 
 
 # --- the report -----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from expectations.contract import CARE_HOME_SERVICE_TYPES, REABLEMENT_SERVICE_TYPE
 from upstream.disclosure import show_count, show_suppressed, suppress_count
 from upstream.settings import Settings
-from upstream.store import actions, get_engine, listing_outcomes, published_weeks, risk_lists
+from upstream.store import actions, get_engine, listing_outcomes
 
 #: window name -> length (the 12-month window is the model's label window)
 WINDOWS: dict[str, timedelta] = {"91d": timedelta(days=91), "6m": timedelta(days=182), "12m": timedelta(days=365)}
@@ -37,15 +37,14 @@ REABLEMENT_AFTER_DISCHARGE_DAYS = 7
 
 def listings(settings: Settings) -> pl.DataFrame:
     """``person_id, week, locality``: first listing per person and week, from published lists and actions."""
-    with get_engine(settings.db_url).connect() as conn:
-        listed = conn.execute(
-            sa.select(risk_lists.c.person_id, risk_lists.c.week, risk_lists.c.locality).join(
-                published_weeks, sa.and_(published_weeks.c.run_id == risk_lists.c.run_id,
-                                         published_weeks.c.week == risk_lists.c.week))).all()
+    from pipelines.score_history import published_listings  # the one path to score history
+
+    engine = get_engine(settings.db_url)
+    listed = published_listings(engine)
+    with engine.connect() as conn:
         acted = conn.execute(sa.select(actions.c.person_id, actions.c.week, actions.c.locality)).all()
     schema = {"person_id": pl.String, "week": pl.String, "locality": pl.String}
-    frame = pl.concat([pl.DataFrame(listed, schema=schema, orient="row"),
-                       pl.DataFrame(acted, schema=schema, orient="row")])
+    frame = pl.concat([listed, pl.DataFrame(acted, schema=schema, orient="row")])
     return frame.with_columns(pl.col("locality").fill_null("Unknown")).unique(["person_id", "week"], keep="first")
 
 
@@ -89,13 +88,21 @@ class FollowUpResult:
 
 def follow_up(clean_dir: Path, settings: Settings, data_end: date | None = None) -> FollowUpResult:
     """Compute and store every closed, not yet stored window for every listing. One transaction."""
+    result, new = outcomes_due(clean_dir, settings, data_end)
+    store_outcomes(settings, new)
+    return result
+
+
+def outcomes_due(clean_dir: Path, settings: Settings, data_end: date | None = None) -> tuple[FollowUpResult, pl.DataFrame]:
+    """Every closed, not yet stored window for every listing, computed but not stored: on a cluster this runs
+    on a worker (it reads the store and the clean delivery) and the flow process stores the rows."""
     from loop.actions import week_monday
     from models.labels import data_end as last_date
 
     end = data_end or last_date(clean_dir)
     people = listings(settings)
     if people.is_empty():
-        return FollowUpResult(0, 0, 0)
+        return FollowUpResult(0, 0, 0), pl.DataFrame()
     engine = get_engine(settings.db_url)
     with engine.connect() as conn:
         done = pl.DataFrame(conn.execute(sa.select(listing_outcomes.c.person_id, listing_outcomes.c.week,
@@ -125,13 +132,20 @@ def follow_up(clean_dir: Path, settings: Settings, data_end: date | None = None)
             rows = [outcomes_for_week(narrow, left, t, length).with_columns(pl.lit(name).alias("window"))
                     for t, length, name, left in todo]
     new = pl.concat(rows) if rows else pl.DataFrame()
-    if len(new):
-        now = datetime.now(UTC)
-        records = [dict(r, computed_at=now) for r in new.iter_rows(named=True)]
-        with engine.begin() as conn:
-            for start in range(0, len(records), 5000):
-                conn.execute(listing_outcomes.insert(), records[start:start + 5000])
-    return FollowUpResult(listings=len(people), new_rows=len(new), pending=pending)
+    return FollowUpResult(listings=len(people), new_rows=len(new), pending=pending), new
+
+
+def store_outcomes(settings: Settings, new: pl.DataFrame) -> None:
+    """Store computed outcome rows (``outcomes_due``) in one transaction."""
+    if not len(new):
+        return
+    now = datetime.now(UTC)
+    records = [dict(r, computed_at=now) for r in new.iter_rows(named=True)]
+    with get_engine(settings.db_url).begin() as conn:
+        for start in range(0, len(records), 5000):
+            conn.execute(listing_outcomes.insert(), records[start:start + 5000])
+
+
 
 
 def outcome_summary(settings: Settings, localities: list[str] | None = None) -> list[dict[str, str]]:

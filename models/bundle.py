@@ -6,8 +6,9 @@ the registry version *is* the whole recipe; nothing is re-derived at scoring tim
 
 Encoding: numeric and boolean columns become floats (null -> NaN; HGB handles NaN natively, the
 logistic pipeline imputes the training median and adds a missing indicator). String columns are
-one-hot encoded with the levels seen in training (unseen levels -> all zeros). Every encoded column
-remembers its source feature, so reasons are always reported per feature, never per dummy.
+one-hot encoded with the levels seen in training (unseen levels -> all zeros). Age also gets
+piecewise-linear terms (``AGE_KNOTS``). Every encoded column remembers its source feature, so reasons are
+always reported per feature, never per dummy or age term.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ import polars as pl
 from models.reasons import Reason, top_reasons, top_reasons_json
 from models.treeshap import expected_value, tree_shap_values
 
+#: The age feature and the knots (years) of the piecewise-linear terms max(age - k, 0) encoded beside it.
+#: Why: risk of crisis is nearly flat in age up to about 50 and steepens after 65 and again after 80; with
+#: age as one straight line on the log-odds the logistic model over-predicted ages 45-64 (observed/expected
+#: 0.84 on a date it was fitted on) and under-predicted 75-84 and 85+ (1.18, 1.16), and the gate's
+#: calibration by age band refused it (bench/README.md, issue 12 session 3). Hinges keep the model linear
+#: (exact reasons still add up) and the terms are summed back into "age" for reasons.
+AGE_FEATURE = "age"
+AGE_KNOTS: tuple[int, ...] = (50, 65, 80)
+
 
 @dataclass
 class FeatureEncoder:
@@ -32,6 +42,11 @@ class FeatureEncoder:
     levels: dict[str, list[str]] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
     source_of: list[str] = field(default_factory=list)
+    age_knots: tuple[int, ...] = ()  # empty in bundles registered before the age terms existed
+
+    @staticmethod
+    def age_term(knot: int) -> str:
+        return f"{AGE_FEATURE}_over_{knot}"
 
     @classmethod
     def fit(cls, frame: pl.DataFrame, features: list[str]) -> FeatureEncoder:
@@ -42,6 +57,10 @@ class FeatureEncoder:
                 enc.numeric.append(name)
                 enc.columns.append(name)
                 enc.source_of.append(name)
+                if name == AGE_FEATURE:
+                    enc.age_knots = AGE_KNOTS
+                    enc.columns += [enc.age_term(k) for k in AGE_KNOTS]
+                    enc.source_of += [name] * len(AGE_KNOTS)
             else:
                 values = frame.get_column(name).cast(pl.String).drop_nulls().unique().sort().to_list()
                 enc.levels[name] = values
@@ -63,6 +82,9 @@ class FeatureEncoder:
                 exprs += [(col == v).fill_null(False).cast(pl.Float64).alias(f"{name}={v}") for v in self.levels[name]]
             else:
                 exprs.append(pl.col(name).cast(pl.Float64).fill_nan(None).alias(name))
+                if name == AGE_FEATURE:
+                    exprs += [(pl.col(name).cast(pl.Float64) - k).clip(lower_bound=0).alias(self.age_term(k))
+                              for k in self.age_knots]
         return frame.select(exprs).select(self.columns).to_numpy().astype(np.float64, copy=False)
 
     def group_matrix(self) -> np.ndarray:

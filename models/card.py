@@ -89,7 +89,10 @@ def card_context(
         "intended_use": INTENDED_USE.format(outcome=TARGETS.get(target, target)),
         "data": [
             ("training index dates", ", ".join(str(d) for d in context.get("train_dates", [])) or "–"),
-            ("test index date", str(context.get("test_date", "–"))),
+            ("model chosen on (validation date)", str(context.get("validation_date") or "–")),
+            ("test index date (metrics and gate only)", str(context.get("test_date") or "–")),
+            ("history before every training date", f"{context.get('history_days') or '–'} days"),
+            ("population", str(context.get("population") or "everyone alive and registered at each date")),
             ("training rows", show_count(n_train)),
             ("test rows (people)", show_count(n_test)),
             ("event rate, train / test", f"{_fmt_rate(train_rate)} / {_fmt_rate(test_rate)}"),

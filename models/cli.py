@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
                                 test_date=args.test_date)
     m = result.metrics
     print(f"upstream-{target} version {result.version} ({result.chosen}) -> alias {result.alias}")
-    print(f"  train dates {', '.join(map(str, result.train_dates))} ({result.n_train} rows); "
+    print(f"  train dates {', '.join(map(str, result.train_dates))} ({result.n_train} rows; model chosen on the "
+          f"last of them, fitted again on all); "
           f"test date {result.test_date} ({result.n_test} people)")
     print(f"  test AUROC {m['test_auroc']:.3f} [{m['test_auroc_ci_low']:.3f}, {m['test_auroc_ci_high']:.3f}]"
           f"  AUPRC {m['test_auprc']:.3f}  calibration slope {m['test_calibration_slope']:.2f}"

@@ -2,15 +2,20 @@
 
 The flow of one ``upstream train`` run:
 
-1. pick dates from the data: the test index date is the latest (Monday) whose 12-month outcome window is
-   fully observed; training index dates are earlier, with outcome windows that end by the test date, so
-   no outcome-period data of the test window is ever seen in training;
+1. pick dates from the data (``choose_method_dates``): the test index date is the latest (Monday) whose
+   12-month outcome window is fully observed; the validation date is a year earlier (its outcome window
+   ends at the test date); fitting dates are earlier still (their outcome windows end by the validation
+   date), and every training date has the full history the features look back over
+   (``features.registry.required_history_days``), so training sees what scoring sees;
 2. features at each date (``features.build.build_features``, strictly before T) joined to labels after T;
-3. fit a standardised logistic regression and a HistGradientBoosting model, each Platt (sigmoid)
-   calibrated on a 20% person-level hold-out of the training rows;
-4. evaluate both and four one-feature baselines on the test date; audit fairness; keep the better model
-   by test AUROC;
-5. log everything to MLflow, register ``upstream-<target>``, apply the promotion gate, write the card.
+3. fit a standardised logistic regression and a HistGradientBoosting model on the fitting dates, each
+   Platt (sigmoid) calibrated on a 20% person-level hold-out of the training rows;
+4. choose between them on the validation date: the better AUROC among the candidates whose calibration-in-the-
+   large (overall and by age band, the gate's own check) holds there, then refit the chosen kind on the fitting
+   dates plus the validation date (the most recent year the data allows);
+5. evaluate it and four one-feature baselines on the test date, which is used only for the reported
+   metrics and the gate; audit fairness;
+6. log everything to MLflow, register ``upstream-<target>``, apply the promotion gate, write the card.
 """
 
 from __future__ import annotations
@@ -36,13 +41,14 @@ from sklearn.preprocessing import StandardScaler
 from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
+from models.gate import calibration_in_the_large
 from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start
-from models.metrics import evaluate
+from models.metrics import auroc, calibration_slope_intercept, evaluate
 from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
 from models.tracking import TrainingData, TrainingRecord, log_and_register
 from upstream.errors import UpstreamError
-from upstream.settings import Settings
-from upstream.targets import TARGETS
+from upstream.settings import CohortSettings, Settings
+from upstream.targets import TARGETS, check_target
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +132,59 @@ def choose_dates(
     return sorted(train_dates), test_date
 
 
+@dataclass(frozen=True)
+class MethodDates:
+    """Index dates of one training run (see the module docstring for why each is where it is)."""
+
+    fit: list[date]
+    validation: date
+    test: date
+    history_days: int
+
+    @property
+    def train(self) -> list[date]:
+        """Dates the final model is trained on: the fitting dates and the validation date."""
+        return sorted([*self.fit, self.validation])
+
+
+def default_history_days(settings: Settings | None = None) -> int:
+    """History needed before a training date: the setting, else the registry's longest model-input window."""
+    if settings is not None and settings.train.min_history_days is not None:
+        return settings.train.min_history_days
+    from features.registry import required_history_days
+
+    return required_history_days()
+
+
+def choose_method_dates(clean_dir: Path, index_date: date, history_days: int,
+                        test_date: date | None = None) -> MethodDates:
+    """Test, validation and fitting dates, each with a full outcome window and ``history_days`` of history.
+
+    Fitting dates step back a quarter at a time from ``validation - 365 days`` (at most ``MAX_TRAIN_DATES``).
+    A delivery too short for this is refused with the exact span it would need, rather than silently
+    training on dates whose features are truncated.
+    """
+    _, test_date = choose_dates(clean_dir, index_date, train_dates=[date.min], test_date=test_date)
+    first_data = data_start(clean_dir)
+    validation = test_date - OUTCOME_WINDOW
+    fit: list[date] = []
+    candidate = validation - OUTCOME_WINDOW
+    while len(fit) < MAX_TRAIN_DATES and candidate - timedelta(days=history_days) >= first_data:
+        fit.append(candidate)
+        candidate -= TRAIN_DATE_STEP
+    if not fit:
+        needed = validation - OUTCOME_WINDOW - timedelta(days=history_days)
+        span_years = ((test_date + OUTCOME_WINDOW) - needed).days / 365
+        raise UpstreamError(
+            f"not enough history to train soundly: the data start {first_data}, but a training date needs "
+            f"{history_days} days of history (the longest feature window) and its outcome year must end before "
+            f"the validation date {validation}, whose year ends before the test date {test_date}: data from "
+            f"{needed} or earlier are needed (about {span_years:.1f} years in all). Generate a longer delivery "
+            f"(`upstream synth --years 6`), or set UPSTREAM_TRAIN__MIN_HISTORY_DAYS knowingly."
+        )
+    return MethodDates(fit=sorted(fit), validation=validation, test=test_date, history_days=history_days)
+
+
 def model_feature_names(frame: pl.DataFrame) -> list[str]:
     """Model inputs from the feature registry, in its order; for frames without a registry, every
     numeric or boolean column except identifiers."""
@@ -138,8 +197,14 @@ def model_feature_names(frame: pl.DataFrame) -> list[str]:
     ]
 
 
-def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0) -> pl.DataFrame:
-    """Feature rows (before T) joined to label rows (after T) for each date; optional per-date sample."""
+def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0,
+             cohort: CohortSettings | None = None) -> pl.DataFrame:
+    """Feature rows (before T) joined to label rows (after T) for each date; optional per-date sample.
+
+    With ``cohort``, only the people the weekly list may show at T (``expectations.cohort``: adults by
+    default, not in hospital, a care home or already known to services): the model is trained and tested
+    on the population it will rank, so the gate judges it there.
+    """
     from features.build import build_features
 
     frames = []
@@ -147,6 +212,11 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
         features = build_features(clean_dir, day)
         labels = build_labels(clean_dir, day)
         frame = features.join(labels, on="person_id", how="inner")
+        if cohort is not None:
+            from expectations.cohort import cohort_at, in_cohort
+
+            frame = frame.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"), on="person_id",
+                               how="semi")
         if sample is not None and frame.height > sample:
             frame = frame.sample(n=sample, seed=seed + i)
         frames.append(frame)
@@ -191,7 +261,11 @@ def calibration_holdout(train: pl.DataFrame, fraction: float, seed: int) -> np.n
     return bucket < int(fraction * 10_000)
 
 
-def fit_candidates(train: pl.DataFrame, features: list[str], target: str, seed: int = 0) -> dict[str, UpstreamModel]:
+CANDIDATE_KINDS = ("logistic", "hgb")
+
+
+def fit_candidates(train: pl.DataFrame, features: list[str], target: str, seed: int = 0,
+                   kinds: tuple[str, ...] = CANDIDATE_KINDS) -> dict[str, UpstreamModel]:
     """Both models on the same encoded training matrix, each Platt-calibrated on a person-level hold-out.
 
     Why a hold-out rather than k-fold cross-fitting: it needs one fit per model instead of k + 1, which is
@@ -211,6 +285,8 @@ def fit_candidates(train: pl.DataFrame, features: list[str], target: str, seed: 
     reference = np.where(np.isnan(reference), 0.0, reference)
     models = {}
     for kind, make in (("logistic", _logistic), ("hgb", _hgb)):
+        if kind not in kinds:
+            continue
         started = time.perf_counter()
         base = make(seed).fit(x[~calib], y[~calib])
         estimator = CalibratedClassifierCV(FrozenEstimator(base), method=CALIBRATION["method"]).fit(
@@ -236,6 +312,13 @@ def fit_baselines(train: pl.DataFrame, test: pl.DataFrame, target: str) -> dict[
     return out
 
 
+def choose_candidate(validation_metrics: dict[str, dict[str, float]]) -> str:
+    """The candidate with the best validation AUROC among those whose calibration-in-the-large held on the
+    validation date (``calibration_misfits == 0``); if none held, the best AUROC (the gate will say why)."""
+    calibrated = [k for k, m in validation_metrics.items() if m["calibration_misfits"] == 0] or list(validation_metrics)
+    return max(calibrated, key=lambda k: validation_metrics[k]["auroc"])
+
+
 def train_on_frames(
     train: pl.DataFrame,
     test: pl.DataFrame,
@@ -246,36 +329,62 @@ def train_on_frames(
     context: dict[str, Any] | None = None,
     seed: int = 0,
     n_boot: int = 200,
+    validation: pl.DataFrame | None = None,
 ) -> TrainResult:
-    """Everything after data assembly: fit, evaluate, audit, log, register, gate, card.
+    """Everything after data assembly: fit, choose, evaluate, audit, log, register, gate, card.
 
     Split out so it can be run on any labelled feature frames (hand-made in tests, or assembled from a
-    delivery by :func:`train_and_register`).
+    delivery by :func:`train_and_register`). Candidates are fitted on ``train`` and compared on
+    ``validation``; the chosen kind is refitted on both. Without a validation frame, a 20% person-level
+    split of ``train`` (not the calibration hold-out's people) stands in for it. ``test`` is never used
+    to choose.
     """
 
-    if target not in TARGETS:
-        raise UpstreamError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    check_target(target, UpstreamError)
     started = time.perf_counter()
     context = dict(context or {})
     features = features or model_feature_names(train)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    candidates = fit_candidates(train, features, target, seed=seed)
+    if validation is None:
+        held = calibration_holdout(train, 0.2, seed + 7919)
+        fit_frame, validation = train.filter(pl.Series(~held)), train.filter(pl.Series(held))
+        final_frame = train
+    else:
+        fit_frame, final_frame = train, pl.concat([train, validation], how="vertical_relaxed")
+    candidates = fit_candidates(fit_frame, features, target, seed=seed)
+    y_val = validation.get_column(target).to_numpy().astype(bool)
+    validation_metrics = {}
+    for kind, m in candidates.items():
+        p_val = m.predict_proba(validation)
+        # The gate judges calibration-in-the-large overall and by age band: a candidate that already fails it on
+        # the validation date would be refused, so it is chosen only if every candidate fails it.
+        misfits = calibration_in_the_large(fairness_audit(validation, y_val, p_val), settings.gate)
+        validation_metrics[kind] = {"auroc": auroc(y_val, p_val),
+                                    "calibration_slope": calibration_slope_intercept(y_val, p_val)[0],
+                                    "calibration_misfits": float(len(misfits))}
+    chosen = choose_candidate(validation_metrics)
+    final = fit_candidates(final_frame, features, target, seed=seed, kinds=(chosen,))[chosen]
     timings["fit_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
     y_test = test.get_column(target).to_numpy().astype(bool)
+    # Candidate rows on the test date are for the record (the card's comparison table); they chose nothing.
     predictions = {kind: m.predict_proba(test) for kind, m in candidates.items()}
+    predictions[chosen] = final.predict_proba(test)
     candidate_metrics = {kind: evaluate(y_test, p, n_boot=n_boot, seed=seed) for kind, p in predictions.items()}
-    baseline_predictions = fit_baselines(train, test, target)
+    for kind, m in validation_metrics.items():
+        candidate_metrics[kind] |= {f"validation_{k}": v for k, v in m.items()}
+    baseline_predictions = fit_baselines(final_frame, test, target)
     baseline_metrics = {
         name: evaluate(y_test, p, n_boot=max(n_boot // 2, 50), seed=seed) for name, p in baseline_predictions.items()
     }
-    chosen = max(candidate_metrics, key=lambda k: candidate_metrics[k]["auroc"])
-    metrics = {f"test_{k}": v for k, v in candidate_metrics[chosen].items()}
+    metrics = {f"test_{k}": v for k, v in candidate_metrics[chosen].items() if not k.startswith("validation_")}
+    metrics["validation_auroc"] = validation_metrics[chosen]["auroc"]
     fairness = fairness_audit(test, y_test, predictions[chosen])
     timings["evaluate_seconds"] = time.perf_counter() - t
+    train = final_frame
 
     data = TrainingData(
         features=features,
@@ -292,6 +401,10 @@ def train_on_frames(
         sample=context.get("sample"),
         clean_dir=context.get("clean_dir"),
         data_files=context.get("data_files", {}),
+        fit_dates=list(context.get("fit_dates", [])),
+        validation_date=context.get("validation_date"),
+        history_days=context.get("history_days"),
+        population=context.get("population"),
     )
     t = time.perf_counter()
     outcome = log_and_register(
@@ -299,7 +412,7 @@ def train_on_frames(
         TrainingRecord(
             target=target,
             chosen=chosen,
-            bundle=candidates[chosen],
+            bundle=final,
             example_source=test,
             metrics=metrics,
             candidate_metrics=candidate_metrics,
@@ -339,7 +452,6 @@ def train_and_register(
     index_date: date,
     settings: Settings,
     *,
-    train_dates: list[date] | None = None,
     sample: int | None = None,
     test_date: date | None = None,
     seed: int = 0,
@@ -350,25 +462,31 @@ def train_and_register(
     so the gate sees the population the model will score).
     """
     clean_dir = Path(clean_dir)
-    if target not in TARGETS:
-        raise UpstreamError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    check_target(target, UpstreamError)
     if not (clean_dir / "residents.parquet").exists():
         raise UpstreamError(f"{clean_dir} is not a clean data directory (no residents.parquet); run `upstream ingest`")
     started = time.perf_counter()
-    train_dates, test_date = choose_dates(clean_dir, index_date, train_dates, test_date)
-    log.info("training dates %s, test date %s", train_dates, test_date)
-    train = assemble(clean_dir, train_dates, sample=sample, seed=seed)
-    test = assemble(clean_dir, [test_date])
+    dates = choose_method_dates(clean_dir, index_date, default_history_days(settings), test_date)
+    log.info("fitting dates %s, validation date %s, test date %s (history %d days)",
+             dates.fit, dates.validation, dates.test, dates.history_days)
+    cohort = settings.cohort
+    train = assemble(clean_dir, dates.fit, sample=sample, seed=seed, cohort=cohort)
+    validation = assemble(clean_dir, [dates.validation], sample=sample, seed=seed + len(dates.fit), cohort=cohort)
+    test = assemble(clean_dir, [dates.test], cohort=cohort)
     assemble_seconds = time.perf_counter() - started
     context = {
-        "train_dates": train_dates,
-        "test_date": test_date,
+        "train_dates": dates.train,
+        "fit_dates": dates.fit,
+        "validation_date": dates.validation,
+        "history_days": dates.history_days,
+        "population": f"list cohort at each date (expectations.cohort, min age {settings.cohort.min_age})",
+        "test_date": dates.test,
         "index_date": index_date,
         "clean_dir": str(clean_dir.resolve()),
         "sample": sample,
         "data_files": files_fingerprint(clean_dir),
     }
-    result = train_on_frames(train, test, target, settings, context=context, seed=seed)
+    result = train_on_frames(train, test, target, settings, context=context, seed=seed, validation=validation)
     result.timings["assemble_seconds"] = assemble_seconds
     result.seconds = time.perf_counter() - started
     return result

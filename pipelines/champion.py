@@ -122,3 +122,17 @@ def explainer_or_none(settings: Settings) -> ModelExplainer | None:
     if model is None or not hasattr(getattr(model, "bundle", model), "contributions"):
         return None
     return ModelExplainer(model)
+
+
+def no_champion_message(trained: Any, settings: Settings) -> str:
+    """Why a first run publishes nothing, and what the analyst can do about it (no silent failure)."""
+    reasons = "; ".join(getattr(trained, "gate_reasons", []) or []) or "see the MLflow run"
+    version = getattr(trained, "version", "?")
+    return (
+        f"no list published: the first model (upstream-{settings.target} version {version}, alias challenger) "
+        f"failed the promotion gate and there is no champion yet. Why: {reasons}. What to do: read the "
+        f"challenger's model card (its MLflow run, gate/gate_decision.json); a calibration or subgroup failure "
+        f"usually needs more data (a larger population or more years) or a fix to the data it names. If the "
+        f"lead analyst accepts the model as it is, relax the named threshold in the settings "
+        f"(UPSTREAM_GATE__..., recorded with the run) and run again with --train always."
+    )

@@ -40,9 +40,11 @@ def synthesise(raw_dir: Path, residents: int, seed: int) -> date:
     import json
 
     from pipelines.weeks import delivery_extract_date
+    from synthetic import DEFAULT_YEARS
 
     marker = raw_dir / "_demo.json"
-    wanted = {"residents": residents, "seed": seed}
+    # Years too: an older, shorter demo delivery cannot give training dates with the features' full history.
+    wanted = {"residents": residents, "seed": seed, "years": DEFAULT_YEARS}
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         print(f"generating a synthetic delivery of {residents:,} residents in {raw_dir} ...", flush=True)
         from synthetic import default_workers

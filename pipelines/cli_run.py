@@ -21,8 +21,9 @@ def add_weekly_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dask-address",
         default=None,
-        help="address of an existing Dask scheduler (e.g. tcp://10.0.0.5:8786): fan out features and scoring "
-        "per locality; UPSTREAM_HOME must be on storage the workers share",
+        help="address of an existing Dask scheduler (e.g. tcp://10.0.0.5:8786): run ingest (per source chunk), "
+        "features, scoring and lists (per locality) and outcome follow-up as tasks there; UPSTREAM_HOME must be "
+        "on storage the workers share (default: UPSTREAM_DASK_ADDRESS)",
     )
     parser.add_argument(
         "--train",

@@ -7,8 +7,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from pipelines.scoring import iso_week
 from pipelines.weeks import week_root
 from upstream.settings import Settings
@@ -24,15 +22,21 @@ def run_ingest(raw_dir: Path, index_date: date, settings: Settings) -> tuple[Pat
     hospital at T, and features, labels and the cohort already look only before T. Quarantining those rows
     as "future" would drop exactly the people the list must exclude.
     """
-    from expectations.ingest import delivery_extract_date, ingest_delivery
+    from expectations.ingest import ingest_delivery
 
-    week = iso_week(index_date)
+    out_dir, data_date, previous = ingest_target(raw_dir, index_date, settings)
+    summary = ingest_delivery(Path(raw_dir), out_dir, settings, as_of=data_date, previous_summary=previous)
+    return out_dir, summary
+
+
+def ingest_target(raw_dir: Path, index_date: date, settings: Settings) -> tuple[Path, date, dict[str, Any] | None]:
+    """Where a week's ingest goes, the date its checks use (see ``run_ingest``), and the summary it is
+    compared with: the same for a local and a fanned-out ingest."""
+    from expectations.ingest import delivery_extract_date
+
     out_dir = week_root(settings, index_date) / "ingest"
     data_date = delivery_extract_date(Path(raw_dir)) or max(index_date, date.today())
-    summary = ingest_delivery(
-        Path(raw_dir), out_dir, settings, as_of=data_date, previous_summary=previous_validation_summary(settings, week)
-    )
-    return out_dir, summary
+    return out_dir, data_date, previous_validation_summary(settings, iso_week(index_date))
 
 
 def previous_validation_summary(settings: Settings, week: str) -> dict[str, Any] | None:
@@ -72,11 +76,3 @@ def validation_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def opted_out_people(clean_dir: Path) -> list[str]:
-    """person_id of everyone in the delivery's opt-out file (ingest wrote it; absent = nobody)."""
-    path = Path(clean_dir) / "opt_outs.parquet"
-    if not path.exists():
-        return []
-    return pl.read_parquet(path, columns=["person_id"])["person_id"].unique().to_list()

@@ -5,8 +5,14 @@ Flows take ``home`` (``UPSTREAM_HOME``) rather than a ``Settings`` object: Prefe
 parameters in its database and shows them in its UI, and ``Settings`` can hold a database URL with a
 password. Each flow builds its ``Settings`` once from ``home`` (every other setting comes from the
 environment/TOML as usual) and hands that one object to its tasks (task arguments are not stored).
-The weekly flow resolves the index date once and passes it to every step, ingest included. I/O tasks retry. Scale-out: ``weekly(dask_address=...)`` runs the feature and scoring subflows with a
-``DaskTaskRunner`` connected to an existing cluster, one task per locality.
+The weekly flow resolves the index date once and passes it to every step, ingest included. I/O tasks retry.
+
+Scale-out: ``weekly(dask_address=...)`` (or ``UPSTREAM_DASK_ADDRESS``) runs the subflows with a
+``DaskTaskRunner`` attached to an existing cluster: ingest as one task per source chunk
+(``pipelines.dask_ingest``), features, scoring and list building as one task per locality, and outcome
+follow-up as a task. Tasks exchange paths under ``home`` (which must be on storage every worker shares)
+and small results; only the store writes, the publish transaction and run bookkeeping stay in the flow's
+process. The result is the week a local run publishes (tests/pipelines/test_weekly_flow.py).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -30,16 +37,36 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from models.registry import champion_ref
-from pipelines import alerts, monitor
-from pipelines.champion import model_metrics_rows, run_training, score_partition, scored_model_identity, should_train
-from pipelines.delivery import previous_validation_summary, read_validation_summary, run_ingest, validation_rows
+from pipelines import alerts, dask_ingest, monitor
+from pipelines.champion import (
+    model_metrics_rows,
+    no_champion_message,
+    run_training,
+    score_partition,
+    scored_model_identity,
+    should_train,
+)
+from pipelines.delivery import (
+    ingest_target,
+    previous_validation_summary,
+    read_validation_summary,
+    run_ingest,
+    validation_rows,
+)
 from pipelines.drills import InjectedFailure, check_injected
+from pipelines.lists import funnel_rows, locality_file_stem
 from pipelines.partitions import ALL_PARTITION, build_partition_features, fresh_dir, partition_clean
-from pipelines.publish import PublishedLists, publish_run
-from pipelines.run_guard import begin_weekly_run
-from pipelines.score_history import ScoreRun, store_scores
+from pipelines.publish import (
+    ListInputs,
+    PublishedLists,
+    build_week_lists,
+    list_inputs,
+    publish_lists_built,
+    publish_run,
+)
+from pipelines.score_history import ScoreRun, begin_weekly_run, store_scores
 from pipelines.scoring import iso_week
-from pipelines.weeks import lists_dir, resolve_index_date, week_root
+from pipelines.weeks import clean_dir_of, lists_dir, resolve_index_date, week_root
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
 
@@ -176,11 +203,62 @@ COMPLETED_WITH_WARNINGS = "Completed with warnings"
 # --- flows ------------------------------------------------------------------------------------------
 
 
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
+def plan_ingest_task(raw_dir: str, out_dir: str, as_of: date, chunk_rows: int) -> dask_ingest.IngestPlan:
+    return dask_ingest.plan_ingest(Path(raw_dir), Path(out_dir), as_of, chunk_rows)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="ingest-{chunk.source}-{chunk.index}",
+)
+def ingest_chunk_task(
+    plan: dask_ingest.IngestPlan, chunk: dask_ingest.SourceChunk, settings: Settings
+) -> dask_ingest.ChunkDone:
+    return dask_ingest.ingest_chunk(plan, chunk, settings)
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE,
+      task_run_name="merge-{source}")
+def merge_source_task(plan: dask_ingest.IngestPlan, source: str) -> int:
+    return dask_ingest.merge_source(plan, source)
+
+
+def ingest_on_cluster(raw_dir: str, index_date: date, settings: Settings) -> tuple[str, dict[str, Any]]:
+    """Ingest as cluster tasks: plan, residents' chunks, merge residents, every event source's chunks at
+    once, merge each source; the summary and the move into place in this process (``dask_ingest``)."""
+    out_dir, as_of, previous = ingest_target(Path(raw_dir), index_date, settings)
+    plan = plan_ingest_task.submit(raw_dir, str(out_dir), as_of, settings.ingest.cluster_chunk_rows).result()
+    def all_done(futures: list[Any]) -> list[Any]:
+        wait(futures)  # every task has stopped writing under the work dir before a failure removes it
+        return [future.result() for future in futures]
+
+    try:
+        done = all_done([ingest_chunk_task.submit(plan, c, settings) for c in plan.residents])
+        merge_source_task.submit(plan, "residents").result()
+        done += all_done([ingest_chunk_task.submit(plan, c, settings) for c in plan.events])
+        all_done([merge_source_task.submit(plan, name) for name in plan.sources if name != "residents"])
+    except BaseException:
+        dask_ingest.discard_work(plan)
+        raise
+    summary = dask_ingest.finish_ingest(plan, done, out_dir, settings, previous)
+    return str(out_dir), summary
+
+
 @flow(name="ingest")
-def ingest(raw_dir: str, index_date: date | None = None, home: str | None = None) -> str:
-    """Validate, pseudonymise and quarantine one delivery; publishes the validation summary."""
+def ingest(raw_dir: str, index_date: date | None = None, home: str | None = None, on_cluster: bool = False) -> str:
+    """Validate, pseudonymise and quarantine one delivery; publishes the validation summary.
+
+    ``on_cluster``: one task per source chunk on the flow's (Dask) task runner.
+    """
     when = resolve_index_date(Path(raw_dir), index_date)  # the weekly flow passes its own, resolved once
-    out_dir, summary = ingest_task(raw_dir, when, settings_for(home))
+    if on_cluster:
+        out_dir, summary = ingest_on_cluster(raw_dir, when, settings_for(home))
+    else:
+        out_dir, summary = ingest_task(raw_dir, when, settings_for(home))
     create_table_artifact(
         table=validation_rows(summary),
         key="validation-summary",
@@ -194,8 +272,8 @@ def build_features(clean_dir: str, index_date: date, home: str | None = None, pe
     """Point-in-time features, one task per locality when fanning out; returns partition -> parquet path."""
     root = week_root(settings_for(home), index_date)
     fresh_dir(root / "features")
-    if per_locality:
-        parts = partition_task(str(clean_dir), str(root / "partitions"))
+    if per_locality:  # on a worker too: splitting reads every source
+        parts = partition_task.submit(str(clean_dir), str(root / "partitions")).result()
     else:
         parts = {ALL_PARTITION: str(clean_dir)}
     futures = {
@@ -242,10 +320,59 @@ def score(
     return store_scores_task(parts, index_date, settings)
 
 
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="lists-{locality}",
+)
+def locality_lists_task(
+    run: ScoreRun, settings: Settings, locality: str, inputs: ListInputs
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """One locality's list with its words (``inputs``: its share), from its partition of the clean delivery,
+    and its cohort funnel (suppressed counts: person-level cohort rows stay on the worker)."""
+    part = week_root(settings, run.index_date) / "partitions" / locality_file_stem(locality)
+    clean = part if part.is_dir() else clean_dir_of(settings, run.index_date)
+    lists, cohort = build_week_lists(run, settings, inputs, clean, one_locality=True)
+    return lists, funnel_rows(cohort, settings.cohort, [locality])
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
+def publish_built_task(
+    run: ScoreRun, settings: Settings, built: list[tuple[pl.DataFrame, list[dict[str, Any]]]],
+    localities: list[str], current: pl.DataFrame, inject_failure: str | None = None,
+) -> PublishedLists:
+    def drill() -> None:
+        check_injected(inject_failure, "publish")
+
+    lists = pl.concat([lists for lists, _ in built], how="vertical_relaxed")
+    funnel = [row for _, rows in built for row in rows]
+    return publish_lists_built(run, settings, lists, funnel, localities, current, before_commit=drill)
+
+
+def publish_on_cluster(run: ScoreRun, settings: Settings, inject_failure: str | None) -> PublishedLists:
+    """Lists built per locality as cluster tasks; the store reads before and the publish transaction after
+    stay in this process."""
+    inputs = list_inputs(run, settings)
+    shares = inputs.per_locality()  # each task is sent its own share, not the whole week's scores
+    futures = [locality_lists_task.submit(run, settings, name, shares[name]) for name in inputs.localities]
+    built = [f.result() for f in futures]
+    return publish_built_task(run, settings, built, inputs.localities, inputs.current, inject_failure)
+
+
 @flow(name="publish-lists")
-def publish_lists(run: ScoreRun, home: str | None = None, inject_failure: str | None = None) -> dict:
-    """Build, export and publish the week's rising-risk lists; publishes suppressed list sizes."""
-    published = publish_task(run, settings_for(home), inject_failure)
+def publish_lists(
+    run: ScoreRun, home: str | None = None, inject_failure: str | None = None, on_cluster: bool = False
+) -> dict:
+    """Build, export and publish the week's rising-risk lists; publishes suppressed list sizes.
+
+    ``on_cluster``: one list-building task per locality on the flow's (Dask) task runner.
+    """
+    if on_cluster:
+        published = publish_on_cluster(run, settings_for(home), inject_failure)
+    else:
+        published = publish_task(run, settings_for(home), inject_failure)
     create_table_artifact(
         table=published.sizes,
         key="list-sizes",
@@ -283,6 +410,25 @@ def follow_up_task(clean_dir: str, settings: Settings) -> dict[str, Any]:
             "windows_pending": result.pending, "ascof_2b": str(ascof)}
 
 
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient, cache_policy=NO_CACHE)
+def outcomes_due_task(clean_dir: str, settings: Settings) -> tuple[Any, pl.DataFrame, str]:
+    """Outcome follow-up computed on a worker (reads the store and the clean delivery), ASCOF 2B written."""
+    from loop.outcomes import outcomes_due, write_ascof_2b
+
+    result, new = outcomes_due(Path(clean_dir), settings)
+    return result, new, str(write_ascof_2b(Path(clean_dir), settings))
+
+
+def follow_up_on_cluster(clean_dir: str, settings: Settings) -> dict[str, Any]:
+    """``follow_up_task`` with the computing on the cluster and the store write here."""
+    from loop.outcomes import store_outcomes
+
+    result, new, ascof = outcomes_due_task.submit(clean_dir, settings).result()
+    store_outcomes(settings, new)
+    return {"listings_followed": result.listings, "outcome_rows_added": result.new_rows,
+            "windows_pending": result.pending, "ascof_2b": ascof}
+
+
 @flow(name="weekly")
 def weekly(
     raw_dir: str,
@@ -306,6 +452,8 @@ def weekly(
 
     logger = get_run_logger()
     settings = settings_for(home)
+    dask_address = dask_address or settings.dask_address
+    on_cluster = bool(dask_address)
     # One weekly run per home; runs a dead process left "running" are marked failed, their rows removed.
     reaped = begin_weekly_run(settings)
     if reaped:
@@ -335,7 +483,7 @@ def weekly(
         progress = _Progress("weekly-progress", f"Weekly run for {week}")
         runner = task_runner(dask_address)
 
-        ingest_dir = Path(ingest(raw_dir, when, home))
+        ingest_dir = Path(ingest.with_options(task_runner=runner)(raw_dir, when, home, on_cluster=on_cluster))
         clean_dir = str(ingest_dir / "clean")
         summary = read_validation_summary(ingest_dir)
         monitor.record_run_update(
@@ -348,7 +496,7 @@ def weekly(
         progress.update(0.2, "ingested")
 
         features_paths = build_features.with_options(task_runner=runner)(
-            clean_dir, when, home, per_locality=bool(dask_address)
+            clean_dir, when, home, per_locality=on_cluster
         )
         lap("features", "train")
         progress.update(0.4, "features built")
@@ -357,8 +505,7 @@ def weekly(
             trained = train_flow(clean_dir, when, home, train_sample)
             monitor.record_run_update(settings, flow_run_id, training_run_id=getattr(trained, "run_id", None))
             if champion_ref(settings) is None:
-                reasons = "; ".join(getattr(trained, "gate_reasons", []) or []) or "see the MLflow run"
-                raise UpstreamError(f"the model trained this run was not promoted ({reasons}) and there is no champion")
+                raise UpstreamError(no_champion_message(trained, settings))
             if getattr(trained, "alias", None) == "challenger":
                 kept = alerts.challenger_kept(
                     week, trained.model_name, trained.version, list(getattr(trained, "gate_reasons", []) or [])
@@ -385,12 +532,12 @@ def weekly(
         lap("score", "publish")
         progress.update(0.75, "scored")
 
-        published = publish_lists(run, home, inject_failure)
+        published = publish_lists.with_options(task_runner=runner)(run, home, inject_failure, on_cluster=on_cluster)
         lap("publish", "outcomes")
         progress.update(0.85, "published")
         logger.info("published %s: %s residents scored (run %s)", run.week, run.n_scored, run.run_id)
 
-        follow_up = follow_up_task(clean_dir, settings)
+        follow_up = follow_up_on_cluster(clean_dir, settings) if on_cluster else follow_up_task(clean_dir, settings)
         lap("outcomes", "monitor")
         progress.update(0.9, "outcomes followed up")
 

@@ -17,7 +17,6 @@ order, highest risk first within a section, so the people a team has not seen ar
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -170,17 +169,20 @@ def build_lists(
     ).select(LIST_COLUMNS)
 
 
-def _top_reasons(rules: ListSettings) -> list[pl.Expr]:
-    trimmed = pl.col("reasons").map_elements(
-        lambda text: json.dumps(json.loads(text)[: rules.top_reasons], separators=(",", ":")),
-        return_dtype=pl.String,
-    )
-    return [trimmed.alias("reasons")]
+#: What a list row reads of a resident's reasons: their words. The reasons are the JSON array scoring wrote
+#: (``pipelines.scoring.encode_reasons``), already cut to ``lists.top_reasons`` by scoring (the one place that
+#: chooses how many), so the row stores that text as it is and decodes only ``text`` to say them in words.
+REASON_WORDS = pl.List(pl.Struct({"text": pl.String}))
+
+
+def reasons_in_words(reasons: pl.Expr) -> pl.Expr:
+    """``top_reasons``: the reasons' texts joined, or :data:`NO_REASON` for an empty array (null stays null)."""
+    words = reasons.str.json_decode(REASON_WORDS).list.eval(pl.element().struct.field("text")).list.join(TEXT_SEPARATOR)
+    return pl.when(words == "").then(pl.lit(NO_REASON)).otherwise(words)
 
 
 def attach_details(
     lists: pl.DataFrame,
-    rules: ListSettings,
     *,
     reasons: pl.DataFrame | None = None,
     offers: pl.DataFrame | None = None,
@@ -189,17 +191,14 @@ def attach_details(
 ) -> pl.DataFrame:
     """Fill the words: reasons (person_id, JSON), offers (``ServiceCatalogue.match`` output), what changed.
 
+    Reasons are taken as scoring stored them (see :data:`REASON_WORDS`): never decoded and encoded again.
     With ``catalogue``, the offers' weekly places are given out (:func:`ration_offers`)."""
     out = lists
     if reasons is not None:
         # every scored person has stored reasons (scoring writes "[]" when none raise the risk): a listed
         # person without them is a broken run, which the store's NOT NULL refuses loudly
         out = out.drop("reasons").join(reasons, on="person_id", how="left", maintain_order="left")
-    out = out.with_columns(*_top_reasons(rules)).with_columns(
-        pl.col("reasons").map_elements(
-            lambda text: TEXT_SEPARATOR.join(r["text"] for r in json.loads(text)) or NO_REASON, return_dtype=pl.String
-        ).alias("top_reasons")
-    )
+    out = out.with_columns(reasons_in_words(pl.col("reasons")).alias("top_reasons"))
     if offers is not None:
         matched = offers.select(
             "person_id",

@@ -40,7 +40,7 @@ from models.monitoring import (
     score_drift,
 )
 from models.monitoring import auroc as rank_auroc
-from pipelines.score_history import load_run_scores, matured_published_weeks, previous_published
+from pipelines.score_history import history_store, load_run_scores, matured_published_weeks, previous_published
 from upstream.settings import Settings
 from upstream.store import get_engine, monitoring_results, weekly_runs
 
@@ -160,11 +160,22 @@ def monitor_week(
     else:
         frames = [pl.read_parquet(p) for p in features_paths.values()]
         features = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
-        report.checks += feature_drift(reference, features, m.psi_warn, m.psi_alert, m.smd_warn, m.smd_alert)
         previous = previous_published(engine, index_date, week)
-        prev_scores = load_run_scores(engine, previous.run_id)["score"].to_numpy() if previous else None
-        if current.height:
-            report.checks += score_drift(reference, current["score"].to_numpy(), prev_scores, m.psi_warn, m.psi_alert)
+        prev = load_run_scores(engine, previous.run_id, history_store(settings)) if previous else None
+        # The reference was taken on the list cohort (the model's training and test population, issue 12):
+        # compare the same population this week, or adding children and care-home residents reads as drift.
+        population = _cohort_ids(settings, Path(clean_dir), index_date) if clean_dir is not None else None
+        if population is not None:
+            features = features.join(population, on="person_id", how="semi") if features.height else features
+            current_pop = current.join(population, on="person_id", how="semi")
+            prev = prev.join(population, on="person_id", how="semi") if prev is not None else None
+        else:
+            current_pop = current
+        report.checks += feature_drift(reference, features, m.psi_warn, m.psi_alert, m.smd_warn, m.smd_alert)
+        prev_scores = prev["score"].to_numpy() if prev is not None else None
+        if current_pop.height:
+            report.checks += score_drift(reference, current_pop["score"].to_numpy(), prev_scores, m.psi_warn,
+                                         m.psi_alert)
 
     if current.height:
         estimate = expected_auroc(current["score"].to_numpy())
@@ -176,6 +187,15 @@ def monitor_week(
     store_results(settings, report, flow_run_id)
     report.mlflow_run_id = log_to_mlflow(settings, report)
     return report
+
+
+def _cohort_ids(settings: Settings, clean_dir: Path, index_date: date) -> pl.DataFrame | None:
+    """People in the list cohort at T (``expectations.cohort``), or None for a clean directory without residents."""
+    from expectations.cohort import cohort_at, in_cohort
+
+    if not (clean_dir / "residents.parquet").exists():
+        return None
+    return in_cohort(cohort_at(clean_dir, index_date, settings.cohort)).select("person_id")
 
 
 def _round(value: float | None) -> float | None:
@@ -203,7 +223,7 @@ def _matured_checks(
         report.notes.append("no published week has a closed 12-month outcome window yet")
     for week, run_id, past_date in weeks:
         labels = build_labels(clean_dir, past_date)
-        week_scores = load_run_scores(get_engine(settings.db_url), run_id)
+        week_scores = load_run_scores(get_engine(settings.db_url), run_id, history_store(settings))
         for check in realised_performance(week_scores, labels, settings.target, settings, reference_auroc):
             checks.append(Check(check.kind, f"realised {week}", check.metric, check.value, check.threshold, check.status))
     return checks

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.delivery import opted_out_people
+from expectations.cohort import opted_out_people
 from pipelines.lists import locality_file_stem
 
 #: The one partition of a run that does not fan out (the whole clean delivery).

@@ -1,4 +1,5 @@
-"""One weekly run per ``UPSTREAM_HOME`` at a time, and the clean-up of runs that died.
+"""One weekly run per ``UPSTREAM_HOME`` at a time (the clean-up of runs that died, which needs the lock, is
+``pipelines.score_history.begin_weekly_run``: this module knows the lock, not the score tables).
 
 WHY: score history lives in one SQLite file with one write lock. Two weekly runs on the same home (two
 sessions starting the documented benchmark with the same ``--workdir``, a schedule plus a manual
@@ -16,10 +17,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from pipelines.score_history import reap_abandoned_runs
 from upstream.errors import UpstreamError
 from upstream.settings import Settings
-from upstream.store import get_engine
 
 LOCK_NAME = ".weekly-run.lock"
 
@@ -54,18 +53,6 @@ def release_home(home: Path) -> None:
     fd = _held.pop((home / LOCK_NAME).resolve(), None)
     if fd is not None:
         os.close(fd)
-
-
-def begin_weekly_run(settings: Settings) -> list[str]:
-    """Claim the home, then mark runs that an earlier, dead process left ``running`` as failed and remove
-    their partial rows (only in the home's own database). Returns the run ids reaped."""
-    claim_home(settings.home)
-    if not database_in_home(settings):
-        # The home's lock says nothing about runs of OTHER homes sharing an external database (e.g. one
-        # PostgreSQL for several deployments or test sessions): never reap those; failed runs are still
-        # discarded on the way out.
-        return []
-    return reap_abandoned_runs(get_engine(settings.db_url))
 
 
 def database_in_home(settings: Settings) -> bool:

@@ -1,7 +1,14 @@
 """Score history: EVERY read and write of scores, score runs, published weeks and stored lists.
 
-The pipeline's one boundary with the score tables of ``upstream.store`` (the API's reads are in
-``serving.queries``). A week's run writes its scores under a fresh ``run_id`` (invisible to readers), then ``publish_week``
+The one boundary with the score tables of ``upstream.store`` and with the history store
+(``pipelines.history_store``): the pipeline, the API (``serving.queries`` only re-exports the reads below),
+the loop and retention all come here; a guard test fails on a direct read elsewhere.
+
+Two tiers (issue 15 item 4): the database holds the newest ``retention.database_score_weeks`` published
+weeks' scores with reasons (lists, "what changed", the resident view), plus every published week's lists,
+funnel and summary counts; older weeks' scores move to the parquet history store when a week is published
+(``settle_history``). Readers get one answer from both: a week is read from the database while its scores are
+there, else from the history store. A week's run writes its scores under a fresh ``run_id`` (invisible to readers), then ``publish_week``
 makes it visible in ONE transaction: insert the lists, repoint ``published_weeks[week]`` and delete
 every other run of that week. A run that dies before that transaction leaves the last good week
 served; re-running a week never duplicates history.
@@ -9,9 +16,10 @@ served; re-running a week never duplicates history.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -19,6 +27,8 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pipelines.history_store import HISTORY_SCHEMA, HistoryStore
+from pipelines.run_guard import claim_home, database_in_home
 from pipelines.scoring import SCORE_ROW, combine_partitions, iso_week
 from upstream.settings import Settings
 from upstream.store import (
@@ -29,6 +39,7 @@ from upstream.store import (
     published_weeks,
     risk_lists,
     score_runs,
+    score_summaries,
     scores,
 )
 
@@ -151,6 +162,12 @@ def discard_run(engine: Engine, run_id: str) -> None:
         conn.execute(risk_lists.delete().where(risk_lists.c.run_id == run_id))
     # Failed first, rows after, in short transactions like write_scores (a county's run is 1.8M rows): if
     # this is interrupted, the run is already "failed" and the next start-up deletes the rest.
+    _delete_run_scores(engine, run_id)
+
+
+def _delete_run_scores(engine: Engine, run_id: str) -> int:
+    """Delete one run's score rows in short transactions (see ``write_scores`` on SQLite's one write lock)."""
+    total = 0
     while True:
         batch = sa.select(scores.c.person_id).where(scores.c.run_id == run_id).limit(_CHUNK)
         with engine.begin() as conn:
@@ -158,7 +175,8 @@ def discard_run(engine: Engine, run_id: str) -> None:
                 scores.delete().where(scores.c.run_id == run_id, scores.c.person_id.in_(batch.scalar_subquery()))
             ).rowcount
         if not deleted:
-            return
+            return total
+        total += deleted
 
 
 def reap_abandoned_runs(engine: Engine) -> list[str]:
@@ -183,6 +201,18 @@ def reap_abandoned_runs(engine: Engine) -> list[str]:
     return reaped
 
 
+def begin_weekly_run(settings: Settings) -> list[str]:
+    """Claim the home, then mark runs that an earlier, dead process left ``running`` as failed and remove
+    their partial rows (only in the home's own database). Returns the run ids reaped."""
+    claim_home(settings.home)
+    if not database_in_home(settings):
+        # The home's lock says nothing about runs of OTHER homes sharing an external database (e.g. one
+        # PostgreSQL for several deployments or test sessions): never reap those; failed runs are still
+        # discarded on the way out.
+        return []
+    return reap_abandoned_runs(get_engine(settings.db_url))
+
+
 @dataclass(frozen=True)
 class ScoreRun:
     """A week's scores stored under a run that is complete but not yet published."""
@@ -199,8 +229,6 @@ def store_scores(
     parts: list[pl.DataFrame], index_date: date, settings: Settings, model_name: str, model_version: str
 ) -> ScoreRun:
     """Band the combined partitions and write them under a new, not yet published run."""
-    from pipelines.run_guard import claim_home  # run_guard imports this module (it reaps abandoned runs)
-
     claim_home(settings.home)  # the store is the writer: never alongside another run on this home
     engine = get_engine(settings.db_url)
     banded = combine_partitions(parts)
@@ -296,10 +324,15 @@ def _frame(rows: list[Any], columns: tuple[str, ...]) -> pl.DataFrame:
     )
 
 
-def load_run_scores(engine: Engine, run_id: str) -> pl.DataFrame:
-    """person_id, score of one run ("change since" the comparison week; monitoring's score drift)."""
+def load_run_scores(engine: Engine, run_id: str, history: HistoryStore | None = None) -> pl.DataFrame:
+    """person_id, score of one run ("change since" the comparison week; monitoring's score drift and matured
+    weeks). A published week whose scores have moved to ``history`` is read from there."""
     with engine.connect() as conn:
         rows = conn.execute(sa.select(scores.c.person_id, scores.c.score).where(scores.c.run_id == run_id)).all()
+        week = None if rows or history is None else conn.execute(
+            sa.select(published_weeks.c.week).where(published_weeks.c.run_id == run_id)).scalar_one_or_none()
+    if week is not None and history is not None:
+        return history.week(week).select("person_id", "score")
     return _frame(rows, ("person_id", "score"))
 
 
@@ -423,3 +456,444 @@ def publish_week(
         if before_commit is not None:
             before_commit()  # failure drills: anything raised here rolls the whole publish back
     return previous if previous != run_id else None
+
+
+# --- the history store: moving weeks out of the database, retention ---------------------------------
+
+
+def history_store(settings: Settings) -> HistoryStore:
+    """The home's history store (``settings.history_dir``)."""
+    return HistoryStore(settings.history_dir)
+
+
+@dataclass(frozen=True)
+class SettledHistory:
+    """What ``settle_history`` did: weeks moved out of the database, opted-out rows removed from history."""
+
+    moved_weeks: list[str]
+    moved_rows: int
+    opted_out_rows: int
+    #: Wall seconds by part (summary counts + the rows, staged or from the database; the store write; the
+    #: database delete; opt-outs).
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+#: Equal-width score bins of the stored summaries (the web page's histogram uses the same ten).
+SUMMARY_BINS = 10
+
+
+def _bin_of(column: Any, bins: int = SUMMARY_BINS) -> Any:
+    # Thresholds in a CASE, not CAST/FLOOR, so SQLite and PostgreSQL bin identically.
+    return sa.case(*[(column < (i + 1) / bins, i) for i in range(bins - 1)], else_=bins - 1)
+
+
+def _has_scores(conn: Connection, run_id: str) -> bool:
+    return conn.execute(sa.select(sa.literal(1)).where(scores.c.run_id == run_id).limit(1)).first() is not None
+
+
+def _summarised(conn: Connection, run_id: str) -> bool:
+    found = sa.select(sa.literal(1)).where(score_summaries.c.run_id == run_id).limit(1)
+    return conn.execute(found).first() is not None
+
+
+def _history_rows(engine: Engine, history: HistoryStore, week: PublishedWeek, opted_out: list[str]) -> pl.DataFrame:
+    """One published week's scores as the history store keeps them (``HISTORY_SCHEMA``, no reasons): staged at
+    its publish (``stage_history``), else read from the database. Opted-out people are left out either way
+    (the staged rows were written before later weeks' opt-outs)."""
+    frame = history.staged(week.run_id)
+    if frame is None:
+        columns = ("person_id", "locality", "score", "band", "in_long_term_care")
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(*(scores.c[c] for c in columns)).where(scores.c.run_id == week.run_id)).all()
+        frame = _frame(rows, columns).with_columns(
+            pl.lit(week.week).alias("week"), pl.lit(week.index_date, dtype=pl.Date).alias("index_date"))
+    if opted_out:
+        frame = frame.filter(~pl.col("person_id").is_in(opted_out))
+    return frame.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA)
+
+
+def stage_history(history: HistoryStore, week: PublishedWeek, current: pl.DataFrame,
+                  opted_out: list[str] | None = None) -> None:
+    """After a publish: keep the published run's rows (``current``: what list building read) for the day its
+    week moves to the history store, so that move need not read 1.9M rows back from the database."""
+    frame = current.with_columns(pl.lit(week.week).alias("week"), pl.lit(week.index_date, dtype=pl.Date)
+                                 .alias("index_date"))
+    if opted_out:
+        frame = frame.filter(~pl.col("person_id").is_in(opted_out))
+    history.stage(week.run_id, frame)
+
+
+def settle_history(
+    engine: Engine, history: HistoryStore, keep_in_db: int, opted_out: list[str] | None = None
+) -> SettledHistory:
+    """After a publish: move the scores of published weeks older than the newest ``keep_in_db`` to ``history``.
+
+    Per week, in an order that a crash at any point leaves readable and the next publish finishes: (1) the
+    summary counts the API shows for the week are stored in the database, (2) the week's rows are written to
+    the history store (its manifest swap is the commit), (3) the week's score rows are deleted from the
+    database in short transactions. Between (2) and (3) the week is in both tiers and readers prefer the
+    database. Opted-out people are then removed from the history store too (``publish_week`` removed them
+    from the database): an opt-out applies to the past (DESIGN §7). Only published weeks ever enter the store,
+    so a failed run leaves nothing in it.
+    """
+    from pipelines.history_store import block_of
+
+    with engine.connect() as conn:
+        newest_first = conn.execute(
+            sa.select(published_weeks.c.week, published_weeks.c.run_id, published_weeks.c.index_date)
+            .order_by(published_weeks.c.index_date.desc())
+        ).all()
+        to_move = [PublishedWeek(*row) for row in newest_first[keep_in_db:] if _has_scores(conn, row[1])]
+    moved_rows = 0
+    seconds = dict.fromkeys(("summary_and_rows", "write_store", "delete_database", "opt_outs"), 0.0)
+    for block in sorted({block_of(w.week) for w in to_move}):  # one block rewrite per block, oldest first
+        weeks = [w for w in to_move if block_of(w.week) == block]
+        started = time.perf_counter()
+        for w in weeks:
+            with engine.begin() as conn:
+                if not _summarised(conn, w.run_id):
+                    conn.execute(score_summaries.insert().from_select(
+                        ["run_id", "locality", "band", "score_bin", "residents"],
+                        sa.select(scores.c.run_id, scores.c.locality, scores.c.band, _bin_of(scores.c.score),
+                                  sa.func.count()).where(scores.c.run_id == w.run_id)
+                        .group_by(scores.c.run_id, scores.c.locality, scores.c.band, _bin_of(scores.c.score)),
+                    ))
+        frame = pl.concat([_history_rows(engine, history, w, opted_out or []) for w in weeks])
+        read = time.perf_counter()
+        history.add_weeks(frame)
+        written = time.perf_counter()
+        moved_rows += frame.height
+        for w in weeks:
+            _delete_run_scores(engine, w.run_id)
+        seconds["summary_and_rows"] += read - started
+        seconds["write_store"] += written - read
+        seconds["delete_database"] += time.perf_counter() - written
+    # Staged rows are kept only for published runs still in the database (moved, replaced: gone).
+    history.unstage({row[1] for row in newest_first[:keep_in_db]})
+    started = time.perf_counter()
+    removed = history.remove_people(opted_out) if opted_out else 0
+    seconds["opt_outs"] = time.perf_counter() - started
+    return SettledHistory([w.week for w in sorted(to_move, key=lambda w: w.index_date)], moved_rows, removed,
+                          {k: round(v, 2) for k, v in seconds.items()})
+
+
+def expire_score_weeks(engine: Engine, history: HistoryStore, oldest_kept: date) -> dict[str, int]:
+    """Retention: delete every scored week (run) with an index date before ``oldest_kept``, in both tiers.
+
+    The database's rows go in one transaction; then the history store drops every week no longer published
+    (only retention unpublishes a week, so these are exactly the expired ones, including any a failed earlier
+    retention run left behind). ``scores`` counts score rows removed from both tiers."""
+    removed = {"score_runs": 0, "scores": 0, "list_rows": 0}
+    with engine.begin() as conn:
+        old_runs = sa.select(score_runs.c.run_id).where(score_runs.c.index_date < oldest_kept)
+        removed["list_rows"] = conn.execute(risk_lists.delete().where(risk_lists.c.run_id.in_(old_runs))).rowcount
+        removed["scores"] = conn.execute(scores.delete().where(scores.c.run_id.in_(old_runs))).rowcount
+        # Every other per-run table (cohort funnels, summaries, published weeks...) goes with its run: found from
+        # the foreign keys, so a table added later cannot outlive the retention period unnoticed.
+        for table in _tables_keyed_by_run():
+            conn.execute(table.delete().where(table.c.run_id.in_(old_runs)))
+        removed["score_runs"] = conn.execute(score_runs.delete().where(score_runs.c.index_date < oldest_kept)).rowcount
+        still_published = set(conn.execute(sa.select(published_weeks.c.week)).scalars())
+    expired = [w for w in history.weeks() if w not in still_published]
+    if expired:
+        removed["scores"] += history.remove_weeks(expired)  # score rows, wherever they were kept
+    return removed
+
+
+def _tables_keyed_by_run() -> list[sa.Table]:
+    """Tables other than scores and lists whose rows belong to one score run (foreign key to score_runs)."""
+    from upstream.store import metadata
+
+    named = {score_runs.name, scores.name, risk_lists.name}
+    return [
+        table
+        for table in reversed(metadata.sorted_tables)
+        if table.name not in named and any(fk.column.table is score_runs for fk in table.foreign_keys)
+    ]
+
+
+# --- the loop's reads ----------------------------------------------------------------------------------
+
+
+def published_listings(engine: Engine, week_from: str | None = None, week_to: str | None = None) -> pl.DataFrame:
+    """``person_id, week, locality`` of everyone on a published list (optionally weeks in [from, to])."""
+    query = sa.select(risk_lists.c.person_id, risk_lists.c.week, risk_lists.c.locality).join(
+        published_weeks, sa.and_(published_weeks.c.run_id == risk_lists.c.run_id,
+                                 published_weeks.c.week == risk_lists.c.week))
+    if week_from is not None:
+        query = query.where(risk_lists.c.week >= week_from)
+    if week_to is not None:
+        query = query.where(risk_lists.c.week <= week_to)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return pl.DataFrame(rows, schema={"person_id": pl.String, "week": pl.String, "locality": pl.String},
+                        orient="row")
+
+
+# --- the API's reads (re-exported by serving.queries) --------------------------------------------------
+#
+# Every query reaches ``scores`` and ``risk_lists`` through ``published_weeks``, so rows of a run that failed
+# or is still being written are never served (ARCHITECTURE: publishing is a pointer swap).
+
+
+@dataclass(frozen=True)
+class ServedWeek:
+    """A published week as the API names it (with the model that scored it)."""
+
+    week: str
+    run_id: str
+    index_date: date
+    model_name: str | None
+    model_version: str | None
+
+
+def published(conn: Connection, week: str | None = None) -> ServedWeek | None:
+    """The published run for ``week``, or the latest published week when ``week`` is None."""
+    query = (
+        sa.select(
+            published_weeks.c.week,
+            published_weeks.c.run_id,
+            published_weeks.c.index_date,
+            score_runs.c.model_name,
+            score_runs.c.model_version,
+        )
+        .select_from(published_weeks.outerjoin(score_runs, score_runs.c.run_id == published_weeks.c.run_id))
+        .order_by(published_weeks.c.week.desc())
+        .limit(1)
+    )
+    if week is not None:
+        query = query.where(published_weeks.c.week == week)
+    row = conn.execute(query).first()
+    return ServedWeek(**row._mapping) if row else None
+
+
+def recent_weeks(conn: Connection, up_to: str, n: int) -> list[ServedWeek]:
+    """The ``n`` published weeks ending at ``up_to``, oldest first (for trend charts)."""
+    rows = conn.execute(
+        sa.select(
+            published_weeks.c.week,
+            published_weeks.c.run_id,
+            published_weeks.c.index_date,
+            sa.null().label("model_name"),
+            sa.null().label("model_version"),
+        )
+        .where(published_weeks.c.week <= up_to)
+        .order_by(published_weeks.c.week.desc())
+        .limit(n)
+    ).all()
+    return [ServedWeek(**row._mapping) for row in reversed(rows)]
+
+
+def localities(conn: Connection, run_id: str) -> list[str]:
+    """Localities scored in a published run."""
+    if _summarised(conn, run_id):
+        source = sa.select(score_summaries.c.locality).where(score_summaries.c.run_id == run_id)
+    else:
+        source = sa.select(scores.c.locality).where(scores.c.run_id == run_id)
+    return sorted(set(conn.execute(source.distinct()).scalars()))
+
+
+def locality_known(conn: Connection, run_id: str, locality: str) -> bool:
+    """Whether the run scored anyone in ``locality`` (an empty list is still a valid answer)."""
+    found = conn.execute(
+        sa.select(sa.literal(1)).where(scores.c.run_id == run_id, scores.c.locality == locality).limit(1)
+    ).first() or conn.execute(
+        sa.select(sa.literal(1)).where(score_summaries.c.run_id == run_id, score_summaries.c.locality == locality)
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+#: A list row's stored columns, as declared once in upstream.store / upstream.list_row (the structured reasons
+#: are not part of the shown row; the locality is the caller's).
+_LIST_FIELDS = tuple(name for name in LIST_ROW_COLUMNS if name not in ("locality", "reasons"))
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Cuts a team makes: a section, an offer id, a GP practice (None = all)."""
+
+    section: str | None = None
+    offer: str | None = None
+    gp_practice: str | None = None
+
+
+def _list_conditions(run_id: str, week: str, locality: str, cut: ListFilter) -> list:
+    conditions = [risk_lists.c.run_id == run_id, risk_lists.c.week == week, risk_lists.c.locality == locality]
+    if cut.section:
+        conditions.append(risk_lists.c.section == cut.section)
+    if cut.gp_practice:
+        conditions.append(risk_lists.c.gp_practice == cut.gp_practice)
+    if cut.offer:
+        # ids are ";"-separated: match whole ids only ("telecare" must not match "telecare_plus")
+        padded = sa.literal(";") + risk_lists.c.suggested_offers + sa.literal(";")
+        conditions.append(padded.like(f"%;{cut.offer};%"))
+    return conditions
+
+
+def _published_lists():
+    return risk_lists.join(
+        published_weeks,
+        sa.and_(published_weeks.c.run_id == risk_lists.c.run_id, published_weeks.c.week == risk_lists.c.week),
+    )
+
+
+def list_rows(
+    conn: Connection,
+    run_id: str,
+    week: str,
+    locality: str,
+    limit: int | None = None,
+    offset: int = 0,
+    cut: ListFilter | None = None,
+) -> tuple[list[dict], int]:
+    """The published list for one locality and week, in rank order: (one page of rows, total matching).
+
+    ``limit`` None = every row from ``offset``: lists are bounded (capacity plus risers), and a silently
+    cut list is the failure this API must never have.
+    """
+    conditions = _list_conditions(run_id, week, locality, cut or ListFilter())
+    total = conn.execute(
+        sa.select(sa.func.count()).select_from(_published_lists()).where(*conditions)
+    ).scalar_one()
+    query = (
+        sa.select(*(risk_lists.c[name] for name in _LIST_FIELDS))
+        .select_from(_published_lists())
+        .where(*conditions)
+        .order_by(risk_lists.c.rank)
+        .offset(offset)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    rows = [dict(zip(_LIST_FIELDS, row, strict=True)) for row in conn.execute(query).all()]
+    return rows, int(total)
+
+
+def list_facets(conn: Connection, run_id: str, week: str, locality: str) -> dict[str, list[str]]:
+    """The GP practices and offers present in a published list (for the web page's filters)."""
+    rows = conn.execute(
+        sa.select(risk_lists.c.gp_practice, risk_lists.c.suggested_offers)
+        .select_from(_published_lists())
+        .where(*_list_conditions(run_id, week, locality, ListFilter()))
+    ).all()
+    practices = sorted({r.gp_practice for r in rows if r.gp_practice})
+    offers = sorted({o for r in rows for o in (r.suggested_offers or "").split(";") if o})
+    return {"gp_practices": practices, "offers": offers}
+
+
+def list_offer_marks(conn: Connection, run_id: str, week: str, locality: str) -> list[dict]:
+    """suggested_offers, offers_this_week, offers_waiting of every row of a published list (offer places)."""
+    rows = conn.execute(
+        sa.select(risk_lists.c.suggested_offers, risk_lists.c.offers_this_week, risk_lists.c.offers_waiting)
+        .select_from(_published_lists())
+        .where(*_list_conditions(run_id, week, locality, ListFilter()))
+    ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def section_counts(conn: Connection, run_id: str, week: str, locality: str, cut: ListFilter) -> dict[str, int]:
+    """Rows per section of a published list under a filter (the section part of ``cut`` is ignored)."""
+    base = ListFilter(offer=cut.offer, gp_practice=cut.gp_practice)
+    rows = conn.execute(
+        sa.select(risk_lists.c.section, sa.func.count().label("n"))
+        .select_from(_published_lists())
+        .where(*_list_conditions(run_id, week, locality, base))
+        .group_by(risk_lists.c.section)
+    ).all()
+    return {row.section: int(row.n) for row in rows}
+
+
+def cohort_funnel(conn: Connection, run_id: str, week: str, locality: str) -> list[dict]:
+    """A published week's (already suppressed) cohort funnel for one locality, in order."""
+    rows = conn.execute(
+        sa.select(cohort_funnels.c.step, cohort_funnels.c.label, cohort_funnels.c.people)
+        .where(cohort_funnels.c.run_id == run_id, cohort_funnels.c.week == week, cohort_funnels.c.locality == locality)
+        .order_by(cohort_funnels.c.position)
+    ).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def resident_history(conn: Connection, person_id: str, history: HistoryStore | None = None) -> list[dict]:
+    """A resident's published scores, newest week first: the database's weeks (with reasons), then the weeks
+    that have moved to ``history`` (reasons ``[]``: only the database's newest weeks keep them)."""
+    rows = conn.execute(
+        sa.select(
+            published_weeks.c.week,
+            published_weeks.c.index_date,
+            scores.c.locality,
+            scores.c.score,
+            scores.c.band,
+            scores.c.reasons,
+            scores.c.in_long_term_care,
+        )
+        .select_from(scores.join(published_weeks, published_weeks.c.run_id == scores.c.run_id))
+        .where(scores.c.person_id == person_id)
+        .order_by(published_weeks.c.week.desc())
+    ).all()
+    weeks = [dict(row._mapping) for row in rows]
+    if history is None:
+        return weeks
+    stored = history.person(person_id)
+    if stored.is_empty():
+        return weeks
+    in_db = {w["week"] for w in weeks}
+    # Only weeks still published (retention may have just unpublished one) and not in the database.
+    published_dates = dict(conn.execute(sa.select(published_weeks.c.week, published_weeks.c.index_date)).all())
+    for row in stored.iter_rows(named=True):
+        if row["week"] in in_db or published_dates.get(row["week"]) != row["index_date"]:
+            continue
+        weeks.append({"week": row["week"], "index_date": row["index_date"], "locality": row["locality"],
+                      "score": row["score"], "band": row["band"], "reasons": [],
+                      "in_long_term_care": row["in_long_term_care"]})
+    return sorted(weeks, key=lambda w: w["week"], reverse=True)
+
+
+def band_counts(conn: Connection, run_id: str) -> list[tuple[str, str, int]]:
+    """(locality, band, residents) for a published run; suppression is applied by the caller."""
+    if _summarised(conn, run_id):
+        t, count = score_summaries, sa.func.sum(score_summaries.c.residents)
+    else:
+        t, count = scores, sa.func.count()
+    rows = conn.execute(
+        sa.select(t.c.locality, t.c.band, count.label("n"))
+        .where(t.c.run_id == run_id)
+        .group_by(t.c.locality, t.c.band)
+        .order_by(t.c.locality, t.c.band)
+    ).all()
+    return [(row.locality, row.band, int(row.n)) for row in rows]
+
+
+def score_histogram(conn: Connection, run_id: str, locality: str, bins: int = SUMMARY_BINS) -> list[int]:
+    """Residents per equal-width score bin in [0, 1], counted in the database (the stored summary once the
+    week's scores have moved to the history store)."""
+    if bins == SUMMARY_BINS and _summarised(conn, run_id):
+        rows = conn.execute(
+            sa.select(score_summaries.c.score_bin.label("b"), sa.func.sum(score_summaries.c.residents).label("n"))
+            .where(score_summaries.c.run_id == run_id, score_summaries.c.locality == locality)
+            .group_by(score_summaries.c.score_bin)
+        ).all()
+    else:
+        bin_expr = _bin_of(scores.c.score, bins)
+        rows = conn.execute(
+            sa.select(bin_expr.label("b"), sa.func.count().label("n"))
+            .where(scores.c.run_id == run_id, scores.c.locality == locality)
+            .group_by(bin_expr)
+        ).all()
+    counts = [0] * bins
+    for row in rows:
+        counts[max(0, min(bins - 1, int(row.b)))] += int(row.n)
+    return counts
+
+
+def new_entries(conn: Connection, weeks: list[ServedWeek], locality: str) -> list[tuple[str, int, int]]:
+    """(week, new this week, listed) for each given published week."""
+    out = []
+    for pw in weeks:
+        row = conn.execute(
+            sa.select(
+                sa.func.count().label("listed"),
+                sa.func.coalesce(sa.func.sum(sa.case((risk_lists.c.section == "new", 1), else_=0)), 0).label("new"),
+            ).where(risk_lists.c.run_id == pw.run_id, risk_lists.c.week == pw.week, risk_lists.c.locality == locality)
+        ).one()
+        out.append((pw.week, int(row.new), int(row.listed)))
+    return out

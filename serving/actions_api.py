@@ -12,20 +12,20 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import polars as pl
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
 
 from loop.actions import ACTIONS, action_problem, offer_ids, read_actions, store_actions
 from serving import queries
 from serving.audit import record_access
-from serving.deps import engine_of, require_principal
+from serving.deps import CurrentPrincipal, EngineDep, SettingsDep
 from serving.keys import Principal
+from serving.schemas import PERSON_ID_PATTERN, WEEK_PATTERN, error_responses
 from upstream.settings import Settings
 from upstream.store import audit_log
 
-WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$"
-PERSON_ID_PATTERN = r"^[0-9a-f]{16,64}$"
 WRITE_ROUTE = "POST /residents/{person_id}/actions"
 READ_ROUTE = "/actions"
 
@@ -37,28 +37,29 @@ class ActionIn(BaseModel):
     reason: str | None = Field(None, max_length=500, description="required for not_appropriate")
 
 
-class ActionOut(BaseModel):
+class _Action(BaseModel):
+    """What one recorded action says: the fields a write returns and a read lists."""
+
     person_id: str
     week: str
     action: str
     offer: str | None
     reason: str | None
     locality: str | None
+
+
+class ActionOut(_Action):
     recorded: bool  # False when the same action was already recorded (idempotent)
 
 
-class ActionRow(BaseModel):
-    person_id: str
-    week: str
-    action: str
-    offer: str | None
-    reason: str | None
-    locality: str | None
+class ActionRow(_Action):
     source: str
     recorded_at: datetime
 
 
-def record_action(settings: Settings, principal: Principal, person_id: str, body: ActionIn, engine) -> ActionOut:
+def record_action(
+    settings: Settings, principal: Principal, person_id: str, body: ActionIn, engine: Engine
+) -> ActionOut:
     """Validate, check scope, then store the action and its audit row together. Raises HTTPException."""
 
     def refuse(code: int, detail: str, locality: str | None = None) -> HTTPException:
@@ -68,7 +69,7 @@ def record_action(settings: Settings, principal: Principal, person_id: str, body
     if principal.role != "locality":
         raise refuse(403, "only locality keys record actions (analysts and admins read them)")
     with engine.connect() as conn:
-        history = queries.resident_history(conn, person_id)
+        history = queries.resident_history(conn, person_id, queries.history_store(settings))
     if not history or not principal.may_see_locality(history[0]["locality"]):
         raise refuse(404, "resident not found")
     locality = history[0]["locality"]
@@ -86,38 +87,46 @@ def record_action(settings: Settings, principal: Principal, person_id: str, body
                      locality=locality, recorded=bool(new))
 
 
-def register(app: FastAPI, settings: Settings) -> None:
-    """Add the action routes to the app (called once from serving.app.create_app)."""
-    from serving.app import error_responses
+#: The action routes of the API (added by serving.app.create_app).
+actions_routes = APIRouter()
 
 
-    @app.post("/residents/{person_id}/actions", response_model=ActionOut, status_code=201, tags=["actions"],
-              responses=error_responses(401, 403, 404, 503))
-    def post_action(
-        request: Request,
-        person_id: Annotated[str, PathParam(pattern=PERSON_ID_PATTERN, description="Pseudonymised id")],
-        body: ActionIn,
-        principal: Annotated[Principal, Depends(require_principal)],
-    ) -> ActionOut:
-        """Record an action for a resident of one of the key's localities (audited with the write)."""
-        return record_action(settings, principal, person_id, body, engine_of(request))
+@actions_routes.post(
+    "/residents/{person_id}/actions",
+    response_model=ActionOut,
+    status_code=201,
+    tags=["actions"],
+    responses=error_responses(401, 403, 404, 503),
+)
+def post_action(
+    person_id: Annotated[str, PathParam(pattern=PERSON_ID_PATTERN, description="Pseudonymised id")],
+    body: ActionIn,
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    engine: EngineDep,
+) -> ActionOut:
+    """Record an action for a resident of one of the key's localities (audited with the write)."""
+    return record_action(settings, principal, person_id, body, engine)
 
-    @app.get("/actions", response_model=list[ActionRow], tags=["actions"], responses=error_responses(401, 403, 503))
-    def get_actions(
-        request: Request,
-        principal: Annotated[Principal, Depends(require_principal)],
-        week_from: Annotated[str, Query(alias="from", pattern=WEEK_PATTERN)] = "0000-W01",
-        week_to: Annotated[str, Query(alias="to", pattern=WEEK_PATTERN)] = "9999-W53",
-    ) -> Any:
-        """Recorded actions, pseudonymised: analysts and admins see every locality, locality keys their own."""
-        engine = engine_of(request)
-        if principal.role in ("analyst", "admin"):
-            localities = None
-        elif principal.role == "locality":
-            localities = list(principal.localities)
-        else:
-            record_access(engine, principal, READ_ROUTE, 403)
-            raise HTTPException(status_code=403, detail="this key's role cannot read actions")
-        rows = read_actions(settings, (week_from, week_to), localities)
-        record_access(engine, principal, READ_ROUTE, 200)  # before the rows leave the server
-        return rows.to_dicts()
+
+@actions_routes.get(
+    "/actions", response_model=list[ActionRow], tags=["actions"], responses=error_responses(401, 403, 503)
+)
+def get_actions(
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+    engine: EngineDep,
+    week_from: Annotated[str, Query(alias="from", pattern=WEEK_PATTERN)] = "0000-W01",
+    week_to: Annotated[str, Query(alias="to", pattern=WEEK_PATTERN)] = "9999-W53",
+) -> Any:
+    """Recorded actions, pseudonymised: analysts and admins see every locality, locality keys their own."""
+    if principal.role in ("analyst", "admin"):
+        localities = None
+    elif principal.role == "locality":
+        localities = list(principal.localities)
+    else:
+        record_access(engine, principal, READ_ROUTE, 403)
+        raise HTTPException(status_code=403, detail="this key's role cannot read actions")
+    rows = read_actions(settings, (week_from, week_to), localities)
+    record_access(engine, principal, READ_ROUTE, 200)  # before the rows leave the server
+    return rows.to_dicts()

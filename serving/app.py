@@ -26,23 +26,29 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from expectations.contract import LOCALITY_NAME_RE
 from serving import queries
+from serving.actions_api import actions_routes
 from serving.audit import AuditUnavailable, is_person_level, recent_audit_rows, record_access, subject_of_refusal
-from serving.deps import CurrentPrincipal, EngineDep, SettingsDep, engine_of
+from serving.deps import CurrentPrincipal, EngineDep, LocalityPath, SettingsDep, WeekQuery, engine_of
 from serving.docs import add_docs_routes
 from serving.exports import XLSX_MEDIA_TYPE, to_csv, to_xlsx
 from serving.model_card import NoChampion, champion_summary
+from serving.operations import operations_pages
 from serving.reid import reid_lookup
 from serving.schemas import (
+    ERROR_TEXT,
+    PERSON_ID_PATTERN,
     AuditRow,
     CohortFunnelOut,
-    ErrorOut,
     Health,
     ModelCardOut,
     ResidentScoreOut,
     RiskListOut,
     SummaryCell,
     SummaryOut,
+    error_responses,
 )
+from serving.web import error_page, web_pages
+from serving.web_actions import action_pages
 from upstream.disclosure import RULE_TEXT, show_suppressed, suppress_count
 from upstream.settings import Settings, get_settings
 from upstream.targets import Target
@@ -50,18 +56,8 @@ from upstream.targets import Target
 access_log = logging.getLogger("upstream.serving.access")
 error_log = logging.getLogger("upstream.serving.error")
 
-WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$"
-PERSON_ID_PATTERN = r"^[0-9a-f]{16,64}$"
 LOCALITY_PATTERN = LOCALITY_NAME_RE  # the contract's: every locality ingest accepts can be served
 HISTORY_WEEKS = 52
-
-ERROR_TEXT = {
-    401: "Missing, invalid or revoked API key",
-    403: "The key's role or locality scope does not allow this",
-    404: "Not found, or not visible to this key (the two are indistinguishable on purpose)",
-    503: "The audit log could not be written, so no person-level data is served; retry shortly",
-}
-
 
 class ListFormat(StrEnum):
     json = "json"
@@ -77,10 +73,6 @@ class Section(StrEnum):
 
 OFFER_PATTERN = r"^[a-z0-9_]{1,60}$"
 PRACTICE_PATTERN = r"^[A-Z0-9]{3,10}$"
-
-
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut, "description": ERROR_TEXT[code]} for code in codes}
 
 
 class AccessLogMiddleware:
@@ -208,11 +200,11 @@ def _page_size_refused(limit: int, settings: Settings) -> RequestValidationError
     },
 )
 def rising_risk(
-    locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
+    locality: LocalityPath,
     principal: CurrentPrincipal,
     settings: SettingsDep,
     engine: EngineDep,
-    week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
+    week: WeekQuery = None,
     limit: Annotated[
         int | None, Query(ge=1, description="Page size (at most serving.max_list_limit); omitted = the whole list")
     ] = None,
@@ -293,10 +285,10 @@ def rising_risk(
     responses=error_responses(401, 403, 404),
 )
 def cohort_funnel(
-    locality: Annotated[str, PathParam(pattern=LOCALITY_PATTERN, max_length=80)],
+    locality: LocalityPath,
     principal: CurrentPrincipal,
     engine: EngineDep,
-    week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")] = None,
+    week: WeekQuery = None,
 ) -> CohortFunnelOut:
     """The list cohort for a locality and week: residents, then each exclusion in order (DESIGN §6),
     then the people who could be listed. Small-number suppressed (1-7 hidden, the rest rounded to 5)."""
@@ -337,7 +329,7 @@ def resident_score(
     only while the resident is still one of its own."""
     route = "/residents/{person_id}/score"
     with engine.connect() as conn:
-        every_week = queries.resident_history(conn, person_id)
+        every_week = queries.resident_history(conn, person_id, queries.history_store(settings))
     history = [week for week in every_week if principal.may_see_locality(week["locality"])]
     if not history:
         record_access(engine, principal, route, 404, person_id=person_id)
@@ -391,7 +383,7 @@ def current_model(
 def summary(
     principal: CurrentPrincipal,
     engine: EngineDep,
-    week: Annotated[str | None, Query(pattern=WEEK_PATTERN)] = None,
+    week: WeekQuery = None,
 ) -> SummaryOut:
     """Residents by locality and band, with small-number suppression (1-7 hidden, the rest rounded to 5)."""
     with engine.connect() as conn:
@@ -447,19 +439,12 @@ async def _validation_refused(request: Request, exc: RequestValidationError) -> 
 async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> Response:
     """Fail closed: no person-level data is served unaudited (503, or the web page's error)."""
     if request.url.path.startswith("/ui"):
-        from serving.web import error_page
-
         return error_page(getattr(request.state, "principal", None), 503, "Please try again in a minute.", request)
     return JSONResponse({"detail": ERROR_TEXT[503]}, status_code=503, headers={"Retry-After": "30"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API and web pages for ``settings`` (the process settings when None)."""
-    from serving.actions_api import register as register_action_routes
-    from serving.operations import build_operations_router
-    from serving.web import build_router
-    from serving.web_actions import build_actions_router
-
     settings = settings or get_settings()
     # uvicorn's access log prints full URLs, which carry person ids; however the app is launched
     # (``upstream serve``, the demo, a factory string), that logger must stay silent. Ours logs templates.
@@ -480,13 +465,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLogMiddleware)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     add_docs_routes(app, public=settings.serving.public_docs)
-    app.include_router(meta_routes)
-    register_action_routes(app, settings)  # loop: actions teams record (serving/actions_api.py)
-    for router in (lists_routes, residents_routes, models_routes, aggregates_routes, admin_routes):
+    # The order is the OpenAPI schema's order; no two routers share a method and path.
+    for router in (
+        meta_routes,
+        actions_routes,  # loop: actions teams record (serving/actions_api.py)
+        lists_routes,
+        residents_routes,
+        models_routes,
+        aggregates_routes,
+        admin_routes,
+        web_pages,  # the locality pages (serving/web.py)
+        action_pages,  # per-row action forms (serving/web_actions.py)
+        operations_pages,  # issue 16: analyst pages, runs and monitoring (serving/operations.py)
+    ):
         app.include_router(router)
-    app.include_router(build_router(settings))
-    app.include_router(build_actions_router(settings))  # per-row action forms (serving/web_actions.py)
-    app.include_router(build_operations_router(settings))  # issue 16: analyst pages (runs, monitoring)
     app.add_exception_handler(RequestValidationError, _validation_refused)
     app.add_exception_handler(AuditUnavailable, _audit_unavailable)
     return app

@@ -16,7 +16,10 @@ DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "governance" / "dat
 #: Who reads each operational table (the one place this is stated; the test checks every table is listed).
 TABLE_READERS = {
     "score_runs": "weekly flow (writes); API (model version of a published week)",
-    "scores": "weekly flow (writes); API: resident score route and summary counts",
+    "scores": "weekly flow (writes; keeps the newest `retention.database_score_weeks` weeks, older weeks move to "
+    "`history/`); API: resident score route and summary counts",
+    "score_summaries": "weekly flow (residents by locality, band and score tenth of a week moved to `history/`: "
+    "counts only); API and web pages: summary and histogram of older weeks (suppressed when shown)",
     "published_weeks": "weekly flow (pointer swap); API: which week is served",
     "risk_lists": "weekly flow (writes); API and web pages: list routes and downloads",
     "cohort_funnels": "weekly flow (writes suppressed counts only); API and web page: the cohort funnel of a locality",
@@ -116,6 +119,9 @@ def data_flow_markdown() -> str:
         f"| `{Path(s.tracking_uri.removeprefix('sqlite:///')).name}`, `{s.artifact_root.relative_to(s.home)}/` | "
         "MLflow: models, raw metrics and raw fairness tables (data scientists only), model cards (suppressed) | "
         "training, scoring; the API reads the card and suppresses metrics |",
+        f"| `{s.history_dir.relative_to(s.home)}/` | published weeks' scores once they leave the database "
+        "(`person_id`, week, locality, score, band; no reasons), parquet; deleted with their week by retention and "
+        "for opted-out people | the API's resident route (history); monitoring of matured weeks |",
         f"| `{Path(s.db_url.removeprefix('sqlite:///')).name}` (or PostgreSQL) | the operational tables below | "
         "see below |",
         "",

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
+from expectations.contract import LOCALITY_NAME_RE
 from serving.keys import Principal, authenticate
+from serving.schemas import WEEK_PATTERN
 from serving.sessions import SESSION_COOKIE, session_principal
 from upstream.settings import Settings
 from upstream.store import get_engine
@@ -80,5 +83,11 @@ async def require_principal(principal: Annotated[Principal | None, Depends(optio
 #: Route parameters, as in the FastAPI full-stack template's ``api/deps.py``: a route names what it needs
 #: (``principal: CurrentPrincipal``) instead of each spelling out ``Depends(...)`` or closing over a factory.
 CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
+#: Web pages: the signed-in caller or None (the page then redirects to the sign-in form instead of a 401).
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 SettingsDep = Annotated[Settings, Depends(settings_of)]
 EngineDep = Annotated[Engine, Depends(engine_of)]
+#: A locality in a path: the contract's names (every locality ingest accepts can be served).
+LocalityPath = Annotated[str, PathParam(pattern=LOCALITY_NAME_RE, max_length=80)]
+#: The published week asked for, by the API and the pages alike.
+WeekQuery = Annotated[str | None, Query(pattern=WEEK_PATTERN, description="ISO week; latest when omitted")]

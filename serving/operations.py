@@ -8,8 +8,8 @@ forbids inline styles, which matplotlib's SVG needs, but allows ``data:`` images
 GX Data Docs are named by their path on the server, not served: they can quote unexpected values from
 the raw, identifiable delivery (e.g. an invalid NHS number), which analysts may not see.
 
-No ``from __future__ import annotations`` here (as in ``serving.web``): FastAPI must resolve the
-``Caller`` dependency alias, which is local to the router function.
+The pages are a module-level router whose routes name what they need (``OptionalPrincipal``,
+``SettingsDep``, ``EngineDep`` from ``serving.deps``).
 """
 
 
@@ -17,14 +17,15 @@ import base64
 import io
 from collections import defaultdict
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from serving.deps import engine_of, optional_principal
+from serving.deps import EngineDep, OptionalPrincipal, SettingsDep
 from serving.keys import Principal
+from serving.web import _REDIRECT, _html_error, error_page, render
 from upstream.disclosure import suppress_count
 from upstream.settings import Settings
 from upstream.store import monitoring_results, weekly_runs
@@ -158,73 +159,73 @@ def mlflow_link(settings: Settings, run_id: str | None) -> str | None:
     return f"{settings.monitoring.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
 
 
-def build_operations_router(settings: Settings) -> APIRouter:
-    from serving.web import _REDIRECT, _html_error, error_page, render
+#: Every status the pages answer is in the OpenAPI schema (schemathesis checks it).
+PAGE_RESPONSES = {**_REDIRECT, **_html_error(403, "Analyst and admin keys only")}
 
-    # Every status the pages answer is in the OpenAPI schema (schemathesis checks it).
-    responses = {**_REDIRECT, **_html_error(403, "Analyst and admin keys only")}
+#: The analyst pages under /ui: run history and monitoring.
+operations_pages = APIRouter(prefix="/ui", tags=["web pages"])
 
-    router = APIRouter(prefix="/ui", tags=["web pages"])
-    Caller = Annotated[Principal | None, Depends(optional_principal)]
 
-    def refuse(principal: Principal | None) -> Response | None:
-        if principal is None:
-            return RedirectResponse("/ui/login", status_code=303)
-        if principal.role not in ANALYST_ROLES:
-            return error_page(principal, 403, "The run history and monitoring pages are for analyst and admin keys.")
-        return None
+def refuse(principal: Principal | None) -> Response | None:
+    if principal is None:
+        return RedirectResponse("/ui/login", status_code=303)
+    if principal.role not in ANALYST_ROLES:
+        return error_page(principal, 403, "The run history and monitoring pages are for analyst and admin keys.")
+    return None
 
-    @router.get("/runs", response_class=HTMLResponse, responses=responses)
-    def runs_page(request: Request, principal: Caller) -> Response:
-        """Each weekly run: state, timings per step, delivery counts and quarantine, model, links."""
-        if (refused := refuse(principal)) is not None:
-            return refused
-        with engine_of(request).connect() as conn:
-            rows = conn.execute(
-                sa.select(weekly_runs).order_by(weekly_runs.c.started_at.desc()).limit(HISTORY_RUNS)
-            ).mappings().all()
-        runs = []
-        for r in rows:
-            delivery = r["delivery"] or {}
-            runs.append(
-                {
-                    **dict(r),
-                    "seconds": sum((r["timings"] or {}).values()),
-                    "delivery_rows": [
-                        {
-                            "source": source,
-                            "rows_in": shown_count(c.get("rows_in")),
-                            "rows_quarantined": shown_count(c.get("rows_quarantined")),
-                            "rate": (c.get("rows_quarantined", 0) / c["rows_in"]) if c.get("rows_in") else 0.0,
-                        }
-                        for source, c in sorted(delivery.items())
-                    ],
-                    "training_link": mlflow_link(settings, r["training_run_id"]),
-                    "monitoring_link": mlflow_link(settings, r["monitoring_run_id"]),
-                }
-            )
-        # request=: after the issue-13 merge, render() uses it for the sign-out form's CSRF token
-        return render("runs.html", request=request, principal=principal, runs=runs)
 
-    @router.get("/monitoring", response_class=HTMLResponse, responses=responses)
-    def monitoring_page(request: Request, principal: Caller) -> Response:
-        """Model health week by week: drift, score distribution, delivery volumes, performance."""
-        if (refused := refuse(principal)) is not None:
-            return refused
-        with engine_of(request).connect() as conn:
-            rows = monitoring_rows(conn, settings.monitoring.history_weeks)
-        latest = max((r["week"] for r in rows), default=None)
-        flagged = [r for r in rows if r["week"] == latest and r["status"] in ("warn", "alert")]
-        flagged.sort(key=lambda r: (r["status"] != "alert", r["kind"], r["subject"]))
-        return render(
-            "monitoring.html",
-            request=request,
-            principal=principal,
-            latest=latest,
-            model_version=next((r["model_version"] for r in rows if r["week"] == latest), None),
-            flagged=flagged,
-            charts=monitoring_charts(rows, settings),
-            settings=settings.monitoring,
+@operations_pages.get("/runs", response_class=HTMLResponse, responses=PAGE_RESPONSES)
+def runs_page(request: Request, principal: OptionalPrincipal, settings: SettingsDep, engine: EngineDep) -> Response:
+    """Each weekly run: state, timings per step, delivery counts and quarantine, model, links."""
+    if (refused := refuse(principal)) is not None:
+        return refused
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(weekly_runs).order_by(weekly_runs.c.started_at.desc()).limit(HISTORY_RUNS)
+        ).mappings().all()
+    runs = []
+    for r in rows:
+        delivery = r["delivery"] or {}
+        runs.append(
+            {
+                **dict(r),
+                "seconds": sum((r["timings"] or {}).values()),
+                "delivery_rows": [
+                    {
+                        "source": source,
+                        "rows_in": shown_count(c.get("rows_in")),
+                        "rows_quarantined": shown_count(c.get("rows_quarantined")),
+                        "rate": (c.get("rows_quarantined", 0) / c["rows_in"]) if c.get("rows_in") else 0.0,
+                    }
+                    for source, c in sorted(delivery.items())
+                ],
+                "training_link": mlflow_link(settings, r["training_run_id"]),
+                "monitoring_link": mlflow_link(settings, r["monitoring_run_id"]),
+            }
         )
+    # request=: after the issue-13 merge, render() uses it for the sign-out form's CSRF token
+    return render("runs.html", request=request, principal=principal, runs=runs)
 
-    return router
+
+@operations_pages.get("/monitoring", response_class=HTMLResponse, responses=PAGE_RESPONSES)
+def monitoring_page(
+    request: Request, principal: OptionalPrincipal, settings: SettingsDep, engine: EngineDep
+) -> Response:
+    """Model health week by week: drift, score distribution, delivery volumes, performance."""
+    if (refused := refuse(principal)) is not None:
+        return refused
+    with engine.connect() as conn:
+        rows = monitoring_rows(conn, settings.monitoring.history_weeks)
+    latest = max((r["week"] for r in rows), default=None)
+    flagged = [r for r in rows if r["week"] == latest and r["status"] in ("warn", "alert")]
+    flagged.sort(key=lambda r: (r["status"] != "alert", r["kind"], r["subject"]))
+    return render(
+        "monitoring.html",
+        request=request,
+        principal=principal,
+        latest=latest,
+        model_version=next((r["model_version"] for r in rows if r["week"] == latest), None),
+        flagged=flagged,
+        charts=monitoring_charts(rows, settings),
+        settings=settings.monitoring,
+    )

@@ -7,9 +7,26 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+#: Path and query patterns every router checks against (declared once: the API, the web pages and forms).
+WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$"
+PERSON_ID_PATTERN = r"^[0-9a-f]{16,64}$"
+
+#: What each refusal means, as documented in the OpenAPI schema and sent by the app's error handlers.
+ERROR_TEXT = {
+    401: "Missing, invalid or revoked API key",
+    403: "The key's role or locality scope does not allow this",
+    404: "Not found, or not visible to this key (the two are indistinguishable on purpose)",
+    503: "The audit log could not be written, so no person-level data is served; retry shortly",
+}
+
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a JSON route: each code with its meaning, so schemathesis checks every answer."""
+    return {code: {"model": ErrorOut, "description": ERROR_TEXT[code]} for code in codes}
 
 
 class Health(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from synthetic import default_workers
+from synthetic import DEFAULT_YEARS, default_workers
 from upstream.cli import iso_date
 from upstream.errors import UpstreamError
 
@@ -14,7 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--residents", type=int, required=True, help="number of residents")
     parser.add_argument("--seed", type=int, required=True, help="random seed (same seed, same bytes)")
     parser.add_argument("--out", type=Path, required=True, help="delivery folder to write")
-    parser.add_argument("--years", type=int, default=3, help="years of history (default 3)")
+    parser.add_argument("--years", type=int, default=DEFAULT_YEARS,
+                        help=f"years of history (default {DEFAULT_YEARS}: enough for sound training dates)")
     parser.add_argument("--defect-rate", type=float, default=0.0, help="share of rows with an injected defect")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet", dest="fmt")
     parser.add_argument("--world", choices=("default", "alt"), default="default",
@@ -27,6 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="simulate a past programme whose true effect is E (0 <= E < 1: relative reduction of "
                         "the hazards of emergency admission and care escalation for 12 months after acceptance); "
                         "writes programme_actions.csv and _truth/programme.json")
+    parser.add_argument("--no-addresses", action="store_false", dest="addresses",
+                        help="do not write the optional address history (people still move; the residents file "
+                        "holds their extract-time address, as from a council without address history)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     summary = generate_delivery(
         args.out, residents=args.residents, seed=args.seed, years=args.years, defect_rate=args.defect_rate,
         fmt=args.fmt, end_date=args.end_date or DEFAULT_END_DATE, world=args.world, workers=args.workers,
-        programme_effect=args.programme_effect,
+        programme_effect=args.programme_effect, addresses=args.addresses,
     )
     print(f"synthetic delivery: {summary.residents:,} residents, world={args.world}, seed={args.seed} "
           f"-> {summary.out_dir}")

@@ -21,7 +21,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from expectations.contract import SOURCES
+from expectations.contract import ADDRESSES, SOURCES
+from synthetic import DEFAULT_YEARS
 from synthetic import codes as C
 from synthetic.chunk import TRUTH_COLUMNS, ChunkResult, simulate_chunk
 from synthetic.defects import inject
@@ -30,7 +31,7 @@ from synthetic.programme import ACTIONS_FILE, TRUTH_FILE, Programme, truth_summa
 from synthetic.worlds import WORLDS
 from upstream.errors import UpstreamError
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.4.0"
 DEFAULT_END_DATE = date(2026, 11, 22)
 CHUNK_RESIDENTS = 25_000
 MAX_DEFECT_RATE = 0.1
@@ -126,15 +127,19 @@ def _simulate_job(job: tuple) -> ChunkResult:
                           programme=programme)
 
 
-def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, defect_rate: float = 0.0,
+def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = DEFAULT_YEARS, defect_rate: float = 0.0,
                       fmt: Literal["parquet", "csv"] = "parquet", end_date: date = DEFAULT_END_DATE,
                       world: str = "default", truth_dates: Sequence[date] | None = None, *,
-                      workers: int = 1, programme_effect: float | None = None) -> GenerationSummary:
+                      workers: int = 1, programme_effect: float | None = None,
+                      addresses: bool = True) -> GenerationSummary:
     """Generate a synthetic delivery into ``out_dir``; see the module docstring.
 
     ``workers`` > 1 simulates chunks in that many processes; output is identical (chunks are independent
     and written in order). ``programme_effect`` (0 <= E < 1) simulates a past programme with that true
     effect (synthetic/programme.py): ``programme_actions.csv`` and ``_truth/programme.json``.
+    People move house, into care homes and after a death either way (synthetic/addresses.py; the residents
+    file holds the extract-time address); ``addresses`` writes the optional address history with its
+    ``_truth/moves.parquet`` (False: a delivery from a council that has no address history).
     """
     started = time.perf_counter()
     if residents < 1:
@@ -178,11 +183,13 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
     for old in [*truth_dir.glob("risk_*.parquet"), truth_dir / TRUTH_FILE, out_dir / ACTIONS_FILE]:
         old.unlink(missing_ok=True)
     ext = "csv" if fmt == "csv" else "parquet"
-    for name in SOURCES:
-        for stale in (out_dir / f"{name}.csv", out_dir / f"{name}.parquet"):
+    for name in (*SOURCES, ADDRESSES.name):
+        for stale in (out_dir / f"{name}.csv", out_dir / f"{name}.parquet", truth_dir / "moves.parquet"):
             if stale.exists():
                 stale.unlink()
-    writers = {name: _Writer(out_dir / f"{name}.{ext}", src.schema, fmt) for name, src in SOURCES.items()}
+    written = {**SOURCES, **({ADDRESSES.name: ADDRESSES} if addresses else {})}
+    writers = {name: _Writer(out_dir / f"{name}.{ext}", src.schema, fmt) for name, src in written.items()}
+    move_parts: list[pl.DataFrame] = []
 
     n_spare = len(pop.spare_nhs)
     unknown_pool = pop.spare_nhs[n_spare - 2000:]
@@ -207,6 +214,8 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
             start = int(np.ceil(0.2 * lo)) + chunk
             spare = list(fake_pool[start: start + int(np.ceil(0.2 * (hi - lo))) + 1][::-1])
             for name, df in result.tables.items():
+                if name not in writers:
+                    continue
                 out, records = inject(name, df, defect_rate, drng, end_date, spare, unknown_pool,
                                       result.living_nhs)
                 if records:
@@ -219,6 +228,8 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
                 writers[name].write(out)
             for t, frame in result.truth.items():
                 truth_parts[t].append(frame)
+            if result.moves is not None and addresses:
+                move_parts.append(result.moves)
             if result.programme_actions is not None:
                 action_parts.append(result.programme_actions)
                 programme_sums.append(result.programme_truth)
@@ -234,6 +245,8 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = 3, 
                pl.DataFrame(schema={"source": pl.String, "row_index": pl.Int64, "defect": pl.String,
                                     "column": pl.String}))
     defects_path = truth_dir / "defects.parquet"
+    if addresses:
+        pl.concat(move_parts).write_parquet(truth_dir / "moves.parquet")
     defects.write_parquet(defects_path)
     truth_paths: dict[date, Path] = {}
     prevalence: dict[date, dict[str, float]] = {}

@@ -26,11 +26,24 @@ PEOPLE_PER_PRACTICE = 6000
 
 # Household types: (share of households). Ages are at the extract date.
 _HH_TYPES = ("older_single", "older_couple", "adult_single", "adult_couple", "family", "shared")
-_HH_SHARES = np.array([0.145, 0.10, 0.160, 0.180, 0.310, 0.105])
+# Generator 1.3: fewer older people living alone, more older couples (Census 2021: 30% of 65+ live alone,
+# synthetic/reference/england.csv); widowhood during the simulation adds to those living alone.
+_HH_SHARES = np.array([0.115, 0.13, 0.160, 0.180, 0.310, 0.105])
 # 65+ age bands (England-like shape) and their weights.
 _OLD_BANDS = np.array([65, 70, 75, 80, 85, 90])
 _OLD_WEIGHTS = np.array([0.27, 0.26, 0.20, 0.13, 0.09, 0.05])
 _OLD_WIDTH = np.array([5, 5, 5, 5, 5, 11])
+# Generator 1.4: older people who live alone are older than those in couples, as widowhood makes them. The
+# share alone in each band rises with the cumulative death rate of partners from 65 (about 1 - 0.88 x
+# exp(-cumulative hazard), English death rates by age); 1.3 gave singles and couples one age mix, so every
+# older band lived alone more often each simulated year as couples were widowed, and nothing made up for it
+# (85+: 25% to 41% in five years; bench/README.md, issue 12 session 3). Older singles now also continue the
+# density of adult singles across 65 instead of doubling it there.
+_ALONE_BY_OLD_BAND = np.array([0.146, 0.205, 0.315, 0.466, 0.66, 0.86])
+_SINGLE_PERSON_SHARE = _HH_SHARES[0] / (_HH_SHARES[0] + 2 * _HH_SHARES[1])  # of people in older households
+_OLD_SINGLE_WEIGHTS = _ALONE_BY_OLD_BAND * _OLD_WEIGHTS / (_ALONE_BY_OLD_BAND * _OLD_WEIGHTS).sum()
+_OLD_COUPLE_WEIGHTS = np.clip(_OLD_WEIGHTS - _SINGLE_PERSON_SHARE * _OLD_SINGLE_WEIGHTS, 0, None)
+_OLD_COUPLE_WEIGHTS = _OLD_COUPLE_WEIGHTS / _OLD_COUPLE_WEIGHTS.sum()
 # Ethnic category shares (Medway-like, 2021 census shape); older households are mostly White British.
 _ETHNIC_P = {
     "A": 0.78, "B": 0.006, "C": 0.045, "D": 0.006, "E": 0.003, "F": 0.004, "G": 0.006, "H": 0.022,
@@ -99,8 +112,8 @@ def nhs_numbers(count: int, rng: np.random.Generator) -> np.ndarray:
     return np.array([str(n) for n in numbers[:count]], dtype=object)
 
 
-def _old_ages(rng: np.random.Generator, n: int) -> np.ndarray:
-    band = rng.choice(len(_OLD_BANDS), n, p=_OLD_WEIGHTS)
+def _old_ages(rng: np.random.Generator, n: int, weights: np.ndarray = _OLD_WEIGHTS) -> np.ndarray:
+    band = rng.choice(len(_OLD_BANDS), n, p=weights)
     return _OLD_BANDS[band] + rng.random(n) * _OLD_WIDTH[band]
 
 
@@ -119,10 +132,10 @@ def build_population(residents: int, seed: int, end_date: date, window_start: in
             if total >= residents:
                 break
             if t == 0:
-                a = _old_ages(rng, 1)
+                a = _old_ages(rng, 1, _OLD_SINGLE_WEIGHTS)
                 s = np.array(["2" if rng.random() < 0.64 else "1"])
             elif t == 1:
-                a0 = min(_old_ages(rng, 1)[0], 96.0)
+                a0 = min(_old_ages(rng, 1, _OLD_COUPLE_WEIGHTS)[0], 96.0)
                 a = np.array([a0 + rng.normal(2, 3), a0])
                 a = np.clip(a, 65, 101)
                 s = np.array(["1", "2"])
@@ -171,7 +184,13 @@ def build_population(residents: int, seed: int, end_date: date, window_start: in
     # a multiple of four, so the four localities get the same number of LSOAs
     n_lsoa = int(min(4 * max(1, round(residents / PEOPLE_PER_LSOA / 4)), len(medway) + len(kent)))
     if n_lsoa <= len(medway):
-        chosen = sorted(rng.choice(medway, n_lsoa, replace=False).tolist())
+        # A systematic sample along Medway's LSOAs ordered by IMD decile: a small world keeps the county's
+        # deprivation mix. (A simple random draw of 8 LSOAs for 12k residents could land mean decile 6.6 against
+        # Medway's ~4.6, and deprivation drives admissions and deaths: rates 30% below the county's.)
+        by_decile = sorted(medway, key=lambda code: (deciles[code], code))
+        step = len(by_decile) / n_lsoa
+        start = float(rng.random()) * step
+        chosen = sorted(by_decile[int(start + k * step)] for k in range(n_lsoa))
     else:
         chosen = sorted(medway + rng.choice(kent, n_lsoa - len(medway), replace=False).tolist())
     hh_lsoa = rng.integers(0, n_lsoa, n_hh)

@@ -11,6 +11,7 @@ Truth estimator: see ``truth_probabilities`` (conditional Monte Carlo: unbiased,
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache
 
 import numpy as np
 
@@ -24,6 +25,88 @@ TRUTH_STEPS = 53  # 52 weeks + the 365th day (a 1-day step)
 
 def expit(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def frailty_curve(age: np.ndarray) -> np.ndarray:
+    """Mean chronic frailty (about an eFI) of the living at each age: the cross-section baseline draws from."""
+    return 0.012 + 0.17 * expit((np.asarray(age, dtype=float) - 75) / 9)
+
+
+def dementia_prevalence(age: np.ndarray) -> np.ndarray:
+    """Share of the living with dementia at each age (England-like: about 2% at 70, 11% at 80, 35% at 90)."""
+    age = np.asarray(age, dtype=float)
+    return (age >= 60) * 0.6 * expit((age - 88) / 5.5)
+
+
+@dataclass(frozen=True)
+class FrailtyModel:
+    """Chronic frailty by age, consistent with who survives: f = R(age) x exp(frailty_dep x dep + z).
+
+    Why (generator 1.4): rates by age band must not trend over the simulated years. In 1.3 everyone's frailty
+    grew by a fixed yearly amount plus permanent jumps, so each age band grew frailer every year. Here z is a
+    person's own log-noise (normal at birth), fixed for life, and R(age) is one curve for everybody; deaths
+    remove people with high z (the death hazard's frailty term), so the living at age a have z distributed as
+    the birth distribution times survival S(a | z, dep). The baseline draws each person's z from exactly that
+    distribution at their age, and R is set so the mean frailty of the living at each age is the 1.3 curve
+    (``frailty_curve``). Then the living at age a look the same in every simulated year: stationary.
+    """
+
+    ages: np.ndarray  # grid of ages (years)
+    log_r: np.ndarray  # log R(age) on ``ages``
+    z: np.ndarray  # grid of z
+    cdf: np.ndarray  # [age, deprivation decile, z]: CDF of z among the living
+
+    def growth(self, age: np.ndarray, years: float) -> np.ndarray:
+        """Factor by which chronic frailty grows from ``age`` over ``years`` (1 before birth and past the grid)."""
+        return np.exp(np.interp(age + years, self.ages, self.log_r) - np.interp(age, self.ages, self.log_r))
+
+    def baseline(self, age: np.ndarray, dep: np.ndarray, frailty_dep: float, u: np.ndarray) -> np.ndarray:
+        """Chronic frailty of living people at ``age`` (the unborn: at birth), from uniforms ``u``."""
+        i = np.clip(np.rint(np.asarray(age) / (self.ages[1] - self.ages[0])), 0, len(self.ages) - 1).astype(np.int64)
+        k = np.clip(np.rint(np.asarray(dep) * (DEP_DECILES - 1)), 0, DEP_DECILES - 1).astype(np.int64)
+        rows = self.cdf[i, k]
+        j = np.clip((rows < u[:, None]).sum(axis=1), 1, len(self.z) - 1)
+        lo, hi = rows[np.arange(len(u)), j - 1], rows[np.arange(len(u)), j]
+        frac = np.clip((u - lo) / np.maximum(hi - lo, 1e-300), 0, 1)
+        z = self.z[j - 1] + frac * (self.z[j] - self.z[j - 1])
+        return np.clip(np.exp(np.interp(age, self.ages, self.log_r) + frailty_dep * dep + z), 0, 0.9)
+
+
+DEP_DECILES = 10
+
+
+@lru_cache(maxsize=8)
+def frailty_model(w: World) -> FrailtyModel:
+    """Build ``FrailtyModel`` for a world by integrating survival over age on a grid (deterministic, ~0.1 s)."""
+    ages = np.arange(0.0, 110.25, 0.25)
+    dt = ages[1] - ages[0]
+    sd = w.frailty_noise_sd
+    z = np.linspace(-sd * sd / 2 - 5 * sd, -sd * sd / 2 + 5 * sd, 201)
+    prior = np.exp(-0.5 * ((z + sd * sd / 2) / sd) ** 2)
+    prior /= prior.sum()
+    dep = np.linspace(0.0, 1.0, DEP_DECILES)[:, None]
+    m = np.exp(w.frailty_dep * dep + z[None, :])  # [decile, z]
+    mean_m_at_birth = float((prior * m).sum() / DEP_DECILES)
+    curve = frailty_curve(ages)
+    dem_factor = 1 + dementia_prevalence(ages) * np.expm1(w.death_dem)
+    log_s = np.zeros_like(m)
+    log_r = np.empty(len(ages))
+    cdf = np.empty((len(ages), DEP_DECILES, len(z)))
+    for i, a in enumerate(ages):
+        living = prior * np.exp(log_s - log_s.max(axis=1, keepdims=True))
+        log_r[i] = np.log(curve[i] * mean_m_at_birth / float((living * m).sum() / living.sum()))
+        c = np.cumsum(living, axis=1)
+        cdf[i] = c / c[:, -1:]
+        f = np.clip(np.exp(log_r[i]) * m, 0, 0.9)
+        h = np.exp(w.death_base + w.death_f * f + w.death_age * max(a - 50.0, 0.0) / 10 + w.death_dep * dep)
+        log_s -= h * dem_factor[i] * dt
+    return FrailtyModel(ages=ages, log_r=log_r, z=z, cdf=cdf)
+
+
+def acquired_frailty(st: State, w: World) -> np.ndarray:
+    """Frailty from recent falls, admissions and bereavements: it fades as their memory does (recovery)."""
+    return (w.fall_jump * np.log1p(st.fall_mem) + w.adm_jump * np.log1p(st.adm_mem)
+            + w.ber_jump * np.log1p(st.ber_mem))
 
 
 def step_prob(log_rate: np.ndarray, frac: float) -> np.ndarray:
@@ -128,26 +211,33 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
     community = st.alive & (st.lts < LTS_RESIDENTIAL)
     living_here = np.bincount(sx.hh, weights=community, minlength=sx.n_hh)[sx.hh]
     alone = adult & community & (living_here == 1)
-    f, dep, dem = st.f, sx.dep, st.dem
+    # hazards see chronic frailty plus what recent shocks added (st.f is the chronic part)
+    f, dep, dem = np.clip(st.f + acquired_frailty(st, w), 0, 0.95), sx.dep, st.dem
+    # Recent events raise hazards with diminishing returns (generator 1.4): on the log scale each term is
+    # log(1 + memory), so one recent admission counts about as before but five do not multiply the hazard by
+    # e^(5 x 0.75). A linear memory made admissions feed on themselves: bursts of a dozen admissions, death
+    # rates at 85+ swinging by half from one simulated year to the next, and deaths selecting the frail far
+    # faster than their frailty alone says (which the frailty trajectory has to match).
+    fall_r, adm_r, ber_r = np.log1p(st.fall_mem), np.log1p(st.adm_mem), np.log1p(st.ber_mem)
     demf = dem.astype(float)
     alonef = alone.astype(float)
 
     p_fall = step_prob(w.fall_base + w.fall_f * f + w.fall_age * age_s + w.fall_dem * demf + w.fall_dep * dep
-                       + w.fall_mem * st.fall_mem, frac)
+                       + w.fall_mem * fall_r, frac)
     q_admit = expit(w.fall_admit_base + w.fall_admit_f * f + w.fall_admit_age * age_s)
     p_ea_other = step_prob(
-        w.ea_base + w.ea_f * f + w.ea_age * age_s + w.ea_dep * dep + w.ea_fall * st.fall_mem
-        + w.ea_adm * st.adm_mem + w.ea_ber * st.ber_mem + w.ea_alone * alonef + w.ea_dem * demf + w.ea_u * sx.u,
+        w.ea_base + w.ea_f * f + w.ea_age * age_s + w.ea_dep * dep + w.ea_fall * fall_r
+        + w.ea_adm * adm_r + w.ea_ber * ber_r + w.ea_alone * alonef + w.ea_dem * demf + w.ea_u * sx.u,
         frac)
     if effect is not None:
         q_admit, p_ea_other = q_admit * effect, p_ea_other * effect
     p_ea = 1 - (1 - p_fall * q_admit) * (1 - p_ea_other)
     p_death = step_prob(w.death_base + w.death_f * f + w.death_age * age_s + w.death_dep * dep
-                        + w.death_adm * st.adm_mem + w.death_dem * demf, frac)
+                        + w.death_adm * adm_r + w.death_dem * demf, frac)
     in_none = (st.lts == LTS_NONE) & (st.reab_end < 0)
     p_req = in_none * adult * step_prob(
-        w.req_base + w.req_f * f + w.req_age * age_s + w.req_alone * alonef + w.req_fall * st.fall_mem
-        + w.req_adm * st.adm_mem + w.req_ber * st.ber_mem + w.req_dem * demf + w.req_dep * dep, frac)
+        w.req_base + w.req_f * f + w.req_age * age_s + w.req_alone * alonef + w.req_fall * fall_r
+        + w.req_adm * adm_r + w.req_ber * ber_r + w.req_dem * demf + w.req_dep * dep, frac)
     p_direct = np.clip(w.lts_direct_base + w.lts_direct_f * f + w.lts_direct_alone * alonef, 0, 0.5)
     reab_ending = st.reab_end == s
     p_reab_lts = reab_ending * np.clip(w.reab_to_lts_base + w.reab_to_lts_f * f, 0, 0.8)
@@ -193,12 +283,13 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
     reab_done = active & reab_ending
     reab_to_lts = reab_done & (r[6] < p_reab_lts) & (not no_ce)
     carehome_from_ea = ea & (r[7] < p_carehome) & (not no_ce)
-    reab_from_ea = ea & old & no_lts & ~carehome_from_ea & (st.reab_end < 0) & (r[8] < w.reab_from_ea)
+    offer_reab = w.reab_from_ea * expit((w.reab_from_ea_frailty - f) / 0.04)  # rehabilitation potential
+    reab_from_ea = ea & old & no_lts & ~carehome_from_ea & (st.reab_end < 0) & (r[8] < offer_reab)
 
     # Types of new long-term services; a care-home move from hospital takes precedence.
     r2 = rng.random((6 if record else 4, n))
     carehome_type = np.where(r2[0] < 0.35 + 0.8 * np.maximum(f - 0.25, 0), LTS_NURSING, LTS_RESIDENTIAL)
-    direct_type = np.where((dem | (f > 0.3)) & (r2[1] < 0.5), carehome_type, LTS_COMMUNITY)
+    direct_type = np.where((dem | (f > 0.3)) & (r2[1] < w.lts_direct_care_home), carehome_type, LTS_COMMUNITY)
     new_lts = np.where(carehome_from_ea, carehome_type,
                        np.where(request & (req_outcome == 3), direct_type,
                                 np.where(reab_to_lts, LTS_COMMUNITY, LTS_NONE)))
@@ -220,8 +311,12 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
     # --- update the state ---------------------------------------------------------------------------
     decay = 0.5 ** (frac / w.memory_half_life_weeks)
     if burn_in:
-        st.fall_mem = st.fall_mem * decay + fall
-        st.adm_mem = st.adm_mem * decay + ea
+        # Nobody leaves the population before the window, but someone who would have died here is, for the
+        # memories, replaced by a newcomer of the same age with no recent history: without that renewal,
+        # admissions feeding on admission memory run away (the frailest 85+ reached 5 remembered admissions
+        # after 130 weeks, against 0.4 in the window) and the first simulated year saw twice the deaths.
+        st.fall_mem = np.where(death, 0.0, st.fall_mem * decay + fall)
+        st.adm_mem = np.where(death, 0.0, st.adm_mem * decay + ea)
         return Step(active=active, alone=alone, fall=fall, fall_admit=fall_admit, ea=ea, death=death & False,
                     request=request & False, req_outcome=req_outcome * 0, reab_done=reab_done & False,
                     reab_to_lts=reab_to_lts & False, carehome_from_ea=carehome_from_ea & False,
@@ -234,8 +329,7 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
     st.fall_mem = st.fall_mem * decay + fall
     st.adm_mem = st.adm_mem * decay + ea
     st.ber_mem = st.ber_mem * decay + bereaved
-    growth = (w.frailty_drift + w.frailty_growth * f * (1 + w.frailty_dep * dep)) * WEEK_YEARS * frac
-    st.f = np.clip(f + active * growth + w.fall_jump * fall + w.adm_jump * ea + w.ber_jump * bereaved, 0, 0.95)
+    st.f = np.clip(st.f * frailty_model(w).growth(age, WEEK_YEARS * frac), 0, 0.95)
     st.dem = dem | dem_onset
     st.lts = np.where(new_lts > 0, new_lts, np.where(escalate > 0, escalate, st.lts)).astype(np.int8)
     new_reab = (request & (req_outcome == 2)) | reab_from_ea

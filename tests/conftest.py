@@ -41,4 +41,9 @@ def small_delivery_gate():
         patch.setenv("UPSTREAM_GATE__CALIBRATION_SLOPE_MIN", "0.3")
         patch.setenv("UPSTREAM_GATE__CALIBRATION_SLOPE_MAX", "3.0")
         patch.setenv("UPSTREAM_GATE__MAX_SUBGROUP_AUROC_GAP", "1.0")
+        # Calibration-in-the-large already allows for chance (Poisson interval); widened for the same reason.
+        patch.setenv("UPSTREAM_GATE__OBSERVED_EXPECTED_MIN", "0.5")
+        patch.setenv("UPSTREAM_GATE__OBSERVED_EXPECTED_MAX", "2.0")
+        patch.setenv("UPSTREAM_GATE__AGE_BAND_OBSERVED_EXPECTED_MIN", "0.5")
+        patch.setenv("UPSTREAM_GATE__AGE_BAND_OBSERVED_EXPECTED_MAX", "2.0")
         yield

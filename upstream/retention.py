@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from upstream.settings import Settings
-from upstream.store import audit_log, get_engine, risk_lists, score_runs, scores, web_sessions
+from upstream.store import audit_log, get_engine, web_sessions
 
 
 def enforce_retention(settings: Settings, now: datetime | None = None) -> dict[str, int]:
@@ -31,29 +31,11 @@ def enforce_retention(settings: Settings, now: datetime | None = None) -> dict[s
                 sa.or_(web_sessions.c.expires_at < session_cutoff, web_sessions.c.revoked_at < session_cutoff)
             )
         ).rowcount
-        if policy.score_weeks is not None:
-            oldest_kept = (now - timedelta(weeks=policy.score_weeks)).date()
-            old_runs = sa.select(score_runs.c.run_id).where(score_runs.c.index_date < oldest_kept)
-            removed["list_rows"] = conn.execute(risk_lists.delete().where(risk_lists.c.run_id.in_(old_runs))).rowcount
-            removed["scores"] = conn.execute(scores.delete().where(scores.c.run_id.in_(old_runs))).rowcount
-            # Every other per-run table (cohort funnels, outcomes, monitoring...) goes with its run: found from
-            # the foreign keys, so a table added later cannot outlive the retention period unnoticed.
-            for table in _tables_keyed_by_run():
-                conn.execute(table.delete().where(table.c.run_id.in_(old_runs)))
-            removed["score_runs"] = conn.execute(
-                score_runs.delete().where(score_runs.c.index_date < oldest_kept)
-            ).rowcount
+    if policy.score_weeks is not None:
+        # Score tables and the history store are pipelines.score_history's (one path for score history).
+        from pipelines.score_history import expire_score_weeks, history_store
+
+        oldest_kept = (now - timedelta(weeks=policy.score_weeks)).date()
+        removed.update(expire_score_weeks(engine, history_store(settings), oldest_kept))
     return removed
 
-
-def _tables_keyed_by_run() -> list[sa.Table]:
-    """Tables other than scores and lists whose rows belong to one score run (foreign key to score_runs)."""
-    from upstream.store import metadata
-
-    named = {score_runs.name, scores.name, risk_lists.name}
-    return [
-        table
-        for table in reversed(metadata.sorted_tables)
-        if table.name not in named
-        and any(fk.column.table is score_runs for fk in table.foreign_keys)
-    ]

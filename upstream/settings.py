@@ -28,7 +28,7 @@ DEV_PSEUDO_KEY = "upstream-dev-only-key-do-not-use-with-real-data"
 
 
 class IngestSettings(BaseModel):
-    """Table-level checks: warn above the first threshold, fail above the second."""
+    """Table-level checks: warn at or above the first threshold, fail at or above the second."""
 
     row_count_change_warn: float = 0.10
     row_count_change_fail: float = 0.50
@@ -46,6 +46,9 @@ class IngestSettings(BaseModel):
     #: GX validates each source in chunks of this many rows (bounds pandas memory; at 1.9M residents it
     #: was also 18% faster than one frame: bench/README.md). None = one frame per source.
     gx_chunk_rows: int | None = Field(1_000_000, ge=1)
+    #: On a Dask cluster, each source is validated in tasks of about this many rows (pipelines.dask_ingest):
+    #: one chunk's GX frame on a worker is what bounds a worker's memory in ingest.
+    cluster_chunk_rows: int = Field(1_000_000, ge=1)
 
 
 class GateSettings(BaseModel):
@@ -55,6 +58,24 @@ class GateSettings(BaseModel):
     calibration_slope_max: float = 1.2
     max_subgroup_auroc_gap: float = 0.05
     min_auroc_gain: float = 0.0
+    #: Calibration-in-the-large on the test date: observed / expected events overall, and in each age band
+    #: with at least ``calibration_min_events`` events. A group fails when its O/E is outside the band *and*
+    #: its exact Poisson interval excludes 1 (materially and demonstrably miscalibrated, not noise); the
+    #: intervals are Bonferroni-widened over the groups judged (5% family-wise, models.gate).
+    observed_expected_min: float = 0.9
+    observed_expected_max: float = 1.1
+    age_band_observed_expected_min: float = 0.8
+    age_band_observed_expected_max: float = 1.25
+    calibration_min_events: int = Field(50, ge=1)
+
+
+class TrainSettings(BaseModel):
+    """How training dates are chosen (models.train.choose_method_dates)."""
+
+    #: Days of data needed before every training index date. None = the longest window of the model inputs
+    #: in the feature registry (features.registry.required_history_days), so training and scoring see the
+    #: same history. Lower it only knowingly (a delivery with less history): the model card records it.
+    min_history_days: int | None = Field(None, ge=0)
 
 
 class ListSettings(BaseModel):
@@ -66,6 +87,8 @@ class ListSettings(BaseModel):
     risk_rise_threshold: float = Field(0.05, ge=0.0)
     #: Compare with the published week this many weeks earlier (or the earliest one, while fewer exist).
     rise_lookback_weeks: int = Field(4, ge=1, le=52)
+    #: How many reasons scoring keeps per resident (the strongest first): the scores, the list rows and the API
+    #: hold exactly these, chosen once at scoring (``pipelines.champion.score_partition``).
     top_reasons: int = Field(3, ge=1, le=10)
 
 
@@ -121,6 +144,11 @@ class RetentionSettings(BaseModel):
     #: Published weeks (scores and lists) older than this many weeks are deleted; None keeps them.
     #: Two years covers the 12-month outcome window that evaluation needs, with a year to spare.
     score_weeks: int | None = Field(104, ge=60)
+    #: The newest published weeks whose scores stay in the database with their reasons (the resident view shows
+    #: the latest week's reasons); older weeks move to the parquet history store (``<home>/history``, without
+    #: reasons) when a week is published. Two: each week is ~0.9 GiB of SQLite at 1.9M residents, and older
+    #: weeks (the rise comparison week, monitoring) read from the history store in seconds (bench/README.md).
+    database_score_weeks: int = Field(2, ge=1, le=104)
 
 
 class MonitoringSettings(BaseModel):
@@ -179,6 +207,7 @@ class Settings(BaseSettings):
     target: str = DEFAULT_TARGET
     ingest: IngestSettings = IngestSettings()
     gate: GateSettings = GateSettings()
+    train: TrainSettings = TrainSettings()
     lists: ListSettings = ListSettings()
     cohort: CohortSettings = CohortSettings()
     offers: OffersSettings = OffersSettings()
@@ -189,6 +218,10 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     alerts: AlertSettings = AlertSettings()
+    #: An existing Dask scheduler (``tcp://host:8786``): the weekly flow runs ingest, features, scoring, list
+    #: building and outcome follow-up as tasks there (``--dask-address`` overrides). ``home`` must then be on
+    #: storage every worker shares (docs/SCALING.md). None: everything runs in the flow's process.
+    dask_address: str | None = None
 
     @field_validator("target")
     @classmethod
@@ -229,6 +262,11 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.home / "mlartifacts"
+
+    @property
+    def history_dir(self) -> Path:
+        """Published weeks' scores once they leave the database (``pipelines.history_store``)."""
+        return self.home / "history"
 
     @property
     def restricted_dir(self) -> Path:

@@ -104,6 +104,20 @@ cohort_funnels = sa.Table(
     sa.PrimaryKeyConstraint("run_id", "locality", "position"),
 )
 
+#: Per published week, residents by locality, band and score tenth: what the summary and histogram show for
+#: a week whose scores have moved to the history store (``pipelines.history_store``). Written by
+#: ``pipelines.score_history`` when it moves a week; raw counts, suppressed when shown like every count.
+score_summaries = sa.Table(
+    "score_summaries",
+    metadata,
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("score_runs.run_id"), nullable=False),
+    sa.Column("locality", sa.String(80), nullable=False),
+    sa.Column("band", sa.String(20), nullable=False),
+    sa.Column("score_bin", sa.Integer, nullable=False),  # 0..9: the score's tenth of [0, 1]
+    sa.Column("residents", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("run_id", "locality", "band", "score_bin"),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,

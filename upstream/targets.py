@@ -23,8 +23,9 @@ DEFAULT_TARGET = "crisis"
 Target = StrEnum("Target", {name: name for name in TARGETS})
 
 
-def check_target(name: str) -> str:
-    """``name`` if it is a declared target; otherwise a ValueError that lists the choices."""
+def check_target(name: str, error: type[Exception] = ValueError) -> str:
+    """``name`` if it is a declared target; otherwise ``error`` (a ValueError for settings validation, an
+    UpstreamError where a command reports it) that lists the choices."""
     if name not in TARGETS:
-        raise ValueError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+        raise error(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
     return name

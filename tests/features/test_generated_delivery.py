@@ -85,3 +85,26 @@ def test_no_future_leakage_on_generated_data(delivery: dict, tmp_path_factory: p
     past = tmp_path_factory.mktemp("past") / "clean"
     truncate(delivery["clean"], past, T)
     assert build_features(delivery["clean"], T).equals(build_features(past, T), null_equal=True)
+
+
+def test_without_the_address_history_the_snapshot_leaks_moves_after_t(
+    delivery: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The generator moves people, so the check above has teeth: from the residents file's extract-time address
+    alone, household features at T differ from what was known at T."""
+    import os
+
+    from tests.features.test_no_future_leakage import truncate
+
+    T = delivery["index_date"]
+    past = tmp_path_factory.mktemp("past_snapshot") / "clean"
+    truncate(delivery["clean"], past, T)
+    snapshot = tmp_path_factory.mktemp("snapshot")
+    for path in delivery["clean"].glob("*.parquet"):
+        if path.stem != "addresses":
+            os.symlink(path, snapshot / path.name)
+    known = build_features(past, T)
+    leaky = build_features(snapshot, T)
+    assert known["person_id"].to_list() == leaky["person_id"].to_list()
+    moved = (~known["household_size"].eq_missing(leaky["household_size"])).sum()
+    assert moved > 10, "3,000 residents over 6 years: some household changed after T"

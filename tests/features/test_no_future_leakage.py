@@ -42,6 +42,9 @@ def truncate(src: Path, dst: Path, cut: date) -> None:
         dst / "ae_attendances.parquet")
     pl.read_parquet(src / "social_care_events.parquet").filter(pl.col("event_start_date") < cut).with_columns(
         blank_if_after("event_end_date")).write_parquet(dst / "social_care_events.parquet")
+    if (src / "addresses.parquet").exists():  # the optional address history: moves before the cut only
+        pl.read_parquet(src / "addresses.parquet").filter(pl.col("from_date") < cut).with_columns(
+            blank_if_after("to_date")).write_parquet(dst / "addresses.parquet")
 
 
 def test_events_on_or_after_t_change_nothing(tmp_path: Path) -> None:

@@ -113,3 +113,89 @@ def test_models_package_has_no_import_cycle_hidden_in_functions() -> None:
 
     assert [m for m in graph if reaches(m, m, set())] == []
     assert "models.registry" in graph["models.tracking"] and "models.tracking" not in graph["models.registry"]
+
+
+def _imported_modules(path: Path, ours: set[str]) -> set[str]:
+    """Our modules ``path`` imports anywhere in the file: at module level and inside functions alike."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found |= {name for name in names if name in ours}
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan): each is an import cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in graph[module]:
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                other = stack.pop()
+                group.append(other)
+                if other == module:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_import_cycles_are_found() -> None:
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_anywhere_not_even_through_imports_inside_functions() -> None:
+    """An import inside a function may defer a heavy library; it must not hide a cycle between our modules
+    (score_history -> run_guard -> score_history was one: the lock now knows nothing of the score tables)."""
+    paths = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in (*PROJECT_PACKAGES, "loop")
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+    graph = {module: _imported_modules(path, set(paths)) - {module} for module, path in paths.items()}
+    assert len(graph) > 100 and "pipelines.run_guard" in graph["pipelines.score_history"]
+    assert import_cycles(graph) == []
+
+
+#: MLflow calls that read or change the process-wide tracking store (the fluent API), which the API and tests share.
+FLUENT_MLFLOW = re.compile(
+    r"\bmlflow\.(set_tracking_uri|set_registry_uri|set_experiment|start_run|end_run|log_\w+|set_tag|set_tags"
+    r"|autolog|\w+\.log_model|\w+\.autolog)\("
+)
+
+
+def test_no_process_wide_mlflow_state() -> None:
+    """Our code writes and reads MLflow through clients bound to the settings' store (``models.registry.client_for``,
+    ``models.tracking.RunLog``), never through the fluent API's process-wide tracking URI."""
+    assert FLUENT_MLFLOW.search("    mlflow.set_tracking_uri(uri)") and FLUENT_MLFLOW.search("mlflow.pyfunc.log_model(")
+    assert not FLUENT_MLFLOW.search("mlflow.pyfunc.save_model(") and not FLUENT_MLFLOW.search("client.log_batch(")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for package in (*PROJECT_PACKAGES, "loop")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if FLUENT_MLFLOW.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert offenders == []

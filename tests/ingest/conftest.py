@@ -7,7 +7,7 @@ falls code list, and the expected reasons below were worked out row by row, not 
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -83,13 +83,17 @@ def _gp_events() -> pl.DataFrame:
 def _spells() -> pl.DataFrame:
     rows = [
         (P0, "S1", D(2025, 1, 1), D(2025, 1, 5), "21", "w19.9", "I10, e11.9", "19"),  # 0 valid
-        (P1, "S2", D(2025, 3, 1), None, "11", "W19X", None, "19"),                    # 1 valid, still in
+        (P1, "S2", D(2025, 3, 1), None, "11", "W19X", None, None),                    # 1 valid, still in
         (P1, "S3", D(2025, 3, 10), D(2025, 3, 1), "21", "I10", "", "19"),              # 2 discharge < admission
         (P8, "S4", D(2025, 4, 1), D(2025, 4, 2), "ZZ", "I10", "", "19"),               # 3 bad admission method
         (P8, "S1", D(2025, 5, 1), D(2025, 5, 2), "21", "I10", "", "19"),               # 4 spell id repeated
         (P0, "S5", D(2025, 6, 1), D(2025, 6, 2), "21", "XYZ", "", "19"),               # 5 not ICD-shaped
         (P0, "S6", D(2025, 7, 1), D(2025, 7, 2), "21", "I10", "I10,ABC", "19"),        # 6 bad secondary
         (P8, "S7", D(2025, 8, 1), D(2025, 8, 3), "22", "R29.6", "W19-", "51"),         # 7 valid
+        (P0, "S8", D(2025, 1, 3), D(2025, 1, 4), "21", "I10", "", "19"),               # 8 inside S1
+        (P1, "S9", D(2025, 4, 1), None, "21", "I10", "", None),                        # 9 second open spell
+        (P8, "S10", D(2025, 9, 1), None, "11", "I10", "", "19"),                       # 10 open, has destination
+        (P8, "S11", D(2025, 9, 10), AS_OF + timedelta(days=3), "11", "I10", "", "19"),  # 11 discharged after extract
     ]
     return pl.DataFrame(rows, schema={"nhs_number": pl.String, "spell_id": pl.String, "admission_date": pl.Date,
                                       "discharge_date": pl.Date, "admission_method": pl.String,
@@ -154,12 +158,16 @@ EXPECTED_REASONS = {
         4: "duplicate_row",
         5: "icd10_format(primary_diagnosis)",
         6: "icd10_list_format(secondary_diagnoses)",
+        8: "spell_starts_inside_another_spell",
+        9: "second_open_spell",
+        10: "discharge_destination_iff_discharged",
+        11: "date_not_after_as_of(discharge_date)",
     },
     "ae_attendances": {1: "in_value_set(arrival_mode)", 2: "type(admitted)"},
     "social_care_events": {1: "in_value_set(event_type)", 2: "end_on_or_after_start"},
     "deaths": {1: "date_not_before_earliest(date_of_death)", 2: "duplicate_row"},
 }
-ROWS_IN = {"residents": 10, "gp_events": 10, "hospital_spells": 8, "ae_attendances": 4,
+ROWS_IN = {"residents": 10, "gp_events": 10, "hospital_spells": 12, "ae_attendances": 4,
            "social_care_events": 4, "deaths": 3}
 
 

@@ -27,6 +27,14 @@ DEFECT_CHECKS: dict[str, set[str]] = {
     "duplicate_row": {C.DUPLICATE},
     "unknown_person": {C.PERSON_IN_RESIDENTS},
     "null_required": {C.NOT_NULL},
+    "overlapping_spell": {C.SPELL_INSIDE_ANOTHER},
+    "second_open_spell": {C.SECOND_OPEN_SPELL},
+    "open_spell_with_destination": {C.DESTINATION_IFF_DISCHARGED},
+    "discharge_after_extract": {C.NOT_FUTURE},
+    "overlapping_address": {C.ADDRESS_OVERLAP},
+    "second_current_address": {C.SECOND_CURRENT_ADDRESS},
+    "to_before_from": {C.TO_AFTER_FROM},
+    "unknown_lsoa": {C.LSOA11_KNOWN},
 }
 
 

@@ -75,7 +75,7 @@ def test_entering_by_own_event_is_new_and_drifting_in_is_top(tmp_path: Path) -> 
                   feature_row("d", lives_alone=True))
     new_people = lists.filter(pl.col("section") == "new").select("person_id")
     changes = what_changed(after, before, new_people, clean, T, C, LinearExplainer())
-    done = attach_details(lists, RULES, changes=changes)
+    done = attach_details(lists, changes=changes)
     shown = dict(zip(done["person_id"], done["what_changed"], strict=True))
     assert shown == {"e": "emergency admission on 18 Nov 2026", "b": None, "d": None}
 

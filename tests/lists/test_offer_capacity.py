@@ -22,7 +22,6 @@ import polars as pl
 from pipelines.lists import attach_details, ration_offers, stage_exports
 from upstream.list_row import LIST_ROW
 from upstream.offers import CAPACITY_RULE, offer_summary, parse_catalogue
-from upstream.settings import ListSettings
 
 CATALOGUE_TOML = """
 [[offer]]
@@ -103,7 +102,7 @@ def test_attach_details_rations_and_the_files_show_it(tmp_path: Path) -> None:
     )
     offers = base.select("person_id", pl.col("suggested_offers").str.split(";").list.eval(
         pl.element().filter(pl.element() != "")), pl.lit("evidence").alias("offer_evidence"))
-    done = attach_details(lists.with_columns(pl.lit("").alias("suggested_offers")), ListSettings(),
+    done = attach_details(lists.with_columns(pl.lit("").alias("suggested_offers")),
                           offers=offers, catalogue=catalogue)
     assert dict(zip(done["person_id"], done["offers_waiting"], strict=True))["r1"] == "telecare;falls"
 

@@ -46,3 +46,25 @@ def test_header_only_opt_out_file_means_nobody_and_no_file_means_none(tmp_path: 
     (raw / "opt_outs.csv").unlink()
     summary = ingest_delivery(raw, out, _settings(tmp_path))
     assert "opt_outs" not in summary and not (out / "clean" / "opt_outs.parquet").exists()
+
+
+def test_opted_out_people_read_through_the_one_clean_reader(tmp_path: Path) -> None:
+    """``expectations.cohort.opted_out_people`` (what scoring filters and publishing removes): each person once,
+    nobody when the file is absent, and a clean file without ``person_id`` is a clear error, not a traceback."""
+    import pytest
+
+    from expectations.cohort import opted_out_people
+    from upstream.errors import BadFileError
+
+    raw = write_delivery(tmp_path / "raw")
+    (raw / "opt_outs.csv").write_text(f"nhs_number\n{P1}\n{P0}\n{P0}\n")  # P0 twice
+    settings = _settings(tmp_path)
+    out = tmp_path / "out"
+    ingest_delivery(raw, out, settings)
+    key = settings.pseudonymisation_key()
+    assert opted_out_people(out / "clean") == sorted([pseudonymise_one(P0, key), pseudonymise_one(P1, key)])
+    (out / "clean" / "opt_outs.parquet").unlink()
+    assert opted_out_people(out / "clean") == []
+    pl.DataFrame({"nhs_number": [P0]}).write_parquet(out / "clean" / "opt_outs.parquet")
+    with pytest.raises(BadFileError, match="person_id"):
+        opted_out_people(out / "clean")

@@ -112,5 +112,83 @@ def test_comparable_people_reference_separates_case_mix_from_unfairness():
     assert (imd["gate_gap"] > -0.03).all()
     decision = decide({"test_auroc": overall, "test_calibration_slope": 1.0}, table, None, GateSettings())
     assert decision.alias == "challenger"
-    assert [r.split(":")[0] for r in decision.reasons] == ["ethnic_group=badly served"]
-    assert "comparable-people" in decision.reasons[0]
+    # Shuffled scores also give the badly served group's young people older people's risks, so the 18-44 band
+    # is genuinely over-predicted: calibration-in-the-large says so separately from the AUROC rule.
+    auroc_reasons = [r for r in decision.reasons if not r.startswith("calibration-in-the-large")]
+    assert [r.split(":")[0] for r in auroc_reasons] == ["ethnic_group=badly served"]
+    assert "comparable-people" in auroc_reasons[0]
+    assert any(r.startswith("calibration-in-the-large age band 18-44") and "over-predicts" in r
+               for r in decision.reasons)
+
+
+def _calibration_frame(bands: dict[int, tuple[int, int, float]]) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """age -> (people, events, predicted risk): exact event counts, so O/E is known by hand."""
+    ages, ys, ps = [], [], []
+    for age, (n, events, risk) in bands.items():
+        ages += [age] * n
+        ys += [True] * events + [False] * (n - events)
+        ps += [risk] * n
+    return pl.DataFrame({"age": ages}), np.array(ys), np.array(ps)
+
+
+def test_calibration_in_the_large_overall_and_by_age_band():
+    from models.gate import calibration_in_the_large, observed_expected_interval
+
+    # 30-year-olds: 4,000 people, predicted 0.10 -> expected 400, observed 400 (O/E 1.00).
+    # 90-year-olds: 1,000 people, predicted 0.20 -> expected 200, observed 300 (O/E 1.50, the model
+    # under-predicts the oldest, as the demo's 85+ band did at 1.33). Overall O/E = 700 / 600 = 1.167.
+    frame, y, p = _calibration_frame({30: (4000, 400, 0.10), 90: (1000, 300, 0.20)})
+    table = fairness_audit(frame, y, p)
+    reasons = calibration_in_the_large(table, GateSettings())
+    assert len(reasons) == 2
+    assert reasons[0].startswith("calibration-in-the-large overall: observed/expected 1.17 (700 events")
+    assert reasons[1].startswith("calibration-in-the-large age band 85+: observed/expected 1.50 (300 events")
+    assert "under-predicts" in reasons[1]
+    decision = decide({"test_auroc": 0.8, "test_calibration_slope": 1.0}, table, None, GateSettings())
+    assert decision.alias == "challenger" and not decision.checks["observed_expected_ok"]
+    # Wider bands in settings let the same model through.
+    wide = GateSettings(observed_expected_max=1.2, age_band_observed_expected_max=1.6)
+    assert calibration_in_the_large(table, wide) == []
+    # Garwood interval for 300 events over 200 expected: [chi2(0.025, 600)/2, chi2(0.975, 602)/2] / 200.
+    from scipy.stats import chi2
+
+    assert observed_expected_interval(300, 200.0) == pytest.approx(
+        (chi2.ppf(0.025, 600) / 400, chi2.ppf(0.975, 602) / 400))
+
+
+def test_small_age_band_off_by_chance_does_not_fail_the_gate():
+    from models.gate import calibration_in_the_large
+
+    # 85+: 40 observed over 30 expected (O/E 1.33, outside 0.8-1.25) but the exact 95% interval for 40
+    # events, 0.95-1.82, includes 1: not demonstrably miscalibrated. Overall 440 / 430 = 1.02.
+    frame, y, p = _calibration_frame({30: (4000, 400, 0.10), 90: (150, 40, 0.20)})
+    assert calibration_in_the_large(fairness_audit(frame, y, p), GateSettings()) == []
+    # Below calibration_min_events a band is not judged at all, however far off.
+    frame, y, p = _calibration_frame({30: (4000, 400, 0.10), 90: (100, 45, 0.10)})
+    table = fairness_audit(frame, y, p)
+    assert calibration_in_the_large(table, GateSettings(calibration_min_events=50)) == []
+    assert calibration_in_the_large(table, GateSettings(calibration_min_events=40))[0].startswith(
+        "calibration-in-the-large age band 85+: observed/expected 4.50")
+
+
+def test_band_intervals_are_widened_for_the_number_of_groups_judged():
+    from scipy.stats import chi2
+
+    from models.gate import calibration_in_the_large
+
+    # 65-74: 370 people predicted 0.20 -> expected 74, observed 97 (O/E 1.31, outside 0.8-1.25), as the
+    # 6,000-resident alt world's 65-74 band was. Alone at 95% its interval excludes 1 ...
+    assert chi2.ppf(0.025, 2 * 97) / 2 / 74 > 1.0
+    # ... but six groups are judged (overall 497 / 474 = 1.05, and five bands; the four others 100 / 100),
+    # so each is judged at 1 - 0.05 / 6 = 99.2%, whose interval for 97 events includes 1: not
+    # demonstrably off.
+    assert chi2.ppf(0.05 / 6 / 2, 2 * 97) / 2 / 74 < 1.0
+    calm = {age: (1000, 100, 0.10) for age in (25, 50, 80, 90)}
+    frame, y, p = _calibration_frame({**calm, 70: (370, 97, 0.20)})
+    assert calibration_in_the_large(fairness_audit(frame, y, p), GateSettings()) == []
+    # Far enough off (120 / 74 = 1.62; overall 520 / 474 = 1.10), the widened interval still excludes 1.
+    assert chi2.ppf(0.05 / 6 / 2, 2 * 120) / 2 / 74 > 1.0
+    frame, y, p = _calibration_frame({**calm, 70: (370, 120, 0.20)})
+    reasons = calibration_in_the_large(fairness_audit(frame, y, p), GateSettings())
+    assert len(reasons) == 1 and reasons[0].startswith(
+        "calibration-in-the-large age band 65-74: observed/expected 1.62 (120 events, 99.2% CI")

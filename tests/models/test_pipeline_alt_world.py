@@ -47,6 +47,19 @@ def test_temporal_split_is_picked_from_the_data(alt_world):
     # Data end 2026-11-22: the latest Monday whose 12-month window is fully observed is 2025-11-17.
     assert result.test_date == date(2025, 11, 17)
     assert result.train_dates and all(d + timedelta(days=365) <= result.test_date for d in result.train_dates)
+    # The model is chosen on a validation date a year before the test date (its outcome year ends at the test
+    # date), fitted on earlier dates whose outcome years end by the validation date, and refitted on all.
+    *fit, validation = result.train_dates
+    assert validation == result.test_date - timedelta(days=365)
+    assert len(fit) >= 1 and all(d + timedelta(days=365) <= validation for d in fit)
+    # Every training date has two years of data before it (the 24-month features): 6-year delivery from
+    # about 2020-11-23, so the earliest fitting date is on or after 2022-11-23.
+    assert min(fit) >= date(2022, 11, 23)
+
+
+def test_first_run_on_a_6000_resident_world_gets_a_champion(alt_world):
+    _, _, _, result = alt_world
+    assert result.alias == "champion", result.gate_reasons
 
 
 def test_labels_match_generator_outcomes(alt_world):
@@ -62,9 +75,15 @@ def test_labels_match_generator_outcomes(alt_world):
 def test_close_to_the_alt_world_oracle(alt_world):
     root, clean, settings, result = alt_world
     truth = _truth(root, result.test_date)
+    from expectations.cohort import cohort_at, in_cohort
     from features.build import build_features
 
-    frame = build_features(clean, result.test_date).join(truth, on="person_id", how="inner")
+    # The test population is the list cohort at the test date (adults not already known to services).
+    cohort = in_cohort(cohort_at(clean, result.test_date, settings.cohort)).select("person_id")
+    assert cohort.height == result.n_test
+    frame = (build_features(clean, result.test_date).join(truth, on="person_id", how="inner")
+             .join(cohort, on="person_id", how="semi"))
+    assert frame["age"].min() >= settings.cohort.min_age
     model = load_model("crisis", settings, result.alias)
     p = model.predict_proba(frame)
     model_auroc = auroc(frame["y_crisis"].to_numpy(), p)

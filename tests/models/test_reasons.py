@@ -33,8 +33,14 @@ def test_logistic_contributions_are_coef_times_standardised_value(models):
     contrib = lr.contributions(x)
     coef = pipe.named_steps["model"].coef_[0]
     imputer, scaler = pipe.named_steps["impute"], pipe.named_steps["scale"]
-    # By hand for age (column 0, never missing): coef * (x - mean) / sd.
-    expected_age = coef[0] * (x[:, 0] - scaler.mean_[0]) / scaler.scale_[0]
+    # Age is column 0 and its piecewise-linear terms max(age - k, 0) follow it (models.bundle.AGE_KNOTS);
+    # none is ever missing. By hand: the terms from the frame's age, then sum of coef * (x - mean) / sd.
+    age = people["age"].to_numpy().astype(float)
+    cols = [j for j, source in enumerate(lr.encoder.source_of) if source == "age"]
+    assert cols == [0, 1, 2, 3]
+    for j, knot in zip(cols[1:], (50, 65, 80), strict=True):
+        assert x[:, j] == pytest.approx(np.maximum(age - knot, 0))
+    expected_age = sum(coef[j] * (x[:, j] - scaler.mean_[j]) / scaler.scale_[j] for j in cols)
     assert contrib[:, 0] == pytest.approx(expected_age)
     # Contributions over all features plus the intercept are exactly the model's log-odds.
     logit = pipe.named_steps["model"].intercept_[0] + contrib.sum(axis=1)
@@ -133,7 +139,9 @@ def test_hgb_contributions_are_the_exact_shapley_values(models):
     for i, row in enumerate(rows):
         phi, full = _brute_force_shapley(small, row)
         assert full == pytest.approx(small.decision_function(row[None, :])[0])  # the brute force is sound
-        np.testing.assert_allclose(contrib[i], phi, rtol=0, atol=1e-9)
+        # Shapley values are per encoded column; a feature's contribution is the sum over its columns (age and
+        # its piecewise-linear terms, one-hot dummies), the same grouping the wrapper applies.
+        np.testing.assert_allclose(contrib[i], phi @ encoder.group_matrix(), rtol=0, atol=1e-9)
 
 
 def test_a_faller_gets_falls_as_the_top_hgb_reason(models):

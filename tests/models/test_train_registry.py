@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -13,7 +14,6 @@ from mlflow import MlflowClient
 
 from models.metrics import auroc
 from models.registry import champion_summary, load_champion, load_model
-from models.tracking import fluent_store
 from models.train import train_on_frames
 from tests.models.conftest import make_frame
 from upstream.errors import UpstreamError
@@ -72,9 +72,9 @@ def test_run_has_metrics_artifacts_and_alias(first):
     # The registry artifact lives under <home>/mlartifacts, not the working directory.
     assert client.get_experiment(run.info.experiment_id).artifact_location.startswith(
         settings.artifact_root.as_uri())
-    # Read through this store's client: training leaves MLflow's process-wide URIs as they were.
-    with fluent_store(settings):  # MLflow's fluent readers need a store; training left none set
-        model = mlflow.models.get_model_info(f"models:/upstream-crisis/{version.version}")
+    # Read from the registered version's files, through this store's client: training set no process-wide store.
+    files = urlparse(client.get_model_version_download_uri("upstream-crisis", version.version)).path
+    model = mlflow.models.get_model_info(files)
     assert model.signature is not None and "age" in model.signature.inputs.input_names()
 
 
@@ -129,7 +129,9 @@ def test_worse_model_is_challenger_then_threshold_change_flips_it(first):
 
     # Same data, but settings that accept any AUROC change and any calibration: now it is promoted.
     lenient = Settings(home=settings.home, gate=GateSettings(
-        min_auroc_gain=-1.0, calibration_slope_min=-100, calibration_slope_max=100, max_subgroup_auroc_gap=1.0))
+        min_auroc_gain=-1.0, calibration_slope_min=-100, calibration_slope_max=100, max_subgroup_auroc_gap=1.0,
+        observed_expected_min=0.0, observed_expected_max=100.0, age_band_observed_expected_min=0.0,
+        age_band_observed_expected_max=100.0))
     flipped = train_on_frames(TRAIN.drop("_true_p"), TEST, "crisis", lenient, features=weak_features, n_boot=50)
     assert flipped.alias == "champion" and flipped.gate_reasons == []
     assert load_champion("crisis", settings).version == flipped.version
@@ -150,9 +152,11 @@ def test_fairness_table_covers_audit_dimensions(first):
 def test_gate_compares_with_the_champion_on_the_same_test_set(tmp_path):
     """A champion recorded on an easy test year must not block a better model tested on a harder year."""
     # Only the "beats the champion" rule is under test: the test years' different noise levels throw
-    # calibration off on purpose, so the other two rules are opened wide.
+    # calibration off on purpose, so the other rules are opened wide.
     settings = Settings(home=tmp_path / "home", gate=GateSettings(
-        calibration_slope_min=-100, calibration_slope_max=100, max_subgroup_auroc_gap=1.0))
+        calibration_slope_min=-100, calibration_slope_max=100, max_subgroup_auroc_gap=1.0,
+        observed_expected_min=0.0, observed_expected_max=100.0, age_band_observed_expected_min=0.0,
+        age_band_observed_expected_max=100.0))
     train = TRAIN.drop("_true_p")
     easy = make_frame(6000, 21, date(2024, 1, 1), strength=2.0)  # outcomes follow the risk factors closely
     hard = make_frame(6000, 22, date(2025, 1, 1), strength=0.5)  # much noisier outcomes

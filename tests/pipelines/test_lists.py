@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.lists import attach_details, build_lists, export_lists, funnel_rows, list_sizes, locality_file_stem
 from pipelines.scoring import assign_bands, combine_partitions, iso_week
-from tests.pipelines.conftest import score_frame
+from tests.pipelines.conftest import reasons_json, score_frame
 from upstream.settings import ListSettings
 
 
@@ -130,8 +130,11 @@ def test_attach_details_words_offers_and_changes(week_two):
                         previous_list=last_week([("p9", "A", 0.85, True, "top"), ("q0", "B", 0.5, True, "top")]))
     offers = pl.DataFrame({"person_id": ["p8"], "suggested_offers": [["falls_prevention", "telecare"]],
                            "offer_evidence": ["falls_prevention: 2 falls | telecare: lives alone"]})
-    done = attach_details(lists, rules, offers=offers, changes={"p8": "emergency admission on 12 Nov 2026",
-                                                                 "p9": "not shown: p9 is top"})
+    # The reasons are the ones scoring kept: its top ``lists.top_reasons`` (2 here), stored as JSON text.
+    kept = reasons_json("lives alone", "2 falls in last 12 months")
+    stored = lists.select("person_id", pl.lit(kept).alias("reasons"))
+    done = attach_details(lists, reasons=stored, offers=offers,
+                          changes={"p8": "emergency admission on 12 Nov 2026", "p9": "not shown: p9 is top"})
     row = {r["person_id"]: r for r in done.to_dicts()}
     assert row["p8"]["section"] == "new" and row["p9"]["section"] == "top"
     assert row["p8"]["suggested_offers"] == "falls_prevention;telecare"
@@ -140,6 +143,7 @@ def test_attach_details_words_offers_and_changes(week_two):
     assert row["p9"]["suggested_offers"] == "" and row["p9"]["offer_evidence"].startswith("No offer")
     assert row["p8"]["top_reasons"] == "lives alone; 2 falls in last 12 months"  # top 2 reasons only
     assert len(json.loads(row["p8"]["reasons"])) == 2
+    assert row["p8"]["reasons"] == kept  # the stored text as it is: not decoded and encoded again
 
 
 def test_list_sizes_are_suppressed():
@@ -179,7 +183,7 @@ def test_export_writes_the_declared_row_as_csv_and_excel(tmp_path, week_two):
     from upstream.list_row import LIST_ROW
 
     rules = ListSettings(capacity_per_locality=500)
-    lists = attach_details(build_lists(week_two, rules, cohort_frame(), index_date=T), rules)
+    lists = attach_details(build_lists(week_two, rules, cohort_frame(), index_date=T))
     week_dir = tmp_path / "lists" / "2026-W48"
     export_lists(lists, week_dir, ["A", "B", "Empty Town"])
     assert sorted(p.name for p in week_dir.iterdir()) == [

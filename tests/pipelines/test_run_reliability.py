@@ -56,6 +56,13 @@ def _python(script: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     )
 
 
+def _finish(process: subprocess.Popen) -> None:
+    """Kill a helper started by :func:`_python` if it still runs, and close its pipe (no unclosed-file warning)."""
+    stop_process(process, timeout=5, sig=signal.SIGKILL)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 def _wait_for_line(process: subprocess.Popen, expected: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     seen = []
@@ -66,7 +73,7 @@ def _wait_for_line(process: subprocess.Popen, expected: str, timeout: float = 12
         seen.append(line)
         if line.strip() == expected:
             return
-    stop_process(process, timeout=5, sig=signal.SIGKILL)
+    _finish(process)
     raise AssertionError(f"the helper process never said {expected!r}: {''.join(seen)[-3000:]}")
 
 
@@ -149,11 +156,8 @@ def test_a_concurrent_run_on_the_same_home_is_refused_at_once(settings):
         import sqlite3, sys, time
         from pathlib import Path
         home = Path({str(settings.home)!r})
-        try:  # what a weekly run does first (since issue 17)
-            from pipelines.run_guard import claim_home
-            claim_home(home)
-        except ImportError:
-            pass
+        from pipelines.run_guard import claim_home
+        claim_home(home)  # what a weekly run does first (since issue 17)
         db = sqlite3.connect(home / "upstream.db", isolation_level=None)
         db.execute("BEGIN IMMEDIATE")  # its store step, mid-insert: holds the write lock
         db.execute("INSERT INTO score_runs (run_id, week, index_date, target, model_name, model_version,"
@@ -170,14 +174,15 @@ def test_a_concurrent_run_on_the_same_home_is_refused_at_once(settings):
             store_scores([_frame(10)], WEEK, settings, "upstream-crisis", "1")
         assert time.monotonic() - started < 5
     finally:
-        stop_process(other_run, timeout=5, sig=signal.SIGKILL)
+        _finish(other_run)
     assert _runs(engine) == []  # ours wrote nothing; theirs was never committed (killed mid-transaction)
 
 
 def test_a_run_killed_mid_write_is_marked_failed_and_its_rows_removed(settings):
     """SIGKILL (what the OOM killer sends) in the middle of storing scores: nothing runs on the way out,
     so the next run's start-up must find the run "running", mark it failed and delete its partial rows."""
-    from pipelines.run_guard import begin_weekly_run, release_home
+    from pipelines.run_guard import release_home
+    from pipelines.score_history import begin_weekly_run
 
     writer = _python(
         f"""
@@ -213,7 +218,7 @@ def test_a_run_killed_mid_write_is_marked_failed_and_its_rows_removed(settings):
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=30)
     finally:
-        stop_process(writer, timeout=5, sig=signal.SIGKILL)
+        _finish(writer)
     assert writer.returncode == -signal.SIGKILL
 
     engine = get_engine(settings.db_url)

@@ -18,7 +18,8 @@ from upstream.store import get_engine, score_runs
 
 #: Any model is promoted: each training run below moves the champion alias to its new version.
 LENIENT = GateSettings(min_auroc_gain=-1.0, calibration_slope_min=-100, calibration_slope_max=100,
-                       max_subgroup_auroc_gap=1.0)
+                       max_subgroup_auroc_gap=1.0, observed_expected_min=0.0, observed_expected_max=100.0,
+                       age_band_observed_expected_min=0.0, age_band_observed_expected_max=100.0)
 
 
 def _train(settings: Settings, seed: int) -> str:

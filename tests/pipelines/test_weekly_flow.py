@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from synthetic import generate
 from tests.pipelines.conftest import latest_artifact
 from upstream.settings import Settings
-from upstream.store import get_engine, published_weeks, risk_lists, score_runs, scores
+from upstream.store import get_engine, listing_outcomes, published_weeks, risk_lists, score_runs, scores
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_two_weeks_end_to_end(delivery, two_weeks):
     # Artifacts of the last run: validation reconciles, sizes are suppressed, progress reached 100%.
     validation = latest_artifact("validation-summary")["data"]
     validation = json.loads(validation) if isinstance(validation, str) else validation
-    assert len(validation) == 6
+    assert len(validation) == 7  # the six contract sources and the optional address history (the generator writes it)
     assert all(r["rows_in"] == r["rows_valid"] + r["rows_quarantined"] for r in validation)
     sizes = latest_artifact("list-sizes")["data"]
     sizes = json.loads(sizes) if isinstance(sizes, str) else sizes
@@ -257,7 +257,57 @@ def test_rerun_replaces_week_and_failure_drill_changes_nothing(delivery, two_wee
         assert next((settings.home / "lists" / week).glob("*.csv")).read_bytes() == csv
 
 
-def test_dask_fan_out_matches_local_run(delivery, two_weeks):
+def _week_outputs(settings: Settings, engine, week: str) -> dict:
+    """Everything a week publishes or keeps, in a comparable form (features stacked across partitions)."""
+    root = settings.home / "weeks" / week
+    ingest_dir = root / "ingest"
+    _, score_frame, list_frame = _published(engine, week)
+    with engine.connect() as conn:
+        outcomes = pl.DataFrame(
+            [dict(r._mapping) for r in conn.execute(sa.select(listing_outcomes).order_by(
+                listing_outcomes.c.person_id, listing_outcomes.c.week, listing_outcomes.c.window))],
+            infer_schema_length=None,
+        )
+    return {
+        "summary": json.loads((ingest_dir / "validation_summary.json").read_text()),
+        "clean": {p.name: pl.read_parquet(p) for p in sorted((ingest_dir / "clean").glob("*.parquet"))},
+        "quarantine": {p.name: pl.read_parquet(p) for p in sorted((ingest_dir / "quarantine").glob("*.parquet"))},
+        "features": pl.concat([pl.read_parquet(p) for p in sorted((root / "features").glob("*.parquet"))],
+                              how="vertical_relaxed").sort("person_id"),
+        "feature_files": sorted(p.name for p in (root / "features").glob("*.parquet")),
+        "scores": score_frame,
+        "lists": list_frame,
+        "list_files": {p.name: p.read_bytes() for p in sorted((settings.home / "lists" / week).glob("*.csv"))},
+        "outcomes": outcomes.drop("computed_at") if outcomes.height else outcomes,
+        "ascof": (settings.home / "outcomes" / "ascof_2b.csv").read_text(),
+    }
+
+
+def _task_run_names(prefix: str) -> list[str]:
+    """Names of the task runs starting with ``prefix``, from the running Prefect API."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    response = httpx.post(f"{PREFECT_API_URL.value()}/task_runs/filter",
+                          json={"task_runs": {"name": {"like_": prefix}}, "limit": 200}, timeout=30)
+    response.raise_for_status()  # like_ matches anywhere in the name
+    return sorted(run["name"] for run in response.json() if run["name"].startswith(prefix))
+
+
+def _forget_outcomes(engine) -> None:
+    """Follow-up only computes windows not yet stored: clear them so the next run computes them all again."""
+    with engine.begin() as conn:
+        conn.execute(listing_outcomes.delete())
+
+
+#: Scores may differ in the last bits between processes (BLAS in the logistic model); everything else,
+#: bands, ranks and every list, must be identical.
+SCORE_TOLERANCE = 1e-12
+
+
+def test_whole_week_on_a_dask_cluster_matches_local_run(delivery, two_weeks, monkeypatch):
+    """Ingest (per source chunk), features, scoring, lists (per locality) and outcome follow-up as tasks on
+    a LocalCluster of 2 worker processes publish the week a local run publishes."""
     from distributed import LocalCluster
 
     from pipelines.flows import weekly
@@ -265,20 +315,56 @@ def test_dask_fan_out_matches_local_run(delivery, two_weeks):
 
     settings = Settings(home=delivery["home"])
     engine = get_engine(settings.db_url)
-    week = iso_week(delivery["extract"])
-    _, local_scores, local_lists = _published(engine, week)
+    home, raw, T = str(delivery["home"]), str(delivery["raw"]), delivery["extract"]
+    week = iso_week(T)
+    # A week listed 17 weeks earlier: its 91-day window has closed by T, so follow-up has outcomes to compute.
+    weekly(raw, T - timedelta(weeks=17), train="never", home=home)
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        result = weekly(
-            str(delivery["raw"]),
-            delivery["extract"],
-            train="never",
-            home=str(delivery["home"]),
-            dask_address=cluster.scheduler_address,
-        )
-    _, dask_scores, dask_lists = _published(engine, week)
-    partitions = list((settings.home / "weeks" / week / "features").glob("*.parquet"))
-    assert len(partitions) == local_scores["locality"].n_unique() > 1  # really fanned out per locality
-    assert result["n_scored"] == local_scores.height
-    assert dask_scores.equals(local_scores)
-    assert dask_lists.equals(local_lists)
+    _forget_outcomes(engine)
+    weekly(raw, T, train="never", home=home)
+    local = _week_outputs(settings, engine, week)
+    assert local["outcomes"].height > 0 and local["quarantine"]  # follow-up really had windows to compute
+
+    _forget_outcomes(engine)
+    # Small chunks, so the larger sources are validated in several tasks (gp_events: ~31k rows -> 4 chunks).
+    monkeypatch.setenv("UPSTREAM_INGEST__CLUSTER_CHUNK_ROWS", "10000")
+    # ":0": an ephemeral port for the scheduler's HTTP server (None still binds the default 8787, shared machine)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        result = weekly(raw, T, train="never", home=home, dask_address=cluster.scheduler_address)
+        workers = len(cluster.workers)  # the two worker processes (nannies) the cluster started
+    assert workers == 2
+    on_cluster = _week_outputs(settings, engine, week)
+
+    # Really fanned out: chunked ingest tasks, one list task per locality, follow-up as a task, and one
+    # feature file per locality where the local run wrote one.
+    gp_rows = pl.scan_parquet(delivery["raw"] / "gp_events.parquet").select(pl.len()).collect().item()
+    assert _task_run_names("ingest-gp_events-") == [f"ingest-gp_events-{k}" for k in range(-(-gp_rows // 10000))]
+    assert _task_run_names("lists-") == sorted(f"lists-{name}" for name in local["scores"]["locality"].unique())
+    assert len(_task_run_names("outcomes_due_task")) == 1
+    assert local["feature_files"] == ["all.parquet"]
+    assert len(on_cluster["feature_files"]) == local["scores"]["locality"].n_unique() > 1
+    assert result["n_scored"] == local["scores"].height
+
+    assert on_cluster["summary"] == local["summary"]
+    for source, entry in on_cluster["summary"].items():  # counts reconcile per source (summed over chunks)
+        assert entry["rows_in"] == entry["rows_valid"] + entry["rows_quarantined"], source
+        assert entry["rows_valid"] == on_cluster["clean"][f"{source}.parquet"].height, source
+    for kind in ("clean", "quarantine"):
+        assert on_cluster[kind].keys() == local[kind].keys()
+        for name, frame in local[kind].items():
+            assert on_cluster[kind][name].equals(frame), (kind, name)
+    assert on_cluster["features"].equals(local["features"])
+
+    scores_local, scores_cluster = local["scores"], on_cluster["scores"]
+    assert scores_cluster["person_id"].to_list() == scores_local["person_id"].to_list()
+    assert (scores_cluster["score"] - scores_local["score"]).abs().max() <= SCORE_TOLERANCE
+    assert scores_cluster.drop("score", "reasons").equals(scores_local.drop("score", "reasons"))
+    for mine, theirs in zip(scores_cluster["reasons"], scores_local["reasons"], strict=True):
+        a, b = json.loads(mine), json.loads(theirs)
+        assert [(r["feature"], r["value"], r["text"]) for r in a] == [(r["feature"], r["value"], r["text"]) for r in b]
+        assert [r["contribution"] for r in a] == pytest.approx([r["contribution"] for r in b], abs=1e-9)
+    assert on_cluster["lists"].drop("score", "reasons").equals(local["lists"].drop("score", "reasons"))
+    assert on_cluster["list_files"] == local["list_files"]
+    assert on_cluster["outcomes"].equals(local["outcomes"])
+    assert result["outcomes"]["outcome_rows_added"] == local["outcomes"].height
+    assert on_cluster["ascof"] == local["ascof"]

@@ -30,7 +30,11 @@ def flow_db(tmp_path_factory, prefect_harness, small_delivery_gate):
     root = tmp_path_factory.mktemp("serving_flow")
     raw, home = root / "raw", root / "home"
     generate.generate_delivery(raw, residents=2000, seed=5)
-    result = weekly(str(raw), delivery_extract_date(raw), train="always", home=str(home))
+    with pytest.MonkeyPatch.context() as env:
+        # Scoring is the one place that chooses how many reasons a resident keeps (lists.top_reasons): with
+        # 2 set for the run, the stored scores and list rows must hold at most 2 (checked below).
+        env.setenv("UPSTREAM_LISTS__TOP_REASONS", "2")
+        result = weekly(str(raw), delivery_extract_date(raw), train="always", home=str(home))
     settings = Settings(home=home)
     residents = pl.read_parquet(raw / "residents.parquet", columns=["nhs_number", "locality"]).with_columns(
         pl.col("nhs_number").cast(pl.String)
@@ -52,6 +56,11 @@ def test_api_serves_the_flow_output(flow_db):
             ).all()
         )
     assert week == result["week"]
+    with engine.connect() as conn:
+        listed_reasons = conn.execute(sa.select(risk_lists.c.reasons)).scalars().all()
+    # The run's setting (2) reached scoring: no listed person has 3 reasons (the model's own default) and
+    # someone has exactly 2.
+    assert max(len(reasons) for reasons in listed_reasons) == 2
     locality, other = sorted(by_locality, key=lambda name: -by_locality[name])[:2]
     home_of = dict(zip(residents["nhs_number"], residents["locality"], strict=True))
     pid_to_nhs = {pseudonymise_one(n, key): n for n in residents["nhs_number"].to_list()}
@@ -71,6 +80,7 @@ def test_api_serves_the_flow_output(flow_db):
         first = body["rows"][0]["person_id"]
         score = client.get(f"/residents/{first}/score", headers=h).json()
         assert score["locality"] == locality and score["nhs_number"] == pid_to_nhs[first]
+        assert len(score["reasons"]) <= 2
         # Someone from the other locality is invisible to this key.
         outsider = client.get(f"/localities/{other}/rising-risk", headers={"X-API-Key": create_key(engine, "analyst", [])})
         outsider_pid = outsider.json()["rows"][0]["person_id"]

@@ -30,13 +30,14 @@ def test_delivery_json(delivery):
     out, _ = delivery
     meta = json.loads((out / "_delivery.json").read_text())
     assert meta["extract_date"] == "2026-11-22"
-    assert (meta["seed"], meta["residents"], meta["years"], meta["world"]) == (11, 12_000, 3, "default")
+    # 6 years by default: enough for training dates with the features' full 2-year history (models.train)
+    assert (meta["seed"], meta["residents"], meta["years"], meta["world"]) == (11, 12_000, 6, "default")
     assert meta["generator_version"]
 
 
 def test_all_dates_inside_window_except_long_running_services(delivery):
     out, _ = delivery
-    window_start = date(2023, 11, 23)  # 2026-11-22 minus 3 x 365 days
+    window_start = date(2020, 11, 23)  # 2026-11-22 minus 6 x 365 days (the default 6 years)
     for name, col in [("gp_events", "event_date"), ("hospital_spells", "admission_date"),
                       ("ae_attendances", "arrival_date"), ("deaths", "date_of_death")]:
         df = pl.read_parquet(out / f"{name}.parquet")
@@ -48,7 +49,8 @@ def test_same_arguments_same_bytes_and_seed_matters(tmp_path: Path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for d, seed in ((a, 5), (b, 5), (c, 6)):
         generate_delivery(d, residents=1500, seed=seed, defect_rate=0.03, years=2)
-    files = [*(f"{s}.parquet" for s in SOURCES), "_delivery.json", "_truth/defects.parquet"]
+    files = [*(f"{s}.parquet" for s in SOURCES), "_delivery.json", "_truth/defects.parquet", "addresses.parquet",
+             "_truth/moves.parquet"]
     files += [p.relative_to(a).as_posix() for p in (a / "_truth").glob("risk_*.parquet")]
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
@@ -96,8 +98,22 @@ def test_parallel_workers_write_the_same_bytes(tmp_path: Path, monkeypatch: pyte
     s1 = generate_delivery(one, residents=1500, seed=8, years=2, defect_rate=0.02)
     s2 = generate_delivery(two, residents=1500, seed=8, years=2, defect_rate=0.02, workers=2)
     assert s1.rows == s2.rows
-    for f in [*(f"{s}.parquet" for s in SOURCES), "_truth/defects.parquet"]:
+    for f in [*(f"{s}.parquet" for s in SOURCES), "_truth/defects.parquet", "addresses.parquet",
+              "_truth/moves.parquet"]:
         assert (one / f).read_bytes() == (two / f).read_bytes(), f
+
+
+def test_without_the_address_history_the_world_is_the_same(tmp_path: Path):
+    """--no-addresses: a council without address history. People still moved, so the residents file (the
+    extract-time snapshot) is byte for byte the one of the delivery with the history; only the history is gone."""
+    with_history, without = tmp_path / "with", tmp_path / "without"
+    generate_delivery(with_history, residents=1500, seed=8, years=2)
+    generate_delivery(without, residents=1500, seed=8, years=2, addresses=False)
+    assert not (without / "addresses.parquet").exists() and not (without / "_truth" / "moves.parquet").exists()
+    for f in [*(f"{s}.parquet" for s in SOURCES), "_truth/defects.parquet"]:
+        assert (with_history / f).read_bytes() == (without / f).read_bytes(), f
+    moves = pl.read_parquet(with_history / "_truth" / "moves.parquet")
+    assert moves.height > 50  # people really moved in two years of 1,500 residents
 
 
 def test_no_valid_row_is_dated_after_the_extract_whatever_the_weekday(tmp_path: Path):

@@ -15,10 +15,11 @@ from expectations.contract import (
 )
 from expectations.identifiers import snomed_is_valid
 from features import codelists as cl
+from synthetic import DEFAULT_YEARS
 from tests.synthetic.checks import ICD_RE, canonical_icd
 
 EXTRACT = date(2026, 11, 22)
-YEARS = 3
+YEARS = DEFAULT_YEARS
 
 
 def valid(out: Path, source: str) -> pl.DataFrame:
@@ -45,7 +46,9 @@ def test_age_structure_is_medway_like(delivery):
 
 def test_households_sizes_and_older_people_alone_or_in_couples(delivery):
     out, _ = delivery
-    r = valid(out, "residents")
+    # Private households, as the census counts them: care homes (communal establishments) are left out.
+    care_homes = pl.read_parquet(out / "_truth" / "moves.parquet").filter(pl.col("kind") == "care_home")["to_uprn"]
+    r = valid(out, "residents").filter(~pl.col("uprn").is_in(care_homes.implode()))
     sizes = r.group_by("uprn").len()["len"]
     assert sizes.min() >= 1 and sizes.max() <= 5
     share = {k: (sizes == k).mean() for k in range(1, 6)}
@@ -90,7 +93,11 @@ def test_event_rates_per_person_year_are_plausible(delivery):
 
 
 def test_emergency_admission_prevalence_from_the_spells_file(delivery):
-    """8-15% of residents have an emergency admission in a year (recomputed from raw spells)."""
+    """4-10% of residents have an emergency admission in a year (recomputed from raw spells).
+
+    Worked from the reference table: England has 0.108 emergency admissions per person-year, and admitted people
+    are often readmitted within the year (1.3-2 admissions each), so about 5-8% of people are admitted at all.
+    """
     out, _ = delivery
     spells = valid(out, "hospital_spells")
     r = valid(out, "residents")
@@ -101,7 +108,7 @@ def test_emergency_admission_prevalence_from_the_spells_file(delivery):
                                   & pl.col("admission_date").is_between(start, end, closed="left"))
         alive = r.filter(pl.col("date_of_birth") < start)
         share = emergency["nhs_number"].n_unique() / len(alive)
-        assert 0.08 <= share <= 0.15, (year, share)
+        assert 0.04 <= share <= 0.10, (year, share)
 
 
 def test_every_valid_snomed_code_is_published_and_passes_verhoeff(delivery):

@@ -1,0 +1,251 @@
+"""Realism report: a generated delivery's rates next to published English figures.
+
+Why: model quality is proven on the generator, so its rates must look like England's. The reference
+figures live in ``synthetic/reference/england.csv`` (value, unit, publication, year, how derived), one row
+per measure; this module computes the same measure from a delivery's valid rows over its last full year
+(the 365 days before the extract date) and reports the ratio generated / reference.
+
+    .venv/bin/python -m synthetic.realism /work/data-i12/d280k
+    .venv/bin/python -m synthetic.realism --by-year /work/data-i12/d280k   # rates by simulated year and age band
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from expectations.contract import (
+    CARE_HOME_SERVICE_TYPES,
+    EMERGENCY_ADMISSION_METHODS,
+    LONG_TERM_SERVICE_TYPES,
+    REABLEMENT_SERVICE_TYPE,
+    SOURCES,
+)
+
+REFERENCE_PATH = Path(__file__).parent / "reference" / "england.csv"
+#: The issue's tolerance: each generated figure within +-25% of its reference at 280k residents.
+TOLERANCE = 0.25
+ELECTIVE_METHODS = ("11", "12", "13")
+#: Age bands of the by-age rows (age at the start of the year); the same bands as the gate's O/E by age.
+AGE_CUTS = [17.5, 64.5, 74.5, 84.5]
+AGE_BANDS = ["0-17", "18-64", "65-74", "75-84", "85+"]
+
+
+def reference() -> pl.DataFrame:
+    return pl.read_csv(REFERENCE_PATH)
+
+
+def _valid(delivery: Path, name: str) -> pl.DataFrame:
+    """A source without the rows the generator recorded as defects (what ingest keeps)."""
+    path = delivery / f"{name}.parquet"
+    frame = (pl.read_parquet(path) if path.exists()
+             else pl.read_csv(delivery / f"{name}.csv", schema=SOURCES[name].schema))  # type: ignore[arg-type]
+    defects = delivery / "_truth" / "defects.parquet"
+    if defects.exists():
+        bad = pl.read_parquet(defects).filter(pl.col("source") == name)["row_index"]
+        frame = frame.with_row_index("_i").filter(~pl.col("_i").is_in(bad.implode())).drop("_i")
+    return frame
+
+
+def _age(dob: pl.Expr, at: date) -> pl.Expr:
+    return ((pl.lit(at) - dob).dt.total_days() / 365.25).floor()
+
+
+def generated_rates(delivery: Path) -> dict[tuple[str, str], float]:
+    """(measure, age band) -> the delivery's figure, defined as the reference row says."""
+    extract = date.fromisoformat(json.loads((delivery / "_delivery.json").read_text())["extract_date"])
+    end = extract + timedelta(days=1)
+    start = end - timedelta(days=365)
+    residents = _valid(delivery, "residents")
+    deaths = _valid(delivery, "deaths").group_by("nhs_number").agg(pl.col("date_of_death").min().alias("_dd"))
+    people = residents.join(deaths, on="nhs_number", how="left").with_columns(
+        pl.min_horizontal("date_of_death", "_dd").alias("died"))
+    # Person-years in [start, end): from the later of registration and birth to death or the end.
+    enter = pl.max_horizontal(pl.col("registration_start"), pl.col("date_of_birth"), pl.lit(start))
+    leave = pl.min_horizontal(pl.col("died").fill_null(end), pl.lit(end))
+    people = people.with_columns(((leave - enter).dt.total_days().clip(0) / 365.0).alias("py"),
+                                 _age(pl.col("date_of_birth"), start).alias("age"))
+    py_all = float(people["py"].sum())
+    py_adult = float(people.filter(pl.col("age") >= 18)["py"].sum())
+
+    spells = _valid(delivery, "hospital_spells").filter(pl.col("admission_date").is_between(start, end, "left"))
+    ae = _valid(delivery, "ae_attendances").filter(pl.col("arrival_date").is_between(start, end, "left"))
+    sc = _valid(delivery, "social_care_events")
+    out: dict[tuple[str, str], float] = {
+        ("emergency_admissions", "all"):
+            spells.filter(pl.col("admission_method").is_in(EMERGENCY_ADMISSION_METHODS)).height / py_all,
+        ("elective_admissions", "all"): spells.filter(pl.col("admission_method").is_in(ELECTIVE_METHODS)).height
+        / py_all,
+        ("ae_attendances", "all"): ae.height / py_all,
+        ("deaths", "all"): people.filter(pl.col("died").is_between(start, end, "left")).height / py_all,
+        ("new_requests_for_support", "18+"):
+            sc.filter((pl.col("event_type") == "Request") & pl.col("event_start_date").is_between(start, end, "left"))
+            .height / py_adult,
+    }
+
+    # By age band (age at the start of the year): shown beside the totals; judged once a cited figure is added.
+    emergency = spells.filter(pl.col("admission_method").is_in(EMERGENCY_ADMISSION_METHODS))
+    band = pl.lit(AGE_BANDS[-1])
+    for cut, label in reversed(list(zip(AGE_CUTS, AGE_BANDS, strict=False))):
+        band = pl.when(pl.col("age") < cut).then(pl.lit(label)).otherwise(band)
+    banded = people.with_columns(band.alias("band"))
+    py_band = banded.group_by("band").agg(pl.col("py").sum())
+    events = {
+        "emergency_admissions": emergency.join(banded.select("nhs_number", "band"), on="nhs_number")
+        .group_by("band").len(),
+        "deaths": banded.filter(pl.col("died").is_between(start, end, "left")).group_by("band").len(),
+    }
+    for measure, counts in events.items():
+        joined = py_band.join(counts, on="band", how="left").with_columns(pl.col("len").fill_null(0))
+        for row in joined.iter_rows(named=True):
+            if row["py"] > 0:
+                out[(measure, str(row["band"]))] = row["len"] / row["py"]
+
+    # Point prevalences on the last day of the delivery.
+    day = extract
+    alive = people.filter((pl.col("died").is_null() | (pl.col("died") > day)) & (pl.col("registration_start") <= day)
+                          & (pl.col("date_of_birth") <= day)).with_columns(_age(pl.col("date_of_birth"), day)
+                                                                          .alias("age_now"))
+    in_home = sc.filter((pl.col("event_type") == "Service") & pl.col("service_type").is_in(CARE_HOME_SERVICE_TYPES)
+                        & (pl.col("event_start_date") <= day)
+                        & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= day)))["nhs_number"]
+    alive = alive.with_columns(pl.col("nhs_number").is_in(in_home.implode()).alias("care_home"))
+    household = alive.filter(~pl.col("care_home")).group_by("uprn").agg(pl.len().alias("living_here"))
+    alive = alive.join(household, on="uprn", how="left").with_columns(
+        ((pl.col("living_here") == 1) & ~pl.col("care_home")).alias("alone"))
+    for band, lo in (("65+", 65), ("85+", 85)):
+        group = alive.filter(pl.col("age_now") >= lo)
+        out[("living_alone", band)] = float(group["alone"].mean()) if group.height else float("nan")
+        out[("care_home_resident", band)] = float(group["care_home"].mean()) if group.height else float("nan")
+
+    # Reablement after hospital (ASCOF 2B(1)): 65+, reablement starting within 7 days of a discharge, in the
+    # year whose 91-day follow-up ends by the extract; at home = alive, not in a care home, not in hospital.
+    all_spells = _valid(delivery, "hospital_spells")
+    reab = sc.filter((pl.col("event_type") == "Service") & (pl.col("service_type") == REABLEMENT_SERVICE_TYPE))
+    after = (all_spells.filter(pl.col("discharge_date").is_not_null()).select("nhs_number", "discharge_date")
+             .join(reab.select("nhs_number", "event_start_date"), on="nhs_number")
+             .filter(((pl.col("event_start_date") - pl.col("discharge_date")).dt.total_days()).is_between(0, 7))
+             .filter(pl.col("discharge_date").is_between(start - timedelta(days=91), end - timedelta(days=91), "left"))
+             .join(people.select("nhs_number", "date_of_birth", "died"), on="nhs_number")
+             .filter(_age(pl.col("date_of_birth"), start) >= 65)
+             .unique(["nhs_number", "discharge_date"])
+             .with_columns((pl.col("discharge_date") + timedelta(days=91)).alias("follow_up")))
+    homes = sc.filter((pl.col("event_type") == "Service") & pl.col("service_type").is_in(CARE_HOME_SERVICE_TYPES))
+    in_home_then = (after.join(homes.select("nhs_number", "event_start_date", "event_end_date"), on="nhs_number")
+                    .filter((pl.col("event_start_date_right") <= pl.col("follow_up"))
+                            & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= pl.col("follow_up"))))
+                    .select("nhs_number", "discharge_date").unique())
+    in_hosp_then = (after.join(all_spells.select("nhs_number", "admission_date", pl.col("discharge_date").alias("d2")),
+                               on="nhs_number")
+                    .filter((pl.col("admission_date") <= pl.col("follow_up"))
+                            & (pl.col("d2").is_null() | (pl.col("d2") > pl.col("follow_up"))))
+                    .select("nhs_number", "discharge_date").unique())
+    away = pl.concat([in_home_then, in_hosp_then]).unique()
+    at_home = (after.join(away, on=["nhs_number", "discharge_date"], how="anti")
+               .filter(pl.col("died").is_null() | (pl.col("died") > pl.col("follow_up"))))
+    out[("still_at_home_91_days_after_reablement", "65+")] = (at_home.height / after.height if after.height
+                                                               else float("nan"))
+    return out
+
+
+#: Measures of the stationarity report: what the gate's calibration by age band is most sensitive to.
+STATIONARY_MEASURES = ("emergency_admissions", "deaths", "new_long_term_support")
+
+
+def rates_by_year(delivery: Path) -> pl.DataFrame:
+    """Events per person-year by simulated year and age band (the gate's bands), from the valid rows.
+
+    Why: a model is fitted on earlier dates and judged a year or two later, by age band; if the generator's
+    rates in a band drift over the simulated years, the first model fails that judgement however good it
+    is (generator 1.3: 65-74 emergency admissions 0.167 to 0.230 per person-year in five years). Year k is
+    the k-th whole year of the delivery counted back from the extract date; age is at the start of the year.
+    Columns: year, band, measure, events, person_years, rate.
+    """
+    from models.fairness import AGE_BANDS as GATE_BANDS  # the gate's bands, declared once
+
+    meta = json.loads((delivery / "_delivery.json").read_text())
+    end_all = date.fromisoformat(meta["extract_date"]) + timedelta(days=1)
+    years = int(meta["years"])
+    residents = _valid(delivery, "residents")
+    deaths = _valid(delivery, "deaths").group_by("nhs_number").agg(pl.col("date_of_death").min().alias("_dd"))
+    people = residents.join(deaths, on="nhs_number", how="left").with_columns(
+        pl.min_horizontal("date_of_death", "_dd").alias("died"))
+    spells = _valid(delivery, "hospital_spells").filter(pl.col("admission_method").is_in(EMERGENCY_ADMISSION_METHODS))
+    sc = _valid(delivery, "social_care_events")
+    lts_starts = sc.filter((pl.col("event_type") == "Service") & pl.col("service_type").is_in(LONG_TERM_SERVICE_TYPES))
+    band = pl.lit(GATE_BANDS[-1][2])
+    for lo, hi, label in reversed(GATE_BANDS):
+        band = pl.when((pl.col("age") >= lo) & (pl.col("age") < hi)).then(pl.lit(label)).otherwise(band)
+    parts = []
+    for k in range(1, years + 1):
+        end = end_all - timedelta(days=365 * (years - k))
+        start = end - timedelta(days=365)
+        enter = pl.max_horizontal(pl.col("registration_start"), pl.col("date_of_birth"), pl.lit(start))
+        leave = pl.min_horizontal(pl.col("died").fill_null(end), pl.lit(end))
+        year_people = people.with_columns(((leave - enter).dt.total_days().clip(0) / 365.0).alias("py"),
+                                          # born during the year: a baby, not an unlabelled age
+                                          _age(pl.col("date_of_birth"), start).clip(lower_bound=0).alias("age"))
+        year_people = year_people.filter(pl.col("py") > 0).with_columns(band.alias("band"))
+        who = year_people.select("nhs_number", "band")
+        counts = {
+            "emergency_admissions": spells.filter(pl.col("admission_date").is_between(start, end, "left"))
+            .join(who, on="nhs_number").group_by("band").len(),
+            "deaths": year_people.filter(pl.col("died").is_between(start, end, "left")).group_by("band").len(),
+            "new_long_term_support": lts_starts.filter(pl.col("event_start_date").is_between(start, end, "left"))
+            .join(who, on="nhs_number").group_by("band").len(),
+        }
+        py = year_people.group_by("band").agg(pl.col("py").sum().alias("person_years"))
+        for measure in STATIONARY_MEASURES:
+            parts.append(py.join(counts[measure], on="band", how="left").select(
+                pl.lit(k).alias("year"), "band", pl.lit(measure).alias("measure"),
+                pl.col("len").fill_null(0).alias("events"), "person_years"))
+    order = {label: i for i, (_, _, label) in enumerate(GATE_BANDS)}
+    return (pl.concat(parts).with_columns((pl.col("events") / pl.col("person_years")).alias("rate"))
+            .sort("measure", pl.col("band").replace_strict(order, return_dtype=pl.Int64), "year"))
+
+
+def realism_report(delivery: Path) -> pl.DataFrame:
+    """Every reference figure with the generated one beside it, the ratio, and whether it is within 25%."""
+    got = generated_rates(Path(delivery))
+    ref = reference()
+    rows = []
+    for r in ref.iter_rows(named=True):
+        value = got.get((r["measure"], r["age_band"]))
+        ratio = value / r["value"] if value is not None and r["value"] else None
+        rows.append({"measure": r["measure"], "age_band": r["age_band"], "unit": r["unit"], "england": r["value"],
+                     "generated": value, "ratio": ratio,
+                     "within_25pct": ratio is not None and abs(ratio - 1) <= TOLERANCE,
+                     "source": f"{r['publication']} ({r['year']})"})
+    extra = [(k, v) for k, v in got.items() if (k[0], k[1]) not in set(zip(ref["measure"], ref["age_band"], strict=True))]
+    order = {band: i for i, band in enumerate(["all", *AGE_BANDS, "65+"])}
+    extra.sort(key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order))))
+    for (measure, band), value in extra:  # generated figures with no reference yet: shown, not judged
+        rows.append({"measure": measure, "age_band": band, "unit": "", "england": None, "generated": value,
+                     "ratio": None, "within_25pct": None, "source": "no reference figure yet"})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) == 2 and args[0] == "--by-year":
+        table = rates_by_year(Path(args[1])).pivot(on="year", index=["measure", "band"], values="rate")
+        with pl.Config(tbl_rows=60, tbl_cols=12, float_precision=4, tbl_width_chars=200):
+            print(table)
+        return 0
+    if len(args) != 1:
+        print("usage: python -m synthetic.realism [--by-year] DELIVERY_DIR", file=sys.stderr)
+        return 2
+    report = realism_report(Path(args[0]))
+    with pl.Config(tbl_rows=50, tbl_cols=10, fmt_str_lengths=60, tbl_width_chars=200):
+        print(report.drop("source"))
+    for r in report.iter_rows(named=True):
+        print(f"- {r['measure']} ({r['age_band']}): {r['source']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
