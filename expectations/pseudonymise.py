@@ -31,7 +31,7 @@ def pseudonymise(nhs_numbers: pl.Series, key: bytes, known: pl.DataFrame | None 
     reused = pl.DataFrame(schema=schema)
     if known is not None and known.height:
         reused = known.select(pl.col("nhs_number").cast(pl.String).alias("nhs"), "person_id").unique("nhs")
-        uniques = uniques.filter(~uniques.is_in(reused["nhs"]))
+        uniques = uniques.filter(~uniques.is_in(reused["nhs"].implode()))
     computed = pl.DataFrame(
         {"nhs": uniques, "person_id": [pseudonymise_one(v, key) for v in uniques.to_list()]}, schema=schema
     )
