@@ -21,6 +21,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from upstream.cli import no_phone_home
+
 
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -61,14 +63,8 @@ def main() -> None:
     parser.add_argument("--train-sample", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=1, help="local/cluster pairs of the scoring week")
     args = parser.parse_args()
-    for name, value in {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "GX_ANALYTICS_ENABLED": "false",
-        "UPSTREAM_PSEUDO_KEY": os.environ.get("UPSTREAM_PSEUDO_KEY", "bench-key-not-secret"),
-    }.items():
-        os.environ.setdefault(name, value)
+    no_phone_home()
+    os.environ.setdefault("UPSTREAM_PSEUDO_KEY", "bench-key-not-secret")
 
     from distributed import Client, LocalCluster
 

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import polars as pl
 
+from upstream.cli import no_phone_home
+
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 CARE_HOME_CODES = REFERENCE / "opensafely_disparities-comparison" / "nhsd-primary-care-domain-refsets-carehome_cod.csv"
 LONG_TERM = ("Long Term Support: Nursing Care", "Long Term Support: Residential Care", "Long Term Support: Community")
@@ -236,10 +238,8 @@ def main() -> None:
     parser.add_argument("--skip-runs", action="store_true", help="only measure an already published week")
     parser.add_argument("--only-week-t", action="store_true", help="re-run week T only (C already published)")
     args = parser.parse_args()
+    no_phone_home()
     os.environ.setdefault("UPSTREAM_PSEUDO_KEY", "bench-key-not-secret")
-    for name, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
-                        "MLFLOW_DISABLE_TELEMETRY": "true", "GX_ANALYTICS_ENABLED": "false"}.items():
-        os.environ.setdefault(name, value)
     T = args.index_date
     C = T - timedelta(days=7)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

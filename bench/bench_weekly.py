@@ -21,6 +21,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from upstream.cli import no_phone_home
+
 GOAL_SECONDS = 300.0
 
 
@@ -76,14 +78,8 @@ def main() -> None:
                         help="only the scoring week, with the champion an earlier run left in WORKDIR/home")
     args = parser.parse_args()
 
-    for name, value in {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "GX_ANALYTICS_ENABLED": "false",
-        "UPSTREAM_PSEUDO_KEY": os.environ.get("UPSTREAM_PSEUDO_KEY", "bench-key-not-secret"),
-    }.items():
-        os.environ.setdefault(name, value)
+    no_phone_home()
+    os.environ.setdefault("UPSTREAM_PSEUDO_KEY", "bench-key-not-secret")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="upstream-bench-"))
     raw = workdir / "raw"

@@ -46,8 +46,9 @@ def iso_date(text: str) -> date:
 NOISY_LOGGERS = ("httpx", "httpcore", "great_expectations")
 
 
-def _quiet_third_parties() -> None:
-    # There is no internet here or in most council networks: never phone home.
+def no_phone_home() -> None:
+    """There is no internet here or in most council networks: no library may phone home (the CLI and the
+    benches call this before Prefect, MLflow or GX start)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_third_parties()
+    no_phone_home()
     args = build_parser().parse_args(argv)
     from upstream.console import configure_console
 
