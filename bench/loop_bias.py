@@ -30,7 +30,7 @@ import polars as pl
 
 import synthetic.chunk as chunk_module
 from synthetic import programme as prog_module
-from synthetic.simulate import TRUTH_STEPS, State, Static, advance, subset
+from synthetic.simulate import TRUTH_STEPS, State, Static, advance
 from synthetic.worlds import World
 
 
@@ -39,15 +39,9 @@ def conditional_crisis_probabilities(st: State, sx: Static, s: int, focal: np.nd
     """The programme truth as it was computed until session 2: the conditional estimator of
     ``synthetic.simulate.truth_probabilities`` (every household member's crisis suppressed), kept here only to
     measure its bias against ``simulated_crisis_probabilities``."""
-    members = np.flatnonzero(np.isin(sx.hh, np.unique(sx.hh[focal])))
-    sub_st, sub_sx = subset(st, sx, members)
-    is_treated = np.isin(members, treated)
     out = []
-    for arm_effect in (effect, 0.0):
-        rng = np.random.default_rng(seed)  # the same numbers in both arms
+    for members, rs, rx, mult, rng in prog_module.household_arms(st, sx, focal, treated, effect, seed, replicates):
         k = replicates
-        rs, rx = sub_st.tile(k), sub_sx.tile(k)
-        mult = np.tile(np.where(is_treated, 1.0 - arm_effect, 1.0), k)
         log_none = np.zeros(len(members) * k)
         for j in range(TRUTH_STEPS):
             frac = 1.0 if j < TRUTH_STEPS - 1 else 1 / 7

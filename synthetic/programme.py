@@ -19,6 +19,7 @@ return the hazard multiplier) and ``ChunkProgramme.after_week`` (count emergency
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -164,6 +165,19 @@ class ChunkProgramme:
         return float(p1.sum()), float(p0.sum()), len(p1)
 
 
+def household_arms(st: State, sx: Static, focal: np.ndarray, treated: np.ndarray, effect: float, seed: list[int],
+                   replicates: int) -> Iterator[tuple[np.ndarray, State, Static, np.ndarray, np.random.Generator]]:
+    """The set-up every programme-truth estimator shares: the households of ``focal`` people (``members``,
+    sorted), tiled ``replicates`` times, once per arm (``treated`` get ``effect``, then nobody does), with each
+    person's hazard multiplier and a generator seeded alike in both arms (the same random numbers)."""
+    members = np.flatnonzero(np.isin(sx.hh, np.unique(sx.hh[focal])))
+    sub_st, sub_sx = subset(st, sx, members)
+    is_treated = np.isin(members, treated)
+    for arm_effect in (effect, 0.0):
+        mult = np.tile(np.where(is_treated, 1.0 - arm_effect, 1.0), replicates)
+        yield members, sub_st.tile(replicates), sub_sx.tile(replicates), mult, np.random.default_rng(seed)
+
+
 def simulated_crisis_probabilities(st: State, sx: Static, s: int, focal: np.ndarray, treated: np.ndarray,
                                    effect: float, w: World, seed: list[int],
                                    replicates: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,16 +194,10 @@ def simulated_crisis_probabilities(st: State, sx: Static, s: int, focal: np.ndar
     robust one: tests/loop/test_programme.py), and over the acceptors of the 280k bench it put both arms'
     risks about 0.004 too low (bench/README.md, issue 11 session 2).
     """
-    members = np.flatnonzero(np.isin(sx.hh, np.unique(sx.hh[focal])))
-    sub_st, sub_sx = subset(st, sx, members)
-    is_treated = np.isin(members, treated)
     out = []
-    for arm_effect in (effect, 0.0):
-        rng = np.random.default_rng(seed)  # the same numbers in both arms
+    for members, rs, rx, mult, rng in household_arms(st, sx, focal, treated, effect, seed, replicates):
         k = replicates
-        rs, rx = sub_st.tile(k), sub_sx.tile(k)
         none_at_start = rs.lts == LTS_NONE
-        mult = np.tile(np.where(is_treated, 1.0 - arm_effect, 1.0), k)
         crisis = np.zeros(len(members) * k, dtype=bool)
         for j in range(TRUTH_STEPS):
             frac = 1.0 if j < TRUTH_STEPS - 1 else 1 / 7
