@@ -8,8 +8,12 @@
   shows them. It runs through ``pipelines.prefect_server_launcher`` with its output in a log file, so a
   death mid-run says how and, for a signal, who sent it. ``watched_prefect_api`` gives a run the API and
   its watchdog together, in the only safe order.
-- For ``upstream schedule`` and ``upstream demo``, which should be watched in the UI: start a local
-  ``prefect server start`` (with UI) as a child process, and stop it on exit.
+- For ``upstream schedule`` and ``upstream demo``, which should be watched in the UI: a local Prefect
+  server with its UI (what ``prefect server start`` runs) as a child process, stopped on exit.
+
+Both servers get their port from ``reserve_port``: bound and listening in THIS process before the server
+starts, then handed to it (issue 17's root cause: a port chosen by a bind test and bound seconds later
+could be taken by another process meanwhile, and our start-up then trusted the other process's server).
 """
 
 from __future__ import annotations
@@ -41,36 +45,80 @@ def prepare_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def reserve_port(preferred: int | None = None) -> socket.socket:
+    """A TCP socket on 127.0.0.1, bound and listening now: on ``preferred`` if nobody listens there, else on
+    a port the kernel picks. The server we start serves on this very socket (``launch_server``).
+
+    WHY: a bind test ("is the port free?") followed by a bind in another process seconds later is a race
+    on a shared machine (issue 17). Bound here, the port is ours before anyone can see it: another
+    process's bind test on it fails (even with SO_REUSEADDR: Linux refuses a port with a listener), and a
+    kernel-picked port comes from the ephemeral range (32768-60999 here), apart from Prefect's 8000-8999.
+    This process keeps its copy until the server is stopped, so the port stays ours even if the server
+    dies: nothing else can appear there while a run still believes the API is its own."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if preferred:
+            # Only for the fixed UI port: lets a new server reuse it while the last one's connections sit in
+            # TIME_WAIT; a live listener there still makes this bind fail.
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind(("127.0.0.1", preferred))
+            except OSError:
+                listener.close()
+                return reserve_port(None)
+        else:
+            listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
 
 
-def _free_port(preferred: int) -> int:
-    if _port_free(preferred):
-        return preferred
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def launch_server(
+    listener: socket.socket, env: dict[str, str], log_level: str = "error", output: Path | None = None
+) -> subprocess.Popen:
+    """Prefect's API server (``pipelines.prefect_server_launcher``) serving on ``listener``, which only it
+    inherits. ``output``: its stdout and stderr, overwritten (None: discarded)."""
+    out = None
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        out = output.open("wb")  # the child keeps its own copy of the descriptor
+    fd = listener.fileno()
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipelines.prefect_server_launcher", "--fd", str(fd), "--log-level", log_level],
+            env=env,
+            pass_fds=(fd,),
+            stdout=out if out else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if out else subprocess.DEVNULL,
+        )
+    finally:
+        if out is not None:
+            out.close()
 
 
-def _wait_healthy(api_url: str, process: subprocess.Popen, timeout: float) -> None:
+def wait_until_serving(api_url: str, process: subprocess.Popen, timeout: float, server_log: Path | None = None) -> None:
+    """Return once OUR server answers ``/health``; fail at once, saying how, if it exits first.
+
+    WHY this is an identity check and Prefect's start-up loop was not: the port is held by this process
+    (``reserve_port``) and only our child inherited it, so a 200 there can only come from our child, and
+    the child is checked alive after it. Prefect's loop took a 200 from whichever process listened on a
+    port it had merely tested, and only looked for its own child's exit 3 in between (issue 17)."""
     import httpx
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise UpstreamError(f"the local Prefect server exited with code {process.returncode}")
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+    with httpx.Client(timeout=5) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise UpstreamError(f"{describe_server_exit(process, server_log)}, while starting")
+            try:
+                answered = client.get(f"{api_url}/health").status_code == 200
+            except httpx.HTTPError:
+                answered = False
+            if answered and process.poll() is None:
                 return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+            time.sleep(0.1)  # Prefect's own cadence: start-up is not slowed by the check
     raise UpstreamError(f"the local Prefect server did not answer at {api_url} within {timeout:.0f} s")
 
 
@@ -107,24 +155,31 @@ def prefect_api(
         return
 
     _stop_on_sigterm()
-    port = _free_port(port)
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    listener = reserve_port(port)
+    api_url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+    # What `prefect server start` sets for its one uvicorn (UI on, full server), and where the UI's pages
+    # must send the browser's API calls (Prefect would otherwise derive it from its default port, 4200).
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "PREFECT_SERVER_UI_ENABLED": "true",
+        "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_UI_API_URL": api_url,
+    }
+    process = None
     try:
-        _wait_healthy(api_url, process, timeout)
+        process = launch_server(listener, env, log_level="warning")
+        wait_until_serving(api_url, process, timeout)
         os.environ["PREFECT_API_URL"] = api_url  # child processes (e.g. Dask workers, uvicorn) inherit it
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             yield api_url
     finally:
-        _send_queued_logs_and_events()
-        os.environ.pop("PREFECT_API_URL", None)
-        stop_process(process, timeout=15)
+        if process is not None:
+            _send_queued_logs_and_events()
+            os.environ.pop("PREFECT_API_URL", None)
+            stop_process(process, timeout=15)
+        listener.close()
 
 
 @contextmanager
@@ -148,10 +203,10 @@ def watched_prefect_api(
 
 
 def _observed_server_class() -> type:
-    """Prefect's ``SubprocessASGIServer`` (start-up, port retry, stop: all Prefect's), launched through
-    ``pipelines.prefect_server_launcher`` with its output in a log file, so that a server that dies
-    mid-run leaves its signal's sender and its last words behind (issue 17: the county run's server
-    vanished without either). Built lazily: importing Prefect's server is heavy."""
+    """Prefect's ``SubprocessASGIServer`` (its URL, registry and stop), started on a port this process
+    already holds (``reserve_port``) and launched through ``pipelines.prefect_server_launcher`` with its
+    output in a log file, so that a server that dies leaves its signal's sender and its last words behind.
+    Built lazily: importing Prefect's server is heavy."""
     from prefect.server.api.server import SubprocessASGIServer
 
     class ObservedServer(SubprocessASGIServer):
@@ -159,18 +214,34 @@ def _observed_server_class() -> type:
         #: ours to Prefect's ephemeral mode, which never runs here: PREFECT_API_URL is set).
         _instances: ClassVar[dict] = {}
         log_path: Path | None = None
+        listener: socket.socket | None = None
+
+        def start(self, timeout: int | None = None) -> None:
+            """Replaces Prefect's start: no port drawn by a bind test, no retry on exit 3 (a bind cannot
+            fail: the socket is bound), and start-up ends only when our own child answers."""
+            import atexit
+
+            from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+            if self.running:
+                return
+            self.listener = reserve_port()
+            self.port = self.listener.getsockname()[1]
+            self.running = True
+            try:
+                self.server_process = self._run_uvicorn_command()
+                atexit.register(self.stop)
+                limit = timeout or PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+                wait_until_serving(self.api_url, self.server_process, limit, self.log_path)
+            except BaseException:
+                self.stop()
+                raise
 
         def _run_uvicorn_command(self) -> subprocess.Popen:
-            import prefect
             from prefect.settings import get_current_settings
 
-            # The arguments and environment of Prefect 3.8's own _run_uvicorn_command, through the launcher.
-            uvicorn_args = [
-                "--app-dir", str(prefect.__module_path__.parent),
-                "--factory", "prefect.server.api.server:create_app",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "error", "--lifespan", "on",
-            ]  # fmt: skip
+            assert self.listener is not None, "start() reserves the port first"
+            # The environment of Prefect 3.8's own _run_uvicorn_command.
             env = {
                 **os.environ,
                 "PREFECT_UI_ENABLED": "0",
@@ -178,20 +249,13 @@ def _observed_server_class() -> type:
                 "PREFECT__SERVER_FINAL": "1",
                 **get_current_settings().to_environment_variables(exclude_unset=True),
             }
-            output = None
-            if self.log_path is not None:
-                self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                output = self.log_path.open("wb")  # the child keeps its own copy of the descriptor
-            try:
-                return subprocess.Popen(
-                    [sys.executable, "-m", "pipelines.prefect_server_launcher", *uvicorn_args],
-                    env=env,
-                    stdout=output,
-                    stderr=subprocess.STDOUT if output else None,
-                )
-            finally:
-                if output is not None:
-                    output.close()
+            return launch_server(self.listener, env, output=self.log_path)
+
+        def stop(self) -> None:
+            super().stop()
+            if self.listener is not None:  # only now may the port go back to the machine
+                self.listener.close()
+                self.listener = None
 
     return ObservedServer
 

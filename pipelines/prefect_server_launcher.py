@@ -1,20 +1,30 @@
-"""Runs Prefect's temporary API server (uvicorn) so that a signal that stops it says who sent it.
+"""Runs Prefect's API server (uvicorn) on a listening socket its parent already holds, and says who sent a
+signal that stops it.
 
-    python -m pipelines.prefect_server_launcher <uvicorn arguments>
+    python -m pipelines.prefect_server_launcher --fd N [--log-level error]
 
-WHY: issue 17's county run lost its temporary server mid-week with no trace of why. A process that is
-signalled cannot be told the sender by its parent (``waitpid`` gives only the signal number), and the
-kernel's own record (``siginfo``: sender pid and uid) is only visible to the receiver. Here a helper
-thread takes SIGTERM/SIGINT/SIGHUP with ``sigwaitinfo``, writes one line to the server's stderr (kept in
-a log file by ``prefect_server``) naming the sender's pid, uid and command line, then re-delivers the
-signal so uvicorn (or the default action) handles it exactly as it would have. Nothing else changes:
-same uvicorn, same arguments, same environment.
+WHY the socket comes from the parent (issue 17's root cause): Prefect's ``SubprocessASGIServer`` chose a
+port with a bind test and uvicorn bound it only after importing Prefect's app and running its lifespan
+(seconds; tens of seconds on a loaded machine). In that window another process on the machine (another
+test session's harness, another ``upstream run``) could pass the same bind test; the loser's uvicorn
+exited 3 while its parent, polling ``/api/health``, already had ``200`` from the winner's server and used
+it until the winner's owner ended and stopped it. Here the port is bound and listening before this
+process starts, so nobody else can take it, and whatever answers on it is this server.
+
+WHY the signal note: a process that is signalled cannot be told the sender by its parent (``waitpid``
+gives only the signal number), and the kernel's own record (``siginfo``: sender pid and uid) is only
+visible to the receiver. A helper thread takes SIGTERM/SIGINT/SIGHUP with ``sigwaitinfo``, writes one
+line to the server's stderr (kept in a log file by ``prefect_server``) naming the sender's pid, uid and
+command line, then re-delivers the signal so uvicorn (or the default action) handles it exactly as it
+would have.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -56,11 +66,26 @@ def _note_and_redeliver() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {info.si_signo})
 
 
-def main(argv: list[str]) -> None:
-    from uvicorn.main import main as uvicorn_main
+def serve(fd: int, log_level: str) -> None:
+    """Prefect's app factory under uvicorn, on the inherited listening socket (never a port of its own).
 
-    if not hasattr(signal, "sigwaitinfo"):  # macOS, Windows: no siginfo to read; plain uvicorn
-        uvicorn_main(args=argv, prog_name="uvicorn")
+    WHY not uvicorn's ``--fd``: 0.54 wraps that descriptor as AF_UNIX; ``socket.socket(fileno=...)`` reads
+    the real family (AF_INET) from the kernel. The environment (UI on or off, ephemeral or not) is the
+    parent's choice, as it was for Prefect's own ``uvicorn --factory`` command."""
+    import uvicorn
+
+    listener = socket.socket(fileno=fd)
+    config = uvicorn.Config("prefect.server.api.server:create_app", factory=True, lifespan="on", log_level=log_level)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.prefect_server_launcher")
+    parser.add_argument("--fd", type=int, required=True, help="a listening TCP socket inherited from the parent")
+    parser.add_argument("--log-level", default="error")
+    args = parser.parse_args(argv)
+    if not hasattr(signal, "sigwaitinfo"):  # macOS: no siginfo to read; plain uvicorn
+        serve(args.fd, args.log_level)
         return
     # Blocked before the helper starts, so every thread (including uvicorn's) inherits the block and
     # only the helper's sigwaitinfo takes these signals.
@@ -68,7 +93,7 @@ def main(argv: list[str]) -> None:
     threading.Thread(target=_note_and_redeliver, name="signal-sender-note", daemon=True).start()
 
     try:
-        uvicorn_main(args=argv, prog_name="uvicorn")
+        serve(args.fd, args.log_level)
     finally:
         # uvicorn re-raises a caught signal in the main thread on its way out (to exit with it): let it land.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, NOTED_SIGNALS)
