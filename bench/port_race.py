@@ -27,18 +27,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _listening_pid(port: int) -> int | None:
-    import psutil  # distributed's dependency: always installed
+def _measuring_helper() -> Callable[[int], set[int]]:
+    """``upstream.processes.listening_pids`` from THIS checkout, loaded by path so that the code under
+    ``--code`` (which may predate it) is imported whole and unmixed."""
+    import importlib.util
 
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            return conn.pid
-    return None
+    spec = importlib.util.spec_from_file_location("_port_race_processes", ROOT / "upstream" / "processes.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.listening_pids
 
 
 def worker(code: Path, ports: range, prefect_home: Path) -> None:
@@ -46,6 +50,7 @@ def worker(code: Path, ports: range, prefect_home: Path) -> None:
     from contextlib import contextmanager
     from urllib.parse import urlparse
 
+    listening_pids = _measuring_helper()
     sys.path.insert(0, str(code))
     os.environ["PREFECT_HOME"] = str(prefect_home)
     from pipelines.prefect_server import _temporary_api, api_answers, current_api, prepare_environment
@@ -73,7 +78,7 @@ def worker(code: Path, ports: range, prefect_home: Path) -> None:
                         port=port,
                         own_server=own.pid,
                         own_exit_code=own.poll(),
-                        listener=_listening_pid(port),
+                        serving=own.pid in listening_pids(port),
                         api_answers=api_answers(url, timeout=3),
                     )
                 elif command.strip() == "exit":
@@ -114,8 +119,8 @@ def coordinate(processes: int, first_port: int, n_ports: int, code: Path) -> dic
         time.sleep(5)  # a loser's own uvicorn reaches its bind (and exits 3) well within this
         up = [(w, s) for w, s in zip(workers, starts, strict=True) if s["event"] == "started"]
         status = [ask(w, "status") for w, _ in up]
-        owners = [(w, s) for (w, _), s in zip(up, status, strict=True) if s["listener"] == s["own_server"]]
-        attached = [(w, s) for (w, _), s in zip(up, status, strict=True) if s["listener"] != s["own_server"]]
+        owners = [(w, s) for (w, _), s in zip(up, status, strict=True) if s["serving"]]
+        attached = [(w, s) for (w, _), s in zip(up, status, strict=True) if not s["serving"]]
         for w, _ in owners:  # the owners' runs end (their pytest session or weekly run finishes)
             w.stdin.write("exit\n")  # type: ignore[union-attr]
             w.stdin.flush()  # type: ignore[union-attr]

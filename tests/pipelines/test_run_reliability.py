@@ -285,7 +285,7 @@ def test_run_exits_2_within_a_minute_when_the_prefect_server_dies(tmp_path, smal
         servers = [
             child
             for child in psutil.Process(run.pid).children(recursive=True)
-            if "prefect.server" in " ".join(child.cmdline())
+            if "pipelines.prefect_server_launcher" in child.cmdline()
         ]
         assert len(servers) == 1, [c.cmdline() for c in servers]
         servers[0].kill()
