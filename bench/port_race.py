@@ -119,6 +119,12 @@ def coordinate(processes: int, first_port: int, n_ports: int, code: Path) -> dic
         time.sleep(5)  # a loser's own uvicorn reaches its bind (and exits 3) well within this
         up = [(w, s) for w, s in zip(workers, starts, strict=True) if s["event"] == "started"]
         status = [ask(w, "status") for w, _ in up]
+        # Wait (bounded) until each process not served by its own server sees that server end: at load
+        # its uvicorn can still be importing when the 200 from another process's server has arrived.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and any(not s["serving"] and s["own_exit_code"] is None for s in status):
+            time.sleep(2)
+            status = [ask(w, "status") for w, _ in up]
         owners = [(w, s) for (w, _), s in zip(up, status, strict=True) if s["serving"]]
         attached = [(w, s) for (w, _), s in zip(up, status, strict=True) if not s["serving"]]
         for w, _ in owners:  # the owners' runs end (their pytest session or weekly run finishes)

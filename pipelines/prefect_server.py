@@ -111,7 +111,7 @@ def wait_until_serving(api_url: str, process: subprocess.Popen, timeout: float, 
     with httpx.Client(timeout=5) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise UpstreamError(f"{describe_server_exit(process, server_log)}, while starting")
+                raise UpstreamError(f"the Prefect API could not start: {describe_server_exit(process, server_log)}")
             try:
                 answered = client.get(f"{api_url}/health").status_code == 200
             except httpx.HTTPError:

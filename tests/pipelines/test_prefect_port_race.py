@@ -235,3 +235,37 @@ def test_the_ui_server_is_our_own_even_when_its_port_is_taken(tmp_path, foreign_
     assert child in inside["listeners"] and set(inside["listeners"]) <= {inside["us"], child}, inside
     assert inside["ui_api_url"] == inside["url"]
     assert after == {"listeners_after": []}
+
+
+def test_a_server_that_cannot_start_fails_the_run_at_once_with_its_reason(tmp_path):
+    """Start-up waits for OUR server, so our server's death during start-up is the answer, at once: exit
+    code and last output, not a timeout minutes later. (Prefect's loop took exit 3 for a lost port race,
+    drew another port and started again, so a server that cannot start was restarted until the start-up
+    limit, here set to 120 s.) The Prefect database path cannot be created: the lifespan fails, exit 3."""
+    log = tmp_path / "prefect-server.log"
+    env = _env(tmp_path) | {
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:////proc/no-such-dir/prefect.db",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+    script = f"""
+        import time
+        from contextlib import contextmanager
+        from pathlib import Path
+        from pipelines.prefect_server import _temporary_api, prepare_environment
+        prepare_environment()
+        started = time.monotonic()
+        try:
+            with contextmanager(_temporary_api)(server_log=Path({str(log)!r})):
+                print("started", flush=True)
+        except Exception as exc:
+            print(f"{{time.monotonic() - started:.1f}} {{type(exc).__name__}}: {{exc}}", flush=True)
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    seconds, _, failure = done.stdout.strip().partition(" ")
+    prefix = "UpstreamError: the Prefect API could not start: the temporary Prefect server (pid "
+    assert failure.startswith(prefix), (done.stdout, done.stderr[-3000:])
+    assert "exited with code 3" in failure and failure.endswith(f"server log: {log}"), failure
+    assert "no-such-dir" in log.read_text() or "Application startup failed" in log.read_text()
+    assert float(seconds) < 100, seconds
