@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, ClassVar
 
 from upstream.errors import UpstreamError
 from upstream.processes import stop_process
@@ -76,26 +76,32 @@ def reserve_port(preferred: int | None = None) -> socket.socket:
 
 
 def launch_server(
-    listener: socket.socket, env: dict[str, str], log_level: str = "error", output: Path | None = None
+    listener: socket.socket,
+    env: dict[str, str],
+    log_level: str = "error",
+    output: Path | None = None,
+    quiet: bool = False,
 ) -> subprocess.Popen:
     """Prefect's API server (``pipelines.prefect_server_launcher``) serving on ``listener``, which only it
-    inherits. ``output``: its stdout and stderr, overwritten (None: discarded)."""
-    out = None
+    inherits. ``output``: a file for its stdout and stderr, overwritten; else they are ours, or discarded
+    if ``quiet`` (the UI server's welcome text)."""
+    log_file: IO[bytes] | None = None
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        out = output.open("wb")  # the child keeps its own copy of the descriptor
+        log_file = output.open("wb")  # the child keeps its own copy of the descriptor
+    target = log_file if log_file is not None else (subprocess.DEVNULL if quiet else None)
     fd = listener.fileno()
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "pipelines.prefect_server_launcher", "--fd", str(fd), "--log-level", log_level],
             env=env,
             pass_fds=(fd,),
-            stdout=out if out else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if out else subprocess.DEVNULL,
+            stdout=target,
+            stderr=subprocess.STDOUT if log_file is not None else target,
         )
     finally:
-        if out is not None:
-            out.close()
+        if log_file is not None:
+            log_file.close()
 
 
 def wait_until_serving(api_url: str, process: subprocess.Popen, timeout: float, server_log: Path | None = None) -> None:
@@ -169,7 +175,7 @@ def prefect_api(
     }
     process = None
     try:
-        process = launch_server(listener, env, log_level="warning")
+        process = launch_server(listener, env, log_level="warning", quiet=True)
         wait_until_serving(api_url, process, timeout)
         os.environ["PREFECT_API_URL"] = api_url  # child processes (e.g. Dask workers, uvicorn) inherit it
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
