@@ -102,6 +102,32 @@ def evaluation(label: str, model: object, frame: pl.DataFrame, target: str, move
     return row
 
 
+#: Household sizes the probe sets for everyone: alone, a couple, a family, a care home.
+PROBE_SIZES = (1, 2, 4, 20)
+
+
+def household_probe(label: str, model: object, frame: pl.DataFrame) -> dict[int, float]:
+    """What the model learnt about households: everyone's mean predicted risk with household_size set to each
+    of ``PROBE_SIZES`` (lives_alone to match), all else as it is. A model trained on the snapshot saw future
+    care-home residents (outcome events) in care-home-sized households at T, so it can learn that size = risk."""
+    out = {}
+    for size in PROBE_SIZES:
+        probe = frame.with_columns(pl.lit(size, dtype=frame.schema["household_size"]).alias("household_size"),
+                                   pl.lit(size == 1).alias("lives_alone"))
+        out[size] = float(np.mean(model.predict_proba(probe)))  # type: ignore[attr-defined]
+    print(f"    household probe ({label}): mean risk if everyone lived in a household of "
+          + ", ".join(f"{k}: {v:.4f}" for k, v in out.items()))
+    return out
+
+
+def care_home_sized(label: str, frame: pl.DataFrame, target: str) -> None:
+    """People of the test cohort in a household of 10+ (a care home) at the test date, and their outcome rate."""
+    big = frame.filter(pl.col("household_size") >= 10)
+    rate = big[target].mean() if big.height else float("nan")
+    print(f"  {label}: {big.height} people of the test cohort in a household of 10+ at T; {target} in the next "
+          f"12 months {rate:.1%} (all: {frame[target].mean():.1%})")
+
+
 def test_frame(clean: Path, test_date: date, truth: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """Features at the test date from ``clean`` joined to labels and truth, for the list cohort (as training does)."""
     from expectations.cohort import cohort_at, in_cohort
@@ -138,7 +164,10 @@ def main() -> None:
     leaky = test_frame(arms["snapshot"], test_date, truth, settings)
     print(f"delivery {args.raw}, target {args.target}, test date {test_date}; test cohort {honest.height:,} "
           f"(snapshot features: {leaky.height:,}); care-home moves in the outcome window: {movers.height} people")
+    care_home_sized("features at T", honest, args.target)
+    care_home_sized("snapshot features", leaky, args.target)
     rows = []
+    probes = {}
     for arm, clean in arms.items():
         with tempfile.TemporaryDirectory() as home:
             arm_settings = Settings(home=Path(home))
@@ -150,6 +179,7 @@ def main() -> None:
             print(f"\n{arm}: chosen {result.chosen} (validation AUROC {result.metrics.get('validation_auroc', 0):.4f}),"
                   f" logged test AUROC {result.metrics['test_auroc']:.4f}, {result.alias} on the first run "
                   f"({'; '.join(result.gate_reasons) or 'gate passed'}); trained in {seconds:.0f} s")
+            probes[arm] = household_probe(arm, model, honest)
             if arm == "at T":
                 rows.append(evaluation("at T model, features at T", model, honest, args.target, movers))
             else:
@@ -166,6 +196,10 @@ def main() -> None:
         print(f"| {r['label']} | {r['auroc']:.4f} ({r['ci'][0]:.4f}-{r['ci'][1]:.4f}) | {r['oracle'] - r['auroc']:+.4f} "
               f"| {r['slope']:.3f} | {r['oe']['all'][0]:.3f} | {bands} | {r['movers_mean_p']:.3f} "
               f"({r['others_mean_p']:.3f}) | {r['movers_top5']} / {r['movers_top20']} of {r['movers']} |")
+    print("\n| model | " + " | ".join(f"mean risk, everyone in a household of {k}" for k in PROBE_SIZES) + " |")
+    print("|---|" + "---|" * len(PROBE_SIZES))
+    for arm, probe in probes.items():
+        print(f"| {arm} | " + " | ".join(f"{v:.4f}" for v in probe.values()) + " |")
 
 
 if __name__ == "__main__":
