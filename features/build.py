@@ -118,14 +118,48 @@ def addresses_at(periods: pl.LazyFrame, T: date) -> pl.LazyFrame:
     )
 
 
-def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date,
-                addresses: pl.LazyFrame | None = None) -> pl.LazyFrame:
+def clean_address_periods(clean_dir: Path) -> pl.LazyFrame:
+    """:func:`address_periods` of an ingested delivery: its address history when it has the optional source,
+    else the residents file's address. The one way anything (features, what changed) learns where a
+    person lived on a given day, so no output can read the extract-time address where the history exists."""
+    clean_dir = Path(clean_dir)
+    addresses = scan_clean(clean_dir, ADDRESSES) if (clean_dir / f"{ADDRESSES}.parquet").exists() else None
+    return address_periods(scan_clean(clean_dir, "residents"), addresses)
+
+
+def household_deaths(periods: pl.LazyFrame, deaths: pl.LazyFrame) -> pl.LazyFrame:
+    """person_id, _other, _day: each death in ``deaths`` (_other died on _day) of someone who lived, on the day
+    they died, at an address the person also held that day (the person's household bereavements).
+
+    Both addresses are read on the death day (:func:`held_on`), so a survivor who moved out afterwards is
+    still bereaved and one who moved in afterwards is not. With the residents' snapshot (no history) this is
+    "shared the current UPRN"."""
+    death_address = deaths.join(periods, left_on="_other", right_on=PERSON, how="inner").filter(
+        held_on(pl.col("_day"))
+    ).select("_other", "_day", "uprn").filter(pl.col("uprn").is_not_null())
+    return (
+        death_address.join(periods.select(PERSON, "uprn", "from_date", "to_date"), on="uprn", how="inner")
+        .filter(held_on(pl.col("_day")) & (pl.col("_other") != pl.col(PERSON)))
+        .select(PERSON, "_other", "_day")
+    )
+
+
+def resident_deaths(residents: pl.LazyFrame, deaths: pl.LazyFrame) -> pl.LazyFrame:
+    """_other, _day: every resident's date of death (the earlier of the residents record and a registration),
+    in the shape :func:`household_deaths` reads."""
+    return (
+        residents.join(registered_deaths(deaths), on=PERSON, how="left")
+        .select(pl.col(PERSON).alias("_other"), death_date().alias("_day"))
+        .filter(pl.col("_day").is_not_null())
+    )
+
+
+def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date, periods: pl.LazyFrame) -> pl.LazyFrame:
     """Residents alive, born and registered at T, with demographics and household features.
 
     Household size, lives alone, bereavement and IMD use the address held at T (``addresses_at``): from the
     address history when delivered, else the residents file's current address (DESIGN §3; see NOTES in the
-    registry for what that costs)."""
-    periods = address_periods(residents, addresses)
+    registry for what that costs); ``periods`` from :func:`clean_address_periods`."""
     people = residents.drop("uprn", "lsoa11").join(registered_deaths(deaths), on=PERSON, how="left").with_columns(
         death_date().alias("_died")
     )
@@ -136,16 +170,9 @@ def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date,
     household = living.filter(pl.col("uprn").is_not_null()).group_by("uprn").agg(
         pl.len().cast(pl.Int32).alias("household_size")
     )
-    # Deaths before T of someone who lived, on the day they died, at an address the person also held that
-    # day (the latest such death is enough for every window). Both addresses are read on the death day,
-    # so a survivor who moved out afterwards is still bereaved, and one who moved in afterwards is not.
-    dead = people.filter(pl.col("_died") < T).select(pl.col(PERSON).alias("_other"), pl.col("_died").alias("_day"))
-    death_address = dead.join(periods, left_on="_other", right_on=PERSON, how="inner").filter(
-        held_on(pl.col("_day"))
-    ).select("_other", "_day", "uprn").filter(pl.col("uprn").is_not_null())
+    # Household deaths before T (the latest is enough for every window).
     bereavement = (
-        death_address.join(periods.select(PERSON, "uprn", "from_date", "to_date"), on="uprn", how="inner")
-        .filter(held_on(pl.col("_day")) & (pl.col("_other") != pl.col(PERSON)))
+        household_deaths(periods, resident_deaths(residents, deaths).filter(pl.col("_day") < T))
         .join(living.select(PERSON), on=PERSON, how="semi")
         .group_by(PERSON)
         .agg(pl.col("_day").max().alias("_last_household_death"))
@@ -431,8 +458,8 @@ def build_features_lazy(clean_dir: Path, index_date: date) -> pl.LazyFrame:
     if not clean_dir.is_dir():
         raise UpstreamError(f"clean data directory not found: {clean_dir}")
     T = index_date
-    addresses = scan_clean(clean_dir, ADDRESSES) if (clean_dir / f"{ADDRESSES}.parquet").exists() else None
-    population = _population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T, addresses)
+    population = _population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T,
+                             clean_address_periods(clean_dir))
     gp, gp_falls, contacts = _gp_features(scan_clean(clean_dir, "gp_events"), T)
     spell, admission_falls, emergency_dates = _spell_features(scan_clean(clean_dir, "hospital_spells"), T)
     ae, ae_fall_dates, ae_dates = _ae_features(scan_clean(clean_dir, "ae_attendances"), T)

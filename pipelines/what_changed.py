@@ -23,12 +23,14 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from expectations.cohort import scan_clean
 from expectations.contract import (
     CARE_HOME_SERVICE_TYPES,
     EMERGENCY_ADMISSION_METHODS,
     REABLEMENT_SERVICE_TYPE,
     SERVICE_EVENT_TYPE,
 )
+from features.build import clean_address_periods, held_on, household_deaths, resident_deaths
 from features.registry import EFI_DEFICIT_COLUMNS, FEATURES, MODEL_FEATURES, reason_text
 
 PERSON = "person_id"
@@ -43,7 +45,8 @@ EVENT_OF_FEATURE: dict[str, str] = {
                      "ambulance_arrivals_12m", "ambulance_arrivals_24m"), "ae"),
     **dict.fromkeys(("falls_12m", "falls_gp_12m", "ae_falls_12m", "falls_admissions_12m", "falls_admissions_24m",
                      "days_since_last_fall", "efi_falls"), "fall"),
-    **dict.fromkeys(("bereaved_3m", "bereaved_6m", "bereaved_12m", "lives_alone", "household_size"), "household"),
+    **dict.fromkeys(("bereaved_3m", "bereaved_6m", "bereaved_12m", "lives_alone", "household_size", "imd_decile"),
+                    "household"),
     **dict.fromkeys(("dementia", "carer", "housebound", "efi", "multimorbidity_count",
                      *(c for c in EFI_DEFICIT_COLUMNS.values() if c != "efi_falls")), "gp_record"),
     **dict.fromkeys(("requests_without_service_12m", "reablement_12m", "equipment",
@@ -131,6 +134,9 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
     ``people``: person_id, start (the comparison date C), end (the index date T).
     """
     clean_dir = Path(clean_dir)
+    schema = {PERSON: pl.String, "kind": pl.String, "date": pl.Date, "detail": pl.String}
+    if people.height == 0:
+        return pl.DataFrame(schema=schema)
     ids = people.lazy().select(PERSON, "start", "end")
     frames: list[pl.LazyFrame] = []
 
@@ -203,36 +209,87 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
                               ended.alias("detail")))
     residents = _scan(clean_dir, "residents")
     if residents is not None:
-        deaths = _scan(clean_dir, "deaths")
-        people_all = residents.select(PERSON, "uprn", "date_of_birth", "date_of_death")
-        if deaths is not None:
-            people_all = people_all.join(
-                deaths.group_by(PERSON).agg(pl.col("date_of_death").min().alias("_d")), on=PERSON, how="left"
-            ).with_columns(pl.min_horizontal("date_of_death", "_d").alias("date_of_death")).drop("_d")
-        mine = people_all.join(ids, on=PERSON, how="inner")
-        others = people_all.filter(pl.col("date_of_death").is_not_null() & pl.col("uprn").is_not_null()).select(
-            pl.col(PERSON).alias("_other"), "uprn", pl.col("date_of_death").alias("_died"))
-        frames.append(mine.filter(pl.col("uprn").is_not_null()).join(others, on="uprn", how="inner")
-                      .filter((pl.col("_other") != pl.col(PERSON)) & between("_died"))
-                      .select(PERSON, pl.lit("household").alias("kind"), pl.col("_died").alias("date"),
-                              pl.lit("household bereavement").alias("detail")))
+        window = (people["start"].min(), people["end"].max())
+        frames.extend(_household_events(clean_dir, ids, window))  # type: ignore[arg-type]
+        mine = residents.select(PERSON, "date_of_birth").join(ids, on=PERSON, how="inner")
         # a birthday in [C, T): "turned 80"; the window may straddle New Year, so both years are tried
         for bound in ("start", "end"):
             birthday = _birthday_in(pl.col(bound).dt.year())
             frames.append(mine.with_columns(birthday.alias("_bday")).filter(between("_bday")).select(
                 PERSON, pl.lit("birthday").alias("kind"), pl.col("_bday").alias("date"),
                 pl.format("turned {}", (pl.col("_bday").dt.year() - pl.col("date_of_birth").dt.year())).alias("detail")))
-    schema = {PERSON: pl.String, "kind": pl.String, "date": pl.Date, "detail": pl.String}
     if not frames:
         return pl.DataFrame(schema=schema)
     return pl.concat([f.select(list(schema)).cast(schema) for f in frames]).unique().collect().sort(
         PERSON, "date", "kind", "detail")
 
 
+def _household_events(clean_dir: Path, ids: pl.LazyFrame, window: tuple[date, date]) -> list[pl.LazyFrame]:
+    """Changes to a person's household in [start, end), read from where each person lived on each day through
+    the features' own address resolver (``features.build``: the address history when delivered, else the
+    residents file's address), so what changed agrees with the household features at C and at T and a move
+    after T can say nothing. Events: a household bereavement (dated to its month, as it concerns someone
+    else), the person's own move (a period beginning in the window; on its from_date the old address is
+    still held, as in ``held_on``), and someone else moving out of or into the address the person held
+    throughout the window (month only, for the same reason)."""
+    periods = clean_address_periods(clean_dir)
+    first, last = window
+    deaths = resident_deaths(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths")).filter(
+        (pl.col("_day") >= first) & (pl.col("_day") < last))  # only deaths some window can hold
+
+    def between(column: str) -> pl.Expr:
+        return (pl.col(column) >= pl.col("start")) & (pl.col(column) < pl.col("end"))
+
+    def event(day: str, detail: str) -> list[pl.Expr]:
+        return [PERSON, pl.lit("household").alias("kind"), pl.col(day).alias("date"), pl.lit(detail).alias("detail")]
+
+    bereaved = household_deaths(periods, deaths).join(ids, on=PERSON, how="inner").filter(between("_day"))
+    mine = periods.join(ids, on=PERSON, how="inner")
+    moved = mine.filter(between("from_date"))
+    # The address held at both ends of the window (no own move in it): others' comings and goings there.
+    stayed = mine.filter(held_on(pl.col("start")) & held_on(pl.col("end"))).select(PERSON, "uprn", "start", "end")
+    others = periods.filter(pl.col("uprn").is_not_null()).select(pl.col(PERSON).alias("_other"), "uprn",
+                                                                  "from_date", "to_date")
+    near = stayed.filter(pl.col("uprn").is_not_null()).join(others, on="uprn", how="inner").filter(
+        pl.col("_other") != pl.col(PERSON))
+    # Someone who died there left by dying, which the bereavement says: their period's end is not a move.
+    died = deaths.select("_other", pl.col("_day").alias("_died"))
+    left = near.filter(between("to_date")).join(died, on="_other", how="left").filter(
+        pl.col("_died").is_null() | (pl.col("_died") > pl.col("to_date")))
+    return [
+        bereaved.select(*event("_day", HOUSEHOLD_BEREAVEMENT)),
+        moved.select(*event("from_date", OWN_MOVE)),
+        left.select(*event("to_date", MEMBER_MOVED_OUT)),
+        near.filter(between("from_date")).select(*event("from_date", MEMBER_MOVED_IN)),
+    ]
+
+
+#: What each household event says, and whether its day is said (the person's own move) or only its month
+#: (a death or a move of someone else: the list shows the person, not the people they live with).
+HOUSEHOLD_BEREAVEMENT = "household bereavement"
+OWN_MOVE = "moved to a new address"
+MEMBER_MOVED_OUT = "a household member moved out"
+MEMBER_MOVED_IN = "someone moved into the household"
+HOUSEHOLD_EVENT_ORDER = (HOUSEHOLD_BEREAVEMENT, OWN_MOVE, MEMBER_MOVED_OUT, MEMBER_MOVED_IN)
+
+
+def _household_text(events: list[tuple[date, str]]) -> str:
+    by_detail: dict[str, list[date]] = defaultdict(list)
+    for d, detail in events:
+        by_detail[detail].append(d)
+    parts = []
+    for detail in sorted(by_detail, key=lambda x: HOUSEHOLD_EVENT_ORDER.index(x) if x in HOUSEHOLD_EVENT_ORDER
+                         else len(HOUSEHOLD_EVENT_ORDER)):
+        dates = by_detail[detail]
+        parts.append(f"{detail} {_dates_text(dates)}" if detail == OWN_MOVE
+                     else f"{detail} in {month_text(max(dates))}")
+    return "; ".join(parts)
+
+
 def _event_text(kind: str, events: list[tuple[date, str]], first_fall: bool) -> str:
     """Words for one kind of event: "emergency admission on 12 Nov 2026", "household bereavement in October"."""
     if kind == "household":
-        return "household bereavement in " + month_text(max(d for d, _ in events))
+        return _household_text(events)
     if kind == "birthday":
         return events[-1][1]
     if kind == "fall":
@@ -340,6 +397,8 @@ def explain_changes(
                     continue
                 first_fall = key == "fall" and before.get("days_since_last_fall") is None
                 text = _event_text(key, events_of_kind, first_fall)
+                if key == "household" and now.get("lives_alone") is True and before.get("lives_alone") is False:
+                    text = f"now lives alone ({text})"  # what the household event meant for the person
             if text and text not in texts:
                 texts.append(text)
         out[pid] = "; ".join(texts)

@@ -103,7 +103,8 @@ def test_what_changed_names_the_events_that_moved_the_score(tmp_path: Path) -> N
     got = what_changed(current, previous, people, clean, T, C, LinearExplainer())
     assert got == {
         "admitted": "emergency admission on 18 Nov 2026",
-        "bereaved": "household bereavement in November 2026",
+        # the spouse's death left them alone (lives_alone False -> True): said with the event that did it
+        "bereaved": "now lives alone (household bereavement in November 2026)",
         # the fall (0.5) moved the score more than the GP contact that recorded it (0.1)
         "first_fall": "first fall recorded on 20 Nov 2026; GP contact on 20 Nov 2026",
         # dementia added 0.9, the ambulance A&E visit 0.2 + 0.2: dementia first
