@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,7 @@ def coordinate(processes: int, first_port: int, n_ports: int, code: Path) -> dic
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.wait()
+        shutil.rmtree(tmp, ignore_errors=True)  # the workers' Prefect DBs and server logs
     return {
         "processes": processes,
         "ports": f"{first_port}-{first_port + n_ports - 1}",
