@@ -93,7 +93,8 @@ def launch_server(
     fd = listener.fileno()
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipelines.prefect_server_launcher", "--fd", str(fd), "--log-level", log_level],
+            [sys.executable, "-m", "pipelines.prefect_server_launcher", "--fd", str(fd), "--log-level", log_level,
+             "--parent-pid", str(os.getpid())],
             env=env,
             pass_fds=(fd,),
             stdout=target,

@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 #: What a person or another program sends to stop a server (SIGKILL cannot be caught: the parent
 #: reports it, with the hint that the OOM killer or ``kill -9`` are the usual senders).
@@ -43,6 +44,24 @@ def sender_command(pid: int) -> str:
     except OSError:
         return "(gone)"
     return text[:300] or "(kernel or exited)"
+
+
+def _stop_when_orphaned(parent_pid: int, interval: float = 1.0) -> None:
+    """Runs in a helper thread: once the process that started this server is gone, stop (as if SIGTERMed).
+
+    WHY: a run killed with SIGKILL (the OOM killer, ``kill -9``) runs no clean-up, so its server would
+    live on, holding its port and its Prefect database, with nobody to stop it. ``PR_SET_PDEATHSIG`` was
+    refused: it fires when the parent *thread* that started us ends, not the process, which would stop a
+    healthy run's server if that thread were ever a worker's."""
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    print(
+        f"upstream: Prefect server (pid {os.getpid()}): the process that started it (pid {parent_pid}) is gone; "
+        "stopping",
+        file=sys.stderr,
+        flush=True,
+    )
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _note_and_redeliver() -> None:
@@ -83,14 +102,19 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.prefect_server_launcher")
     parser.add_argument("--fd", type=int, required=True, help="a listening TCP socket inherited from the parent")
     parser.add_argument("--log-level", default="error")
+    parser.add_argument("--parent-pid", type=int, help="stop when this process is gone (default: our parent now)")
     args = parser.parse_args(argv)
+    parent_pid = args.parent_pid or os.getppid()
+    orphan_watch = threading.Thread(target=_stop_when_orphaned, args=(parent_pid,), name="orphan-watch", daemon=True)
     if not hasattr(signal, "sigwaitinfo"):  # macOS: no siginfo to read; plain uvicorn
+        orphan_watch.start()
         serve(args.fd, args.log_level)
         return
     # Blocked before the helper starts, so every thread (including uvicorn's) inherits the block and
     # only the helper's sigwaitinfo takes these signals.
     signal.pthread_sigmask(signal.SIG_BLOCK, NOTED_SIGNALS)
     threading.Thread(target=_note_and_redeliver, name="signal-sender-note", daemon=True).start()
+    orphan_watch.start()  # after the block, like every thread: only the note thread takes those signals
 
     try:
         serve(args.fd, args.log_level)

@@ -525,3 +525,49 @@ def test_a_failed_run_exits_promptly_with_its_logs_sent_before_the_server_stops(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Error logging to API" not in done.stderr, done.stderr[-3000:]
     assert ended - left[0] < 20, f"{ended - left[0]:.0f} s from leaving the block to the process's end"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an orphan is reaped by init, maybe not at once)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_server_whose_run_was_sigkilled_stops_itself(tmp_path):
+    """A run killed with SIGKILL (the OOM killer, `kill -9`) runs no clean-up: before, its temporary server
+    lived on, holding its port and Prefect database with nobody to stop it. Now it notices within seconds
+    that the process that started it is gone, says so in its log, and stops."""
+    log = tmp_path / "logs" / "prefect-server.log"
+    script = f"""
+        import time
+        from pathlib import Path
+        from pipelines.cli_run import abort_run
+        from pipelines.prefect_server import current_api, prepare_environment, watched_prefect_api
+        prepare_environment()
+        with watched_prefect_api(abort_run({str(tmp_path)!r}, None, "drill"), server_log=Path({str(log)!r})):
+            print("server", current_api()[1].pid, flush=True)
+            time.sleep(120)
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
+    run = _python(script, env)
+    server_pid = None
+    try:
+        line = run.stdout.readline()
+        assert line.startswith("server "), line + run.stdout.read()
+        server_pid = int(line.split()[1])
+        assert _running(server_pid)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while _running(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(server_pid), "the orphaned server was still running 30 s after its run was killed"
+        assert f"the process that started it (pid {run.pid}) is gone; stopping" in log.read_text()
+    finally:
+        _finish(run)
+        if server_pid is not None and _running(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
