@@ -110,20 +110,20 @@ class World:
     telecare_share: float = 0.22
     reab_to_lts_base: float = 0.027
     reab_to_lts_f: float = 0.27
-    carehome_from_ea_base: float = -10.4  # logit, people 65+ (generator 1.5: with the age term below)
+    carehome_from_ea_base: float = -10.45  # logit, people 65+ (generator 1.5: with the age term below)
     carehome_from_ea_f: float = 9.0
     carehome_from_ea_dem: float = 1.4
     carehome_from_ea_alone: float = 0.8
     #: Generator 1.5: care-home moves rise with age beyond what frailty and dementia explain (per decade over
     #: 50), so residence is concentrated at 85+ as in England (1 in 7 aged 85+, 0.5-2% at 65-84; england.csv).
-    carehome_from_ea_age: float = 1.0
+    carehome_from_ea_age: float = 1.1
     reab_from_ea: float = 0.12
     #: Reablement is offered to people with rehabilitation potential: the offer fades out around this frailty.
     reab_from_ea_frailty: float = 0.25
-    escalate_base: float = -7.0  # community LTS -> care home, log annual rate (1.5: with escalate_age)
+    escalate_base: float = -7.05  # community LTS -> care home, log annual rate (1.5: with escalate_age)
     escalate_f: float = 5.0
     escalate_dem: float = 1.2
-    escalate_age: float = 1.0  # generator 1.5: per decade over 50, as carehome_from_ea_age
+    escalate_age: float = 1.1  # generator 1.5: per decade over 50, as carehome_from_ea_age
     # --- who already has long-term support at the start (generator 1.4) ---------------------------------
     #: The steady state of the routes above, by age (5-year bands, mid-points): share of adults with long-term
     #: support, and the share of those in a care home. Measured by running this world's latent model for 35
@@ -135,7 +135,7 @@ class World:
     lts_seed_any: tuple[float, ...] = (0.0035, 0.0076, 0.0073, 0.0088, 0.0143, 0.0213, 0.0231, 0.0234, 0.0312, 0.050,
                                        0.079, 0.141, 0.22, 0.325)
     lts_seed_care_home: tuple[float, ...] = (0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288,
-                                             0.58, 0.68)
+                                             0.62, 0.72)
 
 
 DEFAULT = World(name="default")
@@ -175,12 +175,12 @@ ALT = replace(
     death_base=-6.65,
     # generator 1.4: alt's care-home routes lower again (its steady state was 4.3% of people 65+ in care homes)
     lts_direct_care_home=0.15,
-    carehome_from_ea_base=-11.55,
-    carehome_from_ea_age=1.1,
-    escalate_base=-8.05,
-    escalate_age=1.1,
+    carehome_from_ea_base=-11.8,
+    carehome_from_ea_age=1.2,
+    escalate_base=-8.3,
+    escalate_age=1.2,
     lts_seed_any=(0.0085, 0.0074, 0.0099, 0.0118, 0.04, 0.067, 0.056, 0.058, 0.066, 0.092, 0.117, 0.198, 0.32, 0.435),
-    lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.254, 0.517),
+    lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.28, 0.56),
 )
 
 WORLDS: dict[str, World] = {w.name: w for w in (DEFAULT, ALT)}
