@@ -328,9 +328,9 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
     new_lts = np.where(carehome_from_ea, carehome_type,
                        np.where(request & (req_outcome == 3), direct_type,
                                 np.where(reab_to_lts, LTS_COMMUNITY, LTS_NONE)))
-    p_escalate = (st.lts == LTS_COMMUNITY) * step_prob(w.escalate_base + w.escalate_f * f + w.escalate_dem * demf
-                                                                 + w.escalate_age * age_s,
-                                                       frac) * (1.0 if effect is None else effect)
+    p_escalate = (st.lts == LTS_COMMUNITY) * step_prob(
+        w.escalate_base + w.escalate_f * f + w.escalate_dem * demf + w.escalate_age * age_s, frac,
+    ) * (1.0 if effect is None else effect)
     escalate = np.where(active & (r2[2] < p_escalate) & (new_lts == LTS_NONE), carehome_type, 0)
     p_dem = step_prob(w.dem_base + w.dem_age * age_s + w.dem_f * f, frac)
     dem_onset = active & ~dem & (r2[3] < p_dem)

@@ -124,12 +124,15 @@ class World:
     escalate_f: float = 5.0
     escalate_dem: float = 1.2
     escalate_age: float = 1.1  # generator 1.5: per decade over 50, as carehome_from_ea_age
-    # --- who already has long-term support at the start (generator 1.4) ---------------------------------
+    # --- who already has long-term support at the start (generator 1.4; re-measured for 1.5) -------------
     #: The steady state of the routes above, by age (5-year bands, mid-points): share of adults with long-term
     #: support, and the share of those in a care home. Measured by running this world's latent model for 35
     #: years and reading people who started under 60 (bench/README.md, issue 12 session 3; 85+ a little
     #: lower, because after 35 years nearly every old person there lives alone, which raises their requests),
     #: so the stock neither grows nor shrinks over the simulated years. Re-measure after changing the routes.
+    #: Generator 1.5 re-measured them for its care-home routes (35 years, 100,000 people, same method), then
+    #: set the 85+ care-home shares so that the 85+ stock stays flat year by year in generated deliveries
+    #: (checked at 40k and 280k: care-home share of the living by band at each year end, bench/README.md).
     lts_seed_ages: tuple[float, ...] = (27.5, 32.5, 37.5, 42.5, 47.5, 52.5, 57.5, 62.5, 67.5, 72.5, 77.5, 82.5, 87.5,
                                         92.5)
     lts_seed_any: tuple[float, ...] = (0.0035, 0.0076, 0.0073, 0.0088, 0.0143, 0.0213, 0.0231, 0.0234, 0.0312, 0.050,
