@@ -28,7 +28,7 @@ PEOPLE_PER_PRACTICE = 6000
 _HH_TYPES = ("older_single", "older_couple", "adult_single", "adult_couple", "family", "shared")
 # Generator 1.3: fewer older people living alone, more older couples (Census 2021: 30% of 65+ live alone,
 # synthetic/reference/england.csv); widowhood during the simulation adds to those living alone.
-_HH_SHARES = np.array([0.115, 0.13, 0.160, 0.180, 0.310, 0.105])
+_HH_SHARES_14 = np.array([0.115, 0.13, 0.160, 0.180, 0.310, 0.105])
 # 65+ age bands (England-like shape) and their weights.
 _OLD_BANDS = np.array([65, 70, 75, 80, 85, 90])
 _OLD_WEIGHTS = np.array([0.27, 0.26, 0.20, 0.13, 0.09, 0.05])
@@ -39,7 +39,19 @@ _OLD_WIDTH = np.array([5, 5, 5, 5, 5, 11])
 # older band lived alone more often each simulated year as couples were widowed, and nothing made up for it
 # (85+: 25% to 41% in five years; bench/README.md, issue 12 session 3). Older singles now also continue the
 # density of adult singles across 65 instead of doubling it there.
-_ALONE_BY_OLD_BAND = np.array([0.146, 0.205, 0.315, 0.466, 0.66, 0.86])
+_ALONE_BY_OLD_BAND_14 = np.array([0.146, 0.205, 0.315, 0.466, 0.66, 0.86])
+# Generator 1.5: fewer of the oldest live alone. 1.4's 85+ shares put about 70% of the household population aged
+# 85+ alone at the extract date (63% of all people 85+), against 59% in Census 2011 (england.csv, living alone
+# 85+). The shares still rise with age, as widowhood makes them: a dip at 85+ (0.42 after 0.466 at 80-84, tried)
+# made 75-84 live alone less in the early simulated years than at the extract, and their admissions rose 4
+# standard errors over six years. The 65-84 bands keep 1.4's numbers of single people, because their ages
+# follow widowhood and moving them breaks stationarity too (65-74 admissions trended up in the alt world when
+# singles were re-spread): the older-single households shrink by what 85+ loses, and older couples take the
+# same number of people. The rest of the 85+ excess is widowhood at the generator's death rates at 85+.
+_ALONE_BY_OLD_BAND = np.array([0.146, 0.205, 0.315, 0.466, 0.56, 0.66])
+_SINGLES_KEPT = (_ALONE_BY_OLD_BAND * _OLD_WEIGHTS).sum() / (_ALONE_BY_OLD_BAND_14 * _OLD_WEIGHTS).sum()
+_HH_SHARES = _HH_SHARES_14 + np.array([-1.0, 0.5, 0, 0, 0, 0]) * _HH_SHARES_14[0] * (1 - _SINGLES_KEPT)
+_HH_SHARES = _HH_SHARES / _HH_SHARES.sum()
 _SINGLE_PERSON_SHARE = _HH_SHARES[0] / (_HH_SHARES[0] + 2 * _HH_SHARES[1])  # of people in older households
 _OLD_SINGLE_WEIGHTS = _ALONE_BY_OLD_BAND * _OLD_WEIGHTS / (_ALONE_BY_OLD_BAND * _OLD_WEIGHTS).sum()
 _OLD_COUPLE_WEIGHTS = np.clip(_OLD_WEIGHTS - _SINGLE_PERSON_SHARE * _OLD_SINGLE_WEIGHTS, 0, None)

@@ -45,9 +45,12 @@ class World:
     # Re-weighted in generator 1.1 so that, as in real linked data, much of the risk beyond age is *recorded*:
     # deprivation, living alone, bereavement and prior admissions, not only the latent propensity u.
     # Generator 1.3: intercepts moved so the realism report (synthetic/realism.py) is within 25% of England.
-    ea_base: float = -4.1  # generator 1.4: +0.35 with the saturating memory of admissions
+    # Generator 1.5: the age slope beyond frailty is now slightly negative and the intercept higher, so the
+    # rate at 65+ matches England's (0.25 per person-year, england.csv) with the all-ages rate unchanged: 1.4
+    # had 0.39 at 65+ (1.24 at 85+) and too few admissions under 65 (bench/README.md, issue 12 session 3).
+    ea_base: float = -3.74
     ea_f: float = 6.0
-    ea_age: float = 0.20
+    ea_age: float = -0.08
     ea_dep: float = 1.3
     ea_fall: float = 0.6
     ea_adm: float = 0.75
@@ -107,28 +110,35 @@ class World:
     telecare_share: float = 0.22
     reab_to_lts_base: float = 0.027
     reab_to_lts_f: float = 0.27
-    carehome_from_ea_base: float = -7.7  # logit, people 65+
+    carehome_from_ea_base: float = -10.45  # logit, people 65+ (generator 1.5: with the age term below)
     carehome_from_ea_f: float = 9.0
     carehome_from_ea_dem: float = 1.4
     carehome_from_ea_alone: float = 0.8
+    #: Generator 1.5: care-home moves rise with age beyond what frailty and dementia explain (per decade over
+    #: 50), so residence is concentrated at 85+ as in England (1 in 7 aged 85+, 0.5-2% at 65-84; england.csv).
+    carehome_from_ea_age: float = 1.1
     reab_from_ea: float = 0.12
     #: Reablement is offered to people with rehabilitation potential: the offer fades out around this frailty.
     reab_from_ea_frailty: float = 0.25
-    escalate_base: float = -4.1  # community LTS -> care home, log annual rate
+    escalate_base: float = -7.05  # community LTS -> care home, log annual rate (1.5: with escalate_age)
     escalate_f: float = 5.0
     escalate_dem: float = 1.2
-    # --- who already has long-term support at the start (generator 1.4) ---------------------------------
+    escalate_age: float = 1.1  # generator 1.5: per decade over 50, as carehome_from_ea_age
+    # --- who already has long-term support at the start (generator 1.4; re-measured for 1.5) -------------
     #: The steady state of the routes above, by age (5-year bands, mid-points): share of adults with long-term
     #: support, and the share of those in a care home. Measured by running this world's latent model for 35
     #: years and reading people who started under 60 (bench/README.md, issue 12 session 3; 85+ a little
     #: lower, because after 35 years nearly every old person there lives alone, which raises their requests),
     #: so the stock neither grows nor shrinks over the simulated years. Re-measure after changing the routes.
+    #: Generator 1.5 re-measured them for its care-home routes (35 years, 100,000 people, same method), then
+    #: set the 85+ care-home shares so that the 85+ stock stays flat year by year in generated deliveries
+    #: (checked at 40k and 280k: care-home share of the living by band at each year end, bench/README.md).
     lts_seed_ages: tuple[float, ...] = (27.5, 32.5, 37.5, 42.5, 47.5, 52.5, 57.5, 62.5, 67.5, 72.5, 77.5, 82.5, 87.5,
                                         92.5)
-    lts_seed_any: tuple[float, ...] = (0.0035, 0.0053, 0.0061, 0.0069, 0.019, 0.021, 0.025, 0.026, 0.030, 0.057, 0.085,
-                                       0.128, 0.2, 0.27)
-    lts_seed_care_home: tuple[float, ...] = (0.11, 0.11, 0.11, 0.11, 0.19, 0.22, 0.22, 0.22, 0.23, 0.26, 0.26, 0.28, 0.32,
-                                             0.4)
+    lts_seed_any: tuple[float, ...] = (0.0035, 0.0076, 0.0073, 0.0088, 0.0143, 0.0213, 0.0231, 0.0234, 0.0312, 0.050,
+                                       0.079, 0.141, 0.22, 0.325)
+    lts_seed_care_home: tuple[float, ...] = (0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288,
+                                             0.62, 0.72)
 
 
 DEFAULT = World(name="default")
@@ -141,9 +151,9 @@ ALT = replace(
     fall_f=4.0,
     fall_admit_base=-3.5,
     fall_admit_f=2.0,
-    ea_base=-4.3,
+    ea_base=-4.2,
     ea_f=2.5,
-    ea_age=0.22,
+    ea_age=0.09,  # generator 1.5 (1.4: 0.22, which gave 0.36 per person-year at 65+ against England's 0.25)
     ea_dep=1.9,
     ea_fall=0.05,
     ea_adm=0.3,
@@ -168,10 +178,12 @@ ALT = replace(
     death_base=-6.65,
     # generator 1.4: alt's care-home routes lower again (its steady state was 4.3% of people 65+ in care homes)
     lts_direct_care_home=0.15,
-    carehome_from_ea_base=-8.7,
-    escalate_base=-5.1,
-    lts_seed_any=(0.0085, 0.0074, 0.0066, 0.0125, 0.04, 0.055, 0.055, 0.061, 0.071, 0.085, 0.118, 0.2, 0.28, 0.42),
-    lts_seed_care_home=(0.04, 0.04, 0.04, 0.04, 0.085, 0.08, 0.11, 0.11, 0.12, 0.11, 0.15, 0.16, 0.2, 0.22),
+    carehome_from_ea_base=-11.8,
+    carehome_from_ea_age=1.2,
+    escalate_base=-8.3,
+    escalate_age=1.2,
+    lts_seed_any=(0.0085, 0.0074, 0.0099, 0.0118, 0.04, 0.067, 0.056, 0.058, 0.066, 0.092, 0.117, 0.198, 0.32, 0.435),
+    lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.28, 0.56),
 )
 
 WORLDS: dict[str, World] = {w.name: w for w in (DEFAULT, ALT)}
