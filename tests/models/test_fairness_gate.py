@@ -45,12 +45,13 @@ def test_within_group_reference_for_age_bands():
     assert decision.alias == "champion", decision.reasons
 
 
-def _fair_table(gap: float) -> pl.DataFrame:
+def _fair_table(gap: float, events: int = 2000, non_events: int = 18000) -> pl.DataFrame:
     rows = [("overall", "all", 0.80, True), ("sex", "1", 0.80, True), ("sex", "2", 0.80 - gap, True),
             ("ethnic_group", "Black", 0.60, False)]  # too small to gate on: reported, never gated
     return pl.DataFrame(
         [{"dimension": d, "group": g, "auroc": a, "auditable": True, "gated": ok, "auroc_gap": a - 0.80,
-          "gate_reference_auroc": 0.80, "gate_gap": a - 0.80} for d, g, a, ok in rows]
+          "gate_reference_auroc": 0.80, "gate_gap": a - 0.80, "events": events, "n": events + non_events}
+         for d, g, a, ok in rows]
     )
 
 
@@ -68,6 +69,24 @@ def test_gate_rules_and_thresholds():
     assert decide({**good, "test_calibration_slope": 1.3}, _fair_table(0.0), None,
                   GateSettings(calibration_slope_max=1.4)).promoted
     assert not decide(good, _fair_table(0.0), 0.79, GateSettings(min_auroc_gain=0.02)).promoted
+
+
+def test_a_subgroup_shortfall_fails_only_when_it_is_beyond_chance():
+    """sex=2 at AUROC 0.74 against 0.80 (0.06 short, 0.05 allowed). Two groups are judged, so each
+    interval is at 97.5% (z = 2.2414). Hanley-McNeil by hand, A = 0.74: q1 = 0.587302, q2 = 0.629425.
+    - 100 events, 900 non-events: variance (0.1924 + 99 * 0.039702 + 899 * 0.081825) / 90,000 = 8.6315e-4,
+      SE 0.02938, upper bound 0.8059: above 0.80, so the shortfall may be chance: passes.
+    - 2,000 events, 18,000 non-events: variance 1552.33 / 3.6e7 = 4.312e-5, SE 0.006567, upper bound
+      0.7547: wholly below 0.80, so it fails, and the reason gives the bound."""
+    good = {"test_auroc": 0.80, "test_calibration_slope": 1.0}
+    small = decide(good, _fair_table(0.06, events=100, non_events=900), None, GateSettings())
+    assert small.promoted, small.reasons
+    large = decide(good, _fair_table(0.06, events=2000, non_events=18000), None, GateSettings())
+    assert not large.promoted
+    assert large.reasons == [
+        "sex=2: AUROC 0.7400 (97.5% CI up to 0.7547) is 0.0600 below the comparable-people AUROC 0.8000"
+        " (allowed 0.05)"
+    ]
 
 
 def test_comparable_people_reference_separates_case_mix_from_unfairness():
