@@ -204,22 +204,28 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
     With ``cohort``, only the people the weekly list may show at T (``expectations.cohort``: adults by
     default, not in hospital, a care home or already known to services): the model is trained and tested
     on the population it will rank, so the gate judges it there.
+
+    The sample is drawn from the labelled cohort *before* features are built, and features are built only
+    for the people drawn: at county scale a training date samples 200k of about 1.5M people, and building
+    everyone's features to keep 13% of them was most of the training step (``features.build``'s ``people``).
+    Rows are sorted by person so a run is repeatable.
     """
     from features.build import build_features
 
     frames = []
     for i, day in enumerate(dates):
-        features = build_features(clean_dir, day)
         labels = build_labels(clean_dir, day)
-        frame = features.join(labels, on="person_id", how="inner")
         if cohort is not None:
             from expectations.cohort import cohort_at, in_cohort
 
-            frame = frame.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"), on="person_id",
-                               how="semi")
-        if sample is not None and frame.height > sample:
-            frame = frame.sample(n=sample, seed=seed + i)
-        frames.append(frame)
+            labels = labels.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"), on="person_id",
+                                 how="semi")
+        people = None
+        if sample is not None and labels.height > sample:
+            labels = labels.sort("person_id").sample(n=sample, seed=seed + i)
+            people = labels.get_column("person_id")
+        features = build_features(clean_dir, day, people=people)
+        frames.append(features.join(labels, on="person_id", how="inner").sort("person_id"))
     return pl.concat(frames, how="vertical_relaxed")
 
 
