@@ -103,6 +103,16 @@ def weighted_auroc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> flo
     return _auroc_weighted(_rank(y, score), np.asarray(weights, dtype=np.float64))
 
 
+def rank_scores(y: np.ndarray, score: np.ndarray) -> _Ranked:
+    """Scores sorted once, for many weighted AUROCs of the same rows (``ranked_auroc``)."""
+    return _rank(np.asarray(y), np.asarray(score, dtype=np.float64))
+
+
+def ranked_auroc(ranked: _Ranked, weights: np.ndarray) -> float:
+    """``weighted_auroc`` of rows already ranked by ``rank_scores``."""
+    return _auroc_weighted(ranked, np.asarray(weights, dtype=np.float64))
+
+
 def auprc(y: np.ndarray, score: np.ndarray) -> float:
     y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
     return _auprc_weighted(_rank(y, score), np.ones(len(y)))
