@@ -208,7 +208,6 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
     The sample is drawn from the labelled cohort *before* features are built, and features are built only
     for the people drawn: at county scale a training date samples 200k of about 1.5M people, and building
     everyone's features to keep 13% of them was wasted work (``features.build``'s ``people``).
-    Rows are sorted by person so a run is repeatable.
     """
     from features.build import build_features
 
@@ -220,12 +219,17 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
 
             labels = labels.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"), on="person_id",
                                  how="semi")
-        people = None
-        if sample is not None and labels.height > sample:
-            labels = labels.sort("person_id").sample(n=sample, seed=seed + i)
-            people = labels.get_column("person_id")
-        features = build_features(clean_dir, day, people=people)
-        frames.append(features.join(labels, on="person_id", how="inner").sort("person_id"))
+        if sample is None or labels.height <= sample:
+            features = build_features(clean_dir, day)
+            frames.append(features.join(labels, on="person_id", how="inner", maintain_order="left"))
+            continue
+        # Drawn from the people in person order, as the whole date's rows were before (features are sorted by
+        # person), and kept in the order drawn: the same seed gives the same rows in the same order, so the
+        # models are the ones the full build gave (HGB's early-stopping split depends on the row order).
+        labels = labels.sort("person_id").sample(n=sample, seed=seed + i)
+        features = build_features(clean_dir, day, people=labels.get_column("person_id"))
+        frame = labels.join(features, on="person_id", how="inner", maintain_order="left")
+        frames.append(frame.select(*features.columns, pl.exclude(features.columns)))
     return pl.concat(frames, how="vertical_relaxed")
 
 

@@ -109,7 +109,11 @@ def test_a_sampled_training_date_holds_the_full_dates_rows_of_the_people_drawn(a
     sampled = assemble(clean, [day], sample=800, seed=3, cohort=settings.cohort)
     assert full.height > 2 * 800
     assert sampled.height == 800 and sampled.get_column("person_id").n_unique() == 800
-    assert sampled.equals(full.join(sampled.select("person_id"), on="person_id", how="semi"))
+    drawn = full.join(sampled.select("person_id"), on="person_id", how="semi")
+    assert sampled.sort("person_id").equals(drawn.sort("person_id"))
+    # The rows come in the order the seed drew them from the date's people in person order (what sampling the
+    # whole date's rows gave before features were built for the drawn people only): same rows, same order.
+    assert sampled.equals(full.sample(n=800, seed=3))
     listable = in_cohort(cohort_at(clean, day, settings.cohort)).get_column("person_id")
     assert sampled.get_column("person_id").is_in(listable.implode()).all()
     other = assemble(clean, [day], sample=800, seed=4, cohort=settings.cohort)
