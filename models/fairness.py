@@ -12,10 +12,12 @@ demographics, not model-specific choices.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
-from models.metrics import auroc, calibration_slope_intercept, top_flags, weighted_auroc
+from models.metrics import auroc, calibration_slope_intercept, rank_scores, ranked_auroc, top_flags
 
 LIST_FRACTION = 0.20
 #: Dimensions whose groups are gated against the dimension's pooled within-group AUROC instead of the
@@ -63,11 +65,13 @@ def fairness_audit(frame: pl.DataFrame, y: np.ndarray, p: np.ndarray) -> pl.Data
     age_bins = _age_bins(frame)
     for dimension, labels in audit_groups(frame).items():
         values = labels.to_numpy()
+        ranks: dict[str, Any] = {}  # each group's scores sorted once per dimension, not once per group
         for group in sorted(set(values.tolist())):
             mask = values == group
             row = _group_row(dimension, group, y[mask], p[mask], flagged[mask])
             gated_on_comparable = row["auditable"] and dimension not in GATE_WITHIN_DIMENSIONS
-            row["comparable_auroc"] = comparable_auroc(values, group, age_bins, y, p) if gated_on_comparable else None
+            row["comparable_auroc"] = (comparable_auroc(values, group, age_bins, y, p, ranks)
+                                       if gated_on_comparable else None)
             rows.append(row)
     table = pl.DataFrame(rows, infer_schema_length=None)
     overall = rows[0]["auroc"]
@@ -104,7 +108,8 @@ def _age_bins(frame: pl.DataFrame) -> np.ndarray | None:
     return np.clip(age // STANDARDISATION_AGE_BIN_YEARS, 0, 200 // STANDARDISATION_AGE_BIN_YEARS).astype(np.int64)
 
 
-def comparable_auroc(values: np.ndarray, group: str, age_bins: np.ndarray | None, y: np.ndarray, p: np.ndarray) -> float:
+def comparable_auroc(values: np.ndarray, group: str, age_bins: np.ndarray | None, y: np.ndarray, p: np.ndarray,
+                     ranks: dict[str, Any] | None = None) -> float:
     """How well the model ranks *comparable* people: the dimension's pooled within-group AUROC, with every
     group standardised to ``group``'s age mix.
 
@@ -115,7 +120,12 @@ def comparable_auroc(values: np.ndarray, group: str, age_bins: np.ndarray | None
     within-group (event, non-event) pairs removes (1); reweighting each group's rows to this group's share
     of every 5-year age bin (direct standardisation) removes (2). What is left is the question the gate
     asks: does the model rank this group's members worse than it ranks people of the same ages elsewhere?
+
+    ``ranks`` (group -> its rows' ranked scores) is filled and reused across the groups of one dimension:
+    only the weights depend on ``group``, and sorting every group again for every group was the audit's cost
+    on a county's test date.
     """
+    ranks = {} if ranks is None else ranks
     mask = values == group
     target = None if age_bins is None else np.bincount(age_bins[mask], minlength=age_bins.max() + 1) / mask.sum()
     numerator = denominator = 0.0
@@ -130,7 +140,9 @@ def comparable_auroc(values: np.ndarray, group: str, age_bins: np.ndarray | None
         events = y[rows].astype(np.float64)
         pairs = float((weights * events).sum() * (weights * (1.0 - events)).sum())
         if pairs > 0:
-            numerator += weighted_auroc(events, p[rows], weights) * pairs
+            if other not in ranks:
+                ranks[other] = rank_scores(events, p[rows])
+            numerator += ranked_auroc(ranks[other], weights) * pairs
             denominator += pairs
     return numerator / denominator if denominator else float("nan")
 

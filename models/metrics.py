@@ -1,8 +1,10 @@
 """Discrimination, calibration and clinical-usefulness metrics, with bootstrap CIs.
 
-Why hand-written AUROC/AUPRC: the bootstrap needs hundreds of replicates at 280k people. Scores are
-sorted once; each replicate is a Poisson-weighted pass over the tied-score groups (O(n) numpy),
-which is ~100x cheaper than re-running sklearn per replicate. Point estimates equal sklearn's.
+Why hand-written AUROC/AUPRC: the bootstrap needs hundreds of replicates on a whole county's test date
+(1.5M people at 1.9M residents). Scores are sorted once and collapsed into *segments* (``_segments``): each
+tied-score group that holds an event, and each run of event-free groups between them merged into one. Rank
+statistics only read those segments' event and non-event counts, so a replicate is a pass over about twice
+the number of events, not over every person. Point estimates equal sklearn's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,45 @@ def _rank(y: np.ndarray, score: np.ndarray) -> _Ranked:
 def _auroc_weighted(r: _Ranked, w: np.ndarray) -> float:
     pos = np.bincount(r.inverse, weights=w * r.y, minlength=r.n_groups)
     neg = np.bincount(r.inverse, weights=w * (1.0 - r.y), minlength=r.n_groups)
+    return _auroc_counts(pos, neg)
+
+
+def _auprc_weighted(r: _Ranked, w: np.ndarray) -> float:
+    pos = np.bincount(r.inverse, weights=w * r.y, minlength=r.n_groups)
+    neg = np.bincount(r.inverse, weights=w * (1.0 - r.y), minlength=r.n_groups)
+    return _auprc_counts(pos, neg)
+
+
+@dataclass(frozen=True)
+class _Segments:
+    """Event and non-event counts of consecutive score segments (ascending score), see ``_segments``."""
+
+    events: np.ndarray
+    non_events: np.ndarray
+
+
+def _segments(r: _Ranked) -> _Segments:
+    """Collapse tied-score groups into the segments rank statistics need.
+
+    A group holding at least one event stays a segment of its own (its non-events are its ties); a run of
+    groups without events becomes one segment, because AUROC and AUPRC only use the non-events' total
+    between two event-holding groups. With every weight 1 the statistics over segments equal those over people.
+    """
+    events = np.bincount(r.inverse, weights=r.y, minlength=r.n_groups)
+    non_events = np.bincount(r.inverse, weights=1.0 - r.y, minlength=r.n_groups)
+    has_event = events > 0
+    starts = has_event.copy()
+    starts[1:] |= has_event[:-1]
+    if len(starts):
+        starts[0] = True
+    segment = np.cumsum(starts) - 1
+    n = int(segment[-1]) + 1 if len(segment) else 0
+    return _Segments(np.bincount(segment, weights=events, minlength=n),
+                     np.bincount(segment, weights=non_events, minlength=n))
+
+
+def _auroc_counts(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUROC from (weighted) event and non-event totals of ascending score groups or segments."""
     total_pos, total_neg = pos.sum(), neg.sum()
     if total_pos == 0 or total_neg == 0:
         return float("nan")
@@ -40,17 +81,15 @@ def _auroc_weighted(r: _Ranked, w: np.ndarray) -> float:
     return float(np.sum(pos * (below + 0.5 * neg)) / (total_pos * total_neg))
 
 
-def _auprc_weighted(r: _Ranked, w: np.ndarray) -> float:
-    # Same step-wise definition as sklearn.average_precision_score (thresholds at distinct scores).
-    pos = np.bincount(r.inverse, weights=w * r.y, minlength=r.n_groups)[::-1]
-    neg = np.bincount(r.inverse, weights=w * (1.0 - r.y), minlength=r.n_groups)[::-1]
+def _auprc_counts(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Average precision (sklearn's step-wise definition) from ascending score groups or segments."""
+    pos, neg = pos[::-1], neg[::-1]
     total_pos = pos.sum()
     if total_pos == 0:
         return float("nan")
     tp, fp = np.cumsum(pos), np.cumsum(neg)
     precision = tp / np.maximum(tp + fp, 1e-300)
-    recall_step = pos / total_pos
-    return float(np.sum(recall_step * precision))
+    return float(np.sum(pos / total_pos * precision))
 
 
 def auroc(y: np.ndarray, score: np.ndarray) -> float:
@@ -64,6 +103,16 @@ def weighted_auroc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> flo
     return _auroc_weighted(_rank(y, score), np.asarray(weights, dtype=np.float64))
 
 
+def rank_scores(y: np.ndarray, score: np.ndarray) -> _Ranked:
+    """Scores sorted once, for many weighted AUROCs of the same rows (``ranked_auroc``)."""
+    return _rank(np.asarray(y), np.asarray(score, dtype=np.float64))
+
+
+def ranked_auroc(ranked: _Ranked, weights: np.ndarray) -> float:
+    """``weighted_auroc`` of rows already ranked by ``rank_scores``."""
+    return _auroc_weighted(ranked, np.asarray(weights, dtype=np.float64))
+
+
 def auprc(y: np.ndarray, score: np.ndarray) -> float:
     y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
     return _auprc_weighted(_rank(y, score), np.ones(len(y)))
@@ -72,14 +121,21 @@ def auprc(y: np.ndarray, score: np.ndarray) -> float:
 def bootstrap_ci(
     y: np.ndarray, score: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95
 ) -> dict[str, tuple[float, float]]:
-    """Percentile CIs for AUROC and AUPRC from a Poisson bootstrap (resampling people)."""
+    """Percentile CIs for AUROC and AUPRC from a Poisson bootstrap (resampling people).
+
+    Each person's replicate weight is Poisson(1) and independent; the sum of k such weights is Poisson(k),
+    so drawing each segment's event and non-event weights as Poisson(count) is the same bootstrap, exactly in
+    distribution, at a fraction of the draws (about 2 x events instead of every person: 6x less work on a
+    county's test date).
+    """
     y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
-    r = _rank(y, score)
+    seg = _segments(_rank(y, score))
     rng = np.random.default_rng(seed)
     aurocs, auprcs = np.empty(n_boot), np.empty(n_boot)
     for i in range(n_boot):
-        w = rng.poisson(1.0, size=len(y)).astype(np.float64)
-        aurocs[i], auprcs[i] = _auroc_weighted(r, w), _auprc_weighted(r, w)
+        pos = rng.poisson(seg.events).astype(np.float64)
+        neg = rng.poisson(seg.non_events).astype(np.float64)
+        aurocs[i], auprcs[i] = _auroc_counts(pos, neg), _auprc_counts(pos, neg)
     alpha = (1.0 - level) / 2.0
     return {
         "auroc": (float(np.nanquantile(aurocs, alpha)), float(np.nanquantile(aurocs, 1 - alpha))),

@@ -324,11 +324,24 @@ def _frame(rows: list[Any], columns: tuple[str, ...]) -> pl.DataFrame:
     )
 
 
+def _driver_rows(conn: Connection, statement: sa.Select) -> list[tuple]:
+    """Every row of a query as the driver returns it (plain tuples, no SQLAlchemy ``Row`` per row).
+
+    Why: monitoring reads every resident's score of this week and the last (3.8M rows at county scale), and
+    building a ``Row`` per row cost more than the query (about 2.5x the driver's fetch). Only for columns the
+    driver already returns as their Python type (strings, floats), so nothing is lost by skipping SQLAlchemy."""
+    result = conn.execute(statement)
+    try:
+        return result.cursor.fetchall() if result.cursor is not None else []
+    finally:
+        result.close()
+
+
 def load_run_scores(engine: Engine, run_id: str, history: HistoryStore | None = None) -> pl.DataFrame:
     """person_id, score of one run ("change since" the comparison week; monitoring's score drift and matured
     weeks). A published week whose scores have moved to ``history`` is read from there."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(scores.c.person_id, scores.c.score).where(scores.c.run_id == run_id)).all()
+        rows = _driver_rows(conn, sa.select(scores.c.person_id, scores.c.score).where(scores.c.run_id == run_id))
         week = None if rows or history is None else conn.execute(
             sa.select(published_weeks.c.week).where(published_weeks.c.run_id == run_id)).scalar_one_or_none()
     if week is not None and history is not None:

@@ -113,3 +113,22 @@ def test_without_the_address_history_the_snapshot_leaks_moves_after_t(
         pl.any_horizontal(pl.all())
     ).to_series()
     assert differs.sum() > 10, "3,000 residents over 5 years: some household or area changed after T"
+
+
+def test_features_for_some_people_are_their_rows_of_the_full_table(delivery: dict) -> None:
+    """Training builds features only for its sampled people (``people=``): each of them must get exactly the
+    row the full build gives them, household and bereavement included, although their co-residents and the
+    dead they lived with are not in the sample."""
+    full = build_features(delivery["clean"], delivery["index_date"])
+    some = full.get_column("person_id").sample(fraction=0.2, seed=5).sort()
+    restricted = build_features(delivery["clean"], delivery["index_date"], people=some)
+    expected = full.filter(pl.col("person_id").is_in(some.implode()))
+    assert restricted.height == some.len() == expected.height
+    assert restricted.equals(expected)
+    # The check has teeth: some sampled people share a household with people outside the sample, and
+    # some have events of every kind, so a restriction that dropped others' rows too early would differ.
+    outside = full.filter(~pl.col("person_id").is_in(some.implode()))
+    assert expected.filter(pl.col("household_size") > 1).height > 0
+    assert outside.height > 0
+    for column in ("gp_contacts_12m", "emergency_admissions_12m", "ae_attendances_12m", "hfrs"):
+        assert (expected.get_column(column) > 0).sum() > 0, column

@@ -128,3 +128,15 @@ def test_pseudonymise_reuses_known_pseudonyms_and_computes_the_rest():
     # The known map is used as given (it was made with the same key in the same ingest), not recomputed.
     marked = pl.DataFrame({"person_id": ["from-the-map"], "nhs_number": ["9434765919"]})
     assert pseudonymise(events, b"k1", marked).to_list()[1] == "from-the-map"
+
+
+@pytest.mark.parametrize("key", [b"k1", b"x" * 64, bytes(range(200)), b"bench-key-not-secret", b""])
+def test_pseudonyms_of_many_people_are_python_hmac_digit_for_digit(key):
+    """``pseudonymise`` computes HMAC-SHA256 from the padded key's SHA-256 states (made once per key): for keys
+    shorter than, equal to and longer than SHA-256's 64-byte block, every pseudonym must be ``hmac.new``'s."""
+    import hashlib
+    import hmac
+
+    numbers = [f"{9_000_000_000 + 7_919 * i}" for i in range(2_000)] + ["", "943 476 5919", "\u00e9"]
+    out = pseudonymise(pl.Series(numbers), key).to_list()
+    assert out == [hmac.new(key, n.encode(), hashlib.sha256).hexdigest()[:16] for n in numbers]

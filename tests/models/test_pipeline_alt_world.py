@@ -95,3 +95,26 @@ def test_close_to_the_alt_world_oracle(alt_world):
     assert model_auroc > result.baselines["age_only"]["auroc"] + 0.05
     reasons = {r["feature"] for rs in model.explain(frame.sort(pl.Series(-p)).head(200), 3) for r in rs}
     assert reasons & {"lives_alone", "bereaved_3m", "bereaved_6m", "bereaved_12m", "imd_decile"}, reasons
+
+
+def test_a_sampled_training_date_holds_the_full_dates_rows_of_the_people_drawn(alt_world):
+    """Training samples people per date before it builds their features (``assemble``): the rows it gets must
+    be exactly the unsampled date's rows for the people drawn, all of them in the list cohort at that date."""
+    from expectations.cohort import cohort_at, in_cohort
+    from models.train import assemble
+
+    _, clean, settings, result = alt_world
+    day = result.train_dates[0]
+    full = assemble(clean, [day], cohort=settings.cohort)
+    sampled = assemble(clean, [day], sample=800, seed=3, cohort=settings.cohort)
+    assert full.height > 2 * 800
+    assert sampled.height == 800 and sampled.get_column("person_id").n_unique() == 800
+    drawn = full.join(sampled.select("person_id"), on="person_id", how="semi")
+    assert sampled.sort("person_id").equals(drawn.sort("person_id"))
+    # The rows come in the order the seed drew them from the date's people in person order (what sampling the
+    # whole date's rows gave before features were built for the drawn people only): same rows, same order.
+    assert sampled.equals(full.sample(n=800, seed=3))
+    listable = in_cohort(cohort_at(clean, day, settings.cohort)).get_column("person_id")
+    assert sampled.get_column("person_id").is_in(listable.implode()).all()
+    other = assemble(clean, [day], sample=800, seed=4, cohort=settings.cohort)
+    assert not other.get_column("person_id").equals(sampled.get_column("person_id"))

@@ -89,3 +89,26 @@ def test_bulk_insert_writes_every_chunk(tmp_path, monkeypatch):
     _start(engine, "r2")
     assert write_scores(engine, "r2", banded) == 9
     assert sorted(r[0] for r in _stored(engine, "r2")) == sorted(banded["person_id"].to_list())
+
+
+def test_run_scores_read_through_the_driver_are_what_sqlalchemy_reads(tmp_path):
+    """Monitoring reads every resident's score with the driver's own rows (``load_run_scores``): the values,
+    the last float digit and the types must be what a SQLAlchemy Core select returns, and another run's
+    rows must not come with them."""
+    from pipelines.score_history import load_run_scores
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'read.db'}")
+    banded = _banded()
+    _start(engine, "r1")
+    write_scores(engine, "r1", banded)
+    start_score_run(engine, run_id="r2", week="2026-W49", index_date=date(2026, 11, 30), target="crisis",
+                    model_name="upstream-crisis", model_version="1")
+    write_scores(engine, "r2", banded.with_columns(pl.col("score") / 2))
+    read = load_run_scores(engine, "r1").sort("person_id")
+    with engine.connect() as conn:
+        core = conn.execute(sa.select(scores.c.person_id, scores.c.score).where(scores.c.run_id == "r1")
+                            .order_by(scores.c.person_id)).all()
+    assert read.rows() == [tuple(row) for row in core]
+    assert read.get_column("score").to_list() == [0.1 + 0.2, 1e-300, 1.0]  # exact, as written
+    assert read.schema == pl.Schema({"person_id": pl.String, "score": SCORE_ROW["score"]})
+    assert load_run_scores(engine, "nobody").height == 0
