@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 
 import polars as pl
 
@@ -19,26 +20,19 @@ def pseudonymise_one(nhs_number: str, key: bytes) -> str:
     return hmac.new(key, nhs_number.encode(), hashlib.sha256).hexdigest()[:PERSON_ID_LENGTH]
 
 
-def _keyed_hasher(key: bytes):
-    """``pseudonymise_one`` for one key, many values: HMAC-SHA256 (RFC 2104) with the two padded-key SHA-256
-    states computed once and copied per value.
+def _keyed_hasher(key: bytes) -> Callable[[str], str]:
+    """``pseudonymise_one`` for one key, many values: the keyed HMAC object is made once and copied per value.
 
-    Why: ``hmac.new`` pads and hashes the key again for every person, which was two thirds of the HMAC's cost
-    (1.9M residents a week at county scale). The result is ``hmac.new``'s, digit for digit (tested against it
-    for short, block-length and long keys)."""
-    block = hashlib.sha256().block_size
-    if len(key) > block:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(block, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    Why: ``hmac.new`` pads and hashes the key again for every person (1.9M residents a week at county
+    scale). ``HMAC.copy()`` is the standard library's own way to reuse that work, so no cryptography is
+    written here; the result is ``hmac.new``'s, digit for digit (tested for short, block-length and long
+    keys). A hand-written RFC 2104 was about 1.6x faster again (2 s a week at 1.9M): not worth owning."""
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def one(nhs_number: str) -> str:
-        digest = inner.copy()
+        digest = keyed.copy()
         digest.update(nhs_number.encode())
-        result = outer.copy()
-        result.update(digest.digest())
-        return result.hexdigest()[:PERSON_ID_LENGTH]
+        return digest.hexdigest()[:PERSON_ID_LENGTH]
 
     return one
 
