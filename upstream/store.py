@@ -308,19 +308,33 @@ def _allow_null_reasons(engine: Engine) -> None:
         return
     if engine.dialect.name != "sqlite":
         raise RuntimeError(f"cannot make scores.reasons nullable on {engine.dialect.name}: alter it by hand")
-    from sqlalchemy.schema import CreateTable
+    from sqlalchemy.schema import CreateIndex, CreateTable
 
-    ddl = str(CreateTable(scores).compile(dialect=engine.dialect)).strip()
+    def sql(element: Any) -> str:
+        return str(element.compile(dialect=engine.dialect)).strip()
+
     names = ", ".join(c.name for c in scores.columns)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # only outside a transaction; nothing refers to scores
+    raw = engine.raw_connection()
+    try:
+        dbapi = raw.driver_connection  # sqlite3 in autocommit, so BEGIN ... COMMIT holds the DDL too
+        previous, dbapi.isolation_level = dbapi.isolation_level, None
+        cursor = dbapi.cursor()
+        cursor.execute("PRAGMA foreign_keys=OFF")  # only outside a transaction; nothing refers to scores
         try:
-            with conn.begin():
-                conn.exec_driver_sql(ddl.replace("CREATE TABLE scores", "CREATE TABLE scores_rebuilt", 1))
-                conn.exec_driver_sql(f"INSERT INTO scores_rebuilt ({names}) SELECT {names} FROM scores")
-                conn.exec_driver_sql("DROP TABLE scores")
-                conn.exec_driver_sql("ALTER TABLE scores_rebuilt RENAME TO scores")
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                cursor.execute(sql(CreateTable(scores)).replace("CREATE TABLE scores", "CREATE TABLE scores_rebuilt", 1))
+                cursor.execute(f"INSERT INTO scores_rebuilt ({names}) SELECT {names} FROM scores")
+                cursor.execute("DROP TABLE scores")
+                cursor.execute("ALTER TABLE scores_rebuilt RENAME TO scores")
                 for index in scores.indexes:
-                    index.create(conn)
+                    cursor.execute(sql(CreateIndex(index)))
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
         finally:
-            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            dbapi.isolation_level = previous
+    finally:
+        raw.close()
