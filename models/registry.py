@@ -192,9 +192,10 @@ def champion_ref(settings: Settings) -> ModelRef | None:
 
 #: Registered versions loaded in this process, by (store, name, version), most recently used last. Bounded: the
 #: API explains residents on demand with the model of the week they were scored in, so without a bound a
-#: long-running API would keep every version it was ever asked about (a 400-tree champion with its TreeSHAP
-#: tables is ~100 MB). Three: this week's model, last week's, and one more.
-MODELS_KEPT = 3
+#: long-running API would keep every version it was ever asked about, and a 400-tree champion with its TreeSHAP
+#: tables (``models.treeshap``, built on first use) holds ~0.3 GB. Two: the latest week's model and the one
+#: before it (usually the same version, then one entry).
+MODELS_KEPT = 2
 _MODELS: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
 _MODELS_LOCK = threading.Lock()
 

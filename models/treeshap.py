@@ -42,16 +42,10 @@ class _Leaf:
     conditions: tuple[tuple[tuple[int, bool], ...], ...]  # per feature: (node, went left) along the path
     fractions: np.ndarray  # r_k per feature (d,)
     value: float
-    table: np.ndarray | None  # (2^d, d) contributions per pattern of satisfied features, or None if deep
-
-    @property
-    def table_columns(self) -> np.ndarray:
-        """The table feature-major (d, 2^d), contiguous per feature for fast 1-D gathers."""
-        return self._columns  # type: ignore[attr-defined]
-
-    def __post_init__(self) -> None:
-        columns = None if self.table is None else np.ascontiguousarray(self.table.T)
-        object.__setattr__(self, "_columns", columns)
+    # (d, 2^d) contributions per feature and pattern of satisfied features, or None if deep. Feature-major and
+    # contiguous per feature for fast 1-D gathers, and kept only this way: a 400-tree champion's tables are
+    # ~290 MB, which the API holds per model it explains with (pipelines.explain), so no second, row-major copy.
+    table: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -174,7 +168,9 @@ def _compile(model: Any) -> list[_Tree]:
     for internal, nodes, leaves in pending:
         compiled = []
         for features, conditions, fractions, value in leaves:
-            compiled.append(_Leaf(features, conditions, fractions, value, tables[position]))
+            table = tables[position]
+            compiled.append(_Leaf(features, conditions, fractions, value,
+                                  None if table is None else np.ascontiguousarray(table.T)))
             position += 1
         trees.append(_Tree(
             split_nodes=internal,
@@ -266,7 +262,7 @@ def _block_values(trees: list[_Tree], x: np.ndarray) -> np.ndarray:
                     satisfied = satisfied & sides[condition]
                 pattern |= satisfied.astype(width) << width(k) if k else satisfied
             if leaf.table is not None:
-                table, rows = leaf.table_columns, pattern.astype(np.intp)
+                table, rows = leaf.table, pattern.astype(np.intp)
             else:
                 seen, rows = np.unique(pattern, return_inverse=True)
                 patterns = ((seen[:, None].astype(np.intp) >> np.arange(len(leaf.features))) & 1).astype(bool)
