@@ -38,8 +38,13 @@ def run_model(settings: Settings, model_name: str, model_version: str) -> Any:
     """The exact model version that scored a run (not whatever is champion now), loaded once per process and
     kept with its TreeSHAP tables among the most recently used (``models.registry.model_version_kept``)."""
     from models.registry import model_version_kept
+    from models.treeshap import tables_from_file
 
-    return model_version_kept(settings, model_name, model_version)
+    model = model_version_kept(settings, model_name, model_version)
+    bundle = getattr(model, "bundle", model)
+    if getattr(bundle, "kind", None) == "hgb":  # its TreeSHAP tables: built once per version, not per process
+        tables_from_file(bundle.base_estimator, settings.model_cache_dir / f"treeshap-{model_name}-{model_version}.pkl")
+    return model
 
 
 def explain_rows(features: pl.DataFrame, model: Any, top_n: int) -> pl.DataFrame:

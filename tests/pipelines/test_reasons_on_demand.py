@@ -71,6 +71,37 @@ def test_scoring_can_leave_reasons_null_and_the_scores_are_the_same(fitted):
     assert bare.drop("reasons").equals(full.drop("reasons"))
 
 
+def test_treeshap_tables_are_built_once_per_model_and_read_back_bit_for_bit(fitted, tmp_path, monkeypatch):
+    """The tables file: a later process (a fresh copy of the fitted model) reads what the first wrote, gets the
+    same contributions bit for bit and builds nothing; a different model, or a damaged file, is rebuilt."""
+    import pickle
+
+    from models import treeshap
+
+    people, models = fitted
+    estimator = models["hgb"].base_estimator
+    x = models["hgb"].encoder.transform(people)
+    path = tmp_path / "treeshap-upstream-crisis-1.pkl"
+    first = pickle.loads(pickle.dumps(estimator))  # as a new process would load it: no tables yet
+    treeshap.tables_from_file(first, path)
+    assert path.is_file()
+    expected = treeshap.tree_shap_values(first, x)
+
+    built = []
+    monkeypatch.setattr(treeshap, "_compile", lambda model: built.append(model) or [])
+    later = pickle.loads(pickle.dumps(estimator))
+    treeshap.tables_from_file(later, path)
+    assert built == [] and np.array_equal(treeshap.tree_shap_values(later, x), expected)
+
+    other = fit_candidates(make_frame(1500, 41, date(2023, 1, 2)), FEATURES, "crisis", seed=1)["hgb"].base_estimator
+    treeshap.tables_from_file(other, path)  # same file name, other trees: its fingerprint refuses the file
+    assert built == [other]
+    path.write_bytes(b"not a pickle")
+    damaged = pickle.loads(pickle.dumps(estimator))
+    treeshap.tables_from_file(damaged, path)
+    assert built == [other, damaged]
+
+
 def test_listed_people_without_features_are_refused_by_name():
     from pipelines.explain import reasons_for
 
