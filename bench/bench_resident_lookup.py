@@ -54,6 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     no_phone_home()
     os.environ.setdefault("UPSTREAM_PSEUDO_KEY", "bench-key-not-secret")
+    os.environ.setdefault("UPSTREAM_SERVING__TRUSTED_HOSTS", '["testserver"]')  # TestClient's Host header
 
     import polars as pl
     from fastapi.testclient import TestClient
@@ -80,7 +81,9 @@ def main() -> None:
     walls: list[float] = []
     with TestClient(create_app(settings)) as client:
         cpu0, t0 = _cpu(), time.perf_counter()
-        body = client.get(f"/residents/{people[0]}/score", headers=headers).json()
+        response = client.get(f"/residents/{people[0]}/score", headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
         first, first_cpu = time.perf_counter() - t0, _cpu() - cpu0
         answers[people[0]] = body["reasons"]
         assert body.get("reasons_note") is None, body
