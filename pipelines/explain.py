@@ -138,8 +138,13 @@ def explain_on_demand(
     except UpstreamError:
         return OnDemand(None, f"Reasons for {week} are not available: {model_name} version {model_version}, "
                               "which scored that week, is no longer in the model registry.")
-    again = float(model.predict_proba(row)[0])
-    if abs(again - score) > SAME_SCORE:
-        return OnDemand(None, f"Reasons for {week} are not available: the week's feature file no longer gives "
-                              "the published score (the week has been run again since it was published).")
-    return OnDemand(json.loads(reasons_json(row, model, settings.lists.top_reasons)[0]))
+    from threadpoolctl import threadpool_limits
+
+    # One row on one thread: scikit-learn's gradient boosting opens an OpenMP region per tree, and on a busy
+    # machine each region's start-up cost ~10 ms, i.e. seconds for one person with 400 trees (measured: 4.7 s).
+    with threadpool_limits(limits=1):
+        again = float(model.predict_proba(row)[0])
+        if abs(again - score) > SAME_SCORE:
+            return OnDemand(None, f"Reasons for {week} are not available: the week's feature file no longer gives "
+                                  "the published score (the week has been run again since it was published).")
+        return OnDemand(json.loads(reasons_json(row, model, settings.lists.top_reasons)[0]))
