@@ -95,6 +95,22 @@ class FeatureEncoder:
             m[j, index[source]] = 1.0
         return m
 
+    def sum_by_feature(self, per_column: np.ndarray, columns: list[int] | None = None) -> np.ndarray:
+        """Encoded contributions (rows x ``columns``, default every encoded column) summed into their features.
+
+        WHY not ``per_column @ group_matrix()``: BLAS picks its kernel, blocking and thread split by the
+        number of rows, so a person's sum could differ in the last digit between a county-sized block, a
+        list's few hundred people and one person looked up in the API (measured: gemv for one row, edge
+        kernels for odd row counts). Here every person's terms are added left to right from 0.0 in column
+        order, whatever the block, which is also what the BLAS kernel does for the rows it runs in full.
+        """
+        index = {name: i for i, name in enumerate(self.features)}
+        chosen = range(len(self.columns)) if columns is None else columns
+        out = np.zeros((per_column.shape[0], len(self.features)))
+        for position, column in enumerate(chosen):
+            out[:, index[self.source_of[column]]] += per_column[:, position]
+        return out
+
 
 @dataclass
 class UpstreamModel:
@@ -145,20 +161,19 @@ class UpstreamModel:
         training-count-weighted mean raw output. This replaces occlusion against a "typical person",
         whose per-feature effects did not add up to the person's score.
         """
-        groups = self.encoder.group_matrix()
         if self.kind == "logistic":
             pipe = self.base_estimator
             imputer, scaler, lr = pipe.named_steps["impute"], pipe.named_steps["scale"], pipe.named_steps["model"]
             z = scaler.transform(imputer.transform(x))
             per_col = z * lr.coef_[0]
             n_base = x.shape[1]
-            base = per_col[:, :n_base] @ groups
+            base = self.encoder.sum_by_feature(per_col[:, :n_base])
             # Missing-value indicators come after the imputed columns, in imputer.indicator_.features_.
             if per_col.shape[1] > n_base:
                 ind_features = imputer.indicator_.features_
-                base += per_col[:, n_base:] @ groups[ind_features]
+                base += self.encoder.sum_by_feature(per_col[:, n_base:], [int(j) for j in ind_features])
             return base
-        return tree_shap(self.base_estimator, x) @ groups
+        return self.encoder.sum_by_feature(tree_shap(self.base_estimator, x))
 
     def raw_base(self) -> float:
         """The constant that, added to a row's contributions, gives the base model's raw log-odds."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,9 +190,32 @@ def champion_ref(settings: Settings) -> ModelRef | None:
     return ModelRef(name, str(version.version), version.run_id)
 
 
-#: champion models loaded in this process, by (store, name, version): scoring loads each version once
-_MODELS: dict[tuple[str, str, str], LoadedModel] = {}
+#: Registered versions loaded in this process, by (store, name, version), most recently used last. Bounded: the
+#: API explains residents on demand with the model of the week they were scored in, so without a bound a
+#: long-running API would keep every version it was ever asked about, and a 400-tree champion with its TreeSHAP
+#: tables (``models.treeshap``, built on first use) holds ~0.3 GB. Two: the latest week's model and the one
+#: before it (usually the same version, then one entry).
+MODELS_KEPT = 2
+_MODELS: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
 _MODELS_LOCK = threading.Lock()
+
+
+def model_version_kept(settings: Settings, name: str, version: str) -> LoadedModel:
+    """One exact registered version of ``name`` (e.g. the model that scored a week), loaded once per process and
+    kept among the ``MODELS_KEPT`` most recently used. Raises UpstreamError when the registry has no such version."""
+    key = (settings.tracking_uri, name, str(version))
+    with _MODELS_LOCK:  # partitions scored on threads, and API requests, share one loaded copy
+        model = _MODELS.get(key)
+        if model is None:
+            prefix = model_name("")
+            if not name.startswith(prefix):
+                raise UpstreamError(f"{name!r} is not an Upstream model name ({prefix}<target>)")
+            model = load_model_version(name.removeprefix(prefix), settings, str(version))
+            _MODELS[key] = model
+            while len(_MODELS) > MODELS_KEPT:
+                _MODELS.popitem(last=False)
+        _MODELS.move_to_end(key)
+        return model
 
 
 def champion_or_none(settings: Settings) -> LoadedModel | None:
@@ -199,12 +223,8 @@ def champion_or_none(settings: Settings) -> LoadedModel | None:
     ref = champion_ref(settings)
     if ref is None:
         return None
-    key = (settings.tracking_uri, ref.name, ref.version)
-    with _MODELS_LOCK:  # partitions scored on threads share one loaded copy
-        if key not in _MODELS:
-            try:
-                # The version just resolved, not "whatever is champion now": the cache key must match it.
-                _MODELS[key] = load_model_version(settings.target, settings, ref.version)
-            except UpstreamError:
-                return None
-        return _MODELS[key]
+    try:
+        # The version just resolved, not "whatever is champion now": the cache key must match it.
+        return model_version_kept(settings, ref.name, ref.version)
+    except UpstreamError:
+        return None

@@ -23,10 +23,14 @@ its leaves, and Shapley values are additive over leaves and trees.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
+import threading
 import weakref
 from dataclasses import dataclass
 from math import factorial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,16 +46,10 @@ class _Leaf:
     conditions: tuple[tuple[tuple[int, bool], ...], ...]  # per feature: (node, went left) along the path
     fractions: np.ndarray  # r_k per feature (d,)
     value: float
-    table: np.ndarray | None  # (2^d, d) contributions per pattern of satisfied features, or None if deep
-
-    @property
-    def table_columns(self) -> np.ndarray:
-        """The table feature-major (d, 2^d), contiguous per feature for fast 1-D gathers."""
-        return self._columns  # type: ignore[attr-defined]
-
-    def __post_init__(self) -> None:
-        columns = None if self.table is None else np.ascontiguousarray(self.table.T)
-        object.__setattr__(self, "_columns", columns)
+    # (d, 2^d) contributions per feature and pattern of satisfied features, or None if deep. Feature-major and
+    # contiguous per feature for fast 1-D gathers, and kept only this way: a 400-tree champion's tables are
+    # ~290 MB, which the API holds per model it explains with (pipelines.explain), so no second, row-major copy.
+    table: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -174,7 +172,9 @@ def _compile(model: Any) -> list[_Tree]:
     for internal, nodes, leaves in pending:
         compiled = []
         for features, conditions, fractions, value in leaves:
-            compiled.append(_Leaf(features, conditions, fractions, value, tables[position]))
+            table = tables[position]
+            compiled.append(_Leaf(features, conditions, fractions, value,
+                                  None if table is None else np.ascontiguousarray(table.T)))
             position += 1
         trees.append(_Tree(
             split_nodes=internal,
@@ -187,6 +187,56 @@ def _compile(model: Any) -> list[_Tree]:
 
 
 _COMPILED: weakref.WeakKeyDictionary[Any, list[_Tree]] = weakref.WeakKeyDictionary()
+
+#: The layout of a tables file (``tables_from_file``): bump it whenever ``_Tree`` or ``_Leaf`` change, so a file
+#: written by other code is rebuilt rather than read.
+TABLES_FORMAT = 2
+#: Table files kept in a cache directory (the newest): about 0.3 GB each for a 400-tree champion.
+TABLE_FILES_KEPT = 3
+
+
+def _fingerprint(model: Any) -> str:
+    """SHA-256 of every tree's nodes: the tables of exactly this fitted model, whatever the file is called."""
+    digest = hashlib.sha256()
+    for iteration in model._predictors:
+        for predictor in iteration:
+            digest.update(np.ascontiguousarray(predictor.nodes).tobytes())
+    return digest.hexdigest()
+
+
+def tables_from_file(model: Any, path: Path) -> None:
+    """Build ``model``'s tables once per model rather than once per process: read them from ``path`` when an
+    earlier process wrote them for this very model (same format, same trees), else build them and write ``path``
+    for the next (atomically; only the ``TABLE_FILES_KEPT`` newest files of the directory stay).
+
+    WHY: building a 400-tree champion's tables costs ~7 CPU s, paid by every weekly run (it explains its listed
+    people) and by the API's first on-demand lookup after a restart; reading them back costs ~0.8 s. The file is
+    a pickle, read only from the deployment's own home, as the registry's model files are.
+    """
+    if model in _COMPILED:
+        return
+    fingerprint = _fingerprint(model)
+    trees = None
+    try:
+        with open(path, "rb") as handle:
+            layout, found, stored = pickle.load(handle)
+        if layout == TABLES_FORMAT and found == fingerprint:
+            trees = stored
+    except FileNotFoundError:
+        pass
+    except Exception:  # unreadable or from other code: rebuilt below, and the file replaced
+        trees = None
+    if trees is None:
+        trees = _compile(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        with open(partial, "wb") as handle:
+            pickle.dump((TABLES_FORMAT, fingerprint, trees), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, path)
+        stale = sorted(path.parent.glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)[TABLE_FILES_KEPT:]
+        for old in stale:
+            old.unlink(missing_ok=True)
+    _COMPILED[model] = trees
 
 
 def _compiled(model: Any) -> list[_Tree]:
@@ -220,6 +270,10 @@ def tree_shap_values(model: Any, x: np.ndarray, threads: int | None = None) -> n
 
     x = np.asarray(x, dtype=np.float64)
     trees = _compiled(model)
+    if x.shape[0] <= FEW_ROWS:
+        flat = _flat(model, trees)
+        if flat is not None:  # a list's stragglers or one resident in the API: per person, over leaves at once
+            return np.array([_person_values(flat, row, x.shape[1]) for row in x]).reshape(x.shape)
     out = np.empty(x.shape, dtype=np.float64)
     blocks = [(start, min(start + CHUNK_ROWS, x.shape[0])) for start in range(0, x.shape[0], CHUNK_ROWS)]
 
@@ -266,7 +320,7 @@ def _block_values(trees: list[_Tree], x: np.ndarray) -> np.ndarray:
                     satisfied = satisfied & sides[condition]
                 pattern |= satisfied.astype(width) << width(k) if k else satisfied
             if leaf.table is not None:
-                table, rows = leaf.table_columns, pattern.astype(np.intp)
+                table, rows = leaf.table, pattern.astype(np.intp)
             else:
                 seen, rows = np.unique(pattern, return_inverse=True)
                 patterns = ((seen[:, None].astype(np.intp) >> np.arange(len(leaf.features))) & 1).astype(bool)
@@ -274,3 +328,84 @@ def _block_values(trees: list[_Tree], x: np.ndarray) -> np.ndarray:
             for feature, column in zip(leaf.features.tolist(), table, strict=True):
                 phi[feature] += column.take(rows)
     return phi.T
+
+
+#: Blocks of at most this many people are explained one person at a time, vectorised over the model's leaves:
+#: the block path's per-leaf numpy calls (~12,400 leaves for a 400-tree champion) cost ~0.7 s whatever the block
+#: size, which made an on-demand lookup in the API slow.
+FEW_ROWS = 8
+
+
+@dataclass(frozen=True)
+class _Flat:
+    """Every tree's splits and every tabled leaf's conditions and table, flattened in model order."""
+
+    split_feature: np.ndarray  # (all split nodes,)
+    split_threshold: np.ndarray
+    missing_left: np.ndarray
+    slot_conditions: np.ndarray  # per (leaf, k) slot, its conditions as side indices (2 * node + went right)
+    slot_starts: np.ndarray  # where each slot's conditions start
+    slot_shift: np.ndarray  # k: the slot's bit in its leaf's pattern
+    leaf_of_slot: np.ndarray
+    leaf_starts: np.ndarray  # where each leaf's slots start
+    slot_feature: np.ndarray  # the encoded column each slot adds to
+    slot_table_offset: np.ndarray  # offset of the slot's table row (k) in ``tables``
+    tables: np.ndarray  # every table, feature-major, concatenated
+
+
+_FLAT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _flat(model: Any, trees: list[_Tree]) -> _Flat | None:
+    """The flattened model (built once per fitted model); None when a leaf has no table (deep leaves) or no
+    path features (a stump)."""
+    key = model
+    if key in _FLAT:
+        return _FLAT[key]
+    features, thresholds, missing, conditions, starts, shifts, owners, leaf_starts = [], [], [], [], [], [], [], []
+    slot_feature, offsets, tables = [], [], []
+    nodes_before = table_size = 0
+    flat: _Flat | None = None
+    for tree in trees:
+        local = {int(node): nodes_before + i for i, node in enumerate(tree.split_nodes.tolist())}
+        features.append(tree.split_feature)
+        thresholds.append(tree.split_threshold)
+        missing.append(tree.missing_left)
+        for leaf in tree.leaves:
+            if leaf.table is None or len(leaf.features) == 0:
+                _FLAT[key] = None
+                return None
+            leaf_starts.append(len(shifts))
+            width = leaf.table.shape[1]
+            for k, (feature, by_node) in enumerate(zip(leaf.features.tolist(), leaf.conditions, strict=True)):
+                starts.append(len(conditions))
+                conditions.extend(2 * local[node] + (0 if left else 1) for node, left in by_node)
+                shifts.append(k)
+                owners.append(len(leaf_starts) - 1)
+                slot_feature.append(feature)
+                offsets.append(table_size + k * width)
+            tables.append(leaf.table.reshape(-1))
+            table_size += leaf.table.size
+        nodes_before += len(tree.split_nodes)
+    flat = _Flat(np.concatenate(features), np.concatenate(thresholds), np.concatenate(missing),
+                 np.array(conditions, dtype=np.intp), np.array(starts, dtype=np.intp), np.array(shifts, dtype=np.intp),
+                 np.array(owners, dtype=np.intp), np.array(leaf_starts, dtype=np.intp),
+                 np.array(slot_feature, dtype=np.intp), np.array(offsets, dtype=np.intp), np.concatenate(tables))
+    _FLAT[key] = flat
+    return flat
+
+
+def _person_values(flat: _Flat, row: np.ndarray, columns: int) -> np.ndarray:
+    """One person's TreeSHAP values: the same table entries ``_block_values`` gathers, added per column in the
+    same order (model order, leaf by leaf, k by k; ``np.add.at`` adds in index order), so bit-for-bit equal."""
+    value = row[flat.split_feature]
+    left = value <= flat.split_threshold
+    left |= np.isnan(value) & flat.missing_left
+    sides = np.empty(2 * len(left), dtype=bool)
+    sides[0::2], sides[1::2] = left, ~left
+    satisfied = np.logical_and.reduceat(sides[flat.slot_conditions], flat.slot_starts)
+    bits = satisfied.astype(np.intp) << flat.slot_shift
+    pattern = np.add.reduceat(bits, flat.leaf_starts)[flat.leaf_of_slot]
+    phi = np.zeros(columns)
+    np.add.at(phi, flat.slot_feature, flat.tables[flat.slot_table_offset + pattern])
+    return phi

@@ -44,13 +44,15 @@ def score_partition(features_path: Path, settings: Settings) -> pl.DataFrame:
     """Score one partition's features with the champion (loaded on the worker that runs this).
 
     Each row carries ``model_name``/``model_version`` of the model that scored it, so the run records the
-    version actually used even if the champion alias moves while the run is in progress.
+    version actually used even if the champion alias moves while the run is in progress. Nobody is explained
+    here (``reasons`` null): publishing explains the listed people with that version, the API anyone else on
+    demand (``pipelines.explain``).
     """
     model = champion_or_none(settings)
     if model is None:
         raise UpstreamError(f"no champion model for target {settings.target!r}: run with --train auto/always first")
     features = pl.read_parquet(features_path)
-    return score_features(features, model, settings.lists.top_reasons).with_columns(
+    return score_features(features, model, settings.lists.top_reasons, explain=False).with_columns(
         pl.lit(model_name(settings.target), dtype=pl.String).alias("model_name"),
         pl.lit(str(model.version), dtype=pl.String).alias("model_version"),
     )
@@ -115,13 +117,6 @@ class ModelExplainer:
 
     def contributions_of(self, features: pl.DataFrame) -> Any:
         return self.bundle.contributions(self.bundle.encoder.transform(features))
-
-
-def explainer_or_none(settings: Settings) -> ModelExplainer | None:
-    model = champion_or_none(settings)
-    if model is None or not hasattr(getattr(model, "bundle", model), "contributions"):
-        return None
-    return ModelExplainer(model)
 
 
 def no_champion_message(trained: Any, settings: Settings) -> str:

@@ -195,8 +195,8 @@ def attach_details(
     With ``catalogue``, the offers' weekly places are given out (:func:`ration_offers`)."""
     out = lists
     if reasons is not None:
-        # every scored person has stored reasons (scoring writes "[]" when none raise the risk): a listed
-        # person without them is a broken run, which the store's NOT NULL refuses loudly
+        # every listed person has reasons (explained at publishing, pipelines.explain; "[]" when none raise the
+        # risk): a listed person without them is a broken run, which risk_lists' NOT NULL refuses loudly
         out = out.drop("reasons").join(reasons, on="person_id", how="left", maintain_order="left")
     out = out.with_columns(reasons_in_words(pl.col("reasons")).alias("top_reasons"))
     if offers is not None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.champion import explainer_or_none
+from pipelines.champion import ModelExplainer
+from pipelines.explain import reasons_for, run_model
 from pipelines.lists import attach_details, build_lists, funnel_rows, list_sizes, locality_file_stem, offer_demand
 from pipelines.score_history import (
     PublishedWeek,
@@ -122,7 +123,7 @@ def build_week_lists(
     cohort they were drawn from. The whole population, or with ``one_locality`` one locality's share
     (``inputs.of_locality``, ``clean_dir`` that locality's partition): every rule is per locality and per
     person, so the per-locality lists stacked are the whole-population lists. Reads the store only for
-    the listed people's reasons."""
+    the listed people's reasons: scoring stored none, so the listed people are explained here (``pipelines.explain``)."""
     from expectations.cohort import cohort_at
     from pipelines.what_changed import what_changed
     from upstream.offers import load_catalogue
@@ -145,9 +146,11 @@ def build_week_lists(
     features_now = _features_of(settings, run.index_date, scored, locality)
     offers = catalogue.match(features_now.join(lists.select("person_id"), on="person_id", how="semi")) \
         if features_now is not None else None
+    model = _run_model_or_none(run, settings)
     changes: dict[str, str] = {}
     if features_now is not None:
-        explainer = explainer_or_none(settings)
+        # The model that scored the run explains its changes too (not whatever is champion by now).
+        explainer = ModelExplainer(model) if model is not None else None
         for section, against in (("new", last), ("rising", comparison)):
             people = lists.filter(pl.col("section") == section).select("person_id")
             if against is None or people.height == 0:
@@ -162,11 +165,24 @@ def build_week_lists(
             changes.update(what_changed(features_now, _features_of(settings, against.index_date, scored), people,
                                         clean_dir, run.index_date, against.index_date, explainer,
                                         excluded_before))
-    lists = attach_details(
-        lists, reasons=load_reasons(engine, run.run_id, lists["person_id"].to_list()),
-        offers=offers, changes=changes, catalogue=catalogue,
-    )
+    listed = lists["person_id"].to_list()
+    # Scoring explained nobody (pipelines.explain): the listed people are explained here, with the run's model.
+    reasons = reasons_for(listed, load_reasons(engine, run.run_id, listed), features_now, model,
+                          settings.lists.top_reasons, run.week)
+    lists = attach_details(lists, reasons=reasons, offers=offers, changes=changes, catalogue=catalogue)
     return lists, cohort
+
+
+def _run_model_or_none(run: ScoreRun, settings: Settings) -> Any:
+    """The model version that scored ``run`` (``pipelines.explain.run_model``), or None when the registry has
+    no such version (runs written by hand in tests; "what changed" then reads the features alone)."""
+    from upstream.errors import UpstreamError
+
+    try:
+        model = run_model(settings, run.model_name, run.model_version)
+    except UpstreamError:
+        return None
+    return model if hasattr(getattr(model, "bundle", model), "contributions") else None
 
 
 def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], None] | None = None) -> PublishedLists:

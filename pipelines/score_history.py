@@ -5,7 +5,7 @@ The one boundary with the score tables of ``upstream.store`` and with the histor
 the loop and retention all come here; a guard test fails on a direct read elsewhere.
 
 Two tiers (issue 15 item 4): the database holds the newest ``retention.database_score_weeks`` published
-weeks' scores with reasons (lists, "what changed", the resident view), plus every published week's lists,
+weeks' scores, with the reasons of the people the run explained (the listed ones: ``pipelines.explain``), plus every published week's lists,
 funnel and summary counts; older weeks' scores move to the parquet history store when a week is published
 (``settle_history``). Readers get one answer from both: a week is read from the database while its scores are
 there, else from the history store. A week's run writes its scores under a fresh ``run_id`` (invisible to readers), then ``publish_week``
@@ -138,7 +138,8 @@ def bulk_insert(conn: Connection, table: sa.Table, columns: list[str], rows: lis
     else:
         json_columns = {c for c in columns if isinstance(table.c[c].type, sa.JSON)}
         conn.execute(table.insert(), [
-            {c: EncodedJSON(v) if c in json_columns else v for c, v in zip(columns, row, strict=True)} for row in rows
+            {c: EncodedJSON(v) if c in json_columns and v is not None else v for c, v in zip(columns, row, strict=True)}
+            for row in rows
         ])
 
 
@@ -443,6 +444,12 @@ def publish_week(
             conn.execute(cohort_funnels.delete().where(cohort_funnels.c.run_id == run_id))
         for chunk in _chunks(rows):
             conn.execute(risk_lists.insert(), chunk)
+        # The listed people's reasons (explained at publishing: scoring stored none) are kept with their score
+        # too, so the resident view shows a listed person's reasons without working them out again.
+        reasons_of = scores.update().where(scores.c.run_id == run_id, scores.c.person_id == sa.bindparam("listed"),
+                                           scores.c.reasons.is_(None)).values(reasons=sa.bindparam("explained"))
+        for chunk in _chunks([{"listed": r["person_id"], "explained": r["reasons"]} for r in rows]):
+            conn.execute(reasons_of, chunk)
         if funnel:
             conn.execute(cohort_funnels.insert(), [
                 {"run_id": run_id, "week": week, "locality": r["locality"], "position": r["position"],
@@ -827,8 +834,10 @@ def cohort_funnel(conn: Connection, run_id: str, week: str, locality: str) -> li
 
 
 def resident_history(conn: Connection, person_id: str, history: HistoryStore | None = None) -> list[dict]:
-    """A resident's published scores, newest week first: the database's weeks (with reasons), then the weeks
-    that have moved to ``history`` (reasons ``[]``: only the database's newest weeks keep them)."""
+    """A resident's published scores, newest week first: the database's weeks, then the weeks that have moved to
+    ``history``. ``reasons`` is the stored list, or None when the week's run did not explain this person (only
+    listed people are explained in the run; ``pipelines.explain`` works out anyone else's on demand) and for
+    the history store's weeks (it keeps no reasons)."""
     rows = conn.execute(
         sa.select(
             published_weeks.c.week,
@@ -856,7 +865,7 @@ def resident_history(conn: Connection, person_id: str, history: HistoryStore | N
         if row["week"] in in_db or published_dates.get(row["week"]) != row["index_date"]:
             continue
         weeks.append({"week": row["week"], "index_date": row["index_date"], "locality": row["locality"],
-                      "score": row["score"], "band": row["band"], "reasons": [],
+                      "score": row["score"], "band": row["band"], "reasons": None,
                       "in_long_term_care": row["in_long_term_care"]})
     return sorted(weeks, key=lambda w: w["week"], reverse=True)
 

@@ -28,7 +28,9 @@ BAND_ORDER: tuple[str, ...] = tuple(name for name, _ in BANDS)
 
 #: One resident's row of score history, declared once: scoring makes it (without ``band``, which
 #: ``assign_bands`` adds across partitions), ``pipelines.score_history`` writes and reads it. ``reasons`` is
-#: the JSON array made once by ``encode_reasons`` and kept as that text all the way to the database.
+#: the JSON array made once by ``encode_reasons`` and kept as that text all the way to the database; null for a
+#: person the run did not explain (the weekly run explains only the people whose reasons it reads:
+#: ``pipelines.explain``).
 SCORE_ROW = pl.Schema(
     {
         "person_id": pl.String,
@@ -99,17 +101,13 @@ def encode_reasons(reasons: Sequence[Sequence[Any]]) -> list[str]:
     return [encode([_reason_dict(r) for r in person]) for person in reasons]
 
 
-def score_features(features: pl.DataFrame, model: ScoringModel, top_n: int) -> pl.DataFrame:
-    """Score every row of a feature table: person_id, locality, score, in_long_term_care, reasons (JSON).
+def reasons_json(features: pl.DataFrame, model: ScoringModel, top_n: int) -> list[str]:
+    """Each row's top ``top_n`` reasons as the JSON array stored with its score (``encode_reasons``' text).
 
-    The feature table already holds only residents alive and registered at the index date, so this
-    is the whole living population (or one locality's share of it when fanned out).
+    A row's reasons depend only on that row (its contributions are summed in model and column order, its
+    ranking and words are per row), so explaining a list's people, or one person in the API, gives the text
+    explaining the whole population would (tests/pipelines/test_reasons_on_demand.py).
     """
-    if features.height == 0:
-        return empty_scores()
-    proba = np.asarray(model.predict_proba(features), dtype=float).reshape(-1)
-    if proba.shape[0] != features.height:
-        raise ValueError(f"model returned {proba.shape[0]} scores for {features.height} residents")
     explain_json = getattr(model, "explain_json", None)
     if explain_json is not None:  # the JSON made straight from the ranked arrays: the same text, no dict per reason
         reasons = explain_json(features, top_n, encode_reason)
@@ -117,6 +115,24 @@ def score_features(features: pl.DataFrame, model: ScoringModel, top_n: int) -> p
         reasons = encode_reasons(model.explain(features, top_n))
     if len(reasons) != features.height:
         raise ValueError(f"model returned {len(reasons)} reason lists for {features.height} residents")
+    return reasons
+
+
+def score_features(features: pl.DataFrame, model: ScoringModel, top_n: int, *, explain: bool = True) -> pl.DataFrame:
+    """Score every row of a feature table: person_id, locality, score, in_long_term_care, reasons (JSON).
+
+    The feature table already holds only residents alive and registered at the index date, so this
+    is the whole living population (or one locality's share of it when fanned out). ``explain=False`` leaves
+    ``reasons`` null: the weekly run explains only the people whose reasons are read (``pipelines.explain``),
+    which was most of the score step's CPU when everyone was explained (bench/README.md, issue 15).
+    """
+    if features.height == 0:
+        return empty_scores()
+    proba = np.asarray(model.predict_proba(features), dtype=float).reshape(-1)
+    if proba.shape[0] != features.height:
+        raise ValueError(f"model returned {proba.shape[0]} scores for {features.height} residents")
+    reasons = (reasons_json(features, model, top_n) if explain
+               else pl.repeat(None, features.height, dtype=pl.String, eager=True))
     ltc = (
         features["in_long_term_care"].fill_null(False).cast(pl.Boolean)
         if "in_long_term_care" in features.columns

@@ -322,6 +322,11 @@ def resident_score(
 ) -> ResidentScoreOut:
     """Latest published score, band and reasons, with the score history.
 
+    Reasons are stored for the people on the week's lists; anyone else's are worked out on request from
+    that week's features with the model version that scored it (the same text the list would show). When
+    that is no longer possible (the week's features are gone), ``reasons`` is empty and ``reasons_note``
+    says why: reasons are never guessed.
+
     A locality key gets the same 404 for a resident outside its localities as for one that
     does not exist, so the route cannot be used to probe who lives where. Scope holds across time:
     it sees only the weeks in which the resident lived in one of its localities (a resident who moved
@@ -341,6 +346,10 @@ def resident_score(
         if principal.reidentifies and current_resident
         else None
     )
+    reasons, reasons_note = latest["reasons"], None
+    if reasons is None:  # the week's run explained only its listed people: anyone else is explained now
+        found = queries.reasons_on_demand(engine, settings, person_id, latest)
+        reasons, reasons_note = found.reasons or [], found.note
     record_access(
         engine, principal, route, 200, person_id=person_id, locality=latest["locality"], week=latest["week"],
         format="json",
@@ -354,7 +363,8 @@ def resident_score(
         score=latest["score"],
         band=latest["band"],
         in_long_term_care=bool(latest["in_long_term_care"]),
-        reasons=latest["reasons"],
+        reasons=reasons,
+        reasons_note=reasons_note,
         history=[
             {"week": h["week"], "index_date": h["index_date"], "score": h["score"], "band": h["band"]}
             for h in history[:HISTORY_WEEKS]

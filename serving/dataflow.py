@@ -116,6 +116,12 @@ def data_flow_markdown() -> str:
         "the API only, for locality keys and their own residents |",
         "| `clean/`, `quarantine/` | validated, pseudonymised rows; rejected rows with their reason | "
         "feature build; data engineers |",
+        "| `weeks/<week>/features/` | each scored resident's model inputs at the week's index date (`person_id`, "
+        "locality, features; opted-out people left out) | scoring, lists, monitoring; the API's resident route, to "
+        "work out the reasons of a resident the week's run did not explain (one resident, after the key's scope "
+        "check, audited) |",
+        f"| `{s.model_cache_dir.relative_to(s.home)}/` | per model version, tables derived from the model's trees "
+        "(no person-level data) | scoring, lists and the API (reasons) |",
         f"| `{Path(s.tracking_uri.removeprefix('sqlite:///')).name}`, `{s.artifact_root.relative_to(s.home)}/` | "
         "MLflow: models, raw metrics and raw fairness tables (data scientists only), model cards (suppressed) | "
         "training, scoring; the API reads the card and suppresses metrics |",

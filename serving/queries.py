@@ -44,6 +44,7 @@ __all__ = [
     "new_entries",
     "offer_places",
     "published",
+    "reasons_on_demand",
     "recent_weeks",
     "resident_history",
     "score_histogram",
@@ -63,3 +64,18 @@ def offer_places(conn: Connection, run_id: str, week: str, locality: str, settin
     except UpstreamError:
         return []
     return offer_summary(list_offer_marks(conn, run_id, week, locality), catalogue, locality)
+
+
+def reasons_on_demand(engine: Any, settings: Any, person_id: str, scored: dict) -> Any:
+    """Reasons of a resident the run did not explain (``scored``: their row of ``resident_history`` for one
+    published week, which the caller may see), worked out now with the model version that scored that week
+    (``pipelines.explain.explain_on_demand``: it says why when they cannot be given)."""
+    from pipelines.explain import explain_on_demand
+
+    with engine.connect() as conn:
+        week = published(conn, scored["week"])
+    return explain_on_demand(
+        settings, person_id=person_id, locality=scored["locality"], index_date=scored["index_date"],
+        score=scored["score"], model_name=week.model_name if week else None,
+        model_version=week.model_version if week else None,
+    )

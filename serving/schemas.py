@@ -120,6 +120,9 @@ class ResidentScoreOut(BaseModel):
     band: str
     in_long_term_care: bool
     reasons: list[ReasonOut]
+    reasons_note: str | None = Field(
+        None, description="Why no reasons are given for this week when they cannot be worked out (e.g. the "
+        "week's features are no longer kept); absent when reasons are given")
     history: list[HistoryPoint]
 
 

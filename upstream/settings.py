@@ -269,6 +269,11 @@ class Settings(BaseSettings):
         return self.home / "history"
 
     @property
+    def model_cache_dir(self) -> Path:
+        """Things worked out once per model version and kept between processes (TreeSHAP tables)."""
+        return self.home / "cache" / "models"
+
+    @property
     def restricted_dir(self) -> Path:
         """Re-identification material lives apart from the analytical data."""
         return self.home / "restricted"

@@ -40,7 +40,9 @@ scores = sa.Table(
     sa.Column("locality", sa.String(80), nullable=False),
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("band", sa.String(20), nullable=False),
-    sa.Column("reasons", sa.JSON, nullable=False),  # [{"feature", "value", "text", "contribution"}]
+    # [{"feature", "value", "text", "contribution"}] of the people whose reasons the week's run read (everyone on
+    # a list); NULL for everyone else, explained on demand from the week's features (pipelines.explain).
+    sa.Column("reasons", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("in_long_term_care", sa.Boolean, nullable=False, default=False),
     sa.PrimaryKeyConstraint("run_id", "person_id"),
     sa.Index("ix_scores_person", "person_id"),
@@ -277,6 +279,7 @@ def get_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
     _add_missing_columns(engine)
+    _allow_null_reasons(engine)
     return engine
 
 
@@ -287,3 +290,51 @@ def _add_missing_columns(engine: Engine) -> None:
         if column not in {c["name"] for c in inspector.get_columns(table)}:
             with engine.begin() as conn:
                 conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
+def _allow_null_reasons(engine: Engine) -> None:
+    """A database made before reasons became optional has ``scores.reasons NOT NULL``: drop that constraint.
+
+    PostgreSQL does it in place. SQLite cannot alter a column, so the table is rebuilt once (SQLite's own
+    "12-step" procedure: new table, copy, drop, rename, indexes) in one transaction; at two weeks of a county
+    (3.6M rows) that is a minute, once.
+    """
+    found = {c["name"]: c for c in sa.inspect(engine).get_columns("scores")}
+    if found["reasons"]["nullable"]:
+        return
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE scores ALTER COLUMN reasons DROP NOT NULL"))
+        return
+    if engine.dialect.name != "sqlite":
+        raise RuntimeError(f"cannot make scores.reasons nullable on {engine.dialect.name}: alter it by hand")
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    def sql(element: Any) -> str:
+        return str(element.compile(dialect=engine.dialect)).strip()
+
+    names = ", ".join(c.name for c in scores.columns)
+    raw = engine.raw_connection()
+    try:
+        dbapi = raw.driver_connection  # sqlite3 in autocommit, so BEGIN ... COMMIT holds the DDL too
+        previous, dbapi.isolation_level = dbapi.isolation_level, None
+        cursor = dbapi.cursor()
+        cursor.execute("PRAGMA foreign_keys=OFF")  # only outside a transaction; nothing refers to scores
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                cursor.execute(sql(CreateTable(scores)).replace("CREATE TABLE scores", "CREATE TABLE scores_rebuilt", 1))
+                cursor.execute(f"INSERT INTO scores_rebuilt ({names}) SELECT {names} FROM scores")
+                cursor.execute("DROP TABLE scores")
+                cursor.execute("ALTER TABLE scores_rebuilt RENAME TO scores")
+                for index in scores.indexes:
+                    cursor.execute(sql(CreateIndex(index)))
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+        finally:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            dbapi.isolation_level = previous
+    finally:
+        raw.close()

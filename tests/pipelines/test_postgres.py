@@ -89,6 +89,9 @@ def test_api_serves_from_postgres(weekly_on_postgres, postgres_url):
         assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5] and all(r["top_reasons"] for r in rows)
         person = rows[0]["person_id"]
         score = client.get(f"/residents/{person}/score", headers=admin).json()
+        # Listed: explained at publishing, stored with the score through PostgreSQL's JSON column.
+        assert score["reasons"] and score["reasons_note"] is None
+        assert [r["text"] for r in score["reasons"]] == rows[0]["top_reasons"].split("; ")
         # The list shows the same stored score, as a percentage with one decimal (upstream.list_row).
         shown = rows[0]["risk_percent"]
         assert shown.endswith("%") and score["score"] * 100 == pytest.approx(float(shown.strip("<> %")), abs=0.05)

@@ -359,10 +359,16 @@ def test_whole_week_on_a_dask_cluster_matches_local_run(delivery, two_weeks, mon
     assert scores_cluster["person_id"].to_list() == scores_local["person_id"].to_list()
     assert (scores_cluster["score"] - scores_local["score"]).abs().max() <= SCORE_TOLERANCE
     assert scores_cluster.drop("score", "reasons").equals(scores_local.drop("score", "reasons"))
+    explained = 0
     for mine, theirs in zip(scores_cluster["reasons"], scores_local["reasons"], strict=True):
         a, b = json.loads(mine), json.loads(theirs)
+        assert (a is None) == (b is None)  # the same people explained (the listed ones), the rest null in both
+        if a is None:
+            continue
+        explained += 1
         assert [(r["feature"], r["value"], r["text"]) for r in a] == [(r["feature"], r["value"], r["text"]) for r in b]
         assert [r["contribution"] for r in a] == pytest.approx([r["contribution"] for r in b], abs=1e-9)
+    assert explained == local["lists"].height > 0  # only the listed people were explained, in both runs
     assert on_cluster["lists"].drop("score", "reasons").equals(local["lists"].drop("score", "reasons"))
     assert on_cluster["list_files"] == local["list_files"]
     assert on_cluster["outcomes"].equals(local["outcomes"])

@@ -36,9 +36,12 @@ def test_the_resident_route_returns_the_hand_written_year(tmp_path):
         ("2026-W42", "2026-10-12", 0.15, "high"), ("2026-W41", "2026-10-05", 0.14, "high"),
         ("2026-W40", "2026-09-28", 0.13, "moderate"), ("2026-W39", "2026-09-21", 0.12, "moderate"),
         ("2026-W38", "2026-09-14", 0.11, "moderate"), ("2026-W37", "2026-09-07", 0.10, "moderate")]
-    # Leaver: scored W37-W39 in South only, all three now in the history store (no reasons kept there).
+    # Leaver: scored W37-W39 in South only, all three now in the history store (no reasons kept there), and
+    # W39's features are not on disk either: no reasons, and the response says why rather than guessing.
     assert leaver.status_code == 200
     assert (leaver.json()["week"], leaver.json()["locality"], leaver.json()["reasons"]) == ("2026-W39", "South", [])
+    assert "Reasons for 2026-W39 are not available" in leaver.json()["reasons_note"]
+    assert body["reasons_note"] is None
     assert [h["week"] for h in leaver.json()["history"]] == ["2026-W39", "2026-W38", "2026-W37"]
     # Scope holds across the store: North never saw the leaver, so the same 404 as for nobody.
     assert hidden.status_code == 404
