@@ -397,20 +397,17 @@ def test_leaving_the_watched_api_stops_our_server_without_a_false_alarm(tmp_path
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the sender from /proc")
-def test_a_server_stopped_by_another_process_names_the_signal_its_sender_and_its_log(tmp_path):
-    """Issue 17's county run lost its server with no trace of why. Another process (here a small
-    Python program standing for a `pkill`, kept alive for 3 s so its command line can be read) sends
-    SIGTERM to our temporary server: the run's failure line must name the signal, the sender's pid and
-    command line, and the server log; the log must hold the same note; the process exits 2."""
-    log = tmp_path / "logs" / "prefect-server.log"
+def _start_watched_run(tmp_path: Path, log: Path, watch_args: str = "") -> tuple[subprocess.Popen, int]:
+    """A process standing for a weekly run: its own temporary Prefect server under the watchdog (``watch_args``
+    passed on), logging to ``log``; it says its server's pid, then waits. Returns (process, server pid)."""
+    arguments = f"{watch_args}, " if watch_args else ""
     script = f"""
         import time
         from pathlib import Path
         from pipelines.cli_run import abort_run
         from pipelines.prefect_server import current_api, prepare_environment, watched_prefect_api
         prepare_environment()
-        with watched_prefect_api(abort_run({str(tmp_path)!r}, None, "drill"), grace=30, interval=0.2,
-                                 server_log=Path({str(log)!r})):
+        with watched_prefect_api(abort_run({str(tmp_path)!r}, None, "drill"), {arguments}server_log=Path({str(log)!r})):
             print("server", current_api()[1].pid, flush=True)
             time.sleep(120)
         print("the watchdog never fired", flush=True)
@@ -418,11 +415,22 @@ def test_a_server_stopped_by_another_process_names_the_signal_its_sender_and_its
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
     run = _python(script, env)
+    line = run.stdout.readline()
+    if not line.startswith("server "):
+        _finish(run)
+        raise AssertionError(line)
+    return run, int(line.split()[1])
+
+
+def test_a_server_stopped_by_another_process_names_the_signal_its_sender_and_its_log(tmp_path):
+    """Issue 17's county run lost its server with no trace of why. Another process (here a small
+    Python program standing for a `pkill`, kept alive for 3 s so its command line can be read) sends
+    SIGTERM to our temporary server: the run's failure line must name the signal, the sender's pid and
+    command line, and the server log; the log must hold the same note; the process exits 2."""
+    log = tmp_path / "logs" / "prefect-server.log"
+    run, server_pid = _start_watched_run(tmp_path, log, "grace=30, interval=0.2")
     sender = None
     try:
-        line = run.stdout.readline()
-        assert line.startswith("server "), line + run.stdout.read()
-        server_pid = int(line.split()[1])
         marker = "stands-for-a-pkill"
         sender = subprocess.Popen(
             [sys.executable, "-c", "import os, sys, time; os.kill(int(sys.argv[1]), 15); time.sleep(3)", str(server_pid), marker]
@@ -541,24 +549,8 @@ def test_a_server_whose_run_was_sigkilled_stops_itself(tmp_path):
     lived on, holding its port and Prefect database with nobody to stop it. Now it notices within seconds
     that the process that started it is gone, says so in its log, and stops."""
     log = tmp_path / "logs" / "prefect-server.log"
-    script = f"""
-        import time
-        from pathlib import Path
-        from pipelines.cli_run import abort_run
-        from pipelines.prefect_server import current_api, prepare_environment, watched_prefect_api
-        prepare_environment()
-        with watched_prefect_api(abort_run({str(tmp_path)!r}, None, "drill"), server_log=Path({str(log)!r})):
-            print("server", current_api()[1].pid, flush=True)
-            time.sleep(120)
-    """
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API")}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
-    run = _python(script, env)
-    server_pid = None
+    run, server_pid = _start_watched_run(tmp_path, log)
     try:
-        line = run.stdout.readline()
-        assert line.startswith("server "), line + run.stdout.read()
-        server_pid = int(line.split()[1])
         assert _running(server_pid)
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
