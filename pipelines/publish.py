@@ -150,7 +150,7 @@ def build_week_lists(
     changes: dict[str, str] = {}
     if features_now is not None:
         # The model that scored the run explains its changes too (not whatever is champion by now).
-        explainer = ModelExplainer(model) if model is not None else None
+        explainer = ModelExplainer(model) if hasattr(getattr(model, "bundle", model), "contributions") else None
         for section, against in (("new", last), ("rising", comparison)):
             people = lists.filter(pl.col("section") == section).select("person_id")
             if against is None or people.height == 0:
@@ -179,10 +179,9 @@ def _run_model_or_none(run: ScoreRun, settings: Settings) -> Any:
     from upstream.errors import UpstreamError
 
     try:
-        model = run_model(settings, run.model_name, run.model_version)
+        return run_model(settings, run.model_name, run.model_version)
     except UpstreamError:
         return None
-    return model if hasattr(getattr(model, "bundle", model), "contributions") else None
 
 
 def publish_run(run: ScoreRun, settings: Settings, before_commit: Callable[[], None] | None = None) -> PublishedLists:

@@ -128,6 +128,11 @@ def _birthday_in(year: pl.Expr) -> pl.Expr:
     return pl.date(year, pl.when(moves).then(3).otherwise(dob.dt.month()), pl.when(moves).then(1).otherwise(dob.dt.day()))
 
 
+def _in_window(column: str) -> pl.Expr:
+    """``column`` falls in the person's window [start, end): on or after C, before T."""
+    return (pl.col(column) >= pl.col("start")) & (pl.col(column) < pl.col("end"))
+
+
 def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
     """Dated events per person in [start, end): person_id, kind, date, detail.
 
@@ -140,30 +145,27 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
     ids = people.lazy().select(PERSON, "start", "end")
     frames: list[pl.LazyFrame] = []
 
-    def between(column: str) -> pl.Expr:
-        return (pl.col(column) >= pl.col("start")) & (pl.col(column) < pl.col("end"))
-
     spells = _scan(clean_dir, "hospital_spells")
     if spells is not None:
         joined = spells.join(ids, on=PERSON, how="inner")
         emergency = pl.col("admission_method").is_in(list(EMERGENCY_ADMISSION_METHODS))
-        frames.append(joined.filter(between("admission_date")).select(
+        frames.append(joined.filter(_in_window("admission_date")).select(
             PERSON, pl.lit("hospital").alias("kind"), pl.col("admission_date").alias("date"),
             pl.when(emergency).then(pl.lit("emergency admission")).otherwise(pl.lit("hospital admission"))
             .alias("detail")))
-        frames.append(joined.filter(between("discharge_date") & (pl.col("admission_date") < pl.col("start"))).select(
+        frames.append(joined.filter(_in_window("discharge_date") & (pl.col("admission_date") < pl.col("start"))).select(
             PERSON, pl.lit("hospital").alias("kind"), pl.col("discharge_date").alias("date"),
             pl.lit("discharged from hospital").alias("detail")))
         fall_codes = sorted(FEATURES["falls_admissions_12m"].codelists[0].codes())
         diagnoses = pl.concat_list(pl.col("primary_diagnosis"), pl.col("secondary_diagnoses").fill_null("").str.split(","))
-        frames.append(joined.filter(between("admission_date") & emergency).with_columns(diagnoses.alias("_dx"))
+        frames.append(joined.filter(_in_window("admission_date") & emergency).with_columns(diagnoses.alias("_dx"))
                       .explode("_dx")
                       .filter(pl.col("_dx").str.strip_chars().str.to_uppercase().str.slice(0, 3).is_in(fall_codes))
                       .select(PERSON, pl.lit("fall").alias("kind"), pl.col("admission_date").alias("date"),
                               pl.lit("fall (emergency admission)").alias("detail")))
     ae = _scan(clean_dir, "ae_attendances")
     if ae is not None:
-        joined = ae.join(ids, on=PERSON, how="inner").filter(between("arrival_date"))
+        joined = ae.join(ids, on=PERSON, how="inner").filter(_in_window("arrival_date"))
         falls = sorted(FEATURES["ae_falls_12m"].codelists[0].codes())
         frames.append(joined.select(
             PERSON, pl.lit("ae").alias("kind"), pl.col("arrival_date").alias("date"),
@@ -175,7 +177,7 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
                               pl.lit("fall (A&E)").alias("detail")))
     gp = _scan(clean_dir, "gp_events")
     if gp is not None:
-        joined = gp.join(ids, on=PERSON, how="inner").filter(between("event_date"))
+        joined = gp.join(ids, on=PERSON, how="inner").filter(_in_window("event_date"))
         falls = sorted(FEATURES["falls_gp_12m"].codelists[0].codes())
         frames.append(joined.filter(pl.col("snomed_code").is_in(falls)).select(
             PERSON, pl.lit("fall").alias("kind"), pl.col("event_date").alias("date"),
@@ -187,7 +189,7 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
             pl.col("words").alias("detail")))
     sc = _scan(clean_dir, "social_care_events")
     if sc is not None:
-        joined = sc.join(ids, on=PERSON, how="inner").filter(between("event_start_date"))
+        joined = sc.join(ids, on=PERSON, how="inner").filter(_in_window("event_start_date"))
         detail = (
             pl.when(pl.col("event_type") == "Request").then(pl.lit("request for care support"))
             .when(pl.col("service_type") == REABLEMENT_SERVICE_TYPE).then(pl.lit("reablement started"))
@@ -204,7 +206,7 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
             .otherwise(pl.lit("long-term support ended"))
         )
         frames.append(sc.join(ids, on=PERSON, how="inner")
-                      .filter((pl.col("event_type") == SERVICE_EVENT_TYPE) & between("event_end_date"))
+                      .filter((pl.col("event_type") == SERVICE_EVENT_TYPE) & _in_window("event_end_date"))
                       .select(PERSON, pl.lit("service_end").alias("kind"), pl.col("event_end_date").alias("date"),
                               ended.alias("detail")))
     residents = _scan(clean_dir, "residents")
@@ -215,7 +217,7 @@ def change_events(clean_dir: Path, people: pl.DataFrame) -> pl.DataFrame:
         # a birthday in [C, T): "turned 80"; the window may straddle New Year, so both years are tried
         for bound in ("start", "end"):
             birthday = _birthday_in(pl.col(bound).dt.year())
-            frames.append(mine.with_columns(birthday.alias("_bday")).filter(between("_bday")).select(
+            frames.append(mine.with_columns(birthday.alias("_bday")).filter(_in_window("_bday")).select(
                 PERSON, pl.lit("birthday").alias("kind"), pl.col("_bday").alias("date"),
                 pl.format("turned {}", (pl.col("_bday").dt.year() - pl.col("date_of_birth").dt.year())).alias("detail")))
     if not frames:
@@ -237,15 +239,12 @@ def _household_events(clean_dir: Path, ids: pl.LazyFrame, window: tuple[date, da
     deaths = resident_deaths(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths")).filter(
         (pl.col("_day") >= first) & (pl.col("_day") < last))  # only deaths some window can hold
 
-    def between(column: str) -> pl.Expr:
-        return (pl.col(column) >= pl.col("start")) & (pl.col(column) < pl.col("end"))
-
     def event(day: str, detail: str) -> list[pl.Expr]:
         return [PERSON, pl.lit("household").alias("kind"), pl.col(day).alias("date"), pl.lit(detail).alias("detail")]
 
-    bereaved = household_deaths(periods, deaths).join(ids, on=PERSON, how="inner").filter(between("_day"))
+    bereaved = household_deaths(periods, deaths).join(ids, on=PERSON, how="inner").filter(_in_window("_day"))
     mine = periods.join(ids, on=PERSON, how="inner")
-    moved = mine.filter(between("from_date"))
+    moved = mine.filter(_in_window("from_date"))
     # The address held at both ends of the window (no own move in it): others' comings and goings there.
     stayed = mine.filter(held_on(pl.col("start")) & held_on(pl.col("end"))).select(PERSON, "uprn", "start", "end")
     others = periods.filter(pl.col("uprn").is_not_null()).select(pl.col(PERSON).alias("_other"), "uprn",
@@ -254,13 +253,13 @@ def _household_events(clean_dir: Path, ids: pl.LazyFrame, window: tuple[date, da
         pl.col("_other") != pl.col(PERSON))
     # Someone who died there left by dying, which the bereavement says: their period's end is not a move.
     died = deaths.select("_other", pl.col("_day").alias("_died"))
-    left = near.filter(between("to_date")).join(died, on="_other", how="left").filter(
+    left = near.filter(_in_window("to_date")).join(died, on="_other", how="left").filter(
         pl.col("_died").is_null() | (pl.col("_died") > pl.col("to_date")))
     return [
         bereaved.select(*event("_day", HOUSEHOLD_BEREAVEMENT)),
         moved.select(*event("from_date", OWN_MOVE)),
         left.select(*event("to_date", MEMBER_MOVED_OUT)),
-        near.filter(between("from_date")).select(*event("from_date", MEMBER_MOVED_IN)),
+        near.filter(_in_window("from_date")).select(*event("from_date", MEMBER_MOVED_IN)),
     ]
 
 
