@@ -359,13 +359,11 @@ _FLAT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 def _flat(model: Any, trees: list[_Tree]) -> _Flat | None:
     """The flattened model (built once per fitted model); None when a leaf has no table (deep leaves) or no
     path features (a stump)."""
-    key = model
-    if key in _FLAT:
-        return _FLAT[key]
+    if model in _FLAT:
+        return _FLAT[model]
     features, thresholds, missing, conditions, starts, shifts, owners, leaf_starts = [], [], [], [], [], [], [], []
     slot_feature, offsets, tables = [], [], []
     nodes_before = table_size = 0
-    flat: _Flat | None = None
     for tree in trees:
         local = {int(node): nodes_before + i for i, node in enumerate(tree.split_nodes.tolist())}
         features.append(tree.split_feature)
@@ -373,7 +371,7 @@ def _flat(model: Any, trees: list[_Tree]) -> _Flat | None:
         missing.append(tree.missing_left)
         for leaf in tree.leaves:
             if leaf.table is None or len(leaf.features) == 0:
-                _FLAT[key] = None
+                _FLAT[model] = None
                 return None
             leaf_starts.append(len(shifts))
             width = leaf.table.shape[1]
@@ -391,7 +389,7 @@ def _flat(model: Any, trees: list[_Tree]) -> _Flat | None:
                  np.array(conditions, dtype=np.intp), np.array(starts, dtype=np.intp), np.array(shifts, dtype=np.intp),
                  np.array(owners, dtype=np.intp), np.array(leaf_starts, dtype=np.intp),
                  np.array(slot_feature, dtype=np.intp), np.array(offsets, dtype=np.intp), np.concatenate(tables))
-    _FLAT[key] = flat
+    _FLAT[model] = flat
     return flat
 
 
