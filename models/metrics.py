@@ -32,16 +32,18 @@ def _rank(y: np.ndarray, score: np.ndarray) -> _Ranked:
     return _Ranked(inverse, int(inverse.max()) + 1 if len(inverse) else 0, y.astype(np.float64))
 
 
+def _weighted_counts(r: _Ranked, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Weighted) events and non-events of each tied-score group, in ascending score order."""
+    return (np.bincount(r.inverse, weights=w * r.y, minlength=r.n_groups),
+            np.bincount(r.inverse, weights=w * (1.0 - r.y), minlength=r.n_groups))
+
+
 def _auroc_weighted(r: _Ranked, w: np.ndarray) -> float:
-    pos = np.bincount(r.inverse, weights=w * r.y, minlength=r.n_groups)
-    neg = np.bincount(r.inverse, weights=w * (1.0 - r.y), minlength=r.n_groups)
-    return _auroc_counts(pos, neg)
+    return _auroc_counts(*_weighted_counts(r, w))
 
 
 def _auprc_weighted(r: _Ranked, w: np.ndarray) -> float:
-    pos = np.bincount(r.inverse, weights=w * r.y, minlength=r.n_groups)
-    neg = np.bincount(r.inverse, weights=w * (1.0 - r.y), minlength=r.n_groups)
-    return _auprc_counts(pos, neg)
+    return _auprc_counts(*_weighted_counts(r, w))
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,7 @@ def _segments(r: _Ranked) -> _Segments:
     groups without events becomes one segment, because AUROC and AUPRC only use the non-events' total
     between two event-holding groups. With every weight 1 the statistics over segments equal those over people.
     """
-    events = np.bincount(r.inverse, weights=r.y, minlength=r.n_groups)
-    non_events = np.bincount(r.inverse, weights=1.0 - r.y, minlength=r.n_groups)
+    events, non_events = _weighted_counts(r, np.ones(len(r.y)))
     has_event = events > 0
     starts = has_event.copy()
     starts[1:] |= has_event[:-1]
