@@ -73,45 +73,43 @@ def leaf_table(patterns: np.ndarray, fractions: np.ndarray, value: float) -> np.
 def leaf_tables(patterns: np.ndarray, fractions: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``leaf_table`` for many leaves with the same number of path features at once: (leaves x patterns x d).
 
-    ``fractions`` is (leaves x d) and ``values`` (leaves,). WHY batched: a 400-tree champion has ~12,000
-    leaves, and one leaf at a time spent most of the model's table building (9 CPU s, in every weekly run)
-    in numpy call overhead. Every element goes through the same operations in the same order as one leaf at
-    a time would, so the tables are bit-for-bit the same.
+    ``fractions`` is (leaves x d) and ``values`` (leaves,). ``patterns`` is (patterns x d), the same for every
+    leaf (a full table, or a block's patterns), or (leaves x patterns x d), each leaf its own (one person's
+    pattern per deep leaf: ``_person_values``). WHY batched, and over all ``k`` at once: a 400-tree champion has
+    ~12,000 leaves, and one leaf (or one ``k``) at a time spent the time in numpy call overhead. Every element
+    goes through the same operations in the same order whatever the batch, so the values are bit-for-bit those
+    of one leaf and one pattern alone (tests/models/test_reasons.py).
     """
-    n, d = patterns.shape
-    a = patterns.astype(np.float64)[None]  # (1, n, d)
+    shared = patterns.ndim == 2
+    p = patterns[None] if shared else patterns  # (1 or leaves, n, d)
+    d = p.shape[-1]
+    a = p.astype(np.float64)
     r = fractions[:, None, :]  # (leaves, 1, d)
     # e[..., t] = e_t(r over A): elementary symmetric polynomials, built one factor (1 + r_j z) at a time.
-    e = np.zeros((fractions.shape[0], n, d + 1))
+    e = np.zeros((fractions.shape[0], p.shape[1], d + 1))
     e[..., 0] = 1.0
     for j in range(d):
         shifted = np.zeros_like(e)
         shifted[..., 1:] = e[..., :-1] * r[..., j : j + 1]
         e = e + a[..., j : j + 1] * shifted
-    off = np.prod(np.where(patterns[None], 1.0, r), axis=-1)  # prod over j not in A of r_j: (leaves, n)
+    off = np.prod(np.where(p, 1.0, r), axis=-1)  # prod over j not in A of r_j: (leaves, n)
     w = _shapley_weights(d)
-    size = patterns.sum(axis=1)
-    out = np.empty((fractions.shape[0], n, d))
-    for k in range(d):
-        inside = patterns[:, k]
-        r_k = fractions[:, k : k + 1]  # (leaves, 1)
-        # Remove factor k from e when k is in A: e'_t = e_t - r_k e'_{t-1} (stable: r_k <= 1).
-        reduced = e.copy()
-        for t in range(1, d + 1):
-            reduced[..., t] = e[..., t] - r_k * reduced[..., t - 1]
-        e_k = np.where(inside[None, :, None], reduced, e)
-        m = size - inside  # |A \ {k}|
-        total = np.zeros(e.shape[:2])
-        for t in range(d):
-            s = m - t  # coalition size for the term e_t
-            valid = s >= 0
-            total += np.where(valid, w[np.clip(s, 0, d - 1)] * e_k[..., t], 0.0)
-        rest = np.where(inside, off, off / r_k)
-        out[..., k] = values[:, None] * (a[..., k] - r_k) * rest * total
-    return out
+    # For every k at once (axis -2): remove factor k from e when k is in A: e'_t = e_t - r_k e'_{t-1} (stable:
+    # r_k <= 1).
+    reduced = np.repeat(e[..., None, :], d, axis=-2)  # (leaves, n, k, t)
+    for t in range(1, d + 1):
+        reduced[..., t] = e[..., t : t + 1] - r * reduced[..., t - 1]
+    e_k = np.where(p[..., None], reduced, e[..., None, :])
+    m = p.sum(axis=-1, keepdims=True) - p  # |A \ {k}|: (1 or leaves, n, k)
+    total = np.zeros(e_k.shape[:-1])
+    for t in range(d):
+        s = m - t  # coalition size for the term e_t
+        total += np.where(s >= 0, w[np.clip(s, 0, d - 1)] * e_k[..., t], 0.0)
+    rest = np.where(p, off[..., None], off[..., None] / r)
+    return values[:, None, None] * (a - r) * rest * total
 
 
-#: Elements per batch of ``leaf_tables`` (leaves x patterns x (d + 1)): bounds its working memory to tens of MB.
+#: Elements per batch of ``leaf_tables`` (leaves x patterns x d x (d + 1)): bounds its working memory to ~100 MB.
 _TABLE_BATCH_ELEMENTS = 1 << 21
 
 
@@ -125,7 +123,7 @@ def _full_tables(leaves: list[tuple[np.ndarray, np.ndarray, float]]) -> list[np.
             by_depth.setdefault(len(features), []).append(i)
     for d, members in by_depth.items():
         patterns = ((np.arange(2**d)[:, None] >> np.arange(d)) & 1).astype(bool)
-        step = max(1, _TABLE_BATCH_ELEMENTS // (2**d * (d + 1)))
+        step = max(1, _TABLE_BATCH_ELEMENTS // (2**d * (d + 1) * max(d, 1)))
         for start in range(0, len(members), step):
             batch = members[start : start + step]
             fractions = np.array([leaves[i][1] for i in batch]).reshape(len(batch), d)
@@ -270,10 +268,9 @@ def tree_shap_values(model: Any, x: np.ndarray, threads: int | None = None) -> n
 
     x = np.asarray(x, dtype=np.float64)
     trees = _compiled(model)
-    if x.shape[0] <= FEW_ROWS:
+    if x.shape[0] <= FEW_ROWS:  # a list's stragglers or one resident in the API: per person, over leaves at once
         flat = _flat(model, trees)
-        if flat is not None:  # a list's stragglers or one resident in the API: per person, over leaves at once
-            return np.array([_person_values(flat, row, x.shape[1]) for row in x]).reshape(x.shape)
+        return np.array([_person_values(flat, row, x.shape[1]) for row in x]).reshape(x.shape)
     out = np.empty(x.shape, dtype=np.float64)
     blocks = [(start, min(start + CHUNK_ROWS, x.shape[0])) for start in range(0, x.shape[0], CHUNK_ROWS)]
 
@@ -331,38 +328,53 @@ def _block_values(trees: list[_Tree], x: np.ndarray) -> np.ndarray:
 
 
 #: Blocks of at most this many people are explained one person at a time, vectorised over the model's leaves:
-#: the block path's per-leaf numpy calls (~12,400 leaves for a 400-tree champion) cost ~0.7 s whatever the block
-#: size, which made an on-demand lookup in the API slow.
+#: the block path's per-leaf numpy calls (~12,400 leaves for a 400-tree champion) cost ~0.5-0.7 s whatever the
+#: block size, which made an on-demand lookup in the API slow.
 FEW_ROWS = 8
 
 
 @dataclass(frozen=True)
+class _DeepLeaves:
+    """The leaves with the same number ``d`` of path features that have no table (more than
+    ``FULL_TABLE_MAX_FEATURES``): one person's row of each is worked out when asked (``leaf_tables`` on the
+    person's own pattern per leaf), the very arithmetic the block path does for the patterns it meets."""
+
+    slots: np.ndarray  # (leaves, d): each leaf's slots, k by k
+    fractions: np.ndarray  # (leaves, d)
+    values: np.ndarray  # (leaves,)
+
+
+@dataclass(frozen=True)
 class _Flat:
-    """Every tree's splits and every tabled leaf's conditions and table, flattened in model order."""
+    """Every tree's splits and every leaf's conditions, flattened in model order: one slot per (leaf, k). Tabled
+    leaves' slots read their table; deep leaves' slots are computed per person (``deep``)."""
 
     split_feature: np.ndarray  # (all split nodes,)
     split_threshold: np.ndarray
     missing_left: np.ndarray
-    slot_conditions: np.ndarray  # per (leaf, k) slot, its conditions as side indices (2 * node + went right)
+    slot_conditions: np.ndarray  # per slot, its conditions as side indices (2 * node + went right)
     slot_starts: np.ndarray  # where each slot's conditions start
-    slot_shift: np.ndarray  # k: the slot's bit in its leaf's pattern
-    leaf_of_slot: np.ndarray
-    leaf_starts: np.ndarray  # where each leaf's slots start
     slot_feature: np.ndarray  # the encoded column each slot adds to
-    slot_table_offset: np.ndarray  # offset of the slot's table row (k) in ``tables``
+    tabled_slots: np.ndarray  # the slots of tabled leaves, in model order
+    tabled_shift: np.ndarray  # per tabled slot, k: its bit in its leaf's pattern
+    tabled_leaf_starts: np.ndarray  # where each tabled leaf's slots start in ``tabled_slots``
+    tabled_leaf_of_slot: np.ndarray  # per tabled slot, its tabled leaf
+    tabled_offset: np.ndarray  # per tabled slot, the offset of its table row (k) in ``tables``
     tables: np.ndarray  # every table, feature-major, concatenated
+    deep: tuple[_DeepLeaves, ...]
 
 
-_FLAT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_FLAT: weakref.WeakKeyDictionary[Any, _Flat] = weakref.WeakKeyDictionary()
 
 
-def _flat(model: Any, trees: list[_Tree]) -> _Flat | None:
-    """The flattened model (built once per fitted model); None when a leaf has no table (deep leaves) or no
-    path features (a stump)."""
+def _flat(model: Any, trees: list[_Tree]) -> _Flat:
+    """The flattened model, built once per fitted model. Leaves without path features (a stump) add nothing and
+    get no slot, as in the block path."""
     if model in _FLAT:
         return _FLAT[model]
-    features, thresholds, missing, conditions, starts, shifts, owners, leaf_starts = [], [], [], [], [], [], [], []
-    slot_feature, offsets, tables = [], [], []
+    features, thresholds, missing, conditions, starts, slot_feature = [], [], [], [], [], []
+    tabled, shifts, leaf_starts, owners, offsets, tables = [], [], [], [], [], []
+    deep: dict[int, tuple[list[list[int]], list[np.ndarray], list[float]]] = {}
     nodes_before = table_size = 0
     for tree in trees:
         local = {int(node): nodes_before + i for i, node in enumerate(tree.split_nodes.tolist())}
@@ -370,40 +382,66 @@ def _flat(model: Any, trees: list[_Tree]) -> _Flat | None:
         thresholds.append(tree.split_threshold)
         missing.append(tree.missing_left)
         for leaf in tree.leaves:
-            if leaf.table is None or len(leaf.features) == 0:
-                _FLAT[model] = None
-                return None
-            leaf_starts.append(len(shifts))
-            width = leaf.table.shape[1]
-            for k, (feature, by_node) in enumerate(zip(leaf.features.tolist(), leaf.conditions, strict=True)):
+            if len(leaf.features) == 0:
+                continue
+            first = len(slot_feature)
+            for feature, by_node in zip(leaf.features.tolist(), leaf.conditions, strict=True):
                 starts.append(len(conditions))
                 conditions.extend(2 * local[node] + (0 if left else 1) for node, left in by_node)
+                slot_feature.append(feature)
+            d = len(leaf.features)
+            if leaf.table is None:
+                slots, fractions, values = deep.setdefault(d, ([], [], []))
+                slots.append(list(range(first, first + d)))
+                fractions.append(leaf.fractions)
+                values.append(leaf.value)
+                continue
+            leaf_starts.append(len(tabled))
+            width = leaf.table.shape[1]
+            for k in range(d):
+                tabled.append(first + k)
                 shifts.append(k)
                 owners.append(len(leaf_starts) - 1)
-                slot_feature.append(feature)
                 offsets.append(table_size + k * width)
             tables.append(leaf.table.reshape(-1))
             table_size += leaf.table.size
         nodes_before += len(tree.split_nodes)
-    flat = _Flat(np.concatenate(features), np.concatenate(thresholds), np.concatenate(missing),
-                 np.array(conditions, dtype=np.intp), np.array(starts, dtype=np.intp), np.array(shifts, dtype=np.intp),
-                 np.array(owners, dtype=np.intp), np.array(leaf_starts, dtype=np.intp),
-                 np.array(slot_feature, dtype=np.intp), np.array(offsets, dtype=np.intp), np.concatenate(tables))
+
+    def ints(values: list[int]) -> np.ndarray:
+        return np.array(values, dtype=np.intp)
+
+    flat = _Flat(
+        np.concatenate(features), np.concatenate(thresholds), np.concatenate(missing),
+        ints(conditions), ints(starts), ints(slot_feature),
+        ints(tabled), ints(shifts), ints(leaf_starts), ints(owners), ints(offsets),
+        np.concatenate(tables) if tables else np.zeros(0),
+        tuple(_DeepLeaves(np.array(slots, dtype=np.intp), np.array(fractions), np.array(values))
+              for slots, fractions, values in deep.values()),
+    )
     _FLAT[model] = flat
     return flat
 
 
 def _person_values(flat: _Flat, row: np.ndarray, columns: int) -> np.ndarray:
-    """One person's TreeSHAP values: the same table entries ``_block_values`` gathers, added per column in the
-    same order (model order, leaf by leaf, k by k; ``np.add.at`` adds in index order), so bit-for-bit equal."""
+    """One person's TreeSHAP values: the same per-leaf values ``_block_values`` gives (a tabled leaf's table
+    entry; a deep leaf's row for the person's pattern, by the same arithmetic), added per column in the same
+    order (model order, leaf by leaf, k by k; ``np.add.at`` adds in index order), so bit-for-bit equal."""
+    phi = np.zeros(columns)
+    if flat.slot_feature.size == 0:  # only stumps: nothing to attribute
+        return phi
     value = row[flat.split_feature]
     left = value <= flat.split_threshold
     left |= np.isnan(value) & flat.missing_left
     sides = np.empty(2 * len(left), dtype=bool)
     sides[0::2], sides[1::2] = left, ~left
     satisfied = np.logical_and.reduceat(sides[flat.slot_conditions], flat.slot_starts)
-    bits = satisfied.astype(np.intp) << flat.slot_shift
-    pattern = np.add.reduceat(bits, flat.leaf_starts)[flat.leaf_of_slot]
-    phi = np.zeros(columns)
-    np.add.at(phi, flat.slot_feature, flat.tables[flat.slot_table_offset + pattern])
+    contributions = np.empty(len(satisfied))
+    if flat.tabled_slots.size:
+        bits = satisfied[flat.tabled_slots].astype(np.intp) << flat.tabled_shift
+        pattern = np.add.reduceat(bits, flat.tabled_leaf_starts)[flat.tabled_leaf_of_slot]
+        contributions[flat.tabled_slots] = flat.tables[flat.tabled_offset + pattern]
+    for group in flat.deep:  # one pattern per leaf: (leaves, 1, d)
+        rows = leaf_tables(satisfied[group.slots][:, None, :], group.fractions, group.values)
+        contributions[group.slots] = rows[:, 0, :]
+    np.add.at(phi, flat.slot_feature, contributions)
     return phi

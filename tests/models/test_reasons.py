@@ -296,3 +296,71 @@ def test_reasons_json_made_from_the_arrays_is_the_text_of_the_encoded_dicts():
     assert any('"text":"several factors together' in text for text in got)
     assert any("e-0" in text for text in got)  # 1e-07-sized contributions, written as json writes floats
     assert top_reasons_json(contributions[:, :0], people, [], 3, encode_reason) == ["[]"] * n
+
+
+@pytest.fixture(scope="module")
+def deep_model():
+    """A small gradient-boosting model whose leaves have more than ``FULL_TABLE_MAX_FEATURES`` distinct path
+    features (13-16 here): the target needs 16 features all above a cut, so the trees keep splitting one branch
+    on new features. Missing values too, so the missing-value side of the splits is exercised."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3000, 18))
+    x[rng.random(x.shape) < 0.03] = np.nan
+    y = (np.nan_to_num(x[:, :16], nan=0.0) > -1.2).all(axis=1) | (rng.random(len(x)) < 0.03)
+    model = HistGradientBoostingClassifier(max_iter=4, max_leaf_nodes=30, min_samples_leaf=2, learning_rate=0.5,
+                                           early_stopping=False, random_state=0).fit(x, y)
+    return model, x
+
+
+def test_one_person_with_deep_leaves_is_explained_exactly_as_in_a_block(deep_model):
+    """The one-person path (the API's on-demand lookup) covers leaves too deep for a table by working out their
+    rows for the person's own pattern. It must give bit-for-bit the block path's values (the same arithmetic,
+    added in the same order), add up to the model's raw output, and equal shap's TreeExplainer.
+
+    Tolerances: additivity and shap sum hundreds of float64 terms of size ~1 in another order, so they agree
+    to ~1e-14; 1e-9 leaves room for that and is far below any contribution a reason shows (2 decimals)."""
+    import shap
+
+    import models.treeshap as treeshap
+
+    model, x = deep_model
+    trees = treeshap._compiled(model)
+    deepest = max(len(leaf.features) for tree in trees for leaf in tree.leaves)
+    assert deepest > treeshap.FULL_TABLE_MAX_FEATURES  # the old one-person path gave up on this model
+    assert treeshap._flat(model, trees).deep  # ... and this one works those leaves out per person
+
+    people = x[np.r_[0:60, np.flatnonzero(np.isnan(x).any(axis=1))[:20]]]
+    assert len(people) > treeshap.FEW_ROWS  # explained together, they take the block path
+    block = treeshap.tree_shap_values(model, people, threads=1)
+    alone = np.array([treeshap.tree_shap_values(model, row[None, :], threads=1)[0] for row in people])
+    assert np.array_equal(alone, block)
+    assert np.abs(block).sum(axis=1).min() > 0  # nobody's contributions are trivially zero
+
+    raw = model.decision_function(people)
+    np.testing.assert_allclose(treeshap.expected_value(model) + alone.sum(axis=1), raw, rtol=0, atol=1e-9)
+    theirs = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent").shap_values(people)
+    np.testing.assert_allclose(alone, np.asarray(theirs), rtol=0, atol=1e-9)
+
+
+def test_a_deep_leafs_row_for_one_pattern_is_its_table_row_and_the_shapley_value():
+    """``leaf_tables`` with one pattern per leaf (the one-person path for deep leaves) gives bit-for-bit the row
+    of that pattern in the leaf's own table, and for two features the Shapley values worked out by hand."""
+    from models.treeshap import leaf_table, leaf_tables
+
+    rng = np.random.default_rng(11)
+    for d in (2, 6, 13):
+        fractions = rng.uniform(0.05, 1.0, (4, d))
+        values = rng.normal(size=4)
+        chosen = rng.integers(0, 2**d, 4)
+        patterns = ((chosen[:, None] >> np.arange(d)) & 1).astype(bool)
+        rows = leaf_tables(patterns[:, None, :], fractions, values)[:, 0, :]
+        for i in range(4):
+            assert np.array_equal(rows[i], leaf_table(patterns[i][None, :], fractions[i], values[i])[0]), (d, i)
+    # Two path features, the person satisfies feature 0's splits only (A = {0}). The leaf's game is
+    # v(S) = value * prod_{k in S} a_k * prod_{k not in S} r_k: v({}) = v r0 r1, v({0}) = v r1, v({1}) = v({0,1}) = 0,
+    # so phi_0 = ((v r1 - v r0 r1) + 0) / 2 and phi_1 = ((0 - v r0 r1) + (0 - v r1)) / 2.
+    r0, r1, v = 0.3, 0.6, 2.0
+    (row,) = leaf_tables(np.array([[[True, False]]]), np.array([[r0, r1]]), np.array([v]))[:, 0, :]
+    assert row == pytest.approx([v * r1 * (1 - r0) / 2, -v * r1 * (1 + r0) / 2], abs=1e-15)
