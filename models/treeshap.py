@@ -28,7 +28,7 @@ import os
 import pickle
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import factorial
 from pathlib import Path
 from typing import Any
@@ -186,9 +186,9 @@ def _compile(model: Any) -> list[_Tree]:
 
 _COMPILED: weakref.WeakKeyDictionary[Any, list[_Tree]] = weakref.WeakKeyDictionary()
 
-#: The layout of a tables file (``tables_from_file``): bump it whenever ``_Tree`` or ``_Leaf`` change, so a file
-#: written by other code is rebuilt rather than read.
-TABLES_FORMAT = 2
+#: The layout of a tables file (``tables_from_file``): bump it whenever ``_Tree``, ``_Leaf`` or ``_Flat`` change, so
+#: a file written by other code is rebuilt rather than read.
+TABLES_FORMAT = 3
 #: Table files kept in a cache directory (the newest): about 0.3 GB each for a 400-tree champion.
 TABLE_FILES_KEPT = 3
 
@@ -207,43 +207,77 @@ def tables_from_file(model: Any, path: Path) -> None:
     earlier process wrote them for this very model (same format, same trees), else build them and write ``path``
     for the next (atomically; only the ``TABLE_FILES_KEPT`` newest files of the directory stay).
 
-    WHY: building a 400-tree champion's tables costs ~7 CPU s, paid by every weekly run (it explains its listed
-    people) and by the API's first on-demand lookup after a restart; reading them back costs ~0.8 s. The file is
-    a pickle, read only from the deployment's own home, as the registry's model files are.
+    WHY: building a 400-tree champion's tables costs ~5-7 CPU s, paid by every weekly run (it explains its listed
+    people) and by the API's first on-demand lookup after a restart; reading them back costs ~0.5-0.8 s. The file
+    holds the flattened model too (``_Flat``: 1-2 s of Python loops to build), with every table once, in the
+    flat's one array (the trees' leaves point into it when read back). The file is a pickle, read only from the
+    deployment's own home, as the registry's model files are.
     """
     if model in _COMPILED:
         return
     fingerprint = _fingerprint(model)
-    trees = None
+    stored = None
     try:
         with open(path, "rb") as handle:
-            layout, found, stored = pickle.load(handle)
+            layout, found, trees, flat = pickle.load(handle)
         if layout == TABLES_FORMAT and found == fingerprint:
-            trees = stored
+            stored = trees, flat
     except FileNotFoundError:
         pass
     except Exception:  # unreadable or from other code: rebuilt below, and the file replaced
-        trees = None
-    if trees is None:
-        trees = _compile(model)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-        with open(partial, "wb") as handle:
-            pickle.dump((TABLES_FORMAT, fingerprint, trees), handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(partial, path)
-        stale = sorted(path.parent.glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)[TABLE_FILES_KEPT:]
-        for old in stale:
-            old.unlink(missing_ok=True)
-    _COMPILED[model] = trees
+        stored = None
+    if stored is not None:
+        _remember(model, *stored)
+        return
+    trees, flat = _remember(model, _compile(model))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    with open(partial, "wb") as handle:
+        pickle.dump((TABLES_FORMAT, fingerprint, _without_tables(trees), flat), handle,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(partial, path)
+    stale = sorted(path.parent.glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)[TABLE_FILES_KEPT:]
+    for old in stale:
+        old.unlink(missing_ok=True)
 
 
 def _compiled(model: Any) -> list[_Tree]:
     """Tables are built once per fitted model object (not pickled with it) and reused for every chunk."""
     trees = _COMPILED.get(model)
     if trees is None:
-        trees = _compile(model)
-        _COMPILED[model] = trees
+        trees, _ = _remember(model, _compile(model))
     return trees
+
+
+def _remember(model: Any, trees: list[_Tree], flat: _Flat | None = None) -> tuple[list[_Tree], _Flat]:
+    """Keep ``model``'s trees and its flattened form (built here unless given), with each table held once: the
+    tabled leaves' tables become views into the flat's one array (a 400-tree champion's tables are ~280 MB;
+    the API holds them per model it explains with)."""
+    if flat is None:
+        flat = _flatten(trees)
+    first_rows = flat.tabled_offset[flat.tabled_leaf_starts].tolist()  # where each tabled leaf's table starts
+    tabled = 0
+    shared = []
+    for tree in trees:
+        leaves = []
+        for leaf in tree.leaves:
+            d = len(leaf.features)
+            if leaf.table is not None and d:
+                start = first_rows[tabled]
+                leaf = replace(leaf, table=flat.tables[start : start + d * (1 << d)].reshape(d, 1 << d))
+                tabled += 1
+            leaves.append(leaf)
+        shared.append(replace(tree, leaves=tuple(leaves)))
+    _COMPILED[model], _FLAT[model] = shared, flat
+    return shared, flat
+
+
+def _without_tables(trees: list[_Tree]) -> list[_Tree]:
+    """The trees as a tables file stores them: each tabled leaf's table is in the flat, so it keeps only an empty
+    (d x 0) placeholder that says "tabled" (None still says "deep"); ``_remember`` points it back."""
+    return [replace(tree, leaves=tuple(
+        replace(leaf, table=np.empty((len(leaf.features), 0))) if leaf.table is not None and len(leaf.features)
+        else leaf for leaf in tree.leaves)) for tree in trees]
 
 
 def expected_value(model: Any) -> float:
@@ -368,10 +402,16 @@ _FLAT: weakref.WeakKeyDictionary[Any, _Flat] = weakref.WeakKeyDictionary()
 
 
 def _flat(model: Any, trees: list[_Tree]) -> _Flat:
-    """The flattened model, built once per fitted model. Leaves without path features (a stump) add nothing and
-    get no slot, as in the block path."""
-    if model in _FLAT:
-        return _FLAT[model]
+    """The flattened model: kept with its trees (``_remember``), else built from ``trees`` once per model."""
+    flat = _FLAT.get(model)
+    if flat is None:
+        flat = _FLAT[model] = _flatten(trees)
+    return flat
+
+
+def _flatten(trees: list[_Tree]) -> _Flat:
+    """Every tree's splits and leaves in one set of arrays, in model order. Leaves without path features (a
+    stump) add nothing and get no slot, as in the block path."""
     features, thresholds, missing, conditions, starts, slot_feature = [], [], [], [], [], []
     tabled, shifts, leaf_starts, owners, offsets, tables = [], [], [], [], [], []
     deep: dict[int, tuple[list[list[int]], list[np.ndarray], list[float]]] = {}
@@ -410,16 +450,17 @@ def _flat(model: Any, trees: list[_Tree]) -> _Flat:
     def ints(values: list[int]) -> np.ndarray:
         return np.array(values, dtype=np.intp)
 
-    flat = _Flat(
-        np.concatenate(features), np.concatenate(thresholds), np.concatenate(missing),
+    def joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+    return _Flat(
+        joined(features, np.intp), joined(thresholds, np.float64), joined(missing, bool),
         ints(conditions), ints(starts), ints(slot_feature),
         ints(tabled), ints(shifts), ints(leaf_starts), ints(owners), ints(offsets),
-        np.concatenate(tables) if tables else np.zeros(0),
+        joined(tables, np.float64),
         tuple(_DeepLeaves(np.array(slots, dtype=np.intp), np.array(fractions), np.array(values))
               for slots, fractions, values in deep.values()),
     )
-    _FLAT[model] = flat
-    return flat
 
 
 def _person_values(flat: _Flat, row: np.ndarray, columns: int) -> np.ndarray:

@@ -87,11 +87,21 @@ def test_treeshap_tables_are_built_once_per_model_and_read_back_bit_for_bit(fitt
     assert path.is_file()
     expected = treeshap.tree_shap_values(first, x)
 
-    built = []
+    built, flattened = [], []
     monkeypatch.setattr(treeshap, "_compile", lambda model: built.append(model) or [])
     later = pickle.loads(pickle.dumps(estimator))
-    treeshap.tables_from_file(later, path)
-    assert built == [] and np.array_equal(treeshap.tree_shap_values(later, x), expected)
+    with monkeypatch.context() as patch:
+        patch.setattr(treeshap, "_flatten", lambda trees: flattened.append(trees) or None)
+        treeshap.tables_from_file(later, path)
+        assert built == [] and np.array_equal(treeshap.tree_shap_values(later, x), expected)
+        # One person (the API's lookup) reads the flattened model from the file too, with the same values;
+        assert np.array_equal(treeshap.tree_shap_values(later, x[:1]), expected[:1]) and flattened == []
+    # and every table is held once, in the flat's one array, which the trees' leaves point into.
+    flat = treeshap._FLAT[later]
+    tabled = [leaf.table for tree in treeshap._COMPILED[later] for leaf in tree.leaves
+              if leaf.table is not None and len(leaf.features)]
+    assert tabled and all(np.shares_memory(table, flat.tables) for table in tabled)
+    assert sum(table.size for table in tabled) == flat.tables.size
 
     other = fit_candidates(make_frame(1500, 41, date(2023, 1, 2)), FEATURES, "crisis", seed=1)["hgb"].base_estimator
     treeshap.tables_from_file(other, path)  # same file name, other trees: its fingerprint refuses the file
