@@ -2,8 +2,8 @@
 
 The weekly run explains only its listed people; anyone else's reasons are worked out when the resident view is
 asked for them (``pipelines.explain``): the week's feature file, the model version that scored the week, its
-TreeSHAP tables (built once per API process). This measures, through the real FastAPI app (in-process
-``TestClient``, an analyst key):
+TreeSHAP tables and flattened model (read from the home's tables file, or built and written by the first lookup
+after a new model). This measures, through the real FastAPI app (in-process ``TestClient``, an analyst key):
 
 1. the first lookup of an unlisted resident in a fresh process (model load + tables + feature read);
 2. later lookups of other unlisted residents: p50/p99 wall, and the process CPU per lookup;

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 #: Leaves with at most this many distinct path features get a full table of every pattern (2^d rows);
-#: deeper ones compute rows only for the patterns the people being explained actually have.
+#: deeper ones compute rows only for the patterns the people being explained actually have (a block's
+#: distinct patterns; one person's own pattern in ``_person_values``), so any depth is exact.
 FULL_TABLE_MAX_FEATURES = 12
 
 
