@@ -57,6 +57,11 @@ def _remarkable(column: pl.Series, texts: dict[Any, str | None]) -> np.ndarray:
     return joined.get_column("remarkable").fill_null(False).to_numpy()
 
 
+#: Up to this many rows, the registry's texts are looked up in Python rather than through polars joins: the joins
+#: cost ~1 ms per feature whatever the row count, most of an on-demand lookup in the API.
+FEW_ROWS = 8
+
+
 @dataclass(frozen=True)
 class _Chosen:
     """Each row's reasons as arrays, best first: row, feature index, value and contribution per reason."""
@@ -84,11 +89,19 @@ def _choose(contributions: np.ndarray, features: pl.DataFrame, names: list[str],
     values = np.take_along_axis(contributions, order, axis=1)
     positive = values > 0
     used = np.unique(order[positive]).tolist()
-    columns = {j: _missing_as_none(features.get_column(names[j])) for j in used}
-    texts = {j: {v: reason_text(names[j], v) for v in columns[j].unique().to_list()} for j in used}
     remarkable = np.zeros((rows, n_features), dtype=bool)
+    columns: dict[int, pl.Series] = {}
+    texts: dict[int, dict[Any, str | None]] = {}
     for j in used:
-        remarkable[:, j] = _remarkable(columns[j], texts[j])
+        if rows <= FEW_ROWS:  # one resident in the API: the same lookups in Python (polars: ~1 ms per feature)
+            own = [None if v != v else v for v in features.get_column(names[j]).to_list()]  # NaN as missing
+            columns[j] = pl.Series(names[j], own, dtype=features.schema[names[j]])
+            texts[j] = {v: reason_text(names[j], v) for v in own}
+            remarkable[:, j] = [texts[j][v] is not None for v in own]
+        else:
+            columns[j] = _missing_as_none(features.get_column(names[j]))
+            texts[j] = {v: reason_text(names[j], v) for v in columns[j].unique().to_list()}
+            remarkable[:, j] = _remarkable(columns[j], texts[j])
     candidate = positive & np.take_along_axis(remarkable, order, axis=1)
     del remarkable
     chosen = candidate & (np.cumsum(candidate, axis=1, dtype=np.int16) <= k)

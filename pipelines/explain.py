@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,15 @@ def reasons_for(
 # --- on demand (the API) ------------------------------------------------------------------------------
 
 
+@cache
+def _thread_pools() -> Any:
+    """The process's OpenMP/BLAS pools, found once: ``threadpool_limits`` scans every loaded library on each
+    call (~7 ms of a ~40 ms lookup, measured), and the libraries do not change while the API runs."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 @dataclass(frozen=True)
 class OnDemand:
     """One resident's reasons for one scored week, or why they cannot be given (``note``; reasons then None)."""
@@ -138,11 +148,9 @@ def explain_on_demand(
     except UpstreamError:
         return OnDemand(None, f"Reasons for {week} are not available: {model_name} version {model_version}, "
                               "which scored that week, is no longer in the model registry.")
-    from threadpoolctl import threadpool_limits
-
     # One row on one thread: scikit-learn's gradient boosting opens an OpenMP region per tree, and on a busy
     # machine each region's start-up cost ~10 ms, i.e. seconds for one person with 400 trees (measured: 4.7 s).
-    with threadpool_limits(limits=1):
+    with _thread_pools().limit(limits=1):
         again = float(model.predict_proba(row)[0])
         if abs(again - score) > SAME_SCORE:
             return OnDemand(None, f"Reasons for {week} are not available: the week's feature file no longer gives "
