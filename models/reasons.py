@@ -94,8 +94,9 @@ def _choose(contributions: np.ndarray, features: pl.DataFrame, names: list[str],
     texts: dict[int, dict[Any, str | None]] = {}
     for j in used:
         if rows <= FEW_ROWS:  # one resident in the API: the same lookups in Python (polars: ~1 ms per feature)
-            own = [None if v != v else v for v in features.get_column(names[j]).to_list()]  # NaN as missing
-            columns[j] = pl.Series(names[j], own, dtype=features.schema[names[j]])
+            column = features.get_column(names[j])
+            own = [None if v != v else v for v in column.to_list()]  # NaN as missing
+            columns[j] = pl.Series(names[j], own, dtype=column.dtype)
             texts[j] = {v: reason_text(names[j], v) for v in own}
             remarkable[:, j] = [texts[j][v] is not None for v in own]
         else:
