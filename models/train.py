@@ -42,7 +42,7 @@ from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
 from models.gate import calibration_in_the_large
-from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start
+from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start, eligible_people
 from models.metrics import auroc, calibration_slope_intercept, evaluate
 from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
 from models.tracking import TrainingData, TrainingRecord, log_and_register
@@ -197,6 +197,45 @@ def model_feature_names(frame: pl.DataFrame) -> list[str]:
     ]
 
 
+#: First guess of the share of a date's living, registered people who are in the list cohort (about 0.79 in the
+#: county worlds: adults not already known to services). It only sizes the first draw; a short draw is topped up.
+COHORT_SHARE_GUESS = 0.7
+#: Extra people judged in each slice of the draw, so a small date rarely needs a second slice.
+DRAW_SLACK = 1000
+
+
+def draw_from_cohort(clean_dir: Path, day: date, n: int, seed: int, cohort: CohortSettings | None) -> pl.Series | None:
+    """``n`` people drawn uniformly from the list cohort at ``day`` (all living, registered people without
+    ``cohort``), in the order drawn; None when there are no more than ``n`` of them (the date is used whole).
+
+    Why not draw from the whole cohort's table: at county scale a training date samples 200k of about 1.5M, and
+    judging the cohort rules for everyone only to keep 13% of them was wasted work. The living, registered
+    people (two small files) are put in a seeded random order and the cohort is judged for a leading slice of
+    that order only, topped up until ``n`` are in it: the first ``n`` cohort members of a uniform random
+    order are a uniform random sample of the cohort.
+    """
+    from expectations.cohort import cohort_at, in_cohort
+
+    order = (eligible_people(clean_dir, day).select("person_id").collect().get_column("person_id").sort()
+             .sample(fraction=1.0, shuffle=True, seed=seed))
+    if order.len() <= n:
+        return None
+    if cohort is None:
+        return order.head(n)
+    kept: list[pl.Series] = []
+    have, start, share = 0, 0, COHORT_SHARE_GUESS
+    while have < n and start < order.len():
+        size = min(order.len() - start, int((n - have) / share * 1.05) + DRAW_SLACK)
+        chunk = order.slice(start, size)
+        listable = in_cohort(cohort_at(clean_dir, day, cohort, people=chunk)).get_column("person_id")
+        chunk = chunk.filter(chunk.is_in(listable.implode()))
+        kept.append(chunk)
+        have, start, share = have + chunk.len(), start + size, max(chunk.len() / size, 0.01)
+    if have <= n:  # the whole order was needed: the cohort is no larger than the sample
+        return None
+    return pl.concat(kept).head(n)
+
+
 def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0,
              cohort: CohortSettings | None = None) -> pl.DataFrame:
     """Feature rows (before T) joined to label rows (after T) for each date; optional per-date sample.
@@ -205,29 +244,29 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
     default, not in hospital, a care home or already known to services): the model is trained and tested
     on the population it will rank, so the gate judges it there.
 
-    The sample is drawn from the labelled cohort *before* features are built, and features are built only
-    for the people drawn: at county scale a training date samples 200k of about 1.5M people, and building
-    everyone's features to keep 13% of them was wasted work (``features.build``'s ``people``).
+    A sampled date draws its people first (:func:`draw_from_cohort`) and builds the cohort, labels and
+    features only for them: each drawn person's row is exactly their row in the whole date's table. Rows come
+    in the order drawn, so the same seed gives the same rows in the same order (HGB's early-stopping split
+    depends on row order).
     """
     from features.build import build_features
 
     frames = []
     for i, day in enumerate(dates):
-        labels = build_labels(clean_dir, day)
-        if cohort is not None:
-            from expectations.cohort import cohort_at, in_cohort
+        drawn = None if sample is None else draw_from_cohort(clean_dir, day, sample, seed + i, cohort)
+        if drawn is None:
+            labels = build_labels(clean_dir, day)
+            if cohort is not None:
+                from expectations.cohort import cohort_at, in_cohort
 
-            labels = labels.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"), on="person_id",
-                                 how="semi")
-        if sample is None or labels.height <= sample:
+                labels = labels.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"),
+                                     on="person_id", how="semi")
             features = build_features(clean_dir, day)
             frames.append(features.join(labels, on="person_id", how="inner", maintain_order="left"))
             continue
-        # Drawn from the people in person order, as the whole date's rows were before (features are sorted by
-        # person), and kept in the order drawn: the same seed gives the same rows in the same order, so the
-        # models are the ones the full build gave (HGB's early-stopping split depends on the row order).
-        labels = labels.sort("person_id").sample(n=sample, seed=seed + i)
-        features = build_features(clean_dir, day, people=labels.get_column("person_id"))
+        labels = pl.DataFrame({"person_id": drawn}).join(build_labels(clean_dir, day, people=drawn), on="person_id",
+                                                         how="inner", maintain_order="left")
+        features = build_features(clean_dir, day, people=drawn)
         frame = labels.join(features, on="person_id", how="inner", maintain_order="left")
         frames.append(frame.select(*features.columns, pl.exclude(features.columns)))
     return pl.concat(frames, how="vertical_relaxed")
