@@ -38,6 +38,7 @@ CONFIGS: dict[str, dict] = {  # and "logistic", the other candidate, for referen
     "lr 0.12": {"learning_rate": 0.12},
     "lr 0.12 + max_bins 63": {"learning_rate": 0.12, "max_bins": 63},
     "lr 0.12 + no_change 10": {"learning_rate": 0.12, "n_iter_no_change": 10},
+    "lr 0.06 + no_change 10": {"n_iter_no_change": 10},
     "lr 0.06 + half rows": {"rows": 0.5},
 }
 
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=60_000)
     parser.add_argument("--configs", default=";".join(["logistic", *CONFIGS]),
                         help="semicolon-separated names from CONFIGS, or logistic")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds: the calibration hold-out and HGB's "
+                        "early-stopping split differ by seed, so a config's effect is checked over several")
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenMP threads for the fits: 1 keeps CPU seconds free of the spin-waiting that a busy "
                              "machine adds to scikit-learn's parallel histogram loops (the models are the same)")
@@ -96,14 +99,14 @@ def main() -> None:
 
     names = args.configs.split(";")
     runs = [("logistic", n, {}) if n == "logistic" else ("hgb", n, CONFIGS[n]) for n in names]
-    for kind, name, overrides in runs:
+    for (kind, name, overrides), seed in [(run, int(seed)) for run in runs for seed in args.seeds.split(",")]:
         overrides = dict(overrides)
         rows = overrides.pop("rows", 1.0)
         params.HGB_PARAMS.clear()
         params.HGB_PARAMS.update(base_params | overrides)
         frame = fit if rows == 1.0 else fit.filter(pl.Series(~train.calibration_holdout(fit, 1 - rows, 4242)))
         wall, cpu = time.perf_counter(), _cpu()
-        model = train.fit_candidates(frame, features, args.target, seed=0, kinds=(kind,))[kind]
+        model = train.fit_candidates(frame, features, args.target, seed=seed, kinds=(kind,))[kind]
         wall, cpu = time.perf_counter() - wall, _cpu() - cpu
         base = model.estimator.estimator.estimator
         n_iter = getattr(base, "n_iter_", None)
@@ -115,7 +118,7 @@ def main() -> None:
         audit = fairness_audit(test, y_test, p_test).filter(pl.col("dimension").is_in(["overall", "age_band"]))
         oe = " ".join(f"{g}={v:.3f}" for g, v in zip(audit["group"], audit["observed_expected"], strict=True))
         model_on_known = auroc(y_test[known], p_test[known])
-        print(f"[{name}] fit {wall:.1f} s wall {cpu:.1f} s CPU, rows {frame.height}, iterations {n_iter}; "
+        print(f"[{name}, seed {seed}] fit {wall:.1f} s wall {cpu:.1f} s CPU, rows {frame.height}, iterations {n_iter}; "
               f"validation AUROC {auroc(y_val, p_val):.4f} misfits {len(misfits)}; test AUROC {m['auroc']:.4f} "
               f"({m['auroc_ci_low']:.4f}-{m['auroc_ci_high']:.4f}) gap to oracle {oracle - model_on_known:+.4f}; "
               f"slope {slope:.3f}; O/E {oe}; load {os.getloadavg()[0]:.1f}", flush=True)
