@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -37,6 +38,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
@@ -376,6 +378,23 @@ def choose_candidate(validation_metrics: dict[str, dict[str, float]]) -> str:
     return max(calibrated, key=lambda k: validation_metrics[k]["auroc"])
 
 
+def fit_threads(setting: int | None) -> int:
+    """OpenMP threads for gradient boosting: the setting, else the cores idle now (this process counts as one
+    of the 1-minute load average, since it is about to run).
+
+    Why: HistGradientBoosting synchronises its OpenMP threads many times per tree; with more runnable threads
+    than free cores each synchronisation waits for a descheduled thread, so on a busy machine two threads cost
+    10-20x the CPU of one (bench/README, issue 15 session 5), while on an idle 2-core machine two threads fit
+    nearly twice as fast. The thread count never changes the model (the histograms are summed per feature,
+    not split across threads; checked bit for bit in tests/models/test_train_registry.py).
+    """
+    if setting is not None:
+        return setting
+    cores = os.cpu_count() or 1
+    idle = cores - os.getloadavg()[0] + 1
+    return max(1, min(cores, int(idle)))
+
+
 def train_on_frames(
     train: pl.DataFrame,
     test: pl.DataFrame,
@@ -398,10 +417,20 @@ def train_on_frames(
     """
 
     check_target(target, UpstreamError)
+    threads = fit_threads(settings.train.fit_threads)
+    log.info("gradient boosting with %d OpenMP thread(s)", threads)
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        return _train_on_frames(train, test, target, settings, features=features, context=context, seed=seed,
+                                n_boot=n_boot, validation=validation, threads=threads)
+
+
+def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, settings: Settings, *,
+                     features: list[str] | None, context: dict[str, Any] | None, seed: int, n_boot: int,
+                     validation: pl.DataFrame | None, threads: int) -> TrainResult:
     started = time.perf_counter()
     context = dict(context or {})
     features = features or model_feature_names(train)
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"hgb_threads": float(threads)}  # logged with the timings: they depend on it
 
     t = time.perf_counter()
     if validation is None:

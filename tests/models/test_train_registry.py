@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from urllib.parse import urlparse
 
@@ -214,3 +215,23 @@ def test_the_losing_candidate_is_tested_on_a_fixed_sample_and_mlflow_says_so(tmp
     tag = MlflowClient(tracking_uri=sampled.tracking_uri).get_run(part.run_id).data.tags["candidates.test_rows"]
     assert f"{loser}: a fixed random sample of 2000 of 6000 test rows" in tag
     assert f"{part.chosen}: all 6000 test rows" in tag
+
+
+def test_the_number_of_gradient_boosting_threads_does_not_change_the_models(tmp_path):
+    """``train.fit_threads`` only decides how many OpenMP threads fit and score the gradient-boosting
+    candidate (one on a busy machine, where two cost 10-20x the CPU): every figure of the run must be the
+    same bit for bit with one thread and with two, and the run records the number it used."""
+    from models.train import fit_threads
+
+    assert fit_threads(3) == 3
+    assert 1 <= fit_threads(None) <= (os.cpu_count() or 1)
+    train = TRAIN.drop("_true_p")
+    runs = {}
+    for threads in (1, 2):
+        settings = Settings(home=tmp_path / f"t{threads}", train={"fit_threads": threads})
+        runs[threads] = train_on_frames(train, TEST, "crisis", settings, n_boot=50)
+        recorded = MlflowClient(tracking_uri=settings.tracking_uri).get_run(runs[threads].run_id).data.metrics
+        assert recorded["hgb_threads"] == threads
+    assert runs[1].candidates["hgb"]["n"] == TEST.height
+    assert runs[1].candidates == runs[2].candidates
+    assert runs[1].metrics == runs[2].metrics and runs[1].chosen == runs[2].chosen
