@@ -13,7 +13,7 @@ from typing import Any
 #: The trade (issue 15, session 5; bench/README "Issue 15 (session 5): the training week"): learning rate
 #: 0.12 with early stopping after 10 rounds without improvement, instead of 0.06 and 20. The candidate's fit
 #: was the largest piece of the county training week. On the 280k generator-1.5 worlds (sample 60k per date,
-#: ``bench/bench_train_hgb.py``, four fits: default world seeds 0-2, alt world seed 0) it now costs about 45%
+#: ``bench/bench_train_hgb.py``, four fits: default world seeds 0-2, alt world seed 0) it now costs about 40%
 #: of the CPU (5.8-9.1 s against 13.3-24.8 s single-threaded) with the same quality: test AUROC -0.0014 to
 #: +0.0046 against the old settings (bootstrap CIs about +-0.004), gap to the oracle 0.016-0.019 against
 #: 0.017-0.022, calibration slope and O/E by age band within the same spread. The slower rate often ran on

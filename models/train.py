@@ -384,8 +384,8 @@ def fit_threads(setting: int | None) -> int:
 
     Why: HistGradientBoosting synchronises its OpenMP threads many times per tree; with more runnable threads
     than free cores each synchronisation waits for a descheduled thread, so on a busy machine two threads cost
-    10-20x the CPU of one (bench/README, issue 15 session 5), while on an idle 2-core machine two threads fit
-    nearly twice as fast. The thread count never changes the model (the histograms are summed per feature,
+    7-20x the CPU of one (bench/README, issue 15 session 5), while on an idle 2-core machine two threads should
+    fit up to twice as fast. The thread count never changes the model (the histograms are summed per feature,
     not split across threads; checked bit for bit in tests/models/test_train_registry.py).
     """
     if setting is not None:

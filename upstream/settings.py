@@ -83,7 +83,7 @@ class TrainSettings(BaseModel):
     #: OpenMP threads for gradient boosting while training (fits, predictions). None = the cores that are idle
     #: when training starts (every core on a quiet machine, 1 on a busy one): scikit-learn's histogram loops
     #: wait at a barrier many times per tree, and on a busy machine every wait costs a time slice, so two
-    #: threads cost 10-20x the CPU of one (``models.train.fit_threads``). The model is the same either way.
+    #: threads cost 7-20x the CPU of one (``models.train.fit_threads``). The model is the same either way.
     fit_threads: int | None = Field(None, ge=1)
 
 

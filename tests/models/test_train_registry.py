@@ -219,7 +219,7 @@ def test_the_losing_candidate_is_tested_on_a_fixed_sample_and_mlflow_says_so(tmp
 
 def test_the_number_of_gradient_boosting_threads_does_not_change_the_models(tmp_path):
     """``train.fit_threads`` only decides how many OpenMP threads fit and score the gradient-boosting
-    candidate (one on a busy machine, where two cost 10-20x the CPU): every figure of the run must be the
+    candidate (one on a busy machine, where two cost 7-20x the CPU): every figure of the run must be the
     same bit for bit with one thread and with two, and the run records the number it used."""
     from models.train import fit_threads
 
