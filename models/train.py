@@ -461,8 +461,9 @@ def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, setti
     predictions = {chosen: final.predict_proba(test)}
     candidate_metrics = {chosen: evaluate(y_test, predictions[chosen], n_boot=n_boot, seed=seed)}
     # The losing candidates' test rows are for the record (the card's comparison table); they chose nothing, so
-    # at county scale they are scored on a fixed random sample of the test date (1.32M rows cost a deep
-    # HGB about 25 s), and the chosen kind's fitting-date candidate is not scored at all (the refit replaced it).
+    # at county scale they are scored on a fixed random sample of the test date (HGB on 1.32M rows was most of
+    # the 25 CPU s of predictions at 1.9M), and the chosen kind's fitting-date candidate is not scored at all
+    # (the refit replaced it).
     record_rows = candidate_test_rows(test.height, settings.train.candidate_test_rows, seed)
     record_frame = test if record_rows is None else test[record_rows]
     y_record = y_test if record_rows is None else y_test[record_rows]
