@@ -69,7 +69,7 @@ def main() -> None:
     from upstream.settings import Settings
 
     for owner, name in [(build, "build_features"), (labels, "build_labels"), (cohort, "cohort_at"),
-                        (train, "fit_candidates"), (train, "fit_baselines"), (train, "evaluate"),
+                        (train, "fit_candidates"), (train, "fit_baselines"), (train, "draw_from_cohort"), (train, "evaluate"),
                         (train, "fairness_audit"), (train, "log_and_register"), (train, "files_fingerprint"),
                         (bundle.UpstreamModel, "predict_proba"), (tracking, "_log_evaluation"),
                         (tracking, "_log_training_data"), (tracking, "_register")]:

@@ -47,18 +47,29 @@ def eligible_people(clean_dir: Path, index_date: date) -> pl.LazyFrame:
     )
 
 
-def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_WINDOW) -> pl.DataFrame:
+def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_WINDOW,
+                 people: pl.Series | None = None) -> pl.DataFrame:
     """Outcome booleans per eligible person for the 12 months (or ``window``) from ``index_date``.
 
     ``window`` lets the outcome follow-up (loop/outcomes.py) use these same definitions at 91 days and 6 months.
+    ``people`` (person ids) restricts the rows to those eligible people: every label reads the person's own
+    records only, so their rows are the whole population's rows for them (training labels only the people it
+    draws at a sampled date).
     """
     if not isinstance(index_date, date):
         raise UpstreamError(f"index_date must be a date, got {index_date!r}")
     start, end = index_date, index_date + window
-    people = eligible_people(clean_dir, index_date)
+
+    def scan(source: str) -> pl.LazyFrame:
+        frame = scan_source(clean_dir, source)
+        return frame if people is None else frame.filter(pl.col("person_id").is_in(people.implode()))
+
+    eligible = eligible_people(clean_dir, index_date)
+    if people is not None:
+        eligible = eligible.filter(pl.col("person_id").is_in(people.implode()))
 
     emergency = (
-        scan_source(clean_dir, "hospital_spells")
+        scan("hospital_spells")
         .filter(
             pl.col("admission_method").is_in(EMERGENCY_ADMISSION_METHODS)
             & (pl.col("admission_date") >= start)
@@ -69,7 +80,7 @@ def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_
         .with_columns(pl.lit(True).alias("emergency_admission"))
     )
 
-    social_care = scan_source(clean_dir, "social_care_events")
+    social_care = scan("social_care_events")
     # A service starting ON T is in the outcome window, so it is new, not already open at T.
     open_at_t = (
         social_care.filter(service_open_at(start, LONG_TERM_SERVICE_TYPES, starting_on_t_is_open=False))
@@ -90,7 +101,7 @@ def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_
     )
 
     return (
-        people.join(emergency, on="person_id", how="left")
+        eligible.join(emergency, on="person_id", how="left")
         .join(new_service, on="person_id", how="left")
         .with_columns(
             pl.col("emergency_admission").fill_null(False),

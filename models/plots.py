@@ -19,12 +19,24 @@ def _pyplot():
     return plt
 
 
-def calibration_plot(y: np.ndarray, predictions: dict[str, np.ndarray], path: Path) -> Path:
+def _series(y: np.ndarray, predictions: dict[str, np.ndarray], rows: dict[str, np.ndarray] | None):
+    """(label, outcomes, predictions) per series; a series scored on some test rows only (``rows``) is paired
+    with those rows' outcomes and says so in its label."""
+    for name, p in predictions.items():
+        picked = (rows or {}).get(name)
+        if picked is None:
+            yield name, y, p
+        else:
+            yield f"{name} (sample of {len(picked):,})", y[picked], p
+
+
+def calibration_plot(y: np.ndarray, predictions: dict[str, np.ndarray], path: Path,
+                     rows: dict[str, np.ndarray] | None = None) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     top = 0.0
-    for name, p in predictions.items():
-        curve = calibration_curve(y, p)
+    for name, y_name, p in _series(y, predictions, rows):
+        curve = calibration_curve(y_name, p)
         ax.plot(curve["predicted"], curve["observed"], marker="o", label=name)
         top = max(top, curve["predicted"].max(), curve["observed"].max())
     ax.plot([0, top], [0, top], ls="--", color="grey", label="perfect")
@@ -36,12 +48,13 @@ def calibration_plot(y: np.ndarray, predictions: dict[str, np.ndarray], path: Pa
     return path
 
 
-def decision_curve_plot(y: np.ndarray, predictions: dict[str, np.ndarray], path: Path) -> Path:
+def decision_curve_plot(y: np.ndarray, predictions: dict[str, np.ndarray], path: Path,
+                        rows: dict[str, np.ndarray] | None = None) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     curve = None
-    for name, p in predictions.items():
-        curve = net_benefit(y, p)
+    for name, y_name, p in _series(y, predictions, rows):
+        curve = net_benefit(y_name, p)
         ax.plot(curve["threshold"], curve["model"], label=name)
     if curve is not None:
         ax.plot(curve["threshold"], curve["treat_all"], ls="--", color="grey", label="act on everyone")

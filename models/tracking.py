@@ -127,6 +127,9 @@ class TrainingRecord:
     predictions: dict[str, np.ndarray]  # candidate (and plotted baseline) -> test-set probabilities
     data: TrainingData
     timings: dict[str, float]
+    #: Candidates scored on a sample of the test rows only (``models.train.candidate_test_rows``): name -> the
+    #: row positions their ``predictions`` are for. Every other prediction covers every test row.
+    prediction_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -241,8 +244,13 @@ def _log_evaluation(run_log: RunLog, record: TrainingRecord, tmp: Path) -> None:
         f"baseline: {b}": m for b, m in record.baseline_metrics.items()}}.items()], infer_schema_length=None)
     table.write_csv(tmp / "metrics_table.csv")
     run_log.log_artifact(str(tmp / "metrics_table.csv"), "metrics")
-    plots.calibration_plot(record.y_test, record.predictions, tmp / "calibration.png")
-    plots.decision_curve_plot(record.y_test, record.predictions, tmp / "decision_curve.png")
+    n_test = len(record.y_test)
+    run_log.set_tag("candidates.test_rows", "; ".join(
+        f"{kind}: a fixed random sample of {len(rows)} of {n_test} test rows (for the record: it was not chosen)"
+        if (rows := record.prediction_rows.get(kind)) is not None else f"{kind}: all {n_test} test rows"
+        for kind in record.candidate_metrics))
+    plots.calibration_plot(record.y_test, record.predictions, tmp / "calibration.png", record.prediction_rows)
+    plots.decision_curve_plot(record.y_test, record.predictions, tmp / "decision_curve.png", record.prediction_rows)
     run_log.log_artifact(str(tmp / "calibration.png"), "plots")
     run_log.log_artifact(str(tmp / "decision_curve.png"), "plots")
 

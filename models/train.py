@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -37,12 +38,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
 from models.gate import calibration_in_the_large
-from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start
+from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start, eligible_people
 from models.metrics import auroc, calibration_slope_intercept, evaluate
 from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
 from models.tracking import TrainingData, TrainingRecord, log_and_register
@@ -197,6 +199,45 @@ def model_feature_names(frame: pl.DataFrame) -> list[str]:
     ]
 
 
+#: First guess of the share of a date's living, registered people who are in the list cohort (about 0.79 in the
+#: county worlds: adults not already known to services). It only sizes the first draw; a short draw is topped up.
+COHORT_SHARE_GUESS = 0.7
+#: Extra people judged in each slice of the draw, so a small date rarely needs a second slice.
+DRAW_SLACK = 1000
+
+
+def draw_from_cohort(clean_dir: Path, day: date, n: int, seed: int, cohort: CohortSettings | None) -> pl.Series | None:
+    """``n`` people drawn uniformly from the list cohort at ``day`` (all living, registered people without
+    ``cohort``), in the order drawn; None when there are no more than ``n`` of them (the date is used whole).
+
+    Why not draw from the whole cohort's table: at county scale a training date samples 200k of about 1.5M, and
+    judging the cohort rules for everyone only to keep 13% of them was wasted work. The living, registered
+    people (two small files) are put in a seeded random order and the cohort is judged for a leading slice of
+    that order only, topped up until ``n`` are in it: the first ``n`` cohort members of a uniform random
+    order are a uniform random sample of the cohort.
+    """
+    from expectations.cohort import cohort_at, in_cohort
+
+    order = (eligible_people(clean_dir, day).select("person_id").collect().get_column("person_id").sort()
+             .sample(fraction=1.0, shuffle=True, seed=seed))
+    if order.len() <= n:
+        return None
+    if cohort is None:
+        return order.head(n)
+    kept: list[pl.Series] = []
+    have, start, share = 0, 0, COHORT_SHARE_GUESS
+    while have < n and start < order.len():
+        size = min(order.len() - start, int((n - have) / share * 1.05) + DRAW_SLACK)
+        chunk = order.slice(start, size)
+        listable = in_cohort(cohort_at(clean_dir, day, cohort, people=chunk)).get_column("person_id")
+        chunk = chunk.filter(chunk.is_in(listable.implode()))
+        kept.append(chunk)
+        have, start, share = have + chunk.len(), start + size, max(chunk.len() / size, 0.01)
+    if have <= n:  # the whole order was needed: the cohort is no larger than the sample
+        return None
+    return pl.concat(kept).head(n)
+
+
 def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0,
              cohort: CohortSettings | None = None) -> pl.DataFrame:
     """Feature rows (before T) joined to label rows (after T) for each date; optional per-date sample.
@@ -205,29 +246,29 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
     default, not in hospital, a care home or already known to services): the model is trained and tested
     on the population it will rank, so the gate judges it there.
 
-    The sample is drawn from the labelled cohort *before* features are built, and features are built only
-    for the people drawn: at county scale a training date samples 200k of about 1.5M people, and building
-    everyone's features to keep 13% of them was wasted work (``features.build``'s ``people``).
+    A sampled date draws its people first (:func:`draw_from_cohort`) and builds the cohort, labels and
+    features only for them: each drawn person's row is exactly their row in the whole date's table. Rows come
+    in the order drawn, so the same seed gives the same rows in the same order (HGB's early-stopping split
+    depends on row order).
     """
     from features.build import build_features
 
     frames = []
     for i, day in enumerate(dates):
-        labels = build_labels(clean_dir, day)
-        if cohort is not None:
-            from expectations.cohort import cohort_at, in_cohort
+        drawn = None if sample is None else draw_from_cohort(clean_dir, day, sample, seed + i, cohort)
+        if drawn is None:
+            labels = build_labels(clean_dir, day)
+            if cohort is not None:
+                from expectations.cohort import cohort_at, in_cohort
 
-            labels = labels.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"), on="person_id",
-                                 how="semi")
-        if sample is None or labels.height <= sample:
+                labels = labels.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"),
+                                     on="person_id", how="semi")
             features = build_features(clean_dir, day)
             frames.append(features.join(labels, on="person_id", how="inner", maintain_order="left"))
             continue
-        # Drawn from the people in person order, as the whole date's rows were before (features are sorted by
-        # person), and kept in the order drawn: the same seed gives the same rows in the same order, so the
-        # models are the ones the full build gave (HGB's early-stopping split depends on the row order).
-        labels = labels.sort("person_id").sample(n=sample, seed=seed + i)
-        features = build_features(clean_dir, day, people=labels.get_column("person_id"))
+        labels = pl.DataFrame({"person_id": drawn}).join(build_labels(clean_dir, day, people=drawn), on="person_id",
+                                                         how="inner", maintain_order="left")
+        features = build_features(clean_dir, day, people=drawn)
         frame = labels.join(features, on="person_id", how="inner", maintain_order="left")
         frames.append(frame.select(*features.columns, pl.exclude(features.columns)))
     return pl.concat(frames, how="vertical_relaxed")
@@ -322,11 +363,36 @@ def fit_baselines(train: pl.DataFrame, test: pl.DataFrame, target: str) -> dict[
     return out
 
 
+def candidate_test_rows(n_test: int, limit: int | None, seed: int) -> np.ndarray | None:
+    """Sorted row positions of a fixed random sample of ``limit`` test rows (same seed, same rows), or None
+    when every row is to be used."""
+    if limit is None or n_test <= limit:
+        return None
+    return np.sort(np.random.default_rng([seed, 20_151]).choice(n_test, size=limit, replace=False))
+
+
 def choose_candidate(validation_metrics: dict[str, dict[str, float]]) -> str:
     """The candidate with the best validation AUROC among those whose calibration-in-the-large held on the
     validation date (``calibration_misfits == 0``); if none held, the best AUROC (the gate will say why)."""
     calibrated = [k for k, m in validation_metrics.items() if m["calibration_misfits"] == 0] or list(validation_metrics)
     return max(calibrated, key=lambda k: validation_metrics[k]["auroc"])
+
+
+def fit_threads(setting: int | None) -> int:
+    """OpenMP threads for gradient boosting: the setting, else the cores idle now (this process counts as one
+    of the 1-minute load average, since it is about to run).
+
+    Why: HistGradientBoosting synchronises its OpenMP threads many times per tree; with more runnable threads
+    than free cores each synchronisation waits for a descheduled thread, so on a busy machine two threads cost
+    7-20x the CPU of one (bench/README, issue 15 session 5), while on an idle 2-core machine two threads should
+    fit up to twice as fast. The thread count never changes the model (the histograms are summed per feature,
+    not split across threads; checked bit for bit in tests/models/test_train_registry.py).
+    """
+    if setting is not None:
+        return setting
+    cores = os.cpu_count() or 1
+    idle = cores - os.getloadavg()[0] + 1
+    return max(1, min(cores, int(idle)))
 
 
 def train_on_frames(
@@ -351,10 +417,20 @@ def train_on_frames(
     """
 
     check_target(target, UpstreamError)
+    threads = fit_threads(settings.train.fit_threads)
+    log.info("gradient boosting with %d OpenMP thread(s)", threads)
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        return _train_on_frames(train, test, target, settings, features=features, context=context, seed=seed,
+                                n_boot=n_boot, validation=validation, threads=threads)
+
+
+def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, settings: Settings, *,
+                     features: list[str] | None, context: dict[str, Any] | None, seed: int, n_boot: int,
+                     validation: pl.DataFrame | None, threads: int) -> TrainResult:
     started = time.perf_counter()
     context = dict(context or {})
     features = features or model_feature_names(train)
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"hgb_threads": float(threads)}  # logged with the timings: they depend on it
 
     t = time.perf_counter()
     if validation is None:
@@ -366,11 +442,13 @@ def train_on_frames(
     candidates = fit_candidates(fit_frame, features, target, seed=seed)
     y_val = validation.get_column(target).to_numpy().astype(bool)
     validation_metrics = {}
+    age_column = [c for c in ("age",) if c in validation.columns]
     for kind, m in candidates.items():
         p_val = m.predict_proba(validation)
         # The gate judges calibration-in-the-large overall and by age band: a candidate that already fails it on
-        # the validation date would be refused, so it is chosen only if every candidate fails it.
-        misfits = calibration_in_the_large(fairness_audit(validation, y_val, p_val), settings.gate)
+        # the validation date would be refused, so it is chosen only if every candidate fails it. Only those rows
+        # are needed, so only the age column is audited (the other dimensions' AUROCs were computed for nothing).
+        misfits = calibration_in_the_large(fairness_audit(validation.select(age_column), y_val, p_val), settings.gate)
         validation_metrics[kind] = {"auroc": auroc(y_val, p_val),
                                     "calibration_slope": calibration_slope_intercept(y_val, p_val)[0],
                                     "calibration_misfits": float(len(misfits))}
@@ -380,10 +458,23 @@ def train_on_frames(
 
     t = time.perf_counter()
     y_test = test.get_column(target).to_numpy().astype(bool)
-    # Candidate rows on the test date are for the record (the card's comparison table); they chose nothing.
-    predictions = {kind: m.predict_proba(test) for kind, m in candidates.items()}
-    predictions[chosen] = final.predict_proba(test)
-    candidate_metrics = {kind: evaluate(y_test, p, n_boot=n_boot, seed=seed) for kind, p in predictions.items()}
+    predictions = {chosen: final.predict_proba(test)}
+    candidate_metrics = {chosen: evaluate(y_test, predictions[chosen], n_boot=n_boot, seed=seed)}
+    # The losing candidates' test rows are for the record (the card's comparison table); they chose nothing, so
+    # at county scale they are scored on a fixed random sample of the test date (HGB on 1.32M rows was most of
+    # the 25 CPU s of predictions at 1.9M), and the chosen kind's fitting-date candidate is not scored at all
+    # (the refit replaced it).
+    record_rows = candidate_test_rows(test.height, settings.train.candidate_test_rows, seed)
+    record_frame = test if record_rows is None else test[record_rows]
+    y_record = y_test if record_rows is None else y_test[record_rows]
+    prediction_rows = {}
+    for kind, m in candidates.items():
+        if kind != chosen:
+            predictions[kind] = m.predict_proba(record_frame)
+            candidate_metrics[kind] = evaluate(y_record, predictions[kind], n_boot=n_boot, seed=seed)
+            if record_rows is not None:
+                prediction_rows[kind] = record_rows
+    candidate_metrics = {kind: candidate_metrics[kind] for kind in candidates}  # the card's order
     for kind, m in validation_metrics.items():
         candidate_metrics[kind] |= {f"validation_{k}": v for k, v in m.items()}
     baseline_predictions = fit_baselines(final_frame, test, target)
@@ -430,6 +521,7 @@ def train_on_frames(
             fairness=fairness,
             y_test=y_test,
             predictions=predictions | {f"baseline: {n}": p for n, p in baseline_predictions.items() if n == "age_only"},
+            prediction_rows=prediction_rows,
             data=data,
             timings=timings,
         ),

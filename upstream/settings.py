@@ -76,6 +76,15 @@ class TrainSettings(BaseModel):
     #: in the feature registry (features.registry.required_history_days), so training and scoring see the
     #: same history. Lower it only knowingly (a delivery with less history): the model card records it.
     min_history_days: int | None = Field(None, ge=0)
+    #: Test rows the losing candidate is scored on, for the record (it chose nothing: the choice is made on the
+    #: validation date). A fixed random sample of the test date when it has more rows; None = every row. The
+    #: chosen model is always tested on every row. MLflow records the rows used (``<kind>_test_n``).
+    candidate_test_rows: int | None = Field(200_000, ge=1000)
+    #: OpenMP threads for gradient boosting while training (fits, predictions). None = the cores that are idle
+    #: when training starts (every core on a quiet machine, 1 on a busy one): scikit-learn's histogram loops
+    #: wait at a barrier many times per tree, and on a busy machine every wait costs a time slice, so two
+    #: threads cost 7-20x the CPU of one (``models.train.fit_threads``). The model is the same either way.
+    fit_threads: int | None = Field(None, ge=1)
 
 
 class ListSettings(BaseModel):

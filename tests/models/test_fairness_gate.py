@@ -211,3 +211,21 @@ def test_band_intervals_are_widened_for_the_number_of_groups_judged():
     reasons = calibration_in_the_large(fairness_audit(frame, y, p), GateSettings())
     assert len(reasons) == 1 and reasons[0].startswith(
         "calibration-in-the-large age band 65-74: observed/expected 1.62 (120 events, 99.2% CI")
+
+
+def test_the_validation_dates_calibration_check_needs_only_the_age_column():
+    """Training judges each candidate's calibration-in-the-large on the validation date from an audit of the
+    age column alone (``train_on_frames``): the gate's verdict must be the one the whole audit gives, here for
+    a model that under-predicts everyone by a fifth (so the verdict is a refusal, not a trivial pass)."""
+    from datetime import date
+
+    from models.gate import calibration_in_the_large
+    from tests.models.conftest import make_frame
+
+    frame = make_frame(20_000, 3, date(2024, 1, 1))
+    y = frame["crisis"].to_numpy()
+    p = frame["_true_p"].to_numpy() * 0.8
+    assert {"sex", "imd_decile", "ethnic_group"} <= set(frame.columns)
+    whole = calibration_in_the_large(fairness_audit(frame, y, p), GateSettings())
+    assert whole and whole[0].startswith("calibration-in-the-large overall")
+    assert calibration_in_the_large(fairness_audit(frame.select("age"), y, p), GateSettings()) == whole

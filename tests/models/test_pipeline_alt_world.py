@@ -111,10 +111,62 @@ def test_a_sampled_training_date_holds_the_full_dates_rows_of_the_people_drawn(a
     assert sampled.height == 800 and sampled.get_column("person_id").n_unique() == 800
     drawn = full.join(sampled.select("person_id"), on="person_id", how="semi")
     assert sampled.sort("person_id").equals(drawn.sort("person_id"))
-    # The rows come in the order the seed drew them from the date's people in person order (what sampling the
-    # whole date's rows gave before features were built for the drawn people only): same rows, same order.
-    assert sampled.equals(full.sample(n=800, seed=3))
+    # The rows come in the order drawn: the same seed gives the same rows in the same order (HGB's early
+    # stopping split depends on the row order).
+    assert sampled.equals(assemble(clean, [day], sample=800, seed=3, cohort=settings.cohort))
+    assert not sampled.get_column("person_id").is_sorted()
     listable = in_cohort(cohort_at(clean, day, settings.cohort)).get_column("person_id")
     assert sampled.get_column("person_id").is_in(listable.implode()).all()
     other = assemble(clean, [day], sample=800, seed=4, cohort=settings.cohort)
     assert not other.get_column("person_id").equals(sampled.get_column("person_id"))
+
+
+def test_a_short_first_slice_of_the_draw_is_topped_up_to_exactly_the_sample(alt_world, monkeypatch):
+    """The cohort is judged for a leading slice of the drawn order, topped up when the slice holds too few
+    cohort members. With the first slice sized for a cohort of everyone (share guess 1, no slack) it must be
+    short here (children and people known to services are not in the cohort), and the sample must still be
+    exactly its size, distinct people, every one in the cohort with their full-date row. A sample no smaller
+    than the cohort is the whole date."""
+    import models.train as train
+    from models.labels import eligible_people
+
+    _, clean, settings, result = alt_world
+    day = result.train_dates[0]
+    full = train.assemble(clean, [day], cohort=settings.cohort)
+    living = eligible_people(clean, day).collect().height
+    n = full.height - 3
+    monkeypatch.setattr(train, "COHORT_SHARE_GUESS", 1.0)
+    monkeypatch.setattr(train, "DRAW_SLACK", 0)
+    assert int(n * 1.05) * full.height / living < n - 100  # the first slice's expected cohort members fall short
+    almost = train.assemble(clean, [day], sample=n, seed=1, cohort=settings.cohort)
+    assert almost.height == n and almost.get_column("person_id").n_unique() == n
+    assert almost.sort("person_id").equals(full.join(almost.select("person_id"), on="person_id", how="semi")
+                                           .sort("person_id"))
+    assert train.assemble(clean, [day], sample=full.height, seed=1, cohort=settings.cohort).equals(full)
+
+
+def test_labels_and_cohort_for_some_people_are_their_rows_of_the_full_date(alt_world):
+    """A sampled training date labels and judges the cohort rules only for the people drawn: each of them must
+    get exactly the row the whole date gives them. The people chosen include every outcome and every exclusion
+    reason present, so a restriction that lost someone's own records would show."""
+    from expectations.cohort import REASON_COLUMN, cohort_at
+
+    _, clean, settings, result = alt_world
+    day = result.train_dates[0]
+    labels = build_labels(clean, day)
+    cohort = cohort_at(clean, day, settings.cohort)
+    # Half of the people, plus every excluded person and everyone with an outcome (the events the restriction
+    # must keep), in no particular order.
+    interesting = pl.concat([
+        cohort.filter(pl.col(REASON_COLUMN).is_not_null()).get_column("person_id"),
+        labels.filter(pl.col("crisis")).get_column("person_id"),
+        labels.get_column("person_id").sample(fraction=0.5, seed=2),
+    ]).unique().shuffle(seed=9)
+    assert cohort.get_column(REASON_COLUMN).drop_nulls().n_unique() >= 2
+    for target in ("emergency_admission", "care_escalation", "crisis"):
+        assert labels.filter(pl.col("person_id").is_in(interesting.implode()))[target].sum() > 0, target
+    assert interesting.len() < labels.height
+    expected_labels = labels.filter(pl.col("person_id").is_in(interesting.implode()))
+    assert build_labels(clean, day, people=interesting).equals(expected_labels)
+    expected_cohort = cohort.filter(pl.col("person_id").is_in(interesting.implode()))
+    assert cohort_at(clean, day, settings.cohort, people=interesting).equals(expected_cohort)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from urllib.parse import urlparse
 
@@ -184,3 +185,53 @@ def test_model_card_counts_are_suppressed(first):
     rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ") and "dimension" not in line]
     counts = [cell.strip() for row in rows for cell in row[2:4]]
     assert counts and all(c == "<8" or int(c) % 5 == 0 for c in counts), counts
+
+
+def test_the_losing_candidate_is_tested_on_a_fixed_sample_and_mlflow_says_so(tmp_path):
+    """The losing candidate's test metrics are for the record only, so a large test date scores it on a fixed
+    random sample (``train.candidate_test_rows``); the chosen model is still tested on every row, with the
+    same figures as when every row is used for both."""
+    from models.train import candidate_test_rows
+
+    rows = candidate_test_rows(6000, 2000, seed=0)
+    assert len(rows) == 2000 and len(np.unique(rows)) == 2000 and rows.min() >= 0 and rows.max() < 6000
+    assert (np.diff(rows) > 0).all() and rows.max() > 4000  # sorted, spread over the whole date, not its head
+    assert np.array_equal(rows, candidate_test_rows(6000, 2000, seed=0))
+    assert candidate_test_rows(6000, 6000, seed=0) is None and candidate_test_rows(6000, None, seed=0) is None
+
+    train = TRAIN.drop("_true_p")
+    every = Settings(home=tmp_path / "every", train={"candidate_test_rows": None})
+    sampled = Settings(home=tmp_path / "sampled", train={"candidate_test_rows": 2000})
+    full = train_on_frames(train, TEST, "crisis", every, n_boot=50)
+    part = train_on_frames(train, TEST, "crisis", sampled, n_boot=50)
+    loser = next(kind for kind in part.candidates if kind != part.chosen)
+    assert part.chosen == full.chosen
+    assert part.candidates[part.chosen]["n"] == full.candidates[full.chosen]["n"] == TEST.height
+    assert part.metrics == full.metrics
+    assert full.candidates[loser]["n"] == TEST.height and part.candidates[loser]["n"] == 2000
+    # 2,000 of the same 6,000 people: the same model's AUROC on them is near its AUROC on all of them.
+    assert part.candidates[loser]["auroc"] == pytest.approx(full.candidates[loser]["auroc"], abs=0.04)
+    assert part.candidates[loser]["auroc"] != full.candidates[loser]["auroc"]
+    tag = MlflowClient(tracking_uri=sampled.tracking_uri).get_run(part.run_id).data.tags["candidates.test_rows"]
+    assert f"{loser}: a fixed random sample of 2000 of 6000 test rows" in tag
+    assert f"{part.chosen}: all 6000 test rows" in tag
+
+
+def test_the_number_of_gradient_boosting_threads_does_not_change_the_models(tmp_path):
+    """``train.fit_threads`` only decides how many OpenMP threads fit and score the gradient-boosting
+    candidate (one on a busy machine, where two cost 7-20x the CPU): every figure of the run must be the
+    same bit for bit with one thread and with two, and the run records the number it used."""
+    from models.train import fit_threads
+
+    assert fit_threads(3) == 3
+    assert 1 <= fit_threads(None) <= (os.cpu_count() or 1)
+    train = TRAIN.drop("_true_p")
+    runs = {}
+    for threads in (1, 2):
+        settings = Settings(home=tmp_path / f"t{threads}", train={"fit_threads": threads})
+        runs[threads] = train_on_frames(train, TEST, "crisis", settings, n_boot=50)
+        recorded = MlflowClient(tracking_uri=settings.tracking_uri).get_run(runs[threads].run_id).data.metrics
+        assert recorded["hgb_threads"] == threads
+    assert runs[1].candidates["hgb"]["n"] == TEST.height
+    assert runs[1].candidates == runs[2].candidates
+    assert runs[1].metrics == runs[2].metrics and runs[1].chosen == runs[2].chosen
