@@ -280,7 +280,7 @@ def launch_temporary_api(server_log: Path | None = None) -> None:
     """Start the temporary API server's process now and return at once; the run's ``watched_prefect_api``
     (``_temporary_api``) adopts it and waits for it then. Nothing happens when an API is configured.
 
-    WHY: the server costs about 7 CPU s to start (importing Prefect's app, opening its database) and the run's
+    WHY: the server costs 3-7 CPU s to start (importing Prefect's app, opening its database) and the run's
     own imports (flows, MLflow, GX) about 5; one after the other they were ~10-15 s of every weekly run's wall
     before its first step. Launched before those imports, the server starts on the other core meanwhile
     (bench/README.md, issue 15 session 5). The port is reserved here as ``reserve_port`` always does; a launched
