@@ -109,14 +109,51 @@ def model_metrics_rows(settings: Settings, trained: TrainResult | None) -> list[
 
 
 class ModelExplainer:
-    """The champion's per-feature contributions, for "what changed" (``pipelines.what_changed.Explainer``)."""
+    """A model's per-feature contributions for "what changed" (``pipelines.what_changed.Explainer``) and the
+    listed people's reasons (``explain_json``, as ``models.bundle``'s), each distinct row computed once.
+
+    WHY: publishing asks for contributions five times (the "new" and "rising" people at T and at their
+    comparison date, then every listed person's reasons at T), and each call of the block TreeSHAP costs about
+    0.4 CPU s whatever its size (its per-leaf passes; bench/README.md, issue 15 session 5). ``prime`` computes
+    every row publishing will ask about in ONE call; later calls look rows up by their encoded values. A row's
+    contributions depend on that row alone (summed in model and column order:
+    tests/pipelines/test_reasons_on_demand.py), so the values are the ones a call per question gave.
+    """
 
     def __init__(self, model: Any) -> None:
         self.bundle = getattr(model, "bundle", model)
         self.feature_names = list(self.bundle.feature_names)
+        self._known: dict[bytes, Any] = {}  # encoded row (its bytes) -> that row's contributions
+
+    def prime(self, frames: list[pl.DataFrame]) -> None:
+        """Compute, in one call, the contributions of every row of ``frames`` not yet known."""
+        import numpy as np
+
+        encoded = [self.bundle.encoder.transform(f) for f in frames if f.height]
+        if encoded:
+            self._learn(np.vstack(encoded))
+
+    def _learn(self, x: Any) -> None:
+        keys = [row.tobytes() for row in x]
+        new = {key: i for i, key in enumerate(keys) if key not in self._known}
+        if new:
+            values = self.bundle.contributions(x[list(new.values())])
+            self._known.update(zip(new, values, strict=True))
 
     def contributions_of(self, features: pl.DataFrame) -> Any:
-        return self.bundle.contributions(self.bundle.encoder.transform(features))
+        import numpy as np
+
+        x = self.bundle.encoder.transform(features)
+        if x.shape[0] == 0:
+            return np.zeros((0, len(self.feature_names)))
+        self._learn(x)  # only the rows ``prime`` was not given
+        return np.stack([self._known[row.tobytes()] for row in x])
+
+    def explain_json(self, features: pl.DataFrame, top_n: int, encode: Any) -> list[str]:
+        """The model's ``explain_json`` (reasons as stored with a score), from the contributions known here."""
+        from models.reasons import top_reasons_json
+
+        return top_reasons_json(self.contributions_of(features), features, self.bundle.encoder.features, top_n, encode)
 
 
 def no_champion_message(trained: Any, settings: Settings) -> str:

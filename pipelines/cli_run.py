@@ -132,14 +132,17 @@ def run(args: argparse.Namespace) -> int:
     prepare_environment()
     if not args.raw.is_dir():
         raise UpstreamError(f"{args.raw}: delivery directory not found")
-    from pipelines.prefect_server import watched_prefect_api
+    from pipelines.prefect_server import launch_temporary_api, watched_prefect_api
     from pipelines.run_guard import database_in_home
     from upstream.settings import get_settings
 
     settings = get_settings()
+    server_log = settings.home / "logs" / "prefect-server.log"  # named in the failure line if the server dies
+    launch_temporary_api(server_log)  # it starts on the other core while the flows are imported
+    import pipelines.flows  # noqa: F401  (imported now, while the server starts; run_weekly uses it)
+
     own_db = settings.db_url if database_in_home(settings) else None
     on_lost = abort_run(settings.home, own_db)
-    server_log = settings.home / "logs" / "prefect-server.log"  # named in the failure line if the server dies
     with watched_prefect_api(on_lost, grace=settings.prefect_api_grace_seconds, server_log=server_log) as api_url:
         try:
             result = run_weekly(

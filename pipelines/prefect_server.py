@@ -225,18 +225,20 @@ def _observed_server_class() -> type:
 
         def start(self, timeout: int | None = None) -> None:
             """Replaces Prefect's start: no port drawn by a bind test, no retry on exit 3 (a bind cannot
-            fail: the socket is bound), and start-up ends only when our own child answers."""
+            fail: the socket is bound), and start-up ends only when our own child answers. A server this
+            process launched ahead of need (``launch_temporary_api``) is adopted rather than started again."""
             import atexit
 
             from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
             if self.running:
                 return
-            self.listener = reserve_port()
+            launched = _adopt_launched(self.log_path)
+            self.listener = launched[0] if launched else reserve_port()
             self.port = self.listener.getsockname()[1]
             self.running = True
             try:
-                self.server_process = self._run_uvicorn_command()
+                self.server_process = launched[1] if launched else self._run_uvicorn_command()
                 atexit.register(self.stop)
                 limit = timeout or PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
                 wait_until_serving(self.api_url, self.server_process, limit, self.log_path)
@@ -245,18 +247,8 @@ def _observed_server_class() -> type:
                 raise
 
         def _run_uvicorn_command(self) -> subprocess.Popen:
-            from prefect.settings import get_current_settings
-
             assert self.listener is not None, "start() reserves the port first"
-            # The environment of Prefect 3.8's own _run_uvicorn_command.
-            env = {
-                **os.environ,
-                "PREFECT_UI_ENABLED": "0",
-                "PREFECT__SERVER_EPHEMERAL": "1",
-                "PREFECT__SERVER_FINAL": "1",
-                **get_current_settings().to_environment_variables(exclude_unset=True),
-            }
-            return launch_server(self.listener, env, output=self.log_path)
+            return launch_server(self.listener, _temporary_server_env(), output=self.log_path)
 
         def stop(self) -> None:
             super().stop()
@@ -265,6 +257,71 @@ def _observed_server_class() -> type:
                 self.listener = None
 
     return ObservedServer
+
+
+def _temporary_server_env() -> dict[str, str]:
+    """The temporary API server's environment: that of Prefect 3.8's own ``_run_uvicorn_command``."""
+    from prefect.settings import get_current_settings
+
+    return {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+    }
+
+
+#: The temporary API server ``launch_temporary_api`` started ahead of need: listener, process, log path.
+_launched: dict[str, object] = {}
+
+
+def launch_temporary_api(server_log: Path | None = None) -> None:
+    """Start the temporary API server's process now and return at once; the run's ``watched_prefect_api``
+    (``_temporary_api``) adopts it and waits for it then. Nothing happens when an API is configured.
+
+    WHY: the server costs 3-7 CPU s to start (importing Prefect's app, opening its database) and the run's
+    own imports (flows, MLflow, GX) about 5; one after the other they were ~10-15 s of every weekly run's wall
+    before its first step. Launched before those imports, the server starts on the other core meanwhile
+    (bench/README.md, issue 15 session 5). The port is reserved here as ``reserve_port`` always does; a launched
+    server that is never adopted is stopped at exit (and stops itself if this process dies)."""
+    import atexit
+
+    if _launched or configured_api_url():
+        return
+    listener = reserve_port()
+    try:
+        process = launch_server(listener, _temporary_server_env(), output=server_log)
+    except BaseException:
+        listener.close()
+        raise
+    _launched.update(listener=listener, process=process, log=server_log)
+    atexit.register(_discard_launched)
+
+
+def _adopt_launched(server_log: Path | None) -> tuple[socket.socket, subprocess.Popen] | None:
+    """The server ``launch_temporary_api`` started, if it is still running and logs where this run wants;
+    else None (one that died or logs elsewhere is stopped, and the caller starts its own)."""
+    if not _launched:
+        return None
+    listener, process, log = _launched["listener"], _launched["process"], _launched["log"]
+    assert isinstance(listener, socket.socket) and isinstance(process, subprocess.Popen)
+    if process.poll() is None and log == server_log:
+        _launched.clear()
+        return listener, process
+    _discard_launched()
+    return None
+
+
+def _discard_launched() -> None:
+    """Stop a launched server nobody adopted, and give its port back."""
+    if not _launched:
+        return
+    listener, process = _launched.pop("listener"), _launched.pop("process")
+    _launched.clear()
+    assert isinstance(listener, socket.socket) and isinstance(process, subprocess.Popen)
+    stop_process(process, timeout=15)
+    listener.close()
 
 
 def _send_queued_logs_and_events(timeout: float = 10.0) -> None:

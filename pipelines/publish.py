@@ -147,14 +147,22 @@ def build_week_lists(
     offers = catalogue.match(features_now.join(lists.select("person_id"), on="person_id", how="semi")) \
         if features_now is not None else None
     model = _run_model_or_none(run, settings)
+    # The model that scored the run explains the listed people and their changes (not whatever is champion by
+    # now), every row they need in one call (``ModelExplainer.prime``).
+    explainer = ModelExplainer(model) if hasattr(getattr(model, "bundle", model), "contributions") else None
     changes: dict[str, str] = {}
     if features_now is not None:
-        # The model that scored the run explains its changes too (not whatever is champion by now).
-        explainer = ModelExplainer(model) if hasattr(getattr(model, "bundle", model), "contributions") else None
+        questions = []
         for section, against in (("new", last), ("rising", comparison)):
             people = lists.filter(pl.col("section") == section).select("person_id")
             if against is None or people.height == 0:
                 continue
+            questions.append((section, against, people, _features_of(settings, against.index_date, scored)))
+        if explainer is not None:
+            explainer.prime([features_now.join(lists.select("person_id"), on="person_id", how="semi")]
+                            + [before.join(people, on="person_id", how="semi")
+                               for _, _, people, before in questions if before is not None])
+        for section, against, people, features_before in questions:
             # New people who could not be listed last week (in hospital, in reablement...): what ended that is
             # the change in their own situation. The cohort at C from this week's delivery (history before C).
             excluded_before = None
@@ -162,12 +170,12 @@ def build_week_lists(
                 before = cohort_at(clean_dir, against.index_date, settings.cohort).join(people, on="person_id")
                 excluded_before = dict(before.filter(pl.col("exclusion_reason").is_not_null())
                                        .select("person_id", "exclusion_reason").iter_rows())
-            changes.update(what_changed(features_now, _features_of(settings, against.index_date, scored), people,
-                                        clean_dir, run.index_date, against.index_date, explainer,
-                                        excluded_before))
+            changes.update(what_changed(features_now, features_before, people, clean_dir, run.index_date,
+                                        against.index_date, explainer, excluded_before))
     listed = lists["person_id"].to_list()
     # Scoring explained nobody (pipelines.explain): the listed people are explained here, with the run's model.
-    reasons = reasons_for(listed, load_reasons(engine, run.run_id, listed), features_now, model,
+    reasons = reasons_for(listed, load_reasons(engine, run.run_id, listed), features_now,
+                          explainer if explainer is not None and hasattr(explainer.bundle, "explain_json") else model,
                           settings.lists.top_reasons, run.week)
     lists = attach_details(lists, reasons=reasons, offers=offers, changes=changes, catalogue=catalogue)
     return lists, cohort

@@ -96,9 +96,16 @@ def write_scores(engine: Engine, run_id: str, banded: pl.DataFrame) -> int:
     points to, and a run that dies half-way is cleared by ``discard_run`` (on the way out) or
     ``reap_abandoned_runs`` (the next run's start-up). Rows are converted chunk by chunk too, so the
     store step no longer holds every resident's reasons as Python objects at once (gigabytes at 1.9M).
+
+    WHY in ``person_id`` order: every index on ``scores`` but one leads with the run (constant) then the person,
+    or is the person alone, so rows in person order are appended at each index's right-hand edge instead of
+    landing on a random page of a B-tree that no longer fits SQLite's page cache. Measured on the 280k home
+    (267k rows into a database holding two runs): 3.8 s CPU in banded order, 1.2 s in person order
+    (bench/README.md, issue 15 session 5). The stored rows are the same; readers that need an order ask for it.
     """
     written = 0
     columns = ["run_id", *SCORE_ROW.names()]
+    banded = banded.sort("person_id")
     for start in range(0, banded.height, _CHUNK):
         chunk = banded.slice(start, _CHUNK).select(pl.lit(run_id, dtype=pl.String).alias("run_id"), *SCORE_ROW.names())
         with engine.begin() as conn:
@@ -356,12 +363,17 @@ LIST_INPUT_COLUMNS: tuple[str, ...] = tuple(name for name in SCORE_ROW if name !
 
 
 def load_scores_for_lists(engine: Engine, run_id: str) -> pl.DataFrame:
-    """A stored run's scores as ``build_lists`` takes them (``LIST_INPUT_COLUMNS``)."""
+    """A stored run's scores as ``build_lists`` takes them (``LIST_INPUT_COLUMNS``).
+
+    Read as the driver's tuples (``_driver_rows``), columnar in one go: SQLAlchemy ``Row`` objects were most of
+    this read (1 of the publish step's 10 CPU s at 280k). ``in_long_term_care`` comes back as SQLite's 0/1 or
+    PostgreSQL's bool, so it is typed by a cast, as SQLAlchemy's ``Boolean`` did per row."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(*(scores.c[name] for name in LIST_INPUT_COLUMNS)).where(scores.c.run_id == run_id)
-        ).all()
-    return _frame(rows, LIST_INPUT_COLUMNS)
+        rows = _driver_rows(conn, sa.select(*(scores.c[name] for name in LIST_INPUT_COLUMNS))
+                            .where(scores.c.run_id == run_id))
+    raw = {name: (pl.Int8 if SCORE_ROW[name] == pl.Boolean else SCORE_ROW[name]) for name in LIST_INPUT_COLUMNS}
+    frame = pl.DataFrame(rows, schema=raw, orient="row") if rows else pl.DataFrame(schema=raw)
+    return frame.cast({name: SCORE_ROW[name] for name in LIST_INPUT_COLUMNS})
 
 
 def load_reasons(engine: Engine, run_id: str, person_ids: list[str]) -> pl.DataFrame:

@@ -8,7 +8,9 @@ numbers, text and nulls, which a polars struct cannot hold; the DB layer decodes
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any, Protocol
 
@@ -118,6 +120,43 @@ def reasons_json(features: pl.DataFrame, model: ScoringModel, top_n: int) -> lis
     return reasons
 
 
+#: Fewer rows than this per thread are predicted in one call: the split costs more than it saves.
+MIN_ROWS_PER_THREAD = 20_000
+
+
+def _predict_one_thread(model: ScoringModel, features: pl.DataFrame) -> np.ndarray:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):  # this thread's OpenMP setting only
+        return np.asarray(model.predict_proba(features), dtype=float).reshape(-1)
+
+
+def predict_in_row_blocks(model: ScoringModel, features: pl.DataFrame, threads: int | None = None) -> np.ndarray:
+    """The model's probabilities for every row: one block of rows per core, each predicted on one thread.
+
+    WHY not the model's own threads: scikit-learn's gradient boosting opens one OpenMP parallel region per tree
+    (400 for the 280k champion), and on a busy machine its threads spin at every region's barrier. Measured at
+    267k rows, load 9: 5.0-6.3 CPU s with OpenMP's two threads, 3.0-3.1 CPU s as two blocks of one thread each,
+    in the same wall time (bench/README.md, issue 15 session 5). Each row's probability is its own trees' sum
+    in model order, so the blocks give the very same floats (a test compares them bit for bit). Gradient
+    boosting only (``bundle.kind == "hgb"``); other models predict as one call, as before.
+    """
+    if getattr(getattr(model, "bundle", model), "kind", None) != "hgb":
+        # A logistic model's matrix product is left whole: BLAS kernels can round a row differently at a
+        # block's edge (models.bundle's sum_by_feature says why), and it costs little anyway.
+        return np.asarray(model.predict_proba(features), dtype=float).reshape(-1)
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    blocks = max(1, min(threads, features.height // MIN_ROWS_PER_THREAD))
+    if blocks == 1:
+        return _predict_one_thread(model, features)
+    bounds = [features.height * i // blocks for i in range(blocks + 1)]
+    with ThreadPoolExecutor(max_workers=blocks, thread_name_prefix="predict") as pool:
+        parts = pool.map(lambda i: _predict_one_thread(model, features.slice(bounds[i], bounds[i + 1] - bounds[i])),
+                         range(blocks))
+        return np.concatenate(list(parts))
+
+
 def score_features(features: pl.DataFrame, model: ScoringModel, top_n: int, *, explain: bool = True) -> pl.DataFrame:
     """Score every row of a feature table: person_id, locality, score, in_long_term_care, reasons (JSON).
 
@@ -128,7 +167,7 @@ def score_features(features: pl.DataFrame, model: ScoringModel, top_n: int, *, e
     """
     if features.height == 0:
         return empty_scores()
-    proba = np.asarray(model.predict_proba(features), dtype=float).reshape(-1)
+    proba = predict_in_row_blocks(model, features)
     if proba.shape[0] != features.height:
         raise ValueError(f"model returned {proba.shape[0]} scores for {features.height} residents")
     reasons = (reasons_json(features, model, top_n) if explain
