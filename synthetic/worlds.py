@@ -59,7 +59,10 @@ class World:
     ea_dem: float = 0.3
     ea_u: float = 0.5
     # --- elective admissions and non-admitted A&E --------------------------------------------------
-    el_base: float = -2.6  # electives and day cases: most spells are not emergencies in England
+    # Generator 1.6: +0.45 (was -2.6), so elective admissions and day cases are about 0.15 per person-year as in
+    # England (synthetic/reference/england.csv; 1.5 gave 0.094, 0.64 of it). Drawn electives that fall inside
+    # another stay are postponed, so the intercept sits a little above log(0.15).
+    el_base: float = -2.15
     el_age: float = 0.25
     el_f: float = 2.0
     ae_base: float = -1.6
@@ -72,10 +75,16 @@ class World:
     gp_u: float = 1.0
     gp_age: float = 0.1
     # --- death ------------------------------------------------------------------------------------
-    # generator 1.4: +0.75 with the saturating memory of admissions (deaths near England's again)
-    death_base: float = -6.9
+    # generator 1.4: +0.75 with the saturating memory of admissions (deaths near England's again).
+    # Generator 1.6: the age slope over 50 is 0.65 per decade (was 0.75) with the intercept 0.2 higher (was -6.9):
+    # 1.5 had 0.21 deaths per person-year at 85+ against England's 0.155 (england.csv, from ONS life tables),
+    # and the change leaves 65-74 where it was (about 0.017).
+    death_base: float = -6.7
     death_f: float = 9.0
-    death_age: float = 0.75
+    death_age: float = 0.65
+    #: Generator 1.6: children's log death hazard relative to the flat 18-49 level (simulate.death_age_term):
+    #: England's 0-17 rate is 0.00033 per person-year (england.csv), about a quarter of young adults'.
+    death_child: float = -1.46
     death_dep: float = 0.3
     death_adm: float = 0.4
     death_dem: float = 0.5
@@ -175,7 +184,10 @@ ALT = replace(
     death_dep=0.9,
     # The weaker frailty effect on death is partly offset in the intercept (deaths near England's). Generator 1.4:
     # +0.85 with the saturating memory of admissions (1.3: -7.5, which then left deaths at 0.76x England's).
-    death_base=-6.65,
+    death_base=-6.45,  # generator 1.6: +0.2 with death_age 0.65, as the default (1.5: -6.65)
+    # Generator 1.6: alt's children die at twice the default's rate before this offset (its deprivation term
+    # on death is three times the default's), so the offset is larger for the same England rate.
+    death_child=-2.2,
     # generator 1.4: alt's care-home routes lower again (its steady state was 4.3% of people 65+ in care homes)
     lts_direct_care_home=0.15,
     carehome_from_ea_base=-11.8,
