@@ -76,15 +76,17 @@ class World:
     gp_age: float = 0.1
     # --- death ------------------------------------------------------------------------------------
     # generator 1.4: +0.75 with the saturating memory of admissions (deaths near England's again).
-    # Generator 1.6: the age slope over 50 is 0.65 per decade (was 0.75) with the intercept 0.2 higher (was -6.9):
+    # Generator 1.6: the age slope over 50 is 0.55 per decade (was 0.75) with the intercept 0.4 higher (was -6.9):
     # 1.5 had 0.21 deaths per person-year at 85+ against England's 0.155 (england.csv, from ONS life tables),
-    # and the change leaves 65-74 where it was (about 0.017).
-    death_base: float = -6.7
+    # and the change leaves 65-74 where it was (about 0.017). Only part of a cut at 85+ reaches the crude rate:
+    # fewer deaths leave frailer survivors (the frailty trajectory keeps the mean, so the spread widens) and more
+    # people over 90; a first try at 0.65 and -6.7 moved 85+ only from 0.208 to 0.198 over six years at 280k.
+    death_base: float = -6.5
     death_f: float = 9.0
-    death_age: float = 0.65
+    death_age: float = 0.55
     #: Generator 1.6: children's log death hazard relative to the flat 18-49 level (simulate.death_age_term):
     #: England's 0-17 rate is 0.00033 per person-year (england.csv), about a quarter of young adults'.
-    death_child: float = -1.46
+    death_child: float = -1.83
     death_dep: float = 0.3
     death_adm: float = 0.4
     death_dem: float = 0.5
@@ -119,7 +121,11 @@ class World:
     telecare_share: float = 0.22
     reab_to_lts_base: float = 0.027
     reab_to_lts_f: float = 0.27
-    carehome_from_ea_base: float = -10.45  # logit, people 65+ (generator 1.5: with the age term below)
+    # Generator 1.6: -0.4 (was -10.45), as escalate_base: with fewer deaths at 85+ residents stay longer, and
+    # with 1.5's inflows the care-home share at 85+ rose to 0.174-0.177 (england.csv 0.143) and kept rising
+    # year by year at 60k from the 1.5 steady state the seeds hold; at -0.2 it still rose (65+: 1.22 x England).
+    # Lowering the inflows by the length-of-stay gain brings the steady state back to the seeds.
+    carehome_from_ea_base: float = -10.85  # logit, people 65+ (generator 1.5: with the age term below)
     carehome_from_ea_f: float = 9.0
     carehome_from_ea_dem: float = 1.4
     carehome_from_ea_alone: float = 0.8
@@ -129,7 +135,7 @@ class World:
     reab_from_ea: float = 0.12
     #: Reablement is offered to people with rehabilitation potential: the offer fades out around this frailty.
     reab_from_ea_frailty: float = 0.25
-    escalate_base: float = -7.05  # community LTS -> care home, log annual rate (1.5: with escalate_age)
+    escalate_base: float = -7.45  # community LTS -> care home, log annual rate (1.5: with escalate_age; 1.6: -0.4)
     escalate_f: float = 5.0
     escalate_dem: float = 1.2
     escalate_age: float = 1.1  # generator 1.5: per decade over 50, as carehome_from_ea_age
@@ -187,7 +193,7 @@ ALT = replace(
     death_base=-6.45,  # generator 1.6: +0.2 with death_age 0.65, as the default (1.5: -6.65)
     # Generator 1.6: alt's children die at twice the default's rate before this offset (its deprivation term
     # on death is three times the default's), so the offset is larger for the same England rate.
-    death_child=-2.2,
+    death_child=-2.3,
     # generator 1.4: alt's care-home routes lower again (its steady state was 4.3% of people 65+ in care homes)
     lts_direct_care_home=0.15,
     carehome_from_ea_base=-11.8,
