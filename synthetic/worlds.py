@@ -190,15 +190,23 @@ ALT = replace(
     death_dep=0.9,
     # The weaker frailty effect on death is partly offset in the intercept (deaths near England's). Generator 1.4:
     # +0.85 with the saturating memory of admissions (1.3: -7.5, which then left deaths at 0.76x England's).
-    death_base=-6.45,  # generator 1.6: +0.2 with death_age 0.65, as the default (1.5: -6.65)
+    # Generator 1.6: +0.2 (1.5: -6.65) with a slope over 50 of 0.6 per decade (1.5: 0.75). The alt world's
+    # weaker frailty term leaves less of the 85+ rate to the frailty spread, so the same cut goes further than
+    # in the default: at the default's 0.55 its 85+ rate fell to 0.116 against England's 0.155, at 0.65 it
+    # stayed at 0.176 over six years (280k).
+    death_base=-6.45,
+    death_age=0.6,
     # Generator 1.6: alt's children die at twice the default's rate before this offset (its deprivation term
     # on death is three times the default's), so the offset is larger for the same England rate.
     death_child=-2.3,
     # generator 1.4: alt's care-home routes lower again (its steady state was 4.3% of people 65+ in care homes)
     lts_direct_care_home=0.15,
-    carehome_from_ea_base=-11.8,
+    # Generator 1.6: -0.2 each (1.5: -11.8 and -8.3), as the default's -0.4 and for the same reason: with fewer
+    # deaths at 85+ residents stay longer, and alt's care-home share at 85+ rose from 0.118 to 0.149 over six
+    # years at 280k with 1.5's inflows.
+    carehome_from_ea_base=-12.0,
     carehome_from_ea_age=1.2,
-    escalate_base=-8.3,
+    escalate_base=-8.5,
     escalate_age=1.2,
     lts_seed_any=(0.0085, 0.0074, 0.0099, 0.0118, 0.04, 0.067, 0.056, 0.058, 0.066, 0.092, 0.117, 0.198, 0.32, 0.435),
     lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.28, 0.56),
