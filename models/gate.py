@@ -72,7 +72,7 @@ def decide(
             f" AUROC {row['gate_reference_auroc']:.4f} (allowed {gate.max_subgroup_auroc_gap})"
         )
     fair = not worst
-    in_the_large = calibration_in_the_large(fairness, gate)
+    in_the_large = calibration_in_the_large(fairness, gate, metrics.get("train_events"))
     reasons.extend(in_the_large)
     checks = {"beats_champion": beats, "calibration_slope_ok": calibrated, "subgroup_auroc_ok": fair,
               "observed_expected_ok": not in_the_large}
@@ -83,11 +83,29 @@ def decide(
 FAMILY_WISE_ALPHA = 0.05
 
 
-def observed_expected_interval(events: int, expected: float, alpha: float = 0.05) -> tuple[float, float]:
-    """Exact (1 - alpha) Poisson interval of observed / expected (Garwood), expected treated as known."""
+def observed_expected_interval(events: int, expected: float, alpha: float = 0.05,
+                               training_events: float | None = None) -> tuple[float, float]:
+    """(1 - alpha) interval of observed / expected: exact Poisson (Garwood) for the observed events, widened for
+    the training sample the expected count came from.
+
+    Why the widening (issue 12, session 5): "expected" is the model's mean risk, and the model's level was fitted
+    on training dates with a finite number of events, so it carries sampling error of its own, about
+    1 / training_events on the log scale. Treating it as known made the interval too narrow for small worlds:
+    a 6,000-resident alt world's first model was refused on O/E 0.87 with 377 test events (99.2% CI 0.76-1.00),
+    while O/E across such worlds' seeds spreads wider than the test events alone explain (bench/README.md).
+    The two log-scale half-widths add in quadrature; ``None`` keeps the expected count as known.
+    """
     lo = chi2.ppf(alpha / 2, 2 * events) / 2 if events > 0 else 0.0
     hi = chi2.ppf(1 - alpha / 2, 2 * events + 2) / 2
-    return lo / expected, hi / expected
+    lo, hi = lo / expected, hi / expected
+    if not training_events:
+        return lo, hi
+    extra = float(norm.ppf(1 - alpha / 2)) ** 2 / training_events
+    oe = events / expected
+    if events == 0:
+        return 0.0, hi * math.exp(math.sqrt(extra))
+    return (oe * math.exp(-math.sqrt(math.log(oe / lo) ** 2 + extra)),
+            oe * math.exp(math.sqrt(math.log(hi / oe) ** 2 + extra)))
 
 
 def auroc_standard_error(auroc: float, events: int, non_events: int) -> float:
@@ -121,8 +139,12 @@ def subgroup_shortfalls(audited: pl.DataFrame, gate: GateSettings) -> list[dict]
     return failed
 
 
-def calibration_in_the_large(fairness: pl.DataFrame, gate: GateSettings) -> list[str]:
+def calibration_in_the_large(fairness: pl.DataFrame, gate: GateSettings,
+                             training_events: float | None = None) -> list[str]:
     """Reasons (empty = passed) from observed / expected overall and by age band, on the test date.
+
+    ``training_events``: people with an event in the rows the model was fitted on (``observed_expected_interval``
+    says why); a band is taken to hold the same share of them as of the test date's events.
 
     Why both a band and an interval: a list that says "1 in 5" must mean 1 in 5 for the oldest residents
     too (the slope alone passed a model whose 85+ O/E was 1.33), but a small world's band of 60 events
@@ -141,13 +163,16 @@ def calibration_in_the_large(fairness: pl.DataFrame, gate: GateSettings) -> list
         and (row["dimension"] == "overall" or int(row["events"]) >= gate.calibration_min_events)
     ]
     level = 1 - FAMILY_WISE_ALPHA / max(len(rows), 1)
+    total_events = next((int(r["events"]) for r in rows if r["dimension"] == "overall"), 0)
     for row in rows:
         oe, events = row["observed_expected"], int(row["events"])
         overall = row["dimension"] == "overall"
         low, high = ((gate.observed_expected_min, gate.observed_expected_max) if overall else
                      (gate.age_band_observed_expected_min, gate.age_band_observed_expected_max))
+        share = events / total_events if total_events else 1.0
         ci_low, ci_high = observed_expected_interval(
-            events, float(row["mean_predicted"]) * int(row["n"]), alpha=1 - level
+            events, float(row["mean_predicted"]) * int(row["n"]), alpha=1 - level,
+            training_events=training_events * share if training_events else None,
         )
         if (low <= oe <= high) or ci_low <= 1.0 <= ci_high:
             continue

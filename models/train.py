@@ -238,6 +238,13 @@ def draw_from_cohort(clean_dir: Path, day: date, n: int, seed: int, cohort: Coho
     return pl.concat(kept).head(n)
 
 
+def training_events(frame: pl.DataFrame, target: str) -> int:
+    """People with an event in training rows: the sample size behind the model's level (models.gate's O/E
+    interval). People, not rows: one person's overlapping outcome windows on nearby dates are one event."""
+    events = frame.filter(pl.col(target).cast(pl.Boolean))
+    return events.get_column("person_id").n_unique() if "person_id" in events.columns else events.height
+
+
 def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0,
              cohort: CohortSettings | None = None) -> pl.DataFrame:
     """Feature rows (before T) joined to label rows (after T) for each date; optional per-date sample.
@@ -448,7 +455,8 @@ def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, setti
         # The gate judges calibration-in-the-large overall and by age band: a candidate that already fails it on
         # the validation date would be refused, so it is chosen only if every candidate fails it. Only those rows
         # are needed, so only the age column is audited (the other dimensions' AUROCs were computed for nothing).
-        misfits = calibration_in_the_large(fairness_audit(validation.select(age_column), y_val, p_val), settings.gate)
+        misfits = calibration_in_the_large(fairness_audit(validation.select(age_column), y_val, p_val), settings.gate,
+                                           training_events(fit_frame, target))
         validation_metrics[kind] = {"auroc": auroc(y_val, p_val),
                                     "calibration_slope": calibration_slope_intercept(y_val, p_val)[0],
                                     "calibration_misfits": float(len(misfits))}
@@ -483,6 +491,7 @@ def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, setti
     }
     metrics = {f"test_{k}": v for k, v in candidate_metrics[chosen].items() if not k.startswith("validation_")}
     metrics["validation_auroc"] = validation_metrics[chosen]["auroc"]
+    metrics["train_events"] = float(training_events(final_frame, target))  # the gate's O/E interval needs it
     fairness = fairness_audit(test, y_test, predictions[chosen])
     timings["evaluate_seconds"] = time.perf_counter() - t
     train = final_frame

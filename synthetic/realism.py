@@ -9,8 +9,10 @@ per measure; this module computes the same measure from a delivery's valid rows 
     .venv/bin/python -m synthetic.realism --by-year /work/data-i12/d280k   # rates by simulated year and age band
 
 Every measure is also shown by age band (0-17, 18-64, 65-74, 75-84, 85+, 65+), and any band a reference row
-names is computed for it. Rows with no cited figure are shown but not judged: deaths by age band and
-elective admissions, for which no citable English figure was found (bench/README.md, issue 12 session 3).
+names is computed for it. Rows with no cited figure are shown but not judged: emergency admissions at 65-74,
+75-84 and 85+ separately, deaths at 18-64, 65-74 and 75-84, elective admissions by band (bench/README.md,
+issue 12 sessions 3 and 5). Deaths at 0-17 are few even at 280k (about 20 a year), so their ratio carries
+about 20% Poisson noise; the bench section gives the six-year figure beside the last year's.
 """
 
 from __future__ import annotations

@@ -59,7 +59,10 @@ class World:
     ea_dem: float = 0.3
     ea_u: float = 0.5
     # --- elective admissions and non-admitted A&E --------------------------------------------------
-    el_base: float = -2.6  # electives and day cases: most spells are not emergencies in England
+    # Generator 1.6: +0.45 (was -2.6), so elective admissions and day cases are about 0.15 per person-year as in
+    # England (synthetic/reference/england.csv; 1.5 gave 0.094, 0.64 of it). Drawn electives that fall inside
+    # another stay are postponed, so the intercept sits a little above log(0.15).
+    el_base: float = -2.15
     el_age: float = 0.25
     el_f: float = 2.0
     ae_base: float = -1.6
@@ -72,10 +75,18 @@ class World:
     gp_u: float = 1.0
     gp_age: float = 0.1
     # --- death ------------------------------------------------------------------------------------
-    # generator 1.4: +0.75 with the saturating memory of admissions (deaths near England's again)
-    death_base: float = -6.9
+    # generator 1.4: +0.75 with the saturating memory of admissions (deaths near England's again).
+    # Generator 1.6: the age slope over 50 is 0.55 per decade (was 0.75) with the intercept 0.4 higher (was -6.9):
+    # 1.5 had 0.21 deaths per person-year at 85+ against England's 0.155 (england.csv, from ONS life tables),
+    # and the change leaves 65-74 where it was (about 0.017). Only part of a cut at 85+ reaches the crude rate:
+    # fewer deaths leave frailer survivors (the frailty trajectory keeps the mean, so the spread widens) and more
+    # people over 90; a first try at 0.65 and -6.7 moved 85+ only from 0.208 to 0.198 over six years at 280k.
+    death_base: float = -6.5
     death_f: float = 9.0
-    death_age: float = 0.75
+    death_age: float = 0.55
+    #: Generator 1.6: children's log death hazard relative to the flat 18-49 level (simulate.death_age_term):
+    #: England's 0-17 rate is 0.00033 per person-year (england.csv), about a quarter of young adults'.
+    death_child: float = -1.83
     death_dep: float = 0.3
     death_adm: float = 0.4
     death_dem: float = 0.5
@@ -110,7 +121,11 @@ class World:
     telecare_share: float = 0.22
     reab_to_lts_base: float = 0.027
     reab_to_lts_f: float = 0.27
-    carehome_from_ea_base: float = -10.45  # logit, people 65+ (generator 1.5: with the age term below)
+    # Generator 1.6: -0.4 (was -10.45), as escalate_base: with fewer deaths at 85+ residents stay longer, and
+    # with 1.5's inflows the care-home share at 85+ rose to 0.174-0.177 (england.csv 0.143) and kept rising
+    # year by year at 60k from the 1.5 steady state the seeds hold; at -0.2 it still rose (65+: 1.22 x England).
+    # Lowering the inflows by the length-of-stay gain brings the steady state back to the seeds.
+    carehome_from_ea_base: float = -10.85  # logit, people 65+ (generator 1.5: with the age term below)
     carehome_from_ea_f: float = 9.0
     carehome_from_ea_dem: float = 1.4
     carehome_from_ea_alone: float = 0.8
@@ -120,7 +135,7 @@ class World:
     reab_from_ea: float = 0.12
     #: Reablement is offered to people with rehabilitation potential: the offer fades out around this frailty.
     reab_from_ea_frailty: float = 0.25
-    escalate_base: float = -7.05  # community LTS -> care home, log annual rate (1.5: with escalate_age)
+    escalate_base: float = -7.45  # community LTS -> care home, log annual rate (1.5: with escalate_age; 1.6: -0.4)
     escalate_f: float = 5.0
     escalate_dem: float = 1.2
     escalate_age: float = 1.1  # generator 1.5: per decade over 50, as carehome_from_ea_age
@@ -175,12 +190,23 @@ ALT = replace(
     death_dep=0.9,
     # The weaker frailty effect on death is partly offset in the intercept (deaths near England's). Generator 1.4:
     # +0.85 with the saturating memory of admissions (1.3: -7.5, which then left deaths at 0.76x England's).
-    death_base=-6.65,
+    # Generator 1.6: +0.2 (1.5: -6.65) with a slope over 50 of 0.6 per decade (1.5: 0.75). The alt world's
+    # weaker frailty term leaves less of the 85+ rate to the frailty spread, so the same cut goes further than
+    # in the default: at the default's 0.55 its 85+ rate fell to 0.116 against England's 0.155, at 0.65 it
+    # stayed at 0.176 over six years (280k).
+    death_base=-6.45,
+    death_age=0.6,
+    # Generator 1.6: alt's children die at twice the default's rate before this offset (its deprivation term
+    # on death is three times the default's), so the offset is larger for the same England rate.
+    death_child=-2.3,
     # generator 1.4: alt's care-home routes lower again (its steady state was 4.3% of people 65+ in care homes)
     lts_direct_care_home=0.15,
-    carehome_from_ea_base=-11.8,
+    # Generator 1.6: -0.2 each (1.5: -11.8 and -8.3), as the default's -0.4 and for the same reason: with fewer
+    # deaths at 85+ residents stay longer, and alt's care-home share at 85+ rose from 0.118 to 0.149 over six
+    # years at 280k with 1.5's inflows.
+    carehome_from_ea_base=-12.0,
     carehome_from_ea_age=1.2,
-    escalate_base=-8.3,
+    escalate_base=-8.5,
     escalate_age=1.2,
     lts_seed_any=(0.0085, 0.0074, 0.0099, 0.0118, 0.04, 0.067, 0.056, 0.058, 0.066, 0.092, 0.117, 0.198, 0.32, 0.435),
     lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.28, 0.56),

@@ -61,7 +61,8 @@ class GateSettings(BaseModel):
     #: Calibration-in-the-large on the test date: observed / expected events overall, and in each age band
     #: with at least ``calibration_min_events`` events. A group fails when its O/E is outside the band *and*
     #: its exact Poisson interval excludes 1 (materially and demonstrably miscalibrated, not noise); the
-    #: intervals are Bonferroni-widened over the groups judged (5% family-wise, models.gate).
+    #: intervals are Bonferroni-widened over the groups judged (5% family-wise, models.gate) and widened for the
+    #: training sample behind the expected count (the run's ``train_events``).
     observed_expected_min: float = 0.9
     observed_expected_max: float = 1.1
     age_band_observed_expected_min: float = 0.8

@@ -131,8 +131,11 @@ def test_the_true_risk_of_an_acceptor_depends_on_what_can_happen_to_their_partne
         assert with_effect.shape == (1,)
         assert with_effect[0] < without[0]  # the effect lowers the hazards; same random numbers in both arms
         risks[name] = without[0]
-    # 4000 futures: a standard error of about 0.007 on each risk; the gap is several times that
-    assert risks["frail"] - risks["robust"] > 0.04
+    # 4000 futures: a standard error of about 0.007 on each risk, 0.01 on the gap. Generator 1.6 brought deaths
+    # at 85+ down to England's (bench/README.md, issue 12 session 5), so a frail 86-year-old partner dies less
+    # often and the gap fell from above 0.04 to 0.040 (0.7575 - 0.7178); 0.02 is still two standard errors
+    # clear of no effect at all.
+    assert risks["frail"] - risks["robust"] > 0.02
 
 
 def test_the_truth_counts_the_crises_the_labels_count(tmp_path, monkeypatch):

@@ -229,3 +229,35 @@ def test_the_validation_dates_calibration_check_needs_only_the_age_column():
     whole = calibration_in_the_large(fairness_audit(frame, y, p), GateSettings())
     assert whole and whole[0].startswith("calibration-in-the-large overall")
     assert calibration_in_the_large(fairness_audit(frame.select("age"), y, p), GateSettings()) == whole
+
+
+def test_the_o_e_interval_counts_the_training_sample_behind_the_expected_count():
+    """Expected events come from a model fitted on a finite training sample, so O/E varies by more than the test
+    events alone say (issue 12 session 5: 6,000-resident alt worlds). Worked by hand:
+    one age group, 4,330 people predicted 0.10 -> expected 433, observed 377: O/E 0.8707. Two groups are judged
+    (overall and the 18-44 band), so each at 1 - 0.05 / 2 = 97.5%, z = 2.2414. The exact Poisson upper limit
+    for 377 events at 97.5% is about 423.3 (377 + 1 + 2.2414 x sqrt(378) + ...), 423.3 / 433 = 0.978 < 1: with
+    the expected count taken as known the overall figure (outside 0.9-1.1) is refused. With 400 people with an
+    event behind the model, the log half-width grows from log(0.978 / 0.8707) = 0.116 to
+    sqrt(0.116^2 + 2.2414^2 / 400) = 0.161, and the upper limit to 0.8707 x e^0.161 = 1.023: not demonstrably
+    miscalibrated, so it passes. A training sample of a billion events changes nothing."""
+    from models.gate import calibration_in_the_large, observed_expected_interval
+
+    frame, y, p = _calibration_frame({30: (4330, 377, 0.10)})
+    table = fairness_audit(frame, y, p)
+    known = observed_expected_interval(377, 433.0, alpha=0.025)
+    assert known[1] == pytest.approx(0.978, abs=0.002)
+    reasons = calibration_in_the_large(table, GateSettings())
+    assert len(reasons) == 1 and reasons[0].startswith("calibration-in-the-large overall: observed/expected 0.87")
+    assert calibration_in_the_large(table, GateSettings(), training_events=1e9) == reasons
+    widened = observed_expected_interval(377, 433.0, alpha=0.025, training_events=400)
+    assert widened[1] == pytest.approx(1.023, abs=0.002)
+    assert widened[0] < known[0] and widened[1] > known[1]
+    assert calibration_in_the_large(table, GateSettings(), training_events=400) == []
+    # The gate reads the count from the run's metrics (models.train records train_events).
+    metrics = {"test_auroc": 0.8, "test_calibration_slope": 1.0}
+    assert decide(metrics, table, None, GateSettings()).alias == "challenger"
+    assert decide(metrics | {"train_events": 400.0}, table, None, GateSettings()).alias == "champion"
+    # A model far off is still refused: 300 observed over 433 expected (O/E 0.69) with the same 400.
+    frame, y, p = _calibration_frame({30: (4330, 300, 0.10)})
+    assert calibration_in_the_large(fairness_audit(frame, y, p), GateSettings(), training_events=400)

@@ -121,7 +121,11 @@ def test_true_probabilities_are_calibrated_and_discriminate(delivery, t):
         y = truth[f"y_{o}"].to_numpy()
         se = np.sqrt((p * (1 - p)).sum()) / len(p)
         assert abs(p.mean() - y.mean()) < 4 * se + 0.002, o  # the truth is the truth: calibrated in the large
-        assert roc_auc_score(y, p) > 0.7, o
+        # The truth discriminates. Since generator 1.5 (England's age gradient of admissions) the default
+        # world's oracle AUROC for emergency admission is 0.705-0.709 at 280k (bench/README.md, issue 12
+        # sessions 3 and 5); at 12k (~1,000 admissions) its standard error is about 0.009, so the floor sits
+        # three of them below: 0.68 (0.7 failed by chance at 0.696 on 1.6's 12k world).
+        assert roc_auc_score(y, p) > 0.68, o
     # people already in long-term care cannot escalate (DESIGN §5)
     assert truth.filter(pl.col("p_care_escalation") == 0).height > 0
 
