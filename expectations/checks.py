@@ -256,7 +256,7 @@ def _mod11_per_distinct(series: pl.Series, known_valid: pl.Series | None = None)
     if known_valid is None or known_valid.is_empty():
         lookup = uniques.with_columns(nhs_number_valid_expr("nhs").alias("ok"))
     else:
-        known = uniques["nhs"].is_in(known_valid.implode())
+        known = uniques["nhs"].is_in(known_valid.implode()).fill_null(False)
         lookup = pl.concat([
             uniques.filter(known).with_columns(ok=pl.lit(True)),
             uniques.filter(~known).with_columns(nhs_number_valid_expr("nhs").alias("ok")),
