@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -485,34 +486,50 @@ def ingest_delivery(
     try:
         (tmp / "clean").mkdir(parents=True)
         (tmp / "quarantine").mkdir()
-        for name in (*SOURCE_ORDER, *optional):
-            source = SOURCES.get(name) or OPTIONAL_SOURCES[name]
-            if name in OPTIONAL_SOURCES and _has_no_rows(raw_dir, source):
-                # a header-only opt-out file means "nobody opted out": an empty clean file, 0 = 0 + 0
-                _empty_clean(source).write_parquet(tmp / "clean" / f"{name}.parquet")
-                summary[name] = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "checks": [],
-                                 "file": find_source_file(raw_dir, source).name, "as_of": as_of.isoformat()}
-                continue
-            frame = read_source(raw_dir, source)
-            result = validate_source(
-                frame, runner, as_of=as_of, settings=settings, valid_people=valid_people,
-                mode=mode, chunk_rows=chunk_rows,
-            )
-            log.info("%s: %d rows, %d quarantined (GX %.1fs)", name, frame.raw.height,
-                     result.bad_rows.height, result.gx_seconds)
-            clean = clean_frame(result, key, reid)  # events reuse the residents' pseudonyms
-            if name == "residents":
-                valid_nhs = (result.canonical.with_row_index("row_index")
-                             .join(result.bad_rows, on="row_index", how="anti")["nhs_number"])
-                valid_people = valid_nhs
-                reid = pl.DataFrame({"person_id": clean["person_id"], "nhs_number": valid_nhs})
-            clean.write_parquet(tmp / "clean" / f"{name}.parquet")
-            quarantine_frame(result).write_parquet(tmp / "quarantine" / f"{name}.parquet")
-            summary[name], failed = _summarise(result, as_of, settings, (previous_summary or {}).get(name))
-            failures += failed
-            if build_docs:
-                runner.store_for_docs(name, result.gx_results)
-            del frame, result, clean
+        # One worker thread writes each source's outputs while this thread reads and validates the next: the
+        # writing side (joins, pseudonyms, parquet) is polars, which releases the GIL, and GX is Python, so the
+        # two overlap on the second core. Everything GX does stays on this thread (its execution engine holds
+        # one active batch per datasource: not for concurrent use). One source's outputs in flight at a time.
+        entries: dict[str, Future[tuple[dict, list[str]]] | dict] = {}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write") as writer:
+            for name in (*SOURCE_ORDER, *optional):
+                source = SOURCES.get(name) or OPTIONAL_SOURCES[name]
+                if name in OPTIONAL_SOURCES and _has_no_rows(raw_dir, source):
+                    # a header-only opt-out file means "nobody opted out": an empty clean file, 0 = 0 + 0
+                    _empty_clean(source).write_parquet(tmp / "clean" / f"{name}.parquet")
+                    entries[name] = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "checks": [],
+                                     "file": find_source_file(raw_dir, source).name, "as_of": as_of.isoformat()}
+                    continue
+                frame = read_source(raw_dir, source)
+                result = validate_source(
+                    frame, runner, as_of=as_of, settings=settings, valid_people=valid_people,
+                    mode=mode, chunk_rows=chunk_rows,
+                )
+                log.info("%s: %d rows, %d quarantined (GX %.1fs)", name, frame.raw.height,
+                         result.bad_rows.height, result.gx_seconds)
+                if build_docs:
+                    runner.store_for_docs(name, result.gx_results)  # GX's store: on this thread
+                previous = (previous_summary or {}).get(name)
+                for earlier in entries.values():  # the last source's writing is done before this one's starts
+                    if isinstance(earlier, Future):
+                        earlier.result()
+                if name == "residents":
+                    # Events check against the valid residents and reuse their pseudonyms: written here, first.
+                    clean = clean_frame(result, key)
+                    valid_people = (result.canonical.with_row_index("row_index")
+                                    .join(result.bad_rows, on="row_index", how="anti")["nhs_number"])
+                    reid = pl.DataFrame({"person_id": clean["person_id"], "nhs_number": valid_people})
+                    entries[name] = writer.submit(_write_source, result, tmp, key, reid, as_of, settings, previous,
+                                                  clean)
+                else:
+                    entries[name] = writer.submit(_write_source, result, tmp, key, reid, as_of, settings, previous)
+                del frame, result
+            for name, entry in entries.items():
+                if isinstance(entry, Future):
+                    summary[name], failed = entry.result()
+                    failures += failed
+                else:
+                    summary[name] = entry
         if failures:
             raise UpstreamError("table-level checks failed, nothing written: " + "; ".join(failures))
         (tmp / "validation_summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -529,6 +546,25 @@ def ingest_delivery(
         if reid_tmp is not None and reid_tmp.exists():
             reid_tmp.unlink()
     return summary
+
+
+def _write_source(
+    result: SourceResult,
+    tmp: Path,
+    key: bytes,
+    known: pl.DataFrame | None,
+    as_of: date,
+    settings: Settings,
+    previous: dict | None,
+    clean: pl.DataFrame | None = None,
+) -> tuple[dict, list[str]]:
+    """A validated source's clean and quarantine files, and its summary entry (runs on the writer thread)."""
+    name = result.source.name
+    if clean is None:
+        clean = clean_frame(result, key, known)  # events reuse the residents' pseudonyms
+    clean.write_parquet(tmp / "clean" / f"{name}.parquet")
+    quarantine_frame(result).write_parquet(tmp / "quarantine" / f"{name}.parquet")
+    return _summarise(result, as_of, settings, previous)
 
 
 def _has_source_file(raw_dir: Path, name: str) -> bool:
