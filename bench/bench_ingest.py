@@ -12,7 +12,10 @@ GX has no polars backend, so every option converts to pandas. Options measured i
 
 Usage: ``.venv/bin/python bench/bench_ingest.py --raw /tmp/upstream_280k [--options precomputed,native]``
 Prints per-source and total seconds (read + checks + GX), the ratio to ``native``, then one full
-``ingest_delivery`` (chosen option, writing clean/quarantine/summary/Data Docs) end to end.
+``ingest_delivery`` (chosen option, writing clean/quarantine/summary/Data Docs) end to end, with its CPU
+seconds (all threads) beside the wall time. ``--full-only``: just that end-to-end run, in the default mode
+(what the weekly flow's ingest step does), e.g. at county scale:
+``flock /tmp/upstream-county.lock .venv/bin/python bench/bench_ingest.py --raw /work/data-s3/raw1900 --full-only``
 """
 
 from __future__ import annotations
@@ -64,13 +67,41 @@ def _validate_all(raw: Path, home: Path, mode: str, chunk_rows: int | None) -> t
     return time.perf_counter() - started, per_source, quarantined
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU of this process (every thread: polars' pool included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _full_only(raw: Path) -> None:
+    """One ``ingest_delivery`` as the weekly flow runs it (default settings, Data Docs built): wall, CPU, peak."""
+    from expectations.ingest import ingest_delivery
+    from upstream.settings import Settings
+
+    work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    try:
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        summary = ingest_delivery(raw, work / "out", Settings(home=work / "home"))
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+        rows = sum(entry["rows_in"] for entry in summary.values())
+        print(f"ingest_delivery: {wall:.1f} s wall, {cpu:.1f} s CPU, {rows:,} rows in "
+              f"(imports, GX included, before the clock: {cpu0:.1f} s CPU)")
+        print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024:.2f} GiB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw", type=Path, required=True)
     parser.add_argument("--options", default="native,native_chunked,precomputed,precomputed_chunked")
     parser.add_argument("--chunk-rows", type=int, default=1_000_000)
     parser.add_argument("--skip-full", action="store_true", help="skip the end-to-end ingest_delivery run")
+    parser.add_argument("--full-only", action="store_true", help="only the end-to-end run, default settings")
     args = parser.parse_args()
+    if args.full_only:
+        _full_only(args.raw)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     try:

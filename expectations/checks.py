@@ -245,9 +245,22 @@ def canonicalise(typed: pl.DataFrame, source: Source) -> pl.DataFrame:
     return typed.with_columns(exprs) if exprs else typed
 
 
-def _mod11_per_distinct(series: pl.Series) -> pl.Series:
-    """Modulus 11 once per distinct NHS number: events repeat each person many times."""
-    lookup = series.unique().to_frame("nhs").with_columns(nhs_number_valid_expr("nhs").alias("ok"))
+def _mod11_per_distinct(series: pl.Series, known_valid: pl.Series | None = None) -> pl.Series:
+    """Modulus 11 once per distinct NHS number: events repeat each person many times.
+
+    ``known_valid``: numbers already found valid in this delivery (the valid residents, each of which passed
+    this same check on the same string), so an event source computes the digits only for numbers that are
+    not a valid resident's: at county scale that is 1.9M distinct numbers per event source not recomputed.
+    """
+    uniques = series.unique().to_frame("nhs")
+    if known_valid is None or known_valid.is_empty():
+        lookup = uniques.with_columns(nhs_number_valid_expr("nhs").alias("ok"))
+    else:
+        known = uniques["nhs"].is_in(known_valid.implode()).fill_null(False)
+        lookup = pl.concat([
+            uniques.filter(known).with_columns(ok=pl.lit(True)),
+            uniques.filter(~known).with_columns(nhs_number_valid_expr("nhs").alias("ok")),
+        ])
     return series.to_frame("nhs").join(lookup, on="nhs", how="left", maintain_order="left", nulls_equal=True)["ok"]
 
 
@@ -275,7 +288,8 @@ def check_exprs(
         elif check.name == TYPE:
             expr = ~(pl.col(raw_names[c]).is_not_null() & pl.col(c).is_null())
         elif check.name == NHS_MOD11:
-            expr = _when_present(c, pl.col(c).map_batches(_mod11_per_distinct, return_dtype=pl.Boolean))
+            expr = _when_present(c, pl.col(c).map_batches(
+                lambda values: _mod11_per_distinct(values, valid_people), return_dtype=pl.Boolean))
         elif check.name == SNOMED_VALID:
             expr = _when_present(c, snomed_valid_expr(c))
         elif check.name == ICD10_FORMAT:

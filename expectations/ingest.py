@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -84,6 +85,27 @@ def _gx_exception(info: dict | None) -> str | None:
     return None
 
 
+def skip_batch_fingerprint() -> None:
+    """Stop GX 1.x hashing every pandas batch it is given (a documented override of one GX constant).
+
+    Why: ``PandasExecutionEngine.get_batch_data_and_markers`` stores ``pandas_data_fingerprint`` (an MD5 of
+    ``pandas.util.hash_pandas_object`` over every cell) in the batch markers of every frame under
+    ``HASH_THRESHOLD`` (1 GB), and a fluent ``Batch.validate`` fetches its batch a second time, so every flag
+    cell was hashed twice: about 45% of GX's CPU in ingest. Upstream never reads that marker (the delivery's
+    files and the validation summary identify what was validated), and GX 1.x offers no option, batch spec
+    field or batch parameter to skip it: its only switch is that module constant, which a frame of any size
+    now exceeds. Nothing else in GX reads it (checked in 1.24: only the marker is written), every
+    expectation still runs on every row, and a test fails if a GX upgrade renames it or hashes again.
+    Process-wide and idempotent, so concurrent ingest threads cannot undo it for each other.
+    """
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    if not hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
+        raise UpstreamError("great_expectations no longer has PandasExecutionEngine's HASH_THRESHOLD: "
+                            "review expectations.ingest.skip_batch_fingerprint for this GX version")
+    pandas_execution_engine.HASH_THRESHOLD = 0
+
+
 class GxRunner:
     """A file-backed GX context under ``<home>/gx``: suites are saved there as JSON, results feed Data Docs."""
 
@@ -111,15 +133,24 @@ class GxRunner:
 
     def validate(self, name: str, suite, frame, chunk_rows: int | None = None) -> tuple[dict[str, list[int]], list]:
         """Run the suite on a pandas frame (optionally in row chunks); token -> failing row positions."""
+        import pandas as pd
+
         suite = self.context.suites.add_or_update(suite)
         definition = self._batch_definition(name)
         failed: dict[str, list[int]] = {}
         results = []
         step = chunk_rows or max(len(frame), 1)
+        skip_batch_fingerprint()
         for start in range(0, max(len(frame), 1), step):
             part = frame.iloc[start : start + step]
-            batch = definition.get_batch(batch_parameters={"dataframe": part})
-            result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+            # Copy-on-write (pandas' own mode, the default from pandas 3): GX selects the rows that pass each
+            # expectation's null filter with ``df[mask]``; with every row kept, pandas 2 copies the whole
+            # frame (all flag columns) for each of those selections, 4 per expectation. Under copy-on-write
+            # that copy is deferred and never made, because GX only reads. Same results (tested); about 30%
+            # of GX's time on a source's flag columns.
+            with pd.option_context("mode.copy_on_write", True):
+                batch = definition.get_batch(batch_parameters={"dataframe": part})
+                result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
             for item in result.results:
                 message = _gx_exception(item.exception_info)
                 if message is not None:
@@ -373,9 +404,13 @@ def clean_frame(result: SourceResult, key: bytes, known: pl.DataFrame | None = N
 
 
 def quarantine_frame(result: SourceResult) -> pl.DataFrame:
-    """Failing rows as read (strings), their 0-based ``row_index`` in the file and the ``reason``."""
-    raw = result.frame.raw.with_columns(pl.all().cast(pl.String)).with_row_index("row_index")
-    return raw.join(result.bad_rows, on="row_index", how="inner").sort("row_index")
+    """Failing rows as read (strings), their 0-based ``row_index`` in the file and the ``reason``.
+
+    The failing rows are picked first and only they are cast to strings (casting every row of a source first
+    cost as much as writing its clean file)."""
+    bad = result.bad_rows.sort("row_index")
+    picked = result.frame.raw[bad["row_index"]].with_columns(pl.all().cast(pl.String))
+    return pl.concat([bad.select("row_index"), picked, bad.select("reason")], how="horizontal")
 
 
 def _write_reid_map(path: Path, reid: pl.DataFrame) -> Path:
@@ -451,34 +486,50 @@ def ingest_delivery(
     try:
         (tmp / "clean").mkdir(parents=True)
         (tmp / "quarantine").mkdir()
-        for name in (*SOURCE_ORDER, *optional):
-            source = SOURCES.get(name) or OPTIONAL_SOURCES[name]
-            if name in OPTIONAL_SOURCES and _has_no_rows(raw_dir, source):
-                # a header-only opt-out file means "nobody opted out": an empty clean file, 0 = 0 + 0
-                _empty_clean(source).write_parquet(tmp / "clean" / f"{name}.parquet")
-                summary[name] = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "checks": [],
-                                 "file": find_source_file(raw_dir, source).name, "as_of": as_of.isoformat()}
-                continue
-            frame = read_source(raw_dir, source)
-            result = validate_source(
-                frame, runner, as_of=as_of, settings=settings, valid_people=valid_people,
-                mode=mode, chunk_rows=chunk_rows,
-            )
-            log.info("%s: %d rows, %d quarantined (GX %.1fs)", name, frame.raw.height,
-                     result.bad_rows.height, result.gx_seconds)
-            clean = clean_frame(result, key, reid)  # events reuse the residents' pseudonyms
-            if name == "residents":
-                valid_nhs = (result.canonical.with_row_index("row_index")
-                             .join(result.bad_rows, on="row_index", how="anti")["nhs_number"])
-                valid_people = valid_nhs
-                reid = pl.DataFrame({"person_id": clean["person_id"], "nhs_number": valid_nhs})
-            clean.write_parquet(tmp / "clean" / f"{name}.parquet")
-            quarantine_frame(result).write_parquet(tmp / "quarantine" / f"{name}.parquet")
-            summary[name], failed = _summarise(result, as_of, settings, (previous_summary or {}).get(name))
-            failures += failed
-            if build_docs:
-                runner.store_for_docs(name, result.gx_results)
-            del frame, result, clean
+        # One worker thread writes each source's outputs while this thread reads and validates the next: the
+        # writing side (joins, pseudonyms, parquet) is polars, which releases the GIL, and GX is Python, so the
+        # two overlap on the second core. Everything GX does stays on this thread (its execution engine holds
+        # one active batch per datasource: not for concurrent use). One source's outputs in flight at a time.
+        entries: dict[str, Future[tuple[dict, list[str]]] | dict] = {}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write") as writer:
+            for name in (*SOURCE_ORDER, *optional):
+                source = SOURCES.get(name) or OPTIONAL_SOURCES[name]
+                if name in OPTIONAL_SOURCES and _has_no_rows(raw_dir, source):
+                    # a header-only opt-out file means "nobody opted out": an empty clean file, 0 = 0 + 0
+                    _empty_clean(source).write_parquet(tmp / "clean" / f"{name}.parquet")
+                    entries[name] = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "checks": [],
+                                     "file": find_source_file(raw_dir, source).name, "as_of": as_of.isoformat()}
+                    continue
+                frame = read_source(raw_dir, source)
+                result = validate_source(
+                    frame, runner, as_of=as_of, settings=settings, valid_people=valid_people,
+                    mode=mode, chunk_rows=chunk_rows,
+                )
+                log.info("%s: %d rows, %d quarantined (GX %.1fs)", name, frame.raw.height,
+                         result.bad_rows.height, result.gx_seconds)
+                if build_docs:
+                    runner.store_for_docs(name, result.gx_results)  # GX's store: on this thread
+                previous = (previous_summary or {}).get(name)
+                for earlier in entries.values():  # the last source's writing is done before this one's starts
+                    if isinstance(earlier, Future):
+                        earlier.result()
+                if name == "residents":
+                    # Events check against the valid residents and reuse their pseudonyms: written here, first.
+                    clean = clean_frame(result, key)
+                    valid_people = (result.canonical.with_row_index("row_index")
+                                    .join(result.bad_rows, on="row_index", how="anti")["nhs_number"])
+                    reid = pl.DataFrame({"person_id": clean["person_id"], "nhs_number": valid_people})
+                    entries[name] = writer.submit(_write_source, result, tmp, key, reid, as_of, settings, previous,
+                                                  clean)
+                else:
+                    entries[name] = writer.submit(_write_source, result, tmp, key, reid, as_of, settings, previous)
+                del frame, result
+            for name, entry in entries.items():
+                if isinstance(entry, Future):
+                    summary[name], failed = entry.result()
+                    failures += failed
+                else:
+                    summary[name] = entry
         if failures:
             raise UpstreamError("table-level checks failed, nothing written: " + "; ".join(failures))
         (tmp / "validation_summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -495,6 +546,25 @@ def ingest_delivery(
         if reid_tmp is not None and reid_tmp.exists():
             reid_tmp.unlink()
     return summary
+
+
+def _write_source(
+    result: SourceResult,
+    tmp: Path,
+    key: bytes,
+    known: pl.DataFrame | None,
+    as_of: date,
+    settings: Settings,
+    previous: dict | None,
+    clean: pl.DataFrame | None = None,
+) -> tuple[dict, list[str]]:
+    """A validated source's clean and quarantine files, and its summary entry (runs on the writer thread)."""
+    name = result.source.name
+    if clean is None:
+        clean = clean_frame(result, key, known)  # events reuse the residents' pseudonyms
+    clean.write_parquet(tmp / "clean" / f"{name}.parquet")
+    quarantine_frame(result).write_parquet(tmp / "quarantine" / f"{name}.parquet")
+    return _summarise(result, as_of, settings, previous)
 
 
 def _has_source_file(raw_dir: Path, name: str) -> bool:

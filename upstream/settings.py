@@ -44,8 +44,10 @@ class IngestSettings(BaseModel):
     earliest_valid_date: date = date(1900, 1, 1)
     max_age_years: int = 115
     #: GX validates each source in chunks of this many rows (bounds pandas memory; at 1.9M residents it
-    #: was also 18% faster than one frame: bench/README.md). None = one frame per source.
-    gx_chunk_rows: int | None = Field(1_000_000, ge=1)
+    #: was also 18% faster than one frame: bench/README.md). None = one frame per source. 4M since issue 15
+    #: session 5: without GX's batch fingerprint each chunk's fixed cost (metric graph, result, Data Docs
+    #: page) dominates at 1M, and a 4M-row chunk of flag columns is about 50 MB of pandas.
+    gx_chunk_rows: int | None = Field(4_000_000, ge=1)
     #: On a Dask cluster, each source is validated in tasks of about this many rows (pipelines.dask_ingest):
     #: one chunk's GX frame on a worker is what bounds a worker's memory in ingest.
     cluster_chunk_rows: int = Field(1_000_000, ge=1)
