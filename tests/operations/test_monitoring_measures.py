@@ -34,6 +34,10 @@ def test_bin_shares_categories_edges_and_missing():
     cats = {"type": "categories", "values": [1.0, 2.0]}
     # two 1s, one 2, one unseen 7, one missing, of 5
     assert bin_shares(pl.Series([1, 1, 2, 7, None]), cats) == pytest.approx([0.4, 0.2, 0.2, 0.2])
+    # -0.0 is the category 0.0; NaN is a value the reference never saw (not "missing"); True counts as 1.0
+    zero_one = {"type": "categories", "values": [0.0, 1.0]}
+    assert bin_shares(pl.Series([-0.0, 0.0, float("nan"), 1.0]), zero_one) == pytest.approx([0.5, 0.25, 0.25, 0.0])
+    assert bin_shares(pl.Series([True, False, None, True]), zero_one) == pytest.approx([0.25, 0.5, 0.0, 0.25])
     edges = {"type": "edges", "edges": [10.0, 20.0]}
     # 5 -> below 10; 10 and 15 -> [10, 20); 25 -> >= 20; None -> missing
     assert bin_shares(pl.Series([5.0, 10.0, 15.0, 25.0, None]), edges) == pytest.approx([0.2, 0.4, 0.2, 0.2])
