@@ -70,12 +70,18 @@ def card_context(
     headline = [(label, _fmt_rate(shown.get(key))) for key, label in HEADLINE]
     ci = f"{_fmt_rate(shown.get('test_auroc_ci_low'))}–{_fmt_rate(shown.get('test_auroc_ci_high'))}"
     comparison = []
+    n_test = int(context.get("n_test") or 0)
     for name, m in [*candidate_metrics.items(), *((f"baseline: {b}", m) for b, m in baseline_metrics.items())]:
+        # A losing candidate may be scored on a sample of the test date (models.train.candidate_test_rows); a
+        # reader comparing rows must see that, not only MLflow's tag.
+        rows = int(m.get("n") or 0)
+        if name in candidate_metrics and 0 < rows < n_test:
+            name = f"{name} (not chosen; a fixed random sample of {show_count(rows)} of {show_count(n_test)} test rows)"
         m = reader_metrics(m, prefix="")
         comparison.append((name, *(_fmt_rate(m.get(k)) for k in
                                    ("auroc", "auprc", "calibration_slope", "ppv_top20", "sensitivity_top20"))))
     fairness_rows = [_fairness_row(r) for r in fairness.iter_rows(named=True)]
-    n_train, n_test = int(context.get("n_train") or 0), int(context.get("n_test") or 0)
+    n_train = int(context.get("n_train") or 0)
     train_rate = _rate_from(context.get("train_event_rate"), n_train)
     test_rate = _rate_from(context.get("test_event_rate"), n_test)
     return {

@@ -62,3 +62,23 @@ def test_reader_metrics_withheld_without_group_size_or_for_tiny_test_sets():
     assert reader_metrics({"test_auroc": 0.8}) == {}  # no n, no way to judge: nothing shown
     tiny = reader_metrics({"test_n": 30.0, "test_event_rate": 5 / 30, "test_auroc": 0.8, "test_sensitivity_top20": 0.6})
     assert tiny == {"test_n": 30.0}  # 5 events: rate, AUROC and sensitivity withheld
+
+
+def test_a_candidate_scored_on_a_sample_of_the_test_date_says_so_on_the_card():
+    """The losing candidate's test metrics may come from a fixed sample (train.candidate_test_rows): its row in
+    the comparison table names the sample's size against the test date's, both as disclosed counts (rounded to
+    5), while the chosen model's row, scored on every test row, carries no such note."""
+    fairness = fairness_audit(*_tiny_world())
+    c = card_context(
+        target="crisis", version="1", run_id="r", alias="champion", chosen="logistic",
+        metrics={"test_n": 1_320_003.0, "test_auroc": 0.75},
+        candidate_metrics={"logistic": {"n": 1_320_003.0, "auroc": 0.75},
+                           "hgb": {"n": 200_000.0, "auroc": 0.74}},
+        baseline_metrics={"age only": {"n": 1_320_003.0, "auroc": 0.62}}, fairness=fairness,
+        context={"n_train": 600_000, "n_test": 1_320_003, "features": ["age"]},
+        gate={"checks": {}, "reasons": []}, codelists={},
+    )
+    names = [row[0] for row in c["comparison"]]
+    assert names == ["logistic",
+                     "hgb (not chosen; a fixed random sample of 200000 of 1320005 test rows)",
+                     "baseline: age only"]

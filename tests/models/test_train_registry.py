@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import date
+from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
@@ -215,6 +216,12 @@ def test_the_losing_candidate_is_tested_on_a_fixed_sample_and_mlflow_says_so(tmp
     tag = MlflowClient(tracking_uri=sampled.tracking_uri).get_run(part.run_id).data.tags["candidates.test_rows"]
     assert f"{loser}: a fixed random sample of 2000 of 6000 test rows" in tag
     assert f"{part.chosen}: all 6000 test rows" in tag
+    # The model card's comparison table says it too (a reader of the card never sees MLflow's tags).
+    cards = {name: Path(MlflowClient(tracking_uri=s.tracking_uri).download_artifacts(
+        run.run_id, "model_card/model_card.md", str(tmp_path / f"card-{name}"))).read_text()
+        for name, s, run in (("every", every, full), ("sampled", sampled, part))}
+    assert f"| {loser} (not chosen; a fixed random sample of 2000 of 6000 test rows) |" in cards["sampled"]
+    assert "a fixed random sample" not in cards["every"] and f"| {loser} |" in cards["every"]
 
 
 def test_the_number_of_gradient_boosting_threads_does_not_change_the_models(tmp_path):
