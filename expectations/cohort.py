@@ -75,9 +75,15 @@ class CohortSources:
         """The same sources holding only ``people``'s records. Every rule reads a person's own records only, so
         each of them gets exactly the whole population's row; training draws 200k of a county's 1.5M per date
         and judging everyone else only to drop their rows was wasted work."""
-        wanted = people.implode()
-        return CohortSources(**{name: getattr(self, name).filter(pl.col(PERSON).is_in(wanted))
-                                for name in self.__dataclass_fields__})
+        return CohortSources(**{name: of_people(getattr(self, name), people) for name in self.__dataclass_fields__})
+
+
+def of_people(frame: pl.LazyFrame, people: pl.Series | None) -> pl.LazyFrame:
+    """``frame``'s rows for ``people`` (person ids), or all of them when ``people`` is None.
+
+    One restriction for a sampled training date's features, labels and cohort: each reads a person's own
+    records, so the people drawn get exactly the rows the whole population's build gives them."""
+    return frame if people is None else frame.filter(pl.col(PERSON).is_in(people.implode()))
 
 
 def _clean_schema(source: str) -> dict[str, pl.DataType]:

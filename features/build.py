@@ -17,6 +17,7 @@ from expectations.cohort import (
     age_at,
     alive_and_registered_at,
     death_date,
+    of_people,
     registered_deaths,
     scan_clean,
     service_open_at,
@@ -465,13 +466,10 @@ def build_features_lazy(clean_dir: Path, index_date: date, people: pl.Series | N
         raise UpstreamError(f"clean data directory not found: {clean_dir}")
     T = index_date
     def events(source: str) -> pl.LazyFrame:
-        scan = scan_clean(clean_dir, source)
-        return scan if people is None else scan.filter(pl.col(PERSON).is_in(people.implode()))
+        return of_people(scan_clean(clean_dir, source), people)
 
-    population = _population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T,
-                             clean_address_periods(clean_dir))
-    if people is not None:
-        population = population.filter(pl.col(PERSON).is_in(people.implode()))
+    population = of_people(_population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T,
+                                       clean_address_periods(clean_dir)), people)
     gp, gp_falls, contacts = _gp_features(events("gp_events"), T)
     spell, admission_falls, emergency_dates = _spell_features(events("hospital_spells"), T)
     ae, ae_fall_dates, ae_dates = _ae_features(events("ae_attendances"), T)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from expectations.cohort import alive_and_registered_at, death_date, registered_deaths, service_open_at
+from expectations.cohort import alive_and_registered_at, death_date, of_people, registered_deaths, service_open_at
 from expectations.contract import EMERGENCY_ADMISSION_METHODS, LONG_TERM_SERVICE_TYPES, SERVICE_EVENT_TYPE
 from upstream.errors import BadFileError, UpstreamError
 
@@ -61,12 +61,9 @@ def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_
     start, end = index_date, index_date + window
 
     def scan(source: str) -> pl.LazyFrame:
-        frame = scan_source(clean_dir, source)
-        return frame if people is None else frame.filter(pl.col("person_id").is_in(people.implode()))
+        return of_people(scan_source(clean_dir, source), people)
 
-    eligible = eligible_people(clean_dir, index_date)
-    if people is not None:
-        eligible = eligible.filter(pl.col("person_id").is_in(people.implode()))
+    eligible = of_people(eligible_people(clean_dir, index_date), people)
 
     emergency = (
         scan("hospital_spells")
