@@ -450,13 +450,14 @@ def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, setti
     y_val = validation.get_column(target).to_numpy().astype(bool)
     validation_metrics = {}
     age_column = [c for c in ("age",) if c in validation.columns]
+    fit_events = training_events(fit_frame, target)
     for kind, m in candidates.items():
         p_val = m.predict_proba(validation)
         # The gate judges calibration-in-the-large overall and by age band: a candidate that already fails it on
         # the validation date would be refused, so it is chosen only if every candidate fails it. Only those rows
         # are needed, so only the age column is audited (the other dimensions' AUROCs were computed for nothing).
         misfits = calibration_in_the_large(fairness_audit(validation.select(age_column), y_val, p_val), settings.gate,
-                                           training_events(fit_frame, target))
+                                           fit_events)
         validation_metrics[kind] = {"auroc": auroc(y_val, p_val),
                                     "calibration_slope": calibration_slope_intercept(y_val, p_val)[0],
                                     "calibration_misfits": float(len(misfits))}
