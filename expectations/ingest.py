@@ -106,6 +106,17 @@ def skip_batch_fingerprint() -> None:
     pandas_execution_engine.HASH_THRESHOLD = 0
 
 
+def slim_results(results: list) -> list:
+    """GX results without their row-level lists (counts stay): what Data Docs shows, small enough to travel
+    back from a worker process. In place; returns ``results``."""
+    for result in results:
+        for item in result.results:
+            for key in ("unexpected_list", "unexpected_index_list", "unexpected_index_query",
+                        "partial_unexpected_index_list"):
+                item.result.pop(key, None)
+    return results
+
+
 class GxRunner:
     """A file-backed GX context under ``<home>/gx``: suites are saved there as JSON, results feed Data Docs."""
 
@@ -170,11 +181,7 @@ class GxRunner:
             ValidationResultIdentifier,
         )
 
-        for number, result in enumerate(results):
-            for item in result.results:
-                for key in ("unexpected_list", "unexpected_index_list", "unexpected_index_query",
-                            "partial_unexpected_index_list"):
-                    item.result.pop(key, None)
+        for number, result in enumerate(slim_results(results)):
             key = ValidationResultIdentifier(
                 expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
                 run_id=RunIdentifier(run_name=self.run_name),
@@ -465,8 +472,16 @@ def ingest_delivery(
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise UpstreamError(f"{raw_dir}: delivery directory not found")
-    chunk_rows = chunk_rows or settings.ingest.gx_chunk_rows
     as_of = resolve_as_of(raw_dir, as_of)
+    if chunk_rows is None and settings.ingest.workers != 1:
+        # Both cores (``ingest.workers``): the same outputs from worker processes, for deliveries big enough
+        # to pay for them. An explicit ``chunk_rows`` (GX batch size studies) keeps the one-process path.
+        from expectations.ingest_pool import ingest_in_processes, plan_for_pool
+
+        plan = plan_for_pool(raw_dir, out_dir, as_of, settings)
+        if plan is not None:
+            return ingest_in_processes(plan, out_dir, settings, previous_summary, mode=mode, build_docs=build_docs)
+    chunk_rows = chunk_rows or settings.ingest.gx_chunk_rows
     for name in SOURCE_ORDER:
         probe_source(raw_dir, SOURCES[name])  # fail fast, before any work, on a missing/empty/renamed file
     optional = [name for name in OPTIONAL_SOURCES if _has_source_file(raw_dir, name)]

@@ -51,6 +51,16 @@ class IngestSettings(BaseModel):
     #: On a Dask cluster, each source is validated in tasks of about this many rows (pipelines.dask_ingest):
     #: one chunk's GX frame on a worker is what bounds a worker's memory in ingest.
     cluster_chunk_rows: int = Field(1_000_000, ge=1)
+    #: Local ingest on several cores (``expectations.ingest_pool``): worker processes validate chunks of the
+    #: sources, the same chunk functions a cluster runs. None = the cores this process may use; 1 = the
+    #: one-process path. Outputs are identical either way (tested).
+    workers: int | None = Field(None, ge=1)
+    #: Deliveries with fewer rows than this use the one-process path: below it the pool's start (a fork
+    #: server importing GX, about 2 CPU s once per process) costs more than the second core saves.
+    pool_min_rows: int = Field(3_000_000, ge=0)
+    #: The pool's share of work: sources are cut into chunks of about this many rows, handed out largest
+    #: first, so the GP events (70% of a delivery's rows) do not leave one core idle at the end.
+    pool_chunk_rows: int = Field(4_000_000, ge=1)
 
 
 class GateSettings(BaseModel):

@@ -1,0 +1,357 @@
+"""Ingest cut into source chunks: the functions both a Dask cluster (``pipelines.flows``, one task per
+chunk) and the local process pool (``expectations.ingest_pool``, both cores of one machine) run, with the
+same rows out as the one-process ``ingest_delivery``.
+
+Plain typed functions (no Prefect, no Dask, no pool): callers submit them, and tests call them directly.
+Every function reads and writes files under the run's work directory, which must be on storage every
+worker sees (the run's home on a shared filesystem for a cluster), so tasks exchange paths and small
+counts, never frames.
+
+Why chunks are cut by a hash of a column and not by row ranges: some checks look across rows (a duplicate
+row, a duplicated key such as ``spell_id``, a person's spell or address history), and rows judged together
+share that column, so they land in the same chunk and are judged there exactly as in a whole-file run. A
+source whose checks group rows by two different columns (spells: ``spell_id`` for the duplicate key, the
+person for the history) is not cut. Each chunk keeps the rows' positions in the file, so quarantine rows
+carry their file ``row_index`` and the merged clean file is in file order, identical to a local run's.
+Residents are validated before any event source, as locally: "the person is in residents" means in the
+valid residents of the whole delivery.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from expectations import checks as C
+from expectations.contract import OPTIONAL_SOURCES, SOURCES, Source
+from expectations.ingest import (
+    SOURCE_ORDER,
+    GxRunner,
+    SourceStats,
+    _empty_clean,
+    _has_no_rows,
+    _has_source_file,
+    _replace_dir,
+    _write_reid_map,
+    clean_frame,
+    quarantine_frame,
+    slim_results,
+    source_stats,
+    summarise_stats,
+    validate_source,
+)
+from expectations.read import find_source_file, probe_source, type_source
+from expectations.suites import Mode, build_suite
+from upstream.errors import BadFileError, UpstreamError
+from upstream.settings import Settings
+
+#: A row's 0-based position in its source file, carried through a chunk.
+FILE_ROW = "_file_row"
+
+
+def source_of(name: str) -> Source:
+    return SOURCES.get(name) or OPTIONAL_SOURCES[name]
+
+
+def chunk_key(source: Source) -> str | None:
+    """The column chunks are cut by, or None when the source must be validated whole.
+
+    The duplicate-row check needs identical rows together (any column does), the duplicate-key check rows
+    sharing the key (its first column does), and the spell or address history checks a person's rows
+    together (``nhs_number`` does). A source whose history and key disagree (spells, keyed by ``spell_id``)
+    cannot be cut without splitting one of the groups, so it is one chunk.
+    """
+    key = source.key[0] if source.key else "nhs_number"
+    has_history = any(c.name in C.HISTORY_CHECKS for c in C.row_checks(source))
+    return None if has_history and key != "nhs_number" else key
+
+
+@dataclass(frozen=True)
+class SourceChunk:
+    """One task's share of a source: rows whose ``chunk_key`` hashes to ``index`` modulo ``of``."""
+
+    source: str
+    index: int
+    of: int
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """The delivery's sources, in validation order, each cut into chunks; ``work_dir`` holds everything."""
+
+    raw_dir: Path
+    work_dir: Path
+    as_of: date
+    residents: list[SourceChunk]
+    events: list[SourceChunk]
+    empty_optional: list[str]  # header-only optional files ("nobody opted out")
+    rows_in: dict[str, int] = field(default_factory=dict)  # rows per source file (to hand out work)
+
+    def chunk_rows(self, chunk: SourceChunk) -> int:
+        """About how many rows ``chunk`` holds (its share of the file; hash shares are near even)."""
+        return self.rows_in.get(chunk.source, 0) // chunk.of
+
+    def chunks_of(self, source: str) -> list[SourceChunk]:
+        return [c for c in (*self.residents, *self.events) if c.source == source]
+
+    @property
+    def sources(self) -> list[str]:
+        return list(dict.fromkeys(c.source for c in (*self.residents, *self.events)))
+
+
+@dataclass
+class ChunkDone:
+    """What a chunk task hands back: counts, and GX results slimmed for Data Docs (no row values)."""
+
+    chunk: SourceChunk
+    stats: SourceStats
+    gx_results: list[Any]
+    seconds: float
+
+
+def _rows_in_file(path: Path) -> int:
+    try:
+        lazy = pl.scan_csv(path, infer_schema=False) if path.suffix == ".csv" else pl.scan_parquet(path)
+        return int(lazy.select(pl.len()).collect().item())
+    except Exception as exc:  # the same wording as a whole-file read
+        kind = "CSV" if path.suffix == ".csv" else "parquet"
+        raise BadFileError(str(path), f"truncated or corrupt {kind} file ({str(exc).strip()[:200]})") from None
+
+
+def plan_ingest(raw_dir: Path, out_dir: Path, as_of: date, chunk_rows: int, *, residents_chunks: int = 1) -> IngestPlan:
+    """Probe every file (a bad file fails before any work), count rows and cut each source into chunks of
+    about ``chunk_rows`` rows (residents into at least ``residents_chunks``: every event chunk waits for
+    them, so they are shared out to every worker). Runs on a worker: counting a CSV's rows reads it whole."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise UpstreamError(f"{raw_dir}: delivery directory not found")
+    for name in SOURCE_ORDER:
+        probe_source(raw_dir, SOURCES[name])
+    optional = [name for name in OPTIONAL_SOURCES if _has_source_file(raw_dir, name)]
+    empty_optional = [name for name in optional if _has_no_rows(raw_dir, OPTIONAL_SOURCES[name])]
+    chunks: list[SourceChunk] = []
+    rows_in: dict[str, int] = {}
+    for name in (*SOURCE_ORDER, *(n for n in optional if n not in empty_optional)):
+        source = source_of(name)
+        path = probe_source(raw_dir, source)
+        rows = _rows_in_file(path)
+        if rows == 0:
+            raise BadFileError(str(path), "empty file (no rows)")
+        rows_in[name] = rows
+        of = max(1, math.ceil(rows / chunk_rows), residents_chunks if name == "residents" else 1)
+        if chunk_key(source) is None:
+            of = 1
+        chunks += [SourceChunk(name, k, of) for k in range(of)]
+    work_dir = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    return IngestPlan(
+        raw_dir,
+        work_dir,
+        as_of,
+        residents=[c for c in chunks if c.source == "residents"],
+        events=[c for c in chunks if c.source != "residents"],
+        empty_optional=empty_optional,
+        rows_in=rows_in,
+    )
+
+
+def _in_chunk(column: str | None, chunk: SourceChunk) -> pl.Expr:
+    """Rows of ``chunk``: those whose ``column`` hashes to its index (one definition, for reads and lookups)."""
+    assert column is not None, f"{chunk.source} is validated whole"
+    return pl.col(column).hash(seed=0) % chunk.of == chunk.index
+
+
+#: This thread's GX project for the current run (``_runner``): a chunk's GX context is not rebuilt per chunk.
+_THREAD_GX = threading.local()
+
+
+def _runner(work_dir: Path) -> GxRunner:
+    """A GX project of this process and thread under ``work_dir`` (made on first use, kept for the run).
+
+    One per thread, not per process: a Dask worker runs tasks in threads, and GX's execution engine holds one
+    active batch per datasource (not for concurrent use); workers never write one GX config at the same time.
+    """
+    root = work_dir / "_chunks" / "gx" / f"worker-{os.getpid()}-{threading.get_ident()}"
+    if getattr(_THREAD_GX, "root", None) != root:
+        _THREAD_GX.root, _THREAD_GX.runner = root, GxRunner(root)
+    return _THREAD_GX.runner
+
+
+def _part(plan: IngestPlan, kind: str, chunk: SourceChunk) -> Path:
+    return plan.work_dir / "_chunks" / kind / f"{chunk.source}-{chunk.index:05d}.parquet"
+
+
+def read_chunk(raw_dir: Path, chunk: SourceChunk) -> tuple[Any, pl.Series]:
+    """One chunk of a source, typed as ``read_source`` types a whole file, and each row's file position."""
+    source = source_of(chunk.source)
+    path = find_source_file(Path(raw_dir), source)
+    lazy = pl.scan_csv(path, infer_schema=False) if path.suffix == ".csv" else pl.scan_parquet(path)
+    lazy = lazy.with_row_index(FILE_ROW)
+    if chunk.of > 1:
+        lazy = lazy.filter(_in_chunk(chunk_key(source), chunk))
+    try:
+        frame = lazy.collect()
+    except Exception as exc:
+        kind = "CSV" if path.suffix == ".csv" else "parquet"
+        raise BadFileError(str(path), f"truncated or corrupt {kind} file ({str(exc).strip()[:200]})") from None
+    return type_source(path, source, frame.drop(FILE_ROW)), frame[FILE_ROW]
+
+
+def _empty_quarantine(source: Source) -> pl.DataFrame:
+    return pl.DataFrame(schema={"row_index": pl.UInt32, **dict.fromkeys(source.names, pl.String), "reason": pl.String})
+
+
+def ingest_chunk(
+    plan: IngestPlan, chunk: SourceChunk, settings: Settings, *, mode: Mode = "precomputed"
+) -> ChunkDone:
+    """Validate one chunk in GX, write its clean rows (pseudonymised) and quarantined rows with reasons.
+
+    Each chunk has its own GX project under the work directory: workers never write one GX config at
+    the same time. Event chunks read the valid residents written by ``merge_source("residents")``.
+    """
+    started = time.perf_counter()
+    source = source_of(chunk.source)
+    frame, file_rows = read_chunk(plan.raw_dir, chunk)
+    for kind in ("clean", "quarantine", "reid"):
+        _part(plan, kind, chunk).parent.mkdir(parents=True, exist_ok=True)
+    if frame.raw.height == 0:  # a hash share with no rows (small sources cut finely)
+        _empty_clean(source).with_columns(pl.lit(None, pl.UInt32).alias(FILE_ROW)).write_parquet(
+            _part(plan, "clean", chunk))
+        _empty_quarantine(source).write_parquet(_part(plan, "quarantine", chunk))
+        stats = SourceStats(frame.path.name, 0, 0, dict.fromkeys(source.names, 0), {})
+        return ChunkDone(chunk, stats, [], time.perf_counter() - started)
+    valid_people = None
+    if chunk.source != "residents":
+        valid_people = pl.read_parquet(plan.work_dir / "_chunks" / "valid_nhs.parquet")["nhs_number"]
+    runner = _runner(plan.work_dir)
+    result = validate_source(
+        frame, runner, as_of=plan.as_of, settings=settings, valid_people=valid_people,
+        mode=mode, chunk_rows=settings.ingest.gx_chunk_rows,
+    )
+    kept_rows = (
+        pl.DataFrame({FILE_ROW: file_rows}).with_row_index("row_index")
+        .join(result.bad_rows, on="row_index", how="anti")[FILE_ROW]
+    )
+    known = None
+    reid_path = plan.work_dir / "_chunks" / "reid.parquet"
+    if chunk.source != "residents" and reid_path.exists():
+        # The residents' pseudonyms, as a one-process ingest reuses them (one HMAC per person per delivery,
+        # not per source); only this chunk's share when the source is cut by person.
+        lazy = pl.scan_parquet(reid_path)
+        if chunk.of > 1 and chunk_key(source) == "nhs_number":
+            lazy = lazy.filter(_in_chunk("nhs_number", chunk))
+        known = lazy.collect()
+    clean = clean_frame(result, settings.pseudonymisation_key(), known)
+    clean.with_columns(kept_rows).write_parquet(_part(plan, "clean", chunk))
+    quarantined = quarantine_frame(result)
+    quarantined.with_columns(
+        pl.Series("row_index", file_rows.gather(quarantined["row_index"]), dtype=pl.UInt32)
+    ).write_parquet(_part(plan, "quarantine", chunk))
+    if chunk.source == "residents":
+        valid_nhs = (result.canonical.with_row_index("row_index")
+                     .join(result.bad_rows, on="row_index", how="anti")["nhs_number"])
+        pl.DataFrame({"person_id": clean["person_id"], "nhs_number": valid_nhs, FILE_ROW: kept_rows}) \
+            .write_parquet(_part(plan, "reid", chunk))
+    stats = source_stats(result)
+    slim_results(result.gx_results)  # counts only, before they travel (the caller stores them for Data Docs)
+    return ChunkDone(chunk, stats, result.gx_results, time.perf_counter() - started)
+
+
+def merge_source(plan: IngestPlan, source: str) -> int:
+    """Stack a source's chunk outputs in file order into ``clean/`` and ``quarantine/``; returns clean rows.
+
+    For residents it also writes the valid NHS numbers event chunks check against, and the chunk's part
+    of the re-identification map (in file order, as a local run writes it).
+    """
+    chunks = plan.chunks_of(source)
+    out = plan.work_dir
+    (out / "clean").mkdir(parents=True, exist_ok=True)
+    (out / "quarantine").mkdir(parents=True, exist_ok=True)
+    # One chunk is already in file order; several are put back into it.
+    clean = pl.concat([pl.read_parquet(_part(plan, "clean", c)) for c in chunks])
+    quarantined = pl.concat([pl.read_parquet(_part(plan, "quarantine", c)) for c in chunks])
+    if len(chunks) > 1:
+        clean, quarantined = clean.sort(FILE_ROW), quarantined.sort("row_index")
+    clean.drop(FILE_ROW).write_parquet(out / "clean" / f"{source}.parquet")
+    quarantined.write_parquet(out / "quarantine" / f"{source}.parquet")
+    if source == "residents":
+        parts = [p for c in chunks if (p := _part(plan, "reid", c)).exists()]
+        reid = pl.concat([pl.read_parquet(p) for p in parts]).sort(FILE_ROW).drop(FILE_ROW)
+        reid.write_parquet(out / "_chunks" / "reid.parquet")
+        reid.select("nhs_number").write_parquet(out / "_chunks" / "valid_nhs.parquet")
+    return clean.height
+
+
+def finish_ingest(
+    plan: IngestPlan,
+    done: list[ChunkDone],
+    out_dir: Path,
+    settings: Settings,
+    previous_summary: dict | None,
+    *,
+    mode: Mode = "precomputed",
+    build_docs: bool = True,
+) -> dict:
+    """The small end of a fanned-out ingest, in the flow process: sum each source's chunk counts (rows_in =
+    rows_valid + rows_quarantined per chunk, hence per source), judge the table-level checks on the sums,
+    write the summary and Data Docs, merge the re-identification map and move the delivery into place.
+    Nothing is moved into place when a table-level check fails."""
+    try:
+        summary: dict[str, dict] = {}
+        failures: list[str] = []
+        runner = GxRunner(settings.home / "gx") if build_docs else None
+        for name in plan.sources:
+            parts = sorted((d for d in done if d.chunk.source == name), key=lambda d: d.chunk.index)
+            if len(parts) != len(plan.chunks_of(name)):
+                raise UpstreamError(f"{name}: {len(parts)} of {len(plan.chunks_of(name))} chunks came back")
+            stats = parts[0].stats
+            for part in parts[1:]:
+                stats = stats + part.stats
+            source = source_of(name)
+            summary[name], failed = summarise_stats(source, stats, plan.as_of, settings,
+                                                    (previous_summary or {}).get(name))
+            failures += failed
+            if runner is not None:
+                runner.context.suites.add_or_update(build_suite(
+                    source, mode, as_of=plan.as_of, earliest=settings.ingest.earliest_valid_date,
+                    max_age_years=settings.ingest.max_age_years))
+                runner.store_for_docs(name, [r for part in parts for r in part.gx_results])
+        for name in plan.empty_optional:
+            source = OPTIONAL_SOURCES[name]
+            _empty_clean(source).write_parquet(plan.work_dir / "clean" / f"{name}.parquet")
+            summary[name] = {"rows_in": 0, "rows_valid": 0, "rows_quarantined": 0, "checks": [],
+                             "file": find_source_file(plan.raw_dir, source).name, "as_of": plan.as_of.isoformat()}
+        # The summary lists sources in a one-process ingest's order (residents first, optional ones last).
+        summary = {name: summary[name] for name in (*SOURCE_ORDER, *OPTIONAL_SOURCES) if name in summary}
+        if failures:
+            raise UpstreamError("table-level checks failed, nothing written: " + "; ".join(failures))
+        shutil.rmtree(plan.work_dir / "_chunks" / "gx", ignore_errors=True)
+        (plan.work_dir / "validation_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if runner is not None:
+            runner.build_docs(plan.work_dir / "data_docs")
+        reid_tmp = _write_reid_map(settings.reid_map_path, pl.read_parquet(plan.work_dir / "_chunks" / "reid.parquet"))
+        shutil.rmtree(plan.work_dir / "_chunks")
+        try:
+            _replace_dir(plan.work_dir, Path(out_dir))
+            reid_tmp.replace(settings.reid_map_path)
+        finally:
+            reid_tmp.unlink(missing_ok=True)
+        return summary
+    finally:
+        discard_work(plan)
+
+
+def discard_work(plan: IngestPlan) -> None:
+    """Remove a run's work directory (after a failure: a fanned-out ingest never leaves a partial delivery)."""
+    if plan.work_dir.exists():
+        shutil.rmtree(plan.work_dir, ignore_errors=True)

@@ -1,0 +1,200 @@
+"""Local ingest on every core: worker processes validate chunks of the sources, then this process merges.
+
+Why processes: GX is Python (one core per process) and its pandas execution engine holds one active batch
+per datasource, so two sources cannot be validated in threads of one GX context. Each worker has its own GX
+project and runs the very chunk functions a Dask cluster runs (``expectations.chunked``): it reads its share
+of a raw file itself and writes its own clean and quarantine parts, so only paths and counts travel between
+processes, never frames. Outputs are identical to the one-process ``ingest_delivery`` (tested): the same
+clean frames in file order, quarantine rows and reasons, summary and re-identification map.
+
+How the work is shared: residents first, cut into one chunk per worker (every event chunk checks against the
+valid residents); then every event chunk at once, largest first, so the GP events (about 70% of a
+delivery's rows) are cut into several chunks and no core waits at the end. This process merges each source
+as soon as its chunks are back, while the workers go on with the next chunks.
+
+How workers start: from a fork server (``multiprocessing``'s "forkserver") that imported GX once
+(``expectations._ingest_preload``), so a worker costs a fork, not GX's 2.2 CPU s import. The server is a
+fresh single-threaded process, never this one (which holds Prefect's and polars' threads): forking a
+process with live threads can leave a lock held forever in the child. The server's thread count is checked
+before any chunk is handed out; if it is not one (another library started it with threads), the pool uses
+"spawn" instead (each worker imports GX itself: slower, always safe). Like any spawn or forkserver pool, a
+script that runs ingest must keep its top level import-safe (``if __name__ == "__main__":``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from datetime import date
+from pathlib import Path
+
+from expectations.chunked import (
+    ChunkDone,
+    IngestPlan,
+    SourceChunk,
+    discard_work,
+    finish_ingest,
+    ingest_chunk,
+    merge_source,
+    plan_ingest,
+)
+from expectations.suites import Mode
+from upstream.errors import UpstreamError
+from upstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_PRELOAD = "expectations._ingest_preload"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def ingest_workers(settings: Settings) -> int:
+    """``ingest.workers``, or every usable core when it is not set."""
+    return settings.ingest.workers or usable_cores()
+
+
+def plan_for_pool(raw_dir: Path, out_dir: Path, as_of: date, settings: Settings) -> IngestPlan | None:
+    """The pool's plan (probes every file first), or None when the one-process path should run: one
+    worker, or a delivery under ``ingest.pool_min_rows`` rows."""
+    workers = ingest_workers(settings)
+    if workers < 2:
+        return None
+    plan = plan_ingest(raw_dir, out_dir, as_of, settings.ingest.pool_chunk_rows, residents_chunks=workers)
+    if sum(plan.rows_in.values()) < settings.ingest.pool_min_rows:
+        return None
+    return plan
+
+
+# --- worker side (module-level functions: what a worker process is asked to run) -------------------------
+
+
+def _worker_ready() -> tuple[int, int]:
+    """A worker's pid and how many threads its parent (the fork server) has: 1 means the fork was safe."""
+    import expectations.chunked  # noqa: F401  (polars and the chunk code, imported after the fork)
+
+    try:
+        threads = len(os.listdir(f"/proc/{os.getppid()}/task"))
+    except OSError:
+        threads = -1  # no /proc: cannot tell
+    return os.getpid(), threads
+
+
+def _run_chunk(plan: IngestPlan, chunk: SourceChunk, settings: Settings, mode: Mode) -> ChunkDone:
+    return ingest_chunk(plan, chunk, settings, mode=mode)
+
+
+# --- the pool -----------------------------------------------------------------------------------------
+
+
+class IngestPool:
+    """Worker processes for one ingest. ``stop()`` ends them all, at once when something failed."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.start_method = "forkserver"
+        self.executor = self._start("forkserver")
+        ready = [self.executor.submit(_worker_ready) for _ in range(workers)]
+        self.pids = set()
+        for future in ready:
+            pid, parent_threads = future.result()
+            self.pids.add(pid)
+            if parent_threads != 1:
+                log.warning("ingest pool: the fork server has %d threads; using spawn instead", parent_threads)
+                self.stop(failed=True)
+                self.start_method = "spawn"
+                self.executor = self._start("spawn")
+                self.pids = {f.result()[0] for f in [self.executor.submit(_worker_ready) for _ in range(workers)]}
+                break
+
+    def _start(self, method: str) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # Only our preload (not the default "__main__": a caller's script may import polars, which
+            # starts threads). No effect if the server already runs; the thread check then decides.
+            context.set_forkserver_preload([_PRELOAD])
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+
+    def submit(self, plan: IngestPlan, chunk: SourceChunk, settings: Settings, mode: Mode) -> Future[ChunkDone]:
+        return self.executor.submit(_run_chunk, plan, chunk, settings, mode)
+
+    def stop(self, *, failed: bool = False) -> None:
+        """Wait for the workers to exit; after a failure, cancel what is queued and end running chunks now
+        (a chunk of GP events can run for seconds, and its output is being discarded anyway)."""
+        if failed:
+            # ``ProcessPoolExecutor`` has no public "terminate" before Python 3.14 (``terminate_workers``).
+            terminate = getattr(self.executor, "terminate_workers", None)
+            if terminate is not None:
+                terminate()
+            else:
+                processes = list((getattr(self.executor, "_processes", None) or {}).values())
+                for process in processes:
+                    process.terminate()
+                for process in processes:
+                    process.join(timeout=10)
+                    if process.is_alive():
+                        process.kill()
+                        process.join()
+        self.executor.shutdown(wait=True, cancel_futures=failed)
+
+
+def ingest_in_processes(
+    plan: IngestPlan,
+    out_dir: Path,
+    settings: Settings,
+    previous_summary: dict | None,
+    *,
+    mode: Mode = "precomputed",
+    build_docs: bool = True,
+) -> dict:
+    """Run ``plan`` on ``ingest.workers`` processes and finish it here; returns the validation summary.
+
+    Raises what a one-process ingest raises (a bad file: its file, column and problem, no worker traceback);
+    after any failure no worker is left running and nothing is left behind."""
+    started = time.perf_counter()
+    pool: IngestPool | None = None
+    done: list[ChunkDone] = []
+    try:
+        pool = IngestPool(ingest_workers(settings))
+        log.info("ingest pool: %d workers (%s) ready in %.1fs", pool.workers, pool.start_method,
+                 time.perf_counter() - started)
+        done += _run_all(pool, plan, plan.residents, settings, mode)
+        done += _run_all(pool, plan, sorted(plan.events, key=plan.chunk_rows, reverse=True), settings, mode)
+        pool.stop()
+        pool = None
+    except BaseException as exc:
+        if pool is not None:
+            pool.stop(failed=True)
+        discard_work(plan)
+        if isinstance(exc, UpstreamError):
+            # The worker's traceback (``_RemoteTraceback``) is not the user's business: the message names the
+            # file, column and problem, as a one-process ingest's does.
+            raise exc from None
+        raise
+    return finish_ingest(plan, done, out_dir, settings, previous_summary, mode=mode, build_docs=build_docs)
+
+
+def _run_all(pool: IngestPool, plan: IngestPlan, chunks: list[SourceChunk], settings: Settings,
+             mode: Mode) -> list[ChunkDone]:
+    """Hand out ``chunks`` and merge each source here as soon as its last chunk is back."""
+    waiting = {pool.submit(plan, chunk, settings, mode): chunk for chunk in chunks}
+    left = {source: len(plan.chunks_of(source)) for source in dict.fromkeys(c.source for c in chunks)}
+    done: list[ChunkDone] = []
+    while waiting:
+        finished, _ = wait(waiting, return_when=FIRST_COMPLETED)
+        for future in finished:
+            chunk = waiting.pop(future)
+            done.append(future.result())  # a failed chunk raises here: the caller stops the pool
+            left[chunk.source] -= 1
+            if left[chunk.source] == 0:
+                merge_source(plan, chunk.source)
+    return done
