@@ -118,6 +118,7 @@ class ChunkDone:
     stats: SourceStats
     gx_results: list[Any]
     seconds: float
+    cpu_seconds: float = 0.0  # the worker process's CPU (all its threads) for this chunk
 
 
 def _rows_in_file(path: Path) -> int:
@@ -129,10 +130,17 @@ def _rows_in_file(path: Path) -> int:
         raise BadFileError(str(path), f"truncated or corrupt {kind} file ({str(exc).strip()[:200]})") from None
 
 
-def plan_ingest(raw_dir: Path, out_dir: Path, as_of: date, chunk_rows: int, *, residents_chunks: int = 1) -> IngestPlan:
+def plan_ingest(
+    raw_dir: Path, out_dir: Path, as_of: date, chunk_rows: int, *, residents_chunks: int = 1,
+    event_shares: int | None = None,
+) -> IngestPlan:
     """Probe every file (a bad file fails before any work), count rows and cut each source into chunks of
-    about ``chunk_rows`` rows (residents into at least ``residents_chunks``: every event chunk waits for
-    them, so they are shared out to every worker). Runs on a worker: counting a CSV's rows reads it whole."""
+    about ``chunk_rows`` rows. Runs on a worker: counting a CSV's rows reads it whole.
+
+    For a fixed set of workers (the local pool): residents into at least ``residents_chunks`` (every event
+    chunk waits for them, so every worker takes a share), and the event sources into chunks of at most
+    1/``event_shares`` of all their rows, so the GP events (70% of the rows) are spread over the workers
+    and handing out the largest first leaves no core idle at the end."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise UpstreamError(f"{raw_dir}: delivery directory not found")
@@ -140,17 +148,19 @@ def plan_ingest(raw_dir: Path, out_dir: Path, as_of: date, chunk_rows: int, *, r
         probe_source(raw_dir, SOURCES[name])
     optional = [name for name in OPTIONAL_SOURCES if _has_source_file(raw_dir, name)]
     empty_optional = [name for name in optional if _has_no_rows(raw_dir, OPTIONAL_SOURCES[name])]
-    chunks: list[SourceChunk] = []
     rows_in: dict[str, int] = {}
     for name in (*SOURCE_ORDER, *(n for n in optional if n not in empty_optional)):
-        source = source_of(name)
-        path = probe_source(raw_dir, source)
-        rows = _rows_in_file(path)
-        if rows == 0:
+        path = probe_source(raw_dir, source_of(name))
+        rows_in[name] = _rows_in_file(path)
+        if rows_in[name] == 0:
             raise BadFileError(str(path), "empty file (no rows)")
-        rows_in[name] = rows
+    if event_shares:
+        event_rows = sum(rows for name, rows in rows_in.items() if name != "residents")
+        chunk_rows = max(1, math.ceil(event_rows / event_shares))
+    chunks: list[SourceChunk] = []
+    for name, rows in rows_in.items():
         of = max(1, math.ceil(rows / chunk_rows), residents_chunks if name == "residents" else 1)
-        if chunk_key(source) is None:
+        if chunk_key(source_of(name)) is None:
             of = 1
         chunks += [SourceChunk(name, k, of) for k in range(of)]
     work_dir = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -188,7 +198,17 @@ def _runner(work_dir: Path) -> GxRunner:
 
 
 def _part(plan: IngestPlan, kind: str, chunk: SourceChunk) -> Path:
-    return plan.work_dir / "_chunks" / kind / f"{chunk.source}-{chunk.index:05d}.parquet"
+    """A chunk's output, Arrow IPC uncompressed: written once by its worker and read once by the merge, so
+    parquet's encoding and compression would be paid twice for nothing (the merge writes the parquet)."""
+    return plan.work_dir / "_chunks" / kind / f"{chunk.source}-{chunk.index:05d}.arrow"
+
+
+def _write_part(frame: pl.DataFrame, path: Path) -> None:
+    frame.write_ipc(path, compression="uncompressed")
+
+
+def _read_part(path: Path) -> pl.DataFrame:
+    return pl.read_ipc(path)
 
 
 def read_chunk(raw_dir: Path, chunk: SourceChunk) -> tuple[Any, pl.Series]:
@@ -219,15 +239,15 @@ def ingest_chunk(
     Each chunk has its own GX project under the work directory: workers never write one GX config at
     the same time. Event chunks read the valid residents written by ``merge_source("residents")``.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     source = source_of(chunk.source)
     frame, file_rows = read_chunk(plan.raw_dir, chunk)
     for kind in ("clean", "quarantine", "reid"):
         _part(plan, kind, chunk).parent.mkdir(parents=True, exist_ok=True)
     if frame.raw.height == 0:  # a hash share with no rows (small sources cut finely)
-        _empty_clean(source).with_columns(pl.lit(None, pl.UInt32).alias(FILE_ROW)).write_parquet(
-            _part(plan, "clean", chunk))
-        _empty_quarantine(source).write_parquet(_part(plan, "quarantine", chunk))
+        _write_part(_empty_clean(source).with_columns(pl.lit(None, pl.UInt32).alias(FILE_ROW)),
+                    _part(plan, "clean", chunk))
+        _write_part(_empty_quarantine(source), _part(plan, "quarantine", chunk))
         stats = SourceStats(frame.path.name, 0, 0, dict.fromkeys(source.names, 0), {})
         return ChunkDone(chunk, stats, [], time.perf_counter() - started)
     valid_people = None
@@ -252,19 +272,20 @@ def ingest_chunk(
             lazy = lazy.filter(_in_chunk("nhs_number", chunk))
         known = lazy.collect()
     clean = clean_frame(result, settings.pseudonymisation_key(), known)
-    clean.with_columns(kept_rows).write_parquet(_part(plan, "clean", chunk))
+    _write_part(clean.with_columns(kept_rows), _part(plan, "clean", chunk))
     quarantined = quarantine_frame(result)
-    quarantined.with_columns(
+    _write_part(quarantined.with_columns(
         pl.Series("row_index", file_rows.gather(quarantined["row_index"]), dtype=pl.UInt32)
-    ).write_parquet(_part(plan, "quarantine", chunk))
+    ), _part(plan, "quarantine", chunk))
     if chunk.source == "residents":
         valid_nhs = (result.canonical.with_row_index("row_index")
                      .join(result.bad_rows, on="row_index", how="anti")["nhs_number"])
-        pl.DataFrame({"person_id": clean["person_id"], "nhs_number": valid_nhs, FILE_ROW: kept_rows}) \
-            .write_parquet(_part(plan, "reid", chunk))
+        _write_part(pl.DataFrame({"person_id": clean["person_id"], "nhs_number": valid_nhs, FILE_ROW: kept_rows}),
+                    _part(plan, "reid", chunk))
     stats = source_stats(result)
     slim_results(result.gx_results)  # counts only, before they travel (the caller stores them for Data Docs)
-    return ChunkDone(chunk, stats, result.gx_results, time.perf_counter() - started)
+    return ChunkDone(chunk, stats, result.gx_results, time.perf_counter() - started,
+                     time.process_time() - cpu_started)
 
 
 def merge_source(plan: IngestPlan, source: str) -> int:
@@ -278,15 +299,15 @@ def merge_source(plan: IngestPlan, source: str) -> int:
     (out / "clean").mkdir(parents=True, exist_ok=True)
     (out / "quarantine").mkdir(parents=True, exist_ok=True)
     # One chunk is already in file order; several are put back into it.
-    clean = pl.concat([pl.read_parquet(_part(plan, "clean", c)) for c in chunks])
-    quarantined = pl.concat([pl.read_parquet(_part(plan, "quarantine", c)) for c in chunks])
+    clean = pl.concat([_read_part(_part(plan, "clean", c)) for c in chunks])
+    quarantined = pl.concat([_read_part(_part(plan, "quarantine", c)) for c in chunks])
     if len(chunks) > 1:
         clean, quarantined = clean.sort(FILE_ROW), quarantined.sort("row_index")
     clean.drop(FILE_ROW).write_parquet(out / "clean" / f"{source}.parquet")
     quarantined.write_parquet(out / "quarantine" / f"{source}.parquet")
     if source == "residents":
         parts = [p for c in chunks if (p := _part(plan, "reid", c)).exists()]
-        reid = pl.concat([pl.read_parquet(p) for p in parts]).sort(FILE_ROW).drop(FILE_ROW)
+        reid = pl.concat([_read_part(p) for p in parts]).sort(FILE_ROW).drop(FILE_ROW)
         reid.write_parquet(out / "_chunks" / "reid.parquet")
         reid.select("nhs_number").write_parquet(out / "_chunks" / "valid_nhs.parquet")
     return clean.height
@@ -309,23 +330,14 @@ def finish_ingest(
     try:
         summary: dict[str, dict] = {}
         failures: list[str] = []
-        runner = GxRunner(settings.home / "gx") if build_docs else None
         for name in plan.sources:
-            parts = sorted((d for d in done if d.chunk.source == name), key=lambda d: d.chunk.index)
-            if len(parts) != len(plan.chunks_of(name)):
-                raise UpstreamError(f"{name}: {len(parts)} of {len(plan.chunks_of(name))} chunks came back")
+            parts = _parts_of(plan, done, name)
             stats = parts[0].stats
             for part in parts[1:]:
                 stats = stats + part.stats
-            source = source_of(name)
-            summary[name], failed = summarise_stats(source, stats, plan.as_of, settings,
+            summary[name], failed = summarise_stats(source_of(name), stats, plan.as_of, settings,
                                                     (previous_summary or {}).get(name))
             failures += failed
-            if runner is not None:
-                runner.context.suites.add_or_update(build_suite(
-                    source, mode, as_of=plan.as_of, earliest=settings.ingest.earliest_valid_date,
-                    max_age_years=settings.ingest.max_age_years))
-                runner.store_for_docs(name, [r for part in parts for r in part.gx_results])
         for name in plan.empty_optional:
             source = OPTIONAL_SOURCES[name]
             _empty_clean(source).write_parquet(plan.work_dir / "clean" / f"{name}.parquet")
@@ -337,8 +349,8 @@ def finish_ingest(
             raise UpstreamError("table-level checks failed, nothing written: " + "; ".join(failures))
         shutil.rmtree(plan.work_dir / "_chunks" / "gx", ignore_errors=True)
         (plan.work_dir / "validation_summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        if runner is not None:
-            runner.build_docs(plan.work_dir / "data_docs")
+        if build_docs:
+            build_data_docs(plan, done, settings, mode=mode)
         reid_tmp = _write_reid_map(settings.reid_map_path, pl.read_parquet(plan.work_dir / "_chunks" / "reid.parquet"))
         shutil.rmtree(plan.work_dir / "_chunks")
         try:
@@ -349,6 +361,27 @@ def finish_ingest(
         return summary
     finally:
         discard_work(plan)
+
+
+def _parts_of(plan: IngestPlan, done: list[ChunkDone], name: str) -> list[ChunkDone]:
+    parts = sorted((d for d in done if d.chunk.source == name), key=lambda d: d.chunk.index)
+    if len(parts) != len(plan.chunks_of(name)):
+        raise UpstreamError(f"{name}: {len(parts)} of {len(plan.chunks_of(name))} chunks came back")
+    return parts
+
+
+def build_data_docs(plan: IngestPlan, done: list[ChunkDone], settings: Settings, *,
+                    mode: Mode = "precomputed") -> None:
+    """Data Docs of a fanned-out ingest (every source's suite and its chunks' results) into the work
+    directory. Separate from ``finish_ingest`` so the local pool runs it in a worker, which has GX loaded
+    already: the flow's process then never imports GX (2.2 CPU s)."""
+    runner = GxRunner(settings.home / "gx")
+    for name in plan.sources:
+        runner.context.suites.add_or_update(build_suite(
+            source_of(name), mode, as_of=plan.as_of, earliest=settings.ingest.earliest_valid_date,
+            max_age_years=settings.ingest.max_age_years))
+        runner.store_for_docs(name, [r for part in _parts_of(plan, done, name) for r in part.gx_results])
+    runner.build_docs(plan.work_dir / "data_docs")
 
 
 def discard_work(plan: IngestPlan) -> None:

@@ -35,6 +35,7 @@ from expectations.chunked import (
     ChunkDone,
     IngestPlan,
     SourceChunk,
+    build_data_docs,
     discard_work,
     finish_ingest,
     ingest_chunk,
@@ -69,7 +70,8 @@ def plan_for_pool(raw_dir: Path, out_dir: Path, as_of: date, settings: Settings)
     workers = ingest_workers(settings)
     if workers < 2:
         return None
-    plan = plan_ingest(raw_dir, out_dir, as_of, settings.ingest.pool_chunk_rows, residents_chunks=workers)
+    plan = plan_ingest(raw_dir, out_dir, as_of, settings.ingest.gx_chunk_rows or 4_000_000,
+                       residents_chunks=workers, event_shares=workers * settings.ingest.pool_chunks_per_worker)
     if sum(plan.rows_in.values()) < settings.ingest.pool_min_rows:
         return None
     return plan
@@ -169,6 +171,8 @@ def ingest_in_processes(
                  time.perf_counter() - started)
         done += _run_all(pool, plan, plan.residents, settings, mode)
         done += _run_all(pool, plan, sorted(plan.events, key=plan.chunk_rows, reverse=True), settings, mode)
+        if build_docs:
+            pool.executor.submit(build_data_docs, plan, done, settings, mode=mode).result()
         pool.stop()
         pool = None
     except BaseException as exc:
@@ -180,7 +184,7 @@ def ingest_in_processes(
             # file, column and problem, as a one-process ingest's does.
             raise exc from None
         raise
-    return finish_ingest(plan, done, out_dir, settings, previous_summary, mode=mode, build_docs=build_docs)
+    return finish_ingest(plan, done, out_dir, settings, previous_summary, mode=mode, build_docs=False)
 
 
 def _run_all(pool: IngestPool, plan: IngestPlan, chunks: list[SourceChunk], settings: Settings,
@@ -194,6 +198,8 @@ def _run_all(pool: IngestPool, plan: IngestPlan, chunks: list[SourceChunk], sett
         for future in finished:
             chunk = waiting.pop(future)
             done.append(future.result())  # a failed chunk raises here: the caller stops the pool
+            log.info("ingest pool: %s chunk %d/%d, %d rows: %.1fs, %.1f CPU s", chunk.source, chunk.index + 1,
+                     chunk.of, done[-1].stats.rows_in, done[-1].seconds, done[-1].cpu_seconds)
             left[chunk.source] -= 1
             if left[chunk.source] == 0:
                 merge_source(plan, chunk.source)

@@ -58,9 +58,10 @@ class IngestSettings(BaseModel):
     #: Deliveries with fewer rows than this use the one-process path: below it the pool's start (a fork
     #: server importing GX, about 2 CPU s once per process) costs more than the second core saves.
     pool_min_rows: int = Field(3_000_000, ge=0)
-    #: The pool's share of work: sources are cut into chunks of about this many rows, handed out largest
-    #: first, so the GP events (70% of a delivery's rows) do not leave one core idle at the end.
-    pool_chunk_rows: int = Field(4_000_000, ge=1)
+    #: The pool's share of work: the event sources are cut into chunks of at most 1/(workers x this) of their
+    #: rows, handed out largest first, so the GP events (70% of a delivery's rows) are spread over the
+    #: workers and no core idles at the end; more chunks cost a re-read of the file and GX's fixed cost each.
+    pool_chunks_per_worker: int = Field(2, ge=1)
 
 
 class GateSettings(BaseModel):
