@@ -51,7 +51,14 @@ from expectations.ingest import (
     summarise_stats,
     validate_source,
 )
-from expectations.read import find_source_file, probe_source, type_source
+from expectations.read import (
+    SourceFrame,
+    find_source_file,
+    probe_source,
+    type_source,
+    unparsed_example,
+    wrong_type_throughout,
+)
 from expectations.suites import Mode, build_suite
 from upstream.errors import BadFileError, UpstreamError
 from upstream.settings import Settings
@@ -119,6 +126,12 @@ class ChunkDone:
     gx_results: list[Any]
     seconds: float
     cpu_seconds: float = 0.0  # the worker process's CPU (all its threads) for this chunk
+    #: Columns with values present in this chunk but none that parses: column -> (file row of the first
+    #: value present, that value), for ``judge_column_types``.
+    unparsed: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: Columns in which at least one value parsed in this chunk.
+    parsed: frozenset[str] = frozenset()
+    peak_rss_bytes: int = 0  # the worker's peak resident memory so far
 
 
 def _rows_in_file(path: Path) -> int:
@@ -224,7 +237,7 @@ def read_chunk(raw_dir: Path, chunk: SourceChunk) -> tuple[Any, pl.Series]:
     except Exception as exc:
         kind = "CSV" if path.suffix == ".csv" else "parquet"
         raise BadFileError(str(path), f"truncated or corrupt {kind} file ({str(exc).strip()[:200]})") from None
-    return type_source(path, source, frame.drop(FILE_ROW)), frame[FILE_ROW]
+    return type_source(path, source, frame.drop(FILE_ROW), whole_file=False), frame[FILE_ROW]
 
 
 def _empty_quarantine(source: Source) -> pl.DataFrame:
@@ -284,8 +297,43 @@ def ingest_chunk(
                     _part(plan, "reid", chunk))
     stats = source_stats(result)
     slim_results(result.gx_results)  # counts only, before they travel (the caller stores them for Data Docs)
+    unparsed, parsed = _column_parsing(frame, file_rows)
     return ChunkDone(chunk, stats, result.gx_results, time.perf_counter() - started,
-                     time.process_time() - cpu_started)
+                     time.process_time() - cpu_started, unparsed, parsed, _peak_rss())
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _column_parsing(frame: SourceFrame, file_rows: pl.Series) -> tuple[dict[str, tuple[int, str]], frozenset[str]]:
+    """Per column of a chunk: parsed somewhere, or present but never parsed (first such value, file row)."""
+    unparsed: dict[str, tuple[int, str]] = {}
+    parsed = set()
+    for column in frame.source.columns:
+        values, typed = frame.raw[column.name], frame.typed[column.name]
+        if typed.is_not_null().any():
+            parsed.add(column.name)
+        elif (example := unparsed_example(values, typed)) is not None:
+            first = int(values.is_not_null().arg_max())
+            unparsed[column.name] = (int(file_rows[first]), example)
+    return unparsed, frozenset(parsed)
+
+
+def judge_column_types(plan: IngestPlan, done: list[ChunkDone], sources: list[str]) -> None:
+    """What ``read_source`` decides on a whole file, on the chunks: a column with values present but none
+    that parses anywhere in the file is a wrong type throughout (the same error, the same example: the
+    file's first value). A chunk alone cannot say so: the values that parse may all be in other chunks."""
+    for name in sources:
+        parts = [d for d in done if d.chunk.source == name]
+        for column in source_of(name).columns:
+            if any(column.name in d.parsed for d in parts):
+                continue
+            examples = [d.unparsed[column.name] for d in parts if column.name in d.unparsed]
+            if examples:
+                raise wrong_type_throughout(find_source_file(plan.raw_dir, source_of(name)), column, min(examples)[1])
 
 
 def merge_source(plan: IngestPlan, source: str) -> int:
@@ -328,6 +376,7 @@ def finish_ingest(
     write the summary and Data Docs, merge the re-identification map and move the delivery into place.
     Nothing is moved into place when a table-level check fails."""
     try:
+        judge_column_types(plan, done, plan.sources)
         summary: dict[str, dict] = {}
         failures: list[str] = []
         for name in plan.sources:

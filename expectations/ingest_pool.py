@@ -39,6 +39,7 @@ from expectations.chunked import (
     discard_work,
     finish_ingest,
     ingest_chunk,
+    judge_column_types,
     merge_source,
     plan_ingest,
 )
@@ -88,18 +89,38 @@ def start_fork_server(settings: Settings) -> None:
     forkserver.ensure_running()
 
 
+#: The fork server of this process's ingest pools, once one has started (``fork_server_cpu_seconds``).
+_SERVER_PID: int | None = None
+
+
+def fork_server_cpu_seconds() -> float:
+    """CPU seconds of the workers' fork server and of every worker it has forked and reaped so far.
+
+    Why: workers are the server's children, not this process's, so ``RUSAGE_CHILDREN`` never counts them and
+    a bench reading only ``getrusage`` would report ingest on both cores as almost free. 0 before any pool."""
+    if _SERVER_PID is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{_SERVER_PID}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
 # --- worker side (module-level functions: what a worker process is asked to run) -------------------------
 
 
 def _worker_ready() -> tuple[int, int]:
-    """A worker's pid and how many threads its parent (the fork server) has: 1 means the fork was safe."""
+    """The pid of this worker's parent (the fork server) and how many threads it has: 1 means the fork was
+    safe (the server never starts a thread after its preload, so the count now is the count at the fork)."""
     import expectations.chunked  # noqa: F401  (polars and the chunk code, imported after the fork)
 
     try:
         threads = len(os.listdir(f"/proc/{os.getppid()}/task"))
     except OSError:
-        threads = -1  # no /proc: cannot tell
-    return os.getpid(), threads
+        threads = -1  # no /proc: cannot tell, so not proven safe
+    return os.getppid(), threads
 
 
 def _run_chunk(plan: IngestPlan, chunk: SourceChunk, settings: Settings, mode: Mode) -> ChunkDone:
@@ -116,18 +137,21 @@ class IngestPool:
         self.workers = workers
         self.start_method = "forkserver"
         self.executor = self._start("forkserver")
+        # One call per worker: the pool starts them all now (GX already loaded), and the first answer says
+        # how many threads the fork server had when it forked (its only thread is the one that forks).
         ready = [self.executor.submit(_worker_ready) for _ in range(workers)]
-        self.pids = set()
+        global _SERVER_PID
+        self.server_pid, self.server_threads = ready[0].result()
+        _SERVER_PID = self.server_pid
+        if self.server_threads != 1:
+            _SERVER_PID = None  # spawned workers are this process's children: RUSAGE_CHILDREN counts them
+            log.warning("ingest pool: the fork server has %d threads; using spawn instead", self.server_threads)
+            self.stop(failed=True)
+            self.start_method = "spawn"
+            self.executor = self._start("spawn")
+            ready = [self.executor.submit(_worker_ready) for _ in range(workers)]
         for future in ready:
-            pid, parent_threads = future.result()
-            self.pids.add(pid)
-            if parent_threads != 1:
-                log.warning("ingest pool: the fork server has %d threads; using spawn instead", parent_threads)
-                self.stop(failed=True)
-                self.start_method = "spawn"
-                self.executor = self._start("spawn")
-                self.pids = {f.result()[0] for f in [self.executor.submit(_worker_ready) for _ in range(workers)]}
-                break
+            future.result()
 
     def _start(self, method: str) -> ProcessPoolExecutor:
         context = multiprocessing.get_context(method)
@@ -181,6 +205,7 @@ def ingest_in_processes(
         log.info("ingest pool: %d workers (%s) ready in %.1fs", pool.workers, pool.start_method,
                  time.perf_counter() - started)
         done += _run_all(pool, plan, plan.residents, settings, mode)
+        judge_column_types(plan, done, ["residents"])  # as a whole-file read would, before any event source
         # Largest first, and a source validated whole (spells: the costliest rows, history checks) before
         # any cut one: it cannot be shared, so it must not be the last thing a core works on.
         events = sorted(plan.events, key=lambda c: (c.of > 1, -plan.chunk_rows(c)))
@@ -189,6 +214,9 @@ def ingest_in_processes(
             pool.executor.submit(build_data_docs, plan, done, settings, mode=mode).result()
         pool.stop()
         pool = None
+        log.info("ingest pool: chunks done in %.1fs, %.1f CPU s in workers, largest worker %.2f GiB",
+                 time.perf_counter() - started, sum(d.cpu_seconds for d in done),
+                 max(d.peak_rss_bytes for d in done) / 2**30)
     except BaseException as exc:
         if pool is not None:
             pool.stop(failed=True)
