@@ -9,6 +9,9 @@ threads of its own, both switched off here by their libraries' own settings befo
   linear algebra.
 Polars starts threads at import (jemalloc, a spill cleaner), so it is NOT imported here: workers import it
 after the fork (0.1 s). ``ingest_pool`` checks that the fork server really has one thread before using it.
+
+Each worker's polars gets one thread (``POLARS_MAX_THREADS``, read when polars is imported): the workers are
+the parallelism (by default one per core), and two polars pools per core only wait on each other.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import os
 
 for _name, _value in (("JE_ARROW_MALLOC_CONF", "background_thread:false"), ("OPENBLAS_NUM_THREADS", "1"),
-                      ("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1")):
+                      ("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("POLARS_MAX_THREADS", "1")):
     os.environ.setdefault(_name, _value)
 
 import great_expectations  # noqa: E402, F401  (the point of this module)
