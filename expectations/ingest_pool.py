@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from datetime import date
 from pathlib import Path
@@ -40,6 +41,7 @@ from expectations.chunked import (
     finish_ingest,
     ingest_chunk,
     judge_column_types,
+    merge_people,
     merge_source,
     plan_ingest,
 )
@@ -204,12 +206,13 @@ def ingest_in_processes(
         pool = IngestPool(ingest_workers(settings))
         log.info("ingest pool: %d workers (%s) ready in %.1fs", pool.workers, pool.start_method,
                  time.perf_counter() - started)
-        done += _run_all(pool, plan, plan.residents, settings, mode)
+        done += _run_all(pool, plan, plan.residents, settings, mode, merge=False)
         judge_column_types(plan, done, ["residents"])  # as a whole-file read would, before any event source
-        # Largest first, and a source validated whole (spells: the costliest rows, history checks) before
-        # any cut one: it cannot be shared, so it must not be the last thing a core works on.
-        events = sorted(plan.events, key=lambda c: (c.of > 1, -plan.chunk_rows(c)))
-        done += _run_all(pool, plan, events, settings, mode)
+        merge_people(plan)  # what event chunks need; the residents' own files are written while they run
+        # Costliest first (rows x checks), so the last chunks are short ones and no core idles at the end.
+        events = sorted(plan.events, key=plan.chunk_cost, reverse=True)
+        done += _run_all(pool, plan, events, settings, mode,
+                         first=lambda: merge_source(plan, "residents", people=False))
         if build_docs:
             pool.executor.submit(build_data_docs, plan, done, settings, mode=mode).result()
         pool.stop()
@@ -229,10 +232,13 @@ def ingest_in_processes(
     return finish_ingest(plan, done, out_dir, settings, previous_summary, mode=mode, build_docs=False)
 
 
-def _run_all(pool: IngestPool, plan: IngestPlan, chunks: list[SourceChunk], settings: Settings,
-             mode: Mode) -> list[ChunkDone]:
-    """Hand out ``chunks`` and merge each source here as soon as its last chunk is back."""
+def _run_all(pool: IngestPool, plan: IngestPlan, chunks: list[SourceChunk], settings: Settings, mode: Mode, *,
+             merge: bool = True, first: Callable[[], object] | None = None) -> list[ChunkDone]:
+    """Hand out ``chunks``, run ``first`` here while they run, and (``merge``) merge each source here as soon
+    as its last chunk is back."""
     waiting = {pool.submit(plan, chunk, settings, mode): chunk for chunk in chunks}
+    if first is not None:
+        first()
     left = {source: len(plan.chunks_of(source)) for source in dict.fromkeys(c.source for c in chunks)}
     done: list[ChunkDone] = []
     while waiting:
@@ -243,6 +249,6 @@ def _run_all(pool: IngestPool, plan: IngestPlan, chunks: list[SourceChunk], sett
             log.info("ingest pool: %s chunk %d/%d, %d rows: %.1fs, %.1f CPU s", chunk.source, chunk.index + 1,
                      chunk.of, done[-1].stats.rows_in, done[-1].seconds, done[-1].cpu_seconds)
             left[chunk.source] -= 1
-            if left[chunk.source] == 0:
+            if merge and left[chunk.source] == 0:
                 merge_source(plan, chunk.source)
     return done
