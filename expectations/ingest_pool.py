@@ -32,6 +32,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from datetime import date
 from pathlib import Path
 
+import polars as pl
+
 from expectations.chunked import (
     ChunkDone,
     IngestPlan,
@@ -80,10 +82,20 @@ def plan_for_pool(raw_dir: Path, out_dir: Path, as_of: date, settings: Settings)
     return plan
 
 
-def start_fork_server(settings: Settings) -> None:
+def start_fork_server(settings: Settings, raw_dir: Path) -> None:
     """Start the workers' fork server now, so GX's import (2.2 CPU s, once per process) overlaps other start-up
-    work (the weekly CLI calls this while the Prefect server starts). Nothing when ingest runs in one process."""
+    work (the weekly CLI calls this while the Prefect server starts). Nothing when ingest of ``raw_dir`` will
+    run in one process (one worker, or fewer parquet rows than ``ingest.pool_min_rows``, read from the files'
+    footers; a CSV delivery is not counted here, its pool starts when ingest does)."""
     if ingest_workers(settings) < 2:
+        return
+    rows = 0
+    for path in Path(raw_dir).glob("*.parquet"):
+        try:
+            rows += pl.scan_parquet(path).select(pl.len()).collect().item()
+        except Exception:  # a bad file is ingest's to report, with its own message
+            return
+    if rows < settings.ingest.pool_min_rows:
         return
     from multiprocessing import forkserver
 

@@ -28,7 +28,7 @@ from upstream.settings import IngestSettings, Settings, get_settings
 
 
 def _pool_settings(home: Path, chunks_per_worker: int = 2) -> Settings:
-    """Two workers whatever the machine, for a delivery of any size (the default floor is 3M rows)."""
+    """Two workers whatever the machine, for a delivery of any size (the default floor is 20M rows)."""
     return Settings(home=home, pseudo_key="test-key-not-secret",
                     ingest=IngestSettings(workers=2, pool_min_rows=0, pool_chunks_per_worker=chunks_per_worker))
 
