@@ -35,7 +35,16 @@ import polars as pl
 
 from expectations import checks as C
 from expectations.contract import OPTIONAL_SOURCES, SOURCES, Source
-from expectations.ingest import (
+from expectations.read import (
+    SourceFrame,
+    find_source_file,
+    probe_source,
+    type_source,
+    unparsed_example,
+    wrong_type_throughout,
+)
+from expectations.suites import Mode, build_suite
+from expectations.validate import (
     SOURCE_ORDER,
     GxRunner,
     SourceStats,
@@ -51,15 +60,6 @@ from expectations.ingest import (
     summarise_stats,
     validate_source,
 )
-from expectations.read import (
-    SourceFrame,
-    find_source_file,
-    probe_source,
-    type_source,
-    unparsed_example,
-    wrong_type_throughout,
-)
-from expectations.suites import Mode, build_suite
 from upstream.errors import BadFileError, UpstreamError
 from upstream.settings import Settings
 
