@@ -64,9 +64,21 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: Fewest usable cores for which an unset ``ingest.workers`` means the pool (see ``ingest_workers``).
+POOL_MIN_CORES = 3
+
+
 def ingest_workers(settings: Settings) -> int:
-    """``ingest.workers``, or every usable core when it is not set."""
-    return settings.ingest.workers or usable_cores()
+    """``ingest.workers``; when it is not set, every usable core if there are at least ``POOL_MIN_CORES``.
+
+    Why not on two cores: the one-process path already uses about 1.6 of them on average (polars' threads,
+    the writer thread), and the pool's own work (about +20% CPU at 1.9M residents) ate the second core's gain:
+    four paired runs at 1.9M on the 2-core machine gave -18%, -11%, +3%, +11% wall (bench/README.md, issue 15
+    session 6). Set ``ingest.workers = 2`` to use it there anyway."""
+    if settings.ingest.workers is not None:
+        return settings.ingest.workers
+    cores = usable_cores()
+    return cores if cores >= POOL_MIN_CORES else 1
 
 
 def plan_for_pool(raw_dir: Path, out_dir: Path, as_of: date, settings: Settings) -> IngestPlan | None:

@@ -52,8 +52,9 @@ class IngestSettings(BaseModel):
     #: one chunk's GX frame on a worker is what bounds a worker's memory in ingest.
     cluster_chunk_rows: int = Field(1_000_000, ge=1)
     #: Local ingest on several cores (``expectations.ingest_pool``): worker processes validate chunks of the
-    #: sources, the same chunk functions a cluster runs. None = the cores this process may use; 1 = the
-    #: one-process path. Outputs are identical either way (tested).
+    #: sources, the same chunk functions a cluster runs. None = the cores this process may use when there are
+    #: 3 or more, else 1 (on 2 cores the pool's extra CPU ate its gain: ``ingest_pool.ingest_workers``);
+    #: 1 = the one-process path. Outputs are identical either way (tested).
     workers: int | None = Field(None, ge=1)
     #: Deliveries with fewer rows than this use the one-process path. The pool costs CPU of its own (a fork
     #: server importing GX, 2.2 CPU s once per process; each chunk re-reads its file and pays GX's fixed

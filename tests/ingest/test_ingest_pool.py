@@ -221,3 +221,12 @@ def test_a_column_that_parses_nowhere_names_the_file_s_first_value(delivery: Pat
     assert raised.value.column == "registration_start"
     assert raised.value.problem == ("wrong type throughout the column: expected Date, no value parses "
                                     "(e.g. 'not a date 0')")
+
+
+def test_unset_workers_means_every_core_from_three_cores_and_one_process_below(tmp_path: Path):
+    from expectations.ingest_pool import POOL_MIN_CORES, ingest_workers, usable_cores
+
+    assert POOL_MIN_CORES == 3
+    unset = Settings(home=tmp_path)
+    assert ingest_workers(unset) == (usable_cores() if usable_cores() >= 3 else 1)
+    assert ingest_workers(Settings(home=tmp_path, ingest=IngestSettings(workers=2))) == 2
