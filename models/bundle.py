@@ -201,8 +201,8 @@ def _standardised_inputs(imputer: Any, scaler: Any, x: np.ndarray) -> np.ndarray
     built in ONE array in the layout the pipeline's own steps give, with the same floating-point operations.
 
     WHY: the pipeline makes three full copies of the encoded matrix on the way (the imputer's input copy, its
-    ``hstack`` with the indicators, the scaler's copy): at 1.8M residents most of the score step's 8 s
-    (bench/README.md, issue 15 session 6). Here the medians are written where values are missing (sklearn
+    ``hstack`` with the indicators, the scaler's copy): at 1.87M rows scikit-learn's ``predict_proba`` took
+    3.65 s on fresh memory (as in a weekly run), this 0.37 s (bench/README.md, issue 15 session 6). Here the medians are written where values are missing (sklearn
     assigns the same medians to the same cells), the indicators are the same 0/1 columns, and the scaler's
     ``-= mean_`` then ``/= scale_`` run in place, as sklearn runs them. None for a pipeline this does not
     know (another imputing strategy or missing-value marker, sparse input): the caller then uses sklearn."""
