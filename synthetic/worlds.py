@@ -164,9 +164,11 @@ class World:
     lts_seed_any: tuple[float, ...] = (0.0035, 0.0076, 0.0073, 0.0088, 0.0143, 0.0213, 0.0231, 0.0234, 0.0312, 0.050,
                                        0.079, 0.141, 0.22, 0.325)
     #: Generator 1.7: 1.6's shares x 0.85 (0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288,
-    #: 0.62, 0.72), with the care-home inflows above.
-    lts_seed_care_home: tuple[float, ...] = tuple(round(0.85 * s, 4) for s in (
-        0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288, 0.62, 0.72))
+    #: 0.62, 0.72), with the care-home inflows above, and the two 85+ shares x 1.25:
+    #: with more people over 90 the 85+ stock started below its steady state and rose year by year at 280k.
+    lts_seed_care_home: tuple[float, ...] = tuple(round(0.85 * s * (1.25 if age > 85 else 1.0), 4) for s, age in zip(
+        (0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288, 0.62, 0.72),
+        (27.5, 32.5, 37.5, 42.5, 47.5, 52.5, 57.5, 62.5, 67.5, 72.5, 77.5, 82.5, 87.5, 92.5), strict=True))
 
 
 DEFAULT = World(name="default")
@@ -224,7 +226,10 @@ ALT = replace(
     escalate_base=-8.5,
     escalate_age=1.2,
     lts_seed_any=(0.0085, 0.0074, 0.0099, 0.0118, 0.04, 0.067, 0.056, 0.058, 0.066, 0.092, 0.117, 0.198, 0.32, 0.435),
-    lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.28, 0.56),
+    # Generator 1.7: 85+ shares x 1.25 (1.6: 0.28, 0.56). With more people over 90 (population.OldAges) alt's 85+
+    # care-home share rose from 0.107 to 0.138 over six years at 280k from 1.6's seeds, and its 85+ emergency
+    # admissions fell with it (-5.6 z: a move into a care home ends living alone, alt's strong driver).
+    lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.35, 0.70),
 )
 
 WORLDS: dict[str, World] = {w.name: w for w in (DEFAULT, ALT)}
