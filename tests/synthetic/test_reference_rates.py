@@ -66,9 +66,13 @@ def test_age_bands_are_read_from_the_reference_labels():
 
 
 def test_every_reference_row_has_a_generated_figure_beside_it(report):
+    """A figure beside every row. Deaths at 0-17 are about one a year at 12k (Poisson: none in 37% of years), so
+    zero is a legitimate figure there; every other row has hundreds of events or people."""
     for r in reference().iter_rows(named=True):
-        row = report[(r["measure"], r["age_band"])]
-        assert row["england"] == r["value"] and row["generated"] is not None and row["generated"] > 0
+        key = (r["measure"], r["age_band"])
+        row = report[key]
+        assert row["england"] == r["value"] and row["generated"] is not None
+        assert row["generated"] > 0 or (key in AT_COUNTY_SCALE and row["generated"] == 0), row
         assert row["ratio"] == pytest.approx(row["generated"] / r["value"])
         assert row["within_25pct"] == (abs(row["ratio"] - 1) <= TOLERANCE)
 
