@@ -31,13 +31,13 @@ _HH_TYPES = ("older_single", "older_couple", "adult_single", "adult_couple", "fa
 # synthetic/reference/england.csv); widowhood during the simulation adds to those living alone.
 _HH_SHARES_14 = np.array([0.115, 0.13, 0.160, 0.180, 0.310, 0.105])
 # 65+ age bands and the share of each band's people who live alone (below). Generator 1.7: the band weights are
-# no longer fixed numbers but follow the world's survivorship (old_age_weights), and ages within a band follow it
+# no longer fixed numbers but follow the world's survivorship (OldAges), and ages within a band follow it
 # too instead of being uniform; the oldest band runs to 105 (was 101).
 _OLD_BANDS = np.array([65, 70, 75, 80, 85, 90])
 _OLD_WIDTH = np.array([5, 5, 5, 5, 5, 16])
 OLD_MAX_AGE = 105.0
 #: The weights of generator 1.3-1.6, kept because the number of older singles (_SINGLES_KEPT) was calibrated
-#: against them; 1.7 spreads the same share of older people who live alone over its own band weights.
+#: against them; 1.7 keeps the share alone in each band (_ALONE_BY_OLD_BAND) over its own band weights.
 _OLD_WEIGHTS_16 = np.array([0.27, 0.26, 0.20, 0.13, 0.09, 0.05])
 # Generator 1.4: older people who live alone are older than those in couples, as widowhood makes them. The
 # share alone in each band rises with the cumulative death rate of partners from 65 (about 1 - 0.88 x
