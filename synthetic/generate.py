@@ -31,7 +31,7 @@ from synthetic.programme import ACTIONS_FILE, TRUTH_FILE, Programme, truth_summa
 from synthetic.worlds import WORLDS
 from upstream.errors import UpstreamError
 
-GENERATOR_VERSION = "1.6.0"
+GENERATOR_VERSION = "1.7.0"
 DEFAULT_END_DATE = date(2026, 11, 22)
 CHUNK_RESIDENTS = 25_000
 MAX_DEFECT_RATE = 0.1
@@ -176,7 +176,7 @@ def generate_delivery(out_dir: Path, residents: int, seed: int, years: int = DEF
         programme = Programme(effect=programme_effect, start=Programme.default_start(end_date))
         if to_days(programme.start) - 365 < window_start:
             raise UpstreamError("--programme-effect needs at least 2 years of history (--years 2 or more)")
-    pop = build_population(residents, seed, end_date, window_start)
+    pop = build_population(residents, seed, end_date, window_start, WORLDS[world])
     out_dir.mkdir(parents=True, exist_ok=True)
     truth_dir = out_dir / "_truth"
     truth_dir.mkdir(exist_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from expectations.contract import ETHNIC_CATEGORIES
 from features.codelists import CODELIST_DIR
+from synthetic.worlds import DEFAULT, World
 
 EPOCH = date(1970, 1, 1)
 LOCALITIES = ("North", "South", "East", "West")
@@ -29,10 +30,15 @@ _HH_TYPES = ("older_single", "older_couple", "adult_single", "adult_couple", "fa
 # Generator 1.3: fewer older people living alone, more older couples (Census 2021: 30% of 65+ live alone,
 # synthetic/reference/england.csv); widowhood during the simulation adds to those living alone.
 _HH_SHARES_14 = np.array([0.115, 0.13, 0.160, 0.180, 0.310, 0.105])
-# 65+ age bands (England-like shape) and their weights.
+# 65+ age bands and the share of each band's people who live alone (below). Generator 1.7: the band weights are
+# no longer fixed numbers but follow the world's survivorship (OldAges), and ages within a band follow it
+# too instead of being uniform; the oldest band runs to 105 (was 101).
 _OLD_BANDS = np.array([65, 70, 75, 80, 85, 90])
-_OLD_WEIGHTS = np.array([0.27, 0.26, 0.20, 0.13, 0.09, 0.05])
-_OLD_WIDTH = np.array([5, 5, 5, 5, 5, 11])
+_OLD_WIDTH = np.array([5, 5, 5, 5, 5, 16])
+OLD_MAX_AGE = 105.0
+#: The weights of generator 1.3-1.6, kept because the number of older singles (_SINGLES_KEPT) was calibrated
+#: against them; 1.7 keeps the share alone in each band (_ALONE_BY_OLD_BAND) over its own band weights.
+_OLD_WEIGHTS_16 = np.array([0.27, 0.26, 0.20, 0.13, 0.09, 0.05])
 # Generator 1.4: older people who live alone are older than those in couples, as widowhood makes them. The
 # share alone in each band rises with the cumulative death rate of partners from 65 (about 1 - 0.88 x
 # exp(-cumulative hazard), English death rates by age); 1.3 gave singles and couples one age mix, so every
@@ -49,13 +55,93 @@ _ALONE_BY_OLD_BAND_14 = np.array([0.146, 0.205, 0.315, 0.466, 0.66, 0.86])
 # singles were re-spread): the older-single households shrink by what 85+ loses, and older couples take the
 # same number of people. The rest of the 85+ excess is widowhood at the generator's death rates at 85+.
 _ALONE_BY_OLD_BAND = np.array([0.146, 0.205, 0.315, 0.466, 0.56, 0.66])
-_SINGLES_KEPT = (_ALONE_BY_OLD_BAND * _OLD_WEIGHTS).sum() / (_ALONE_BY_OLD_BAND_14 * _OLD_WEIGHTS).sum()
-_HH_SHARES = _HH_SHARES_14 + np.array([-1.0, 0.5, 0, 0, 0, 0]) * _HH_SHARES_14[0] * (1 - _SINGLES_KEPT)
-_HH_SHARES = _HH_SHARES / _HH_SHARES.sum()
-_SINGLE_PERSON_SHARE = _HH_SHARES[0] / (_HH_SHARES[0] + 2 * _HH_SHARES[1])  # of people in older households
-_OLD_SINGLE_WEIGHTS = _ALONE_BY_OLD_BAND * _OLD_WEIGHTS / (_ALONE_BY_OLD_BAND * _OLD_WEIGHTS).sum()
-_OLD_COUPLE_WEIGHTS = np.clip(_OLD_WEIGHTS - _SINGLE_PERSON_SHARE * _OLD_SINGLE_WEIGHTS, 0, None)
-_OLD_COUPLE_WEIGHTS = _OLD_COUPLE_WEIGHTS / _OLD_COUPLE_WEIGHTS.sum()
+_SINGLES_KEPT = (_ALONE_BY_OLD_BAND * _OLD_WEIGHTS_16).sum() / (_ALONE_BY_OLD_BAND_14 * _OLD_WEIGHTS_16).sum()
+_HH_SHARES_15 = _HH_SHARES_14 + np.array([-1.0, 0.5, 0, 0, 0, 0]) * _HH_SHARES_14[0] * (1 - _SINGLES_KEPT)
+_HH_SHARES_15 = _HH_SHARES_15 / _HH_SHARES_15.sum()
+#: Generator 1.7: older people per household drawn, relative to 1.6 (older-single households count one person,
+#: older couples two). 1.6 had 15.4% of living residents aged 65+ at the extract date against England's 18.4%
+#: (Census 2021, synthetic/reference/england.csv); with the survivorship shape more of the people drawn old die
+#: during the window, so more are drawn. Measured at 60k and 280k (bench/README.md, issue 12 session 6).
+OLD_PEOPLE_FACTOR = 1.20
+#: Generator 1.7: yearly growth of the cohorts reaching old age. England's older population is not stationary:
+#: people aged 65+ in England and Wales rose from 9.2 million (Census 2011) to 11.1 million (Census 2021; ONS,
+#: Profile of the older population living in England and Wales in 2021), ln(11.1 / 9.2) / 10 = 0.0188 a year.
+#: A population whose cohorts grow at rate r keeps a fixed age mix, l(x) exp(-r x) (a stable population), so
+#: rates by age band still do not drift; with r = 0 (stationary) 85+ would be 14.7% of the 65+ for the default
+#: world's death rates against England's 13.6% (2.5% of 18.4%, synthetic/reference/england.csv), 11.4% with it.
+OLD_COHORT_GROWTH = 0.0188
+
+
+def survivorship(age: np.ndarray, m70: float, gompertz: float) -> np.ndarray:
+    """l(x) from 50 under a Gompertz death rate m70 x exp(gompertz x (age - 70)): the world's old-age life table."""
+    return np.exp(-(m70 / gompertz) * (np.exp(gompertz * (age - 70)) - np.exp(gompertz * (50 - 70))))
+
+
+@dataclass(frozen=True)
+class OldAges:
+    """Ages at the extract date of people drawn aged 65+, shaped so the older population stays stationary.
+
+    Why: people are drawn with their age at the extract date and simulated from the window start, ``years``
+    earlier. For the age mix of the living to be the same every simulated year, the density of extract age a
+    must be that of a stable population at the window start's age, l(a - years) exp(-r (a - years)): cohorts
+    growing at r = OLD_COHORT_GROWTH a year, l(x)/l(x - years) of those drawn surviving to the extract. 1.3-1.6 drew fixed band weights
+    with ages uniform in each band: steps in density at 75, 80, 85 and 90 moved down through the age bands
+    over the simulated years, so the mix of ages inside a band changed (the 65-74 drifts of 1.6: deaths
+    +2.6 z), and the oldest were too few (85+ 1.4% of living residents against England's 2.2-2.5%).
+    """
+
+    grid: np.ndarray  # ages 65..105
+    cdf_by_band: tuple[np.ndarray, ...]
+    weights: np.ndarray  # share of old people in each of _OLD_BANDS
+
+    @classmethod
+    def for_window(cls, years: float, m70: float, gompertz: float) -> OldAges:
+        grid = np.linspace(65.0, OLD_MAX_AGE, 4001)
+        density = survivorship(grid - years, m70, gompertz) * np.exp(-OLD_COHORT_GROWTH * (grid - years))
+        weights, cdfs = [], []
+        for lo, width in zip(_OLD_BANDS, _OLD_WIDTH, strict=True):
+            inside = (grid >= lo) & (grid <= lo + width)
+            mass = np.cumsum(density[inside])
+            weights.append(mass[-1])
+            cdfs.append(mass / mass[-1])
+        w = np.array(weights)
+        return cls(grid=grid, cdf_by_band=tuple(cdfs), weights=w / w.sum())
+
+    def draw(self, rng: np.random.Generator, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+        band = rng.choice(len(_OLD_BANDS), n, p=self.weights if weights is None else weights)
+        out = np.empty(n)
+        for b in np.unique(band):
+            lo, width = _OLD_BANDS[b], _OLD_WIDTH[b]
+            inside = self.grid[(self.grid >= lo) & (self.grid <= lo + width)]
+            pick = band == b
+            out[pick] = np.interp(rng.random(int(pick.sum())), self.cdf_by_band[b], inside)
+        return out
+
+
+@dataclass(frozen=True)
+class HouseholdMix:
+    """Household-type shares and the band weights of older singles and couples, for one old-age shape."""
+
+    shares: np.ndarray
+    single_weights: np.ndarray
+    couple_weights: np.ndarray
+
+    @classmethod
+    def for_old_ages(cls, old: OldAges) -> HouseholdMix:
+        # Older people who live alone: 1.5's number per household drawn (the same _SINGLES_KEPT calibration),
+        # spread over the bands by the share alone in each; couples take the rest of each band's people.
+        alone = _ALONE_BY_OLD_BAND * old.weights
+        single_person_share = alone.sum()
+        old_people = (_HH_SHARES_15[0] + 2 * _HH_SHARES_15[1]) * OLD_PEOPLE_FACTOR
+        shares = _HH_SHARES_15.copy()
+        shares[0] = single_person_share * old_people
+        shares[1] = (1 - single_person_share) * old_people / 2
+        single_weights = alone / alone.sum()
+        couple_weights = np.clip(old.weights - single_person_share * single_weights, 0, None)
+        return cls(shares=shares / shares.sum(), single_weights=single_weights,
+                   couple_weights=couple_weights / couple_weights.sum())
+
+
 # Ethnic category shares (Medway-like, 2021 census shape); older households are mostly White British.
 _ETHNIC_P = {
     "A": 0.78, "B": 0.006, "C": 0.045, "D": 0.006, "E": 0.003, "F": 0.004, "G": 0.006, "H": 0.022,
@@ -124,14 +210,15 @@ def nhs_numbers(count: int, rng: np.random.Generator) -> np.ndarray:
     return np.array([str(n) for n in numbers[:count]], dtype=object)
 
 
-def _old_ages(rng: np.random.Generator, n: int, weights: np.ndarray = _OLD_WEIGHTS) -> np.ndarray:
-    band = rng.choice(len(_OLD_BANDS), n, p=weights)
-    return _OLD_BANDS[band] + rng.random(n) * _OLD_WIDTH[band]
+def build_population(residents: int, seed: int, end_date: date, window_start: int,
+                     world: World = DEFAULT) -> Population:
+    """Households first, then people in them, then places, practices and registrations.
 
-
-def build_population(residents: int, seed: int, end_date: date, window_start: int) -> Population:
-    """Households first, then people in them, then places, practices and registrations."""
+    ``world`` gives the old-age survivorship that shapes the ages of older people (OldAges).
+    """
     rng = np.random.default_rng([seed, 0])
+    old = OldAges.for_window((to_days(end_date) - window_start) / 365.0, world.old_age_m70, world.old_age_gompertz)
+    mix = HouseholdMix.for_old_ages(old)
     ages: list[np.ndarray] = []
     sexes: list[np.ndarray] = []
     hh_of: list[np.ndarray] = []
@@ -139,17 +226,17 @@ def build_population(residents: int, seed: int, end_date: date, window_start: in
     total = 0
     while total < residents:
         batch = max(64, int((residents - total) / 2.3) + 16)
-        types = rng.choice(len(_HH_TYPES), batch, p=_HH_SHARES)
+        types = rng.choice(len(_HH_TYPES), batch, p=mix.shares)
         for t in types:
             if total >= residents:
                 break
             if t == 0:
-                a = _old_ages(rng, 1, _OLD_SINGLE_WEIGHTS)
+                a = old.draw(rng, 1, mix.single_weights)
                 s = np.array(["2" if rng.random() < 0.64 else "1"])
             elif t == 1:
-                a0 = min(_old_ages(rng, 1, _OLD_COUPLE_WEIGHTS)[0], 96.0)
+                a0 = min(old.draw(rng, 1, mix.couple_weights)[0], 96.0)
                 a = np.array([a0 + rng.normal(2, 3), a0])
-                a = np.clip(a, 65, 101)
+                a = np.clip(a, 65, OLD_MAX_AGE)
                 s = np.array(["1", "2"])
             elif t == 2:
                 a = 18 + rng.random(1) * 47
@@ -171,7 +258,7 @@ def build_population(residents: int, seed: int, end_date: date, window_start: in
                 size = rng.choice([2, 3, 4], p=[0.4, 0.4, 0.2])
                 a = 18 + rng.random(size) * 40
                 if rng.random() < 0.4:
-                    a[0] = _old_ages(rng, 1)[0]
+                    a[0] = old.draw(rng, 1)[0]
                 s = np.array(["1" if rng.random() < 0.5 else "2" for _ in range(size)])
             a = a[: residents - total]
             s = s[: len(a)]

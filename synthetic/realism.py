@@ -9,7 +9,8 @@ per measure; this module computes the same measure from a delivery's valid rows 
     .venv/bin/python -m synthetic.realism --by-year /work/data-i12/d280k   # rates by simulated year and age band
 
 Every measure is also shown by age band (0-17, 18-64, 65-74, 75-84, 85+, 65+), and any band a reference row
-names is computed for it. Rows with no cited figure are shown but not judged: emergency admissions at 65-74,
+names is computed for it. ``population_share`` is the age structure: the share of living registered residents
+in a band on the extract date, against ONS's population estimates and Census 2021. Rows with no cited figure are shown but not judged: emergency admissions at 65-74,
 75-84 and 85+ separately, deaths at 18-64, 65-74 and 75-84, elective admissions by band (bench/README.md,
 issue 12 sessions 3 and 5). Deaths at 0-17 are few even at 280k (about 20 a year), so their ratio carries
 about 20% Poisson noise; the bench section gives the six-year figure beside the last year's.
@@ -139,6 +140,13 @@ def generated_rates(delivery: Path) -> dict[tuple[str, str], float]:
     household = alive.filter(~pl.col("care_home")).group_by("uprn").agg(pl.len().alias("living_here"))
     alive = alive.join(household, on="uprn", how="left").with_columns(
         ((pl.col("living_here") == 1) & ~pl.col("care_home")).alias("alone"))
+    # The age structure (ONS mid-year estimates and Census): share of the living registered residents in each
+    # band on the extract date. Why: crude rates and every all-ages figure depend on it (1.6's default world had
+    # England's death rates by age but 0.84 of its crude death rate, with 85+ 1.4% of residents against ~2.4%).
+    for label in _bands_for("population_share", [*AGE_BANDS, "65+"]):
+        lo, hi = band_bounds(label)
+        out[("population_share", label)] = (alive.filter((pl.col("age_now") >= lo) & (pl.col("age_now") < hi)).height
+                                            / alive.height if alive.height else float("nan"))
     for measure, column in (("living_alone", "alone"), ("care_home_resident", "care_home")):
         for label in _bands_for(measure, SHARE_BANDS):
             lo, hi = band_bounds(label)

@@ -48,9 +48,11 @@ class World:
     # Generator 1.5: the age slope beyond frailty is now slightly negative and the intercept higher, so the
     # rate at 65+ matches England's (0.25 per person-year, england.csv) with the all-ages rate unchanged: 1.4
     # had 0.39 at 65+ (1.24 at 85+) and too few admissions under 65 (bench/README.md, issue 12 session 3).
+    # Generator 1.7: -0.12 (was -0.08). With England's age mix at 65+ (more people 85+, population.OldAges) 1.6's
+    # slope gave 1.23 x England's 65+ rate at 60k and 1.10 x its all-ages rate.
     ea_base: float = -3.74
     ea_f: float = 6.0
-    ea_age: float = -0.08
+    ea_age: float = -0.12
     ea_dep: float = 1.3
     ea_fall: float = 0.6
     ea_adm: float = 0.75
@@ -90,6 +92,12 @@ class World:
     death_dep: float = 0.3
     death_adm: float = 0.4
     death_dem: float = 0.5
+    #: Generator 1.7: this world's death rate at 65+ as a Gompertz curve, m70 x exp(gompertz x (age - 70)),
+    #: fitted (weighted by deaths) to the simulated deaths by single year of age 60-98 over six years at 280k
+    #: (generator 1.6, bench/README.md, issue 12 session 6). It shapes the ages drawn at 65+ so that the older
+    #: population is stationary (population.OldAges); re-fit after changing the death terms.
+    old_age_m70: float = 0.0164
+    old_age_gompertz: float = 0.118
     # --- dementia onset ---------------------------------------------------------------------------
     # Generator 1.4: onset high enough to keep simulate.dementia_prevalence (the baseline's curve) as people
     # age and those with dementia die sooner; 1.3's (-8.6, 1.1) let prevalence at 75-84 fall by half in 5 years.
@@ -125,7 +133,10 @@ class World:
     # with 1.5's inflows the care-home share at 85+ rose to 0.174-0.177 (england.csv 0.143) and kept rising
     # year by year at 60k from the 1.5 steady state the seeds hold; at -0.2 it still rose (65+: 1.22 x England).
     # Lowering the inflows by the length-of-stay gain brings the steady state back to the seeds.
-    carehome_from_ea_base: float = -10.85  # logit, people 65+ (generator 1.5: with the age term below)
+    # Generator 1.7: -0.1 again, with the care-home seeds (lts_seed_care_home) x 0.85 and escalate_base -0.15, so
+    # the steady state and the seeds move together: with more people 85+ the care-home share of the 65+ was 1.28 x
+    # England's at 60k (1.6's too-young 65+ had hidden a 75-84 share of 2.6%), and 1.16 x at 85+.
+    carehome_from_ea_base: float = -10.95  # logit, people 65+ (generator 1.5: with the age term below)
     carehome_from_ea_f: float = 9.0
     carehome_from_ea_dem: float = 1.4
     carehome_from_ea_alone: float = 0.8
@@ -135,7 +146,7 @@ class World:
     reab_from_ea: float = 0.12
     #: Reablement is offered to people with rehabilitation potential: the offer fades out around this frailty.
     reab_from_ea_frailty: float = 0.25
-    escalate_base: float = -7.45  # community LTS -> care home, log annual rate (1.5: with escalate_age; 1.6: -0.4)
+    escalate_base: float = -7.6  # community LTS -> care home, log annual rate (1.5: with escalate_age; 1.6: -0.4; 1.7: -0.15)
     escalate_f: float = 5.0
     escalate_dem: float = 1.2
     escalate_age: float = 1.1  # generator 1.5: per decade over 50, as carehome_from_ea_age
@@ -152,8 +163,12 @@ class World:
                                         92.5)
     lts_seed_any: tuple[float, ...] = (0.0035, 0.0076, 0.0073, 0.0088, 0.0143, 0.0213, 0.0231, 0.0234, 0.0312, 0.050,
                                        0.079, 0.141, 0.22, 0.325)
-    lts_seed_care_home: tuple[float, ...] = (0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288,
-                                             0.62, 0.72)
+    #: Generator 1.7: 1.6's shares x 0.85 (0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288,
+    #: 0.62, 0.72), with the care-home inflows above, and the two 85+ shares x 1.25:
+    #: with more people over 90 the 85+ stock started below its steady state and rose year by year at 280k.
+    lts_seed_care_home: tuple[float, ...] = tuple(round(0.85 * s * (1.25 if age > 85 else 1.0), 4) for s, age in zip(
+        (0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288, 0.62, 0.72),
+        (27.5, 32.5, 37.5, 42.5, 47.5, 52.5, 57.5, 62.5, 67.5, 72.5, 77.5, 82.5, 87.5, 92.5), strict=True))
 
 
 DEFAULT = World(name="default")
@@ -196,6 +211,8 @@ ALT = replace(
     # stayed at 0.176 over six years (280k).
     death_base=-6.45,
     death_age=0.6,
+    old_age_m70=0.0193,  # generator 1.7: alt's own fit (its frailty term on death is weaker, its 85+ rate lower)
+    old_age_gompertz=0.102,
     # Generator 1.6: alt's children die at twice the default's rate before this offset (its deprivation term
     # on death is three times the default's), so the offset is larger for the same England rate.
     death_child=-2.3,
@@ -209,7 +226,10 @@ ALT = replace(
     escalate_base=-8.5,
     escalate_age=1.2,
     lts_seed_any=(0.0085, 0.0074, 0.0099, 0.0118, 0.04, 0.067, 0.056, 0.058, 0.066, 0.092, 0.117, 0.198, 0.32, 0.435),
-    lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.28, 0.56),
+    # Generator 1.7: 85+ shares x 1.25 (1.6: 0.28, 0.56). With more people over 90 (population.OldAges) alt's 85+
+    # care-home share rose from 0.107 to 0.138 over six years at 280k from 1.6's seeds, and its 85+ emergency
+    # admissions fell with it (-5.6 z: a move into a care home ends living alone, alt's strong driver).
+    lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.35, 0.70),
 )
 
 WORLDS: dict[str, World] = {w.name: w for w in (DEFAULT, ALT)}

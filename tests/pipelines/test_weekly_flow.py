@@ -119,6 +119,10 @@ def _independent_exclusions(raw, T, settings) -> set[str]:
     residents, spells, sc, gp = (read(n) for n in ("residents", "hospital_spells", "social_care_events", "gp_events"))
     with (CODELIST_DIR / "care_home_snomed.csv").open() as fh:
         care_codes = [r["code"] for r in csv_module.DictReader(fh)]
+    # DESIGN §6 "last year of life": a GP palliative or end-of-life code in the 12 months before T (generator 1.7's
+    # older population put the first such person in this fixture's top band).
+    with (CODELIST_DIR / "palliative_and_end_of_life_care_snomed.csv").open() as fh:
+        palliative_codes = [r["code"] for r in csv_module.DictReader(fh)]
     dob = pl.col("date_of_birth")
     age = T.year - dob.dt.year() - ((dob.dt.month() * 100 + dob.dt.day()) > T.month * 100 + T.day).cast(pl.Int32)
     nhs = set(residents.filter(age < 18)["nhs_number"])
@@ -130,7 +134,7 @@ def _independent_exclusions(raw, T, settings) -> set[str]:
                          | (pl.col("service_type") == "Short Term Support: ST-Max")
                          & (pl.col("event_type") == "Service") & (pl.col("event_start_date") <= T)
                          & (pl.col("event_end_date").is_null() | (pl.col("event_end_date") >= T)))["nhs_number"])
-    nhs |= set(gp.filter(pl.col("snomed_code").is_in(care_codes) & (pl.col("event_date") < T)
+    nhs |= set(gp.filter(pl.col("snomed_code").is_in(care_codes + palliative_codes) & (pl.col("event_date") < T)
                          & (pl.col("event_date") >= T - td(days=365)))["nhs_number"])
     reid = pl.read_parquet(settings.reid_map_path)
     return set(reid.filter(pl.col("nhs_number").is_in(list(nhs)))["person_id"])

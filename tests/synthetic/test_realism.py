@@ -29,16 +29,12 @@ def valid(out: Path, source: str) -> pl.DataFrame:
     return df.filter(~pl.col("_i").is_in(defects["row_index"].implode())).drop("_i")
 
 
-def test_age_structure_is_medway_like(delivery):
+def test_residents_file_holds_plausible_people(delivery):
+    """The age structure of the living is judged against England in test_reference_rates (population_share);
+    the residents file also holds everyone who died during the six years."""
     out, _ = delivery
     r = valid(out, "residents")
     assert len(r) == 12_000
-    age = (pl.lit(EXTRACT) - pl.col("date_of_birth")).dt.total_days() / 365.25
-    shares = r.select((age >= 65).mean().alias("old"), (age < 18).mean().alias("kids"),
-                      (age >= 85).mean().alias("oldest"))
-    assert 0.14 <= shares["old"][0] <= 0.20
-    assert 0.17 <= shares["kids"][0] <= 0.27
-    assert 0.015 <= shares["oldest"][0] <= 0.04
     assert r["date_of_birth"].min() >= date(1900, 1, 1)
     assert set(r["sex"].unique()) <= {"1", "2", "9"}
     assert 0.45 <= (r["sex"] == "2").mean() <= 0.55
