@@ -9,14 +9,17 @@ person, and left-joined onto the eligible population; one ``collect`` runs the w
 from __future__ import annotations
 
 from datetime import date, timedelta
-from pathlib import Path
 
 import polars as pl
 
 from expectations.cohort import (
+    Clean,
     age_at,
     alive_and_registered_at,
+    clean_directory,
+    clean_for,
     death_date,
+    has_clean_source,
     of_people,
     registered_deaths,
     scan_clean,
@@ -119,12 +122,11 @@ def addresses_at(periods: pl.LazyFrame, T: date) -> pl.LazyFrame:
     )
 
 
-def clean_address_periods(clean_dir: Path) -> pl.LazyFrame:
+def clean_address_periods(clean_dir: Clean) -> pl.LazyFrame:
     """:func:`address_periods` of an ingested delivery: its address history when it has the optional source,
     else the residents file's address. The one way anything (features, what changed) learns where a
     person lived on a given day, so no output can read the extract-time address where the history exists."""
-    clean_dir = Path(clean_dir)
-    addresses = scan_clean(clean_dir, ADDRESSES) if (clean_dir / f"{ADDRESSES}.parquet").exists() else None
+    addresses = scan_clean(clean_dir, ADDRESSES) if has_clean_source(clean_dir, ADDRESSES) else None
     return address_periods(scan_clean(clean_dir, "residents"), addresses)
 
 
@@ -453,7 +455,7 @@ def _hfrs_band(hfrs: pl.Expr) -> pl.Expr:
     )
 
 
-def build_features_lazy(clean_dir: Path, index_date: date, people: pl.Series | None = None) -> pl.LazyFrame:
+def build_features_lazy(clean_dir: Clean, index_date: date, people: pl.Series | None = None) -> pl.LazyFrame:
     """The whole feature plan, not yet run (so callers can stream it or inspect it).
 
     ``people`` (person ids) restricts the rows to those people: training samples 200k of a county's 1.5M
@@ -461,9 +463,9 @@ def build_features_lazy(clean_dir: Path, index_date: date, people: pl.Series | N
     files are still read in full; about 45% less CPU for a 13% sample at 20k residents).
     Each person's features are unchanged: household and bereavement features still read everyone's
     addresses (a household is other people), and only the per-person event aggregates are restricted."""
-    clean_dir = Path(clean_dir)
-    if not clean_dir.is_dir():
-        raise UpstreamError(f"clean data directory not found: {clean_dir}")
+    if not clean_directory(clean_dir).is_dir():
+        raise UpstreamError(f"clean data directory not found: {clean_directory(clean_dir)}")
+    clean_dir = clean_for(clean_dir, people)
     T = index_date
     def events(source: str) -> pl.LazyFrame:
         return of_people(scan_clean(clean_dir, source), people)
@@ -530,7 +532,7 @@ def build_features_lazy(clean_dir: Path, index_date: date, people: pl.Series | N
     return scored.select([pl.col(n).cast(f.dtype) for n, f in FEATURES.items()]).sort(PERSON)
 
 
-def build_features(clean_dir: Path, index_date: date, people: pl.Series | None = None) -> pl.DataFrame:
+def build_features(clean_dir: Clean, index_date: date, people: pl.Series | None = None) -> pl.DataFrame:
     """Feature table for ``index_date`` from ingest's clean output (one row per eligible person, or per
     eligible person among ``people``)."""
     return build_features_lazy(clean_dir, index_date, people).collect(engine="streaming")

@@ -40,11 +40,20 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from expectations.cohort import Clean, CleanRead, has_clean_source, scan_clean
 from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
 from models.gate import calibration_in_the_large
-from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start, eligible_people
+from models.labels import (
+    EVENT_DATE_COLUMNS,
+    FORWARD_SOURCES,
+    OUTCOME_WINDOW,
+    build_labels,
+    data_end,
+    data_start,
+    eligible_people,
+)
 from models.metrics import auroc, calibration_slope_intercept, evaluate
 from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
 from models.tracking import TrainingData, TrainingRecord, log_and_register
@@ -206,7 +215,19 @@ COHORT_SHARE_GUESS = 0.7
 DRAW_SLACK = 1000
 
 
-def draw_from_cohort(clean_dir: Path, day: date, n: int, seed: int, cohort: CohortSettings | None) -> pl.Series | None:
+def draw_order(clean_dir: Clean, day: date, seed: int) -> pl.Series:
+    """The living, registered people at ``day`` in a seeded random order (the draw of :func:`draw_from_cohort`)."""
+    return (eligible_people(clean_dir, day).select("person_id").collect().get_column("person_id").sort()
+            .sample(fraction=1.0, shuffle=True, seed=seed))
+
+
+def _slice_size(wanted: int, share: float) -> int:
+    """How many people of the order to judge for ``wanted`` more cohort members, at a cohort share ``share``."""
+    return int(wanted / share * 1.05) + DRAW_SLACK
+
+
+def draw_from_cohort(clean_dir: Clean, day: date, n: int, seed: int, cohort: CohortSettings | None,
+                     order: pl.Series | None = None) -> pl.Series | None:
     """``n`` people drawn uniformly from the list cohort at ``day`` (all living, registered people without
     ``cohort``), in the order drawn; None when there are no more than ``n`` of them (the date is used whole).
 
@@ -214,12 +235,11 @@ def draw_from_cohort(clean_dir: Path, day: date, n: int, seed: int, cohort: Coho
     judging the cohort rules for everyone only to keep 13% of them was wasted work. The living, registered
     people (two small files) are put in a seeded random order and the cohort is judged for a leading slice of
     that order only, topped up until ``n`` are in it: the first ``n`` cohort members of a uniform random
-    order are a uniform random sample of the cohort.
+    order are a uniform random sample of the cohort. ``order`` is :func:`draw_order`'s, when already made.
     """
     from expectations.cohort import cohort_at, in_cohort
 
-    order = (eligible_people(clean_dir, day).select("person_id").collect().get_column("person_id").sort()
-             .sample(fraction=1.0, shuffle=True, seed=seed))
+    order = draw_order(clean_dir, day, seed) if order is None else order
     if order.len() <= n:
         return None
     if cohort is None:
@@ -227,7 +247,7 @@ def draw_from_cohort(clean_dir: Path, day: date, n: int, seed: int, cohort: Coho
     kept: list[pl.Series] = []
     have, start, share = 0, 0, COHORT_SHARE_GUESS
     while have < n and start < order.len():
-        size = min(order.len() - start, int((n - have) / share * 1.05) + DRAW_SLACK)
+        size = min(order.len() - start, _slice_size(n - have, share))
         chunk = order.slice(start, size)
         listable = in_cohort(cohort_at(clean_dir, day, cohort, people=chunk)).get_column("person_id")
         chunk = chunk.filter(chunk.is_in(listable.implode()))
@@ -245,6 +265,84 @@ def training_events(frame: pl.DataFrame, target: str) -> int:
     return events.get_column("person_id").n_unique() if "person_id" in events.columns else events.height
 
 
+#: Sources read whole by :func:`read_for_dates`: a household is other people, so household size and bereavement
+#: read everyone's addresses and deaths, and the draw's order reads everyone's registration.
+WHOLE_SOURCES = ("residents", "deaths", "addresses", "opt_outs")
+
+
+def read_for_dates(clean_dir: Path, dates: list[date], people: pl.Series | None,
+                   whole: CleanRead | None = None) -> CleanRead:
+    """Every clean source read once for builds at ``dates`` (cohort, labels, features) of ``people`` only.
+
+    The event sources keep only ``people``'s records (every feature, label and cohort rule of a person reads that
+    person's own events) dated before the last date, or before the end of its outcome window for the sources the
+    labels read forward (``models.labels.FORWARD_SOURCES``): no build at these dates reads a later record. The
+    filters run in the scan, so the rows dropped are never held. The sources in :data:`WHOLE_SOURCES` are read
+    whole (or taken from ``whole``, a read of them alone: ``read_for_dates(clean_dir, dates, None)`` with no
+    event source is ``read_whole``). A build for someone outside ``people`` reads the files
+    (``expectations.cohort.clean_for``)."""
+    from expectations.cohort import of_people
+
+    last = max(dates)
+    scans = {}
+    for source in (s for s in EVENT_DATE_COLUMNS if s not in WHOLE_SOURCES):
+        if not has_clean_source(clean_dir, source):
+            continue  # the readers treat it as they would without this read (empty, or an error)
+        until = last + OUTCOME_WINDOW if source in FORWARD_SOURCES else last
+        scans[source] = of_people(scan_clean(clean_dir, source).filter(pl.col(EVENT_DATE_COLUMNS[source]) < until),
+                                  people)
+    whole = read_whole(clean_dir) if whole is None else whole
+    frames = dict(zip(scans, pl.collect_all(list(scans.values())), strict=True))
+    return CleanRead(Path(clean_dir), whole.frames | frames, people)
+
+
+def read_whole(clean_dir: Path) -> CleanRead:
+    """The sources of :data:`WHOLE_SOURCES` read into memory (everyone's records); the event sources are still
+    read from the files."""
+    present = [s for s in WHOLE_SOURCES if has_clean_source(clean_dir, s)]
+    collected = pl.collect_all([scan_clean(clean_dir, s) for s in present])
+    return CleanRead(Path(clean_dir), dict(zip(present, collected, strict=True)), None)
+
+
+def _sampled_dates(clean_dir: Path, dates: list[date], sample: int, seed: int,
+                   cohort: CohortSettings | None) -> list[pl.DataFrame]:
+    """:func:`assemble`'s sampled dates, from one read of the files (:func:`read_for_dates`).
+
+    The people read are the first slice of each date's draw (all the draw usually judges, and a superset of the
+    people drawn); a date whose draw needs a top-up judges and builds its extra people from the files."""
+    whole = read_whole(clean_dir)
+    orders = [draw_order(whole, day, seed + i) for i, day in enumerate(dates)]
+    first_slices = [order.head(_slice_size(sample, COHORT_SHARE_GUESS) if cohort is not None else sample)
+                    for order in orders]
+    data = read_for_dates(clean_dir, dates, pl.concat(first_slices).unique(), whole)
+    frames = []
+    for i, day in enumerate(dates):
+        drawn = draw_from_cohort(data, day, sample, seed + i, cohort, order=orders[i])
+        frames.append(_date_rows(data, day, drawn, cohort))
+    return frames
+
+
+def _date_rows(clean: Clean, day: date, drawn: pl.Series | None, cohort: CohortSettings | None) -> pl.DataFrame:
+    """Feature rows joined to label rows at ``day``: the whole date's list cohort when ``drawn`` is None, else the
+    people drawn, in the order drawn."""
+    from features.build import build_features
+
+    if drawn is None:
+        labels = build_labels(clean, day)
+        if cohort is not None:
+            from expectations.cohort import cohort_at, in_cohort
+
+            labels = labels.join(in_cohort(cohort_at(clean, day, cohort)).select("person_id"),
+                                 on="person_id", how="semi")
+        features = build_features(clean, day)
+        return features.join(labels, on="person_id", how="inner", maintain_order="left")
+    labels = pl.DataFrame({"person_id": drawn}).join(build_labels(clean, day, people=drawn), on="person_id",
+                                                     how="inner", maintain_order="left")
+    features = build_features(clean, day, people=drawn)
+    frame = labels.join(features, on="person_id", how="inner", maintain_order="left")
+    return frame.select(*features.columns, pl.exclude(features.columns))
+
+
 def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0,
              cohort: CohortSettings | None = None) -> pl.DataFrame:
     """Feature rows (before T) joined to label rows (after T) for each date; optional per-date sample.
@@ -256,28 +354,12 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
     A sampled date draws its people first (:func:`draw_from_cohort`) and builds the cohort, labels and
     features only for them: each drawn person's row is exactly their row in the whole date's table. Rows come
     in the order drawn, so the same seed gives the same rows in the same order (HGB's early-stopping split
-    depends on row order).
+    depends on row order). The sampled dates are built from one read of the files (:func:`_sampled_dates`).
     """
-    from features.build import build_features
-
-    frames = []
-    for i, day in enumerate(dates):
-        drawn = None if sample is None else draw_from_cohort(clean_dir, day, sample, seed + i, cohort)
-        if drawn is None:
-            labels = build_labels(clean_dir, day)
-            if cohort is not None:
-                from expectations.cohort import cohort_at, in_cohort
-
-                labels = labels.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"),
-                                     on="person_id", how="semi")
-            features = build_features(clean_dir, day)
-            frames.append(features.join(labels, on="person_id", how="inner", maintain_order="left"))
-            continue
-        labels = pl.DataFrame({"person_id": drawn}).join(build_labels(clean_dir, day, people=drawn), on="person_id",
-                                                         how="inner", maintain_order="left")
-        features = build_features(clean_dir, day, people=drawn)
-        frame = labels.join(features, on="person_id", how="inner", maintain_order="left")
-        frames.append(frame.select(*features.columns, pl.exclude(features.columns)))
+    if sample is None:
+        frames = [_date_rows(clean_dir, day, None, cohort) for day in dates]
+    else:
+        frames = _sampled_dates(clean_dir, dates, sample, seed, cohort)
     return pl.concat(frames, how="vertical_relaxed")
 
 
