@@ -130,18 +130,21 @@ def clean_address_periods(clean_dir: Clean) -> pl.LazyFrame:
     return address_periods(scan_clean(clean_dir, "residents"), addresses)
 
 
-def household_deaths(periods: pl.LazyFrame, deaths: pl.LazyFrame) -> pl.LazyFrame:
+def household_deaths(periods: pl.LazyFrame, deaths: pl.LazyFrame,
+                     survivors: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """person_id, _other, _day: each death in ``deaths`` (_other died on _day) of someone who lived, on the day
     they died, at an address the person also held that day (the person's household bereavements).
 
     Both addresses are read on the death day (:func:`held_on`), so a survivor who moved out afterwards is
     still bereaved and one who moved in afterwards is not. With the residents' snapshot (no history) this is
-    "shared the current UPRN"."""
+    "shared the current UPRN". ``survivors`` (some people's periods; default all of ``periods``) limits the
+    rows to those people's bereavements: the dead are still looked up in all of ``periods``."""
+    survivors = periods if survivors is None else survivors
     death_address = deaths.join(periods, left_on="_other", right_on=PERSON, how="inner").filter(
         held_on(pl.col("_day"))
     ).select("_other", "_day", "uprn").filter(pl.col("uprn").is_not_null())
     return (
-        death_address.join(periods.select(PERSON, "uprn", "from_date", "to_date"), on="uprn", how="inner")
+        death_address.join(survivors.select(PERSON, "uprn", "from_date", "to_date"), on="uprn", how="inner")
         .filter(held_on(pl.col("_day")) & (pl.col("_other") != pl.col(PERSON)))
         .select(PERSON, "_other", "_day")
     )
@@ -157,25 +160,38 @@ def resident_deaths(residents: pl.LazyFrame, deaths: pl.LazyFrame) -> pl.LazyFra
     )
 
 
-def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date, periods: pl.LazyFrame) -> pl.LazyFrame:
+def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date, periods: pl.LazyFrame,
+                people: pl.Series | None = None) -> pl.LazyFrame:
     """Residents alive, born and registered at T, with demographics and household features.
 
     Household size, lives alone, bereavement and IMD use the address held at T (``addresses_at``): from the
     address history when delivered, else the residents file's current address (DESIGN §3; see NOTES in the
-    registry for what that costs); ``periods`` from :func:`clean_address_periods`."""
-    people = residents.drop("uprn", "lsoa11").join(registered_deaths(deaths), on=PERSON, how="left").with_columns(
-        death_date().alias("_died")
-    )
-    living = people.filter(alive_and_registered_at(T, pl.col("_died"))).join(
-        addresses_at(periods, T), on=PERSON, how="left"
-    )
+    registry for what that costs); ``periods`` from :func:`clean_address_periods`.
 
-    household = living.filter(pl.col("uprn").is_not_null()).group_by("uprn").agg(
+    ``people`` (person ids) restricts the rows to those people. Their households are still counted whole, but
+    only their homes are: a co-resident at T holds a period at that home at T, so everyone else's address at T is
+    worked out only for the people who held a period at one of those homes (each from all of their own periods,
+    as :func:`addresses_at` needs). At county scale this was most of a sampled date's feature build: every
+    resident's address and household, to keep 13% of them."""
+    alive = residents.drop("uprn", "lsoa11").join(registered_deaths(deaths), on=PERSON, how="left").with_columns(
+        death_date().alias("_died")
+    ).filter(alive_and_registered_at(T, pl.col("_died")))
+    own_periods = of_people(periods, people)
+    living = of_people(alive, people).join(addresses_at(own_periods, T), on=PERSON, how="left")
+    everyones_homes = living
+    if people is not None:
+        homes = living.select("uprn").filter(pl.col("uprn").is_not_null()).unique()
+        may_live_there = periods.filter(held_on(T)).join(homes, on="uprn", how="semi").select(PERSON).unique()
+        housemates = alive.select(PERSON).join(may_live_there, on=PERSON, how="semi")
+        everyones_homes = housemates.join(
+            addresses_at(periods.join(housemates, on=PERSON, how="semi"), T), on=PERSON, how="inner")
+
+    household = everyones_homes.filter(pl.col("uprn").is_not_null()).group_by("uprn").agg(
         pl.len().cast(pl.Int32).alias("household_size")
     )
     # Household deaths before T (the latest is enough for every window).
     bereavement = (
-        household_deaths(periods, resident_deaths(residents, deaths).filter(pl.col("_day") < T))
+        household_deaths(periods, resident_deaths(residents, deaths).filter(pl.col("_day") < T), own_periods)
         .join(living.select(PERSON), on=PERSON, how="semi")
         .group_by(PERSON)
         .agg(pl.col("_day").max().alias("_last_household_death"))
@@ -470,8 +486,8 @@ def build_features_lazy(clean_dir: Clean, index_date: date, people: pl.Series | 
     def events(source: str) -> pl.LazyFrame:
         return of_people(scan_clean(clean_dir, source), people)
 
-    population = of_people(_population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T,
-                                       clean_address_periods(clean_dir)), people)
+    population = _population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T,
+                             clean_address_periods(clean_dir), people)
     gp, gp_falls, contacts = _gp_features(events("gp_events"), T)
     spell, admission_falls, emergency_dates = _spell_features(events("hospital_spells"), T)
     ae, ae_fall_dates, ae_dates = _ae_features(events("ae_attendances"), T)
