@@ -8,12 +8,14 @@ person, and left-joined onto the eligible population; one ``collect`` runs the w
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import polars as pl
 
 from expectations.cohort import (
     Clean,
+    CleanRead,
     age_at,
     alive_and_registered_at,
     clean_directory,
@@ -122,12 +124,25 @@ def addresses_at(periods: pl.LazyFrame, T: date) -> pl.LazyFrame:
     )
 
 
+#: Where a :class:`CleanRead` holds :func:`clean_address_periods` once worked out (:func:`with_address_periods`).
+ADDRESS_PERIODS = "_address_periods"
+
+
 def clean_address_periods(clean_dir: Clean) -> pl.LazyFrame:
     """:func:`address_periods` of an ingested delivery: its address history when it has the optional source,
     else the residents file's address. The one way anything (features, what changed) learns where a
     person lived on a given day, so no output can read the extract-time address where the history exists."""
+    if isinstance(clean_dir, CleanRead) and ADDRESS_PERIODS in clean_dir.frames:
+        return clean_dir.frames[ADDRESS_PERIODS].lazy()
     addresses = scan_clean(clean_dir, ADDRESSES) if has_clean_source(clean_dir, ADDRESSES) else None
     return address_periods(scan_clean(clean_dir, "residents"), addresses)
+
+
+def with_address_periods(read: CleanRead) -> CleanRead:
+    """``read`` holding its address periods worked out once. Why: a feature build reads the periods five times
+    (each person's address, the homes, the co-residents, the dead, the bereaved); in memory that plan was
+    re-run each time, most of a sampled date's population build."""
+    return replace(read, frames=read.frames | {ADDRESS_PERIODS: clean_address_periods(read).collect()})
 
 
 def household_deaths(periods: pl.LazyFrame, deaths: pl.LazyFrame,

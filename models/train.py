@@ -299,9 +299,11 @@ def read_for_dates(clean_dir: Path, dates: list[date], people: pl.Series | None,
 def read_whole(clean_dir: Path) -> CleanRead:
     """The sources of :data:`WHOLE_SOURCES` read into memory (everyone's records); the event sources are still
     read from the files."""
+    from features.build import with_address_periods
+
     present = [s for s in WHOLE_SOURCES if has_clean_source(clean_dir, s)]
     collected = pl.collect_all([scan_clean(clean_dir, s) for s in present])
-    return CleanRead(Path(clean_dir), dict(zip(present, collected, strict=True)), None)
+    return with_address_periods(CleanRead(Path(clean_dir), dict(zip(present, collected, strict=True)), None))
 
 
 def _sampled_dates(clean_dir: Path, dates: list[date], sample: int, seed: int,
