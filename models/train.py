@@ -34,7 +34,6 @@ import polars as pl
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -45,6 +44,7 @@ from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
 from models.gate import calibration_in_the_large
+from models.impute import MedianImputer
 from models.labels import (
     EVENT_DATE_COLUMNS,
     FORWARD_SOURCES,
@@ -384,7 +384,7 @@ def files_fingerprint(clean_dir: Path) -> dict[str, str]:
 
 def _logistic(seed: int) -> Pipeline:
     return Pipeline([
-        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+        ("impute", MedianImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
         ("scale", StandardScaler()),
         ("model", LogisticRegression(random_state=seed, **LR_PARAMS)),
     ])
@@ -447,7 +447,7 @@ def fit_baselines(train: pl.DataFrame, test: pl.DataFrame, target: str) -> dict[
     for name, column in BASELINES.items():
         if column not in train.columns or column not in test.columns:
             continue
-        pipe = Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+        pipe = Pipeline([("impute", MedianImputer(strategy="median", keep_empty_features=True)),
                          ("model", LogisticRegression())])
         pipe.fit(train.select(pl.col(column).cast(pl.Float64)).to_numpy(), y)
         out[name] = pipe.predict_proba(test.select(pl.col(column).cast(pl.Float64)).to_numpy())[:, 1]
