@@ -24,10 +24,12 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -62,6 +64,7 @@ from upstream.settings import CohortSettings, Settings
 from upstream.targets import TARGETS, check_target
 
 log = logging.getLogger(__name__)
+_A, _B, _R = TypeVar("_A"), TypeVar("_B"), TypeVar("_R")
 
 #: Columns of the feature table that identify a row rather than describe a person.
 ID_COLUMNS = ("person_id", "index_date")
@@ -486,6 +489,27 @@ def fit_threads(setting: int | None) -> int:
     return max(1, min(cores, int(idle)))
 
 
+def side_by_side(first: Callable[[], _A], second: Callable[[], _B]) -> tuple[_A, _B]:
+    """``first()`` and ``second()``, two independent pieces of work, on two threads (on one with a single core).
+
+    Why: after the fits, the training step's evaluation (the chosen model's predictions, bootstrap and fairness
+    audit; the losing candidate's and the baselines' figures for the record) ran on one core while the other
+    was idle. Each piece is a pure function of its inputs (seeded bootstraps), so running them side by side
+    changes no figure (tests/models/test_train_registry.py). Each thread runs OpenMP code (gradient boosting's
+    predictions) on one thread: two OpenMP teams on two busy cores would wait for each other (bench/README,
+    issue 15 session 5). Most of this work is numpy and polars, which release the GIL."""
+    if (os.cpu_count() or 1) < 2:
+        return first(), second()
+
+    def one_openmp_thread(work: Callable[[], _R]) -> _R:
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return work()
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="train-eval") as pool:
+        a, b = pool.submit(one_openmp_thread, first), pool.submit(one_openmp_thread, second)
+        return a.result(), b.result()
+
+
 def train_on_frames(
     train: pl.DataFrame,
     test: pl.DataFrame,
@@ -551,8 +575,6 @@ def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, setti
 
     t = time.perf_counter()
     y_test = test.get_column(target).to_numpy().astype(bool)
-    predictions = {chosen: final.predict_proba(test)}
-    candidate_metrics = {chosen: evaluate(y_test, predictions[chosen], n_boot=n_boot, seed=seed)}
     # The losing candidates' test rows are for the record (the card's comparison table); they chose nothing, so
     # at county scale they are scored on a fixed random sample of the test date (HGB on 1.32M rows was most of
     # the 25 CPU s of predictions at 1.9M), and the chosen kind's fitting-date candidate is not scored at all
@@ -560,24 +582,31 @@ def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, setti
     record_rows = candidate_test_rows(test.height, settings.train.candidate_test_rows, seed)
     record_frame = test if record_rows is None else test[record_rows]
     y_record = y_test if record_rows is None else y_test[record_rows]
-    prediction_rows = {}
-    for kind, m in candidates.items():
-        if kind != chosen:
-            predictions[kind] = m.predict_proba(record_frame)
-            candidate_metrics[kind] = evaluate(y_record, predictions[kind], n_boot=n_boot, seed=seed)
-            if record_rows is not None:
-                prediction_rows[kind] = record_rows
-    candidate_metrics = {kind: candidate_metrics[kind] for kind in candidates}  # the card's order
+    losers = [kind for kind in candidates if kind != chosen]
+
+    def chosen_on_test() -> tuple[np.ndarray, dict[str, float], pl.DataFrame]:
+        p = final.predict_proba(test)
+        return p, evaluate(y_test, p, n_boot=n_boot, seed=seed), fairness_audit(test, y_test, p)
+
+    def for_the_record() -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]], dict[str, np.ndarray],
+                                  dict[str, dict[str, float]]]:
+        loser_p = {kind: candidates[kind].predict_proba(record_frame) for kind in losers}
+        loser_m = {kind: evaluate(y_record, p, n_boot=n_boot, seed=seed) for kind, p in loser_p.items()}
+        baseline_p = fit_baselines(final_frame, test, target)
+        baseline_m = {name: evaluate(y_test, p, n_boot=max(n_boot // 2, 50), seed=seed)
+                      for name, p in baseline_p.items()}
+        return loser_p, loser_m, baseline_p, baseline_m
+
+    (p_chosen, chosen_metrics, fairness), (loser_p, loser_m, baseline_predictions, baseline_metrics) = side_by_side(
+        chosen_on_test, for_the_record)
+    predictions = {chosen: p_chosen, **loser_p}
+    prediction_rows = {kind: record_rows for kind in losers if record_rows is not None}
+    candidate_metrics = {kind: chosen_metrics if kind == chosen else loser_m[kind] for kind in candidates}
     for kind, m in validation_metrics.items():
         candidate_metrics[kind] |= {f"validation_{k}": v for k, v in m.items()}
-    baseline_predictions = fit_baselines(final_frame, test, target)
-    baseline_metrics = {
-        name: evaluate(y_test, p, n_boot=max(n_boot // 2, 50), seed=seed) for name, p in baseline_predictions.items()
-    }
     metrics = {f"test_{k}": v for k, v in candidate_metrics[chosen].items() if not k.startswith("validation_")}
     metrics["validation_auroc"] = validation_metrics[chosen]["auroc"]
     metrics["train_events"] = float(training_events(final_frame, target))  # the gate's O/E interval needs it
-    fairness = fairness_audit(test, y_test, predictions[chosen])
     timings["evaluate_seconds"] = time.perf_counter() - t
     train = final_frame
 
