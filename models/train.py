@@ -310,12 +310,11 @@ def read_whole(clean_dir: Path) -> CleanRead:
 
 
 def _sampled_dates(clean_dir: Path, dates: list[date], sample: int, seed: int,
-                   cohort: CohortSettings | None) -> list[pl.DataFrame]:
+                   cohort: CohortSettings | None, whole: CleanRead) -> list[pl.DataFrame]:
     """:func:`assemble`'s sampled dates, from one read of the files (:func:`read_for_dates`).
 
     The people read are the first slice of each date's draw (all the draw usually judges, and a superset of the
     people drawn); a date whose draw needs a top-up judges and builds its extra people from the files."""
-    whole = read_whole(clean_dir)
     orders = [draw_order(whole, day, seed + i) for i, day in enumerate(dates)]
     first_slices = [order.head(_slice_size(sample, COHORT_SHARE_GUESS) if cohort is not None else sample)
                     for order in orders]
@@ -361,11 +360,17 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
     in the order drawn, so the same seed gives the same rows in the same order (HGB's early-stopping split
     depends on row order). The sampled dates are built from one read of the files (:func:`_sampled_dates`).
     """
+    return pl.concat(assemble_dates(clean_dir, dates, sample=sample, seed=seed, cohort=cohort), how="vertical_relaxed")
+
+
+def assemble_dates(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0,
+                   cohort: CohortSettings | None = None, whole: CleanRead | None = None) -> list[pl.DataFrame]:
+    """:func:`assemble`'s rows, one frame per date. ``whole`` (:func:`read_whole`) lets several calls share one
+    read of the whole-population sources; a whole date streams its events from the files."""
+    whole = read_whole(clean_dir) if whole is None else whole
     if sample is None:
-        frames = [_date_rows(clean_dir, day, None, cohort) for day in dates]
-    else:
-        frames = _sampled_dates(clean_dir, dates, sample, seed, cohort)
-    return pl.concat(frames, how="vertical_relaxed")
+        return [_date_rows(whole, day, None, cohort) for day in dates]
+    return _sampled_dates(clean_dir, dates, sample, seed, cohort, whole)
 
 
 def _frame_fingerprint(frame: pl.DataFrame) -> str:
@@ -695,9 +700,14 @@ def train_and_register(
     log.info("fitting dates %s, validation date %s, test date %s (history %d days)",
              dates.fit, dates.validation, dates.test, dates.history_days)
     cohort = settings.cohort
-    train = assemble(clean_dir, dates.fit, sample=sample, seed=seed, cohort=cohort)
-    validation = assemble(clean_dir, [dates.validation], sample=sample, seed=seed + len(dates.fit), cohort=cohort)
-    test = assemble(clean_dir, [dates.test], cohort=cohort)
+    # One read for all dates: the fitting dates and the validation date are drawn together (date i with seed + i,
+    # the validation date last), and the test date, whole, shares the read of the whole-population sources.
+    whole = read_whole(clean_dir)
+    *fit_frames, validation = assemble_dates(clean_dir, [*dates.fit, dates.validation], sample=sample, seed=seed,
+                                             cohort=cohort, whole=whole)
+    train = pl.concat(fit_frames, how="vertical_relaxed")
+    (test,) = assemble_dates(clean_dir, [dates.test], cohort=cohort, whole=whole)
+    del whole
     assemble_seconds = time.perf_counter() - started
     context = {
         "train_dates": dates.train,
