@@ -68,9 +68,12 @@ def _validate_all(raw: Path, home: Path, mode: str, chunk_rows: int | None) -> t
 
 
 def _cpu_seconds() -> float:
-    """User + system CPU of this process (every thread: polars' pool included)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """User + system CPU of this process (every thread: polars' pool included) and of the ingest workers
+    (children of the pool's fork server, which ``RUSAGE_CHILDREN`` would never count)."""
+    from expectations.ingest_pool import fork_server_cpu_seconds
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + fork_server_cpu_seconds()
 
 
 def _full_only(raw: Path) -> None:

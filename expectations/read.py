@@ -152,21 +152,33 @@ def read_source(raw_dir: Path, source: Source) -> SourceFrame:
     return type_source(path, source, frame)
 
 
-def type_source(path: Path, source: Source, frame: pl.DataFrame) -> SourceFrame:
-    """Check the columns and type rows read from ``path`` (the whole file, or one chunk of it on a cluster)."""
+def type_source(path: Path, source: Source, frame: pl.DataFrame, *, whole_file: bool = True) -> SourceFrame:
+    """Check the columns and type rows read from ``path`` (the whole file, or one chunk of it).
+
+    ``whole_file=False`` (a chunk): "no value of a column parses" is a verdict on the whole file, so it is
+    left to the caller, on the chunks' sums (``unparsed_example``, ``expectations.chunked``)."""
     _check_columns(path, source, set(frame.columns))
     raw = frame.select(source.names)
     typed_columns = []
     for column in source.columns:
         values = raw[column.name]
         typed = _to_contract_type(values, column, path)
-        present_in = values.is_not_null().sum()
-        if present_in > 0 and typed.is_not_null().sum() == 0:
-            example = values.drop_nulls().head(1).cast(pl.String).to_list()[0]
-            raise BadFileError(
-                str(path),
-                f"wrong type throughout the column: expected {column.dtype}, no value parses (e.g. {example!r})",
-                column.name,
-            )
+        if whole_file and (example := unparsed_example(values, typed)) is not None:
+            raise wrong_type_throughout(path, column, example)
         typed_columns.append(typed)
     return SourceFrame(source, path, raw, pl.DataFrame(typed_columns))
+
+
+def unparsed_example(values: pl.Series, typed: pl.Series) -> str | None:
+    """The first value present, when values are present and none of them parsed; else None."""
+    if values.is_not_null().sum() > 0 and typed.is_not_null().sum() == 0:
+        return values.drop_nulls().head(1).cast(pl.String).to_list()[0]
+    return None
+
+
+def wrong_type_throughout(path: Path, column: Column, example: str) -> BadFileError:
+    return BadFileError(
+        str(path),
+        f"wrong type throughout the column: expected {column.dtype}, no value parses (e.g. {example!r})",
+        column.name,
+    )

@@ -135,7 +135,12 @@ class UpstreamModel:
 
     def predict_proba(self, features: pl.DataFrame) -> np.ndarray:
         """Calibrated probability of the target for each row."""
-        return self.estimator.predict_proba(self.encoder.transform(features))[:, 1]
+        x = self.encoder.transform(features)
+        if self.kind == "logistic":
+            fast = _logistic_proba(self.estimator, x)
+            if fast is not None:
+                return fast
+        return self.estimator.predict_proba(x)[:, 1]
 
     @property
     def base_estimator(self) -> Any:
@@ -189,6 +194,73 @@ class UpstreamModel:
         """``explain`` as one JSON array per row, each reason as ``encode`` writes it (see ``top_reasons_json``)."""
         contributions = self.contributions(self.encoder.transform(features))
         return top_reasons_json(contributions, features, self.encoder.features, top_n, encode)
+
+
+def _standardised_inputs(imputer: Any, scaler: Any, x: np.ndarray) -> np.ndarray | None:
+    """What the logistic pipeline's last step sees (impute the median, add missing indicators, standardise),
+    built in ONE array in the layout the pipeline's own steps give, with the same floating-point operations.
+
+    WHY: the pipeline makes three full copies of the encoded matrix on the way (the imputer's input copy, its
+    ``hstack`` with the indicators, the scaler's copy): at 1.87M rows scikit-learn's ``predict_proba`` took
+    3.65 s on fresh memory (as in a weekly run), this 0.37 s (bench/README.md, issue 15 session 6). Here the medians are written where values are missing (sklearn
+    assigns the same medians to the same cells), the indicators are the same 0/1 columns, and the scaler's
+    ``-= mean_`` then ``/= scale_`` run in place, as sklearn runs them. None for a pipeline this does not
+    know (another imputing strategy or missing-value marker, sparse input): the caller then uses sklearn."""
+    if (
+        not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype != np.float64
+        or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values))
+        or not getattr(imputer, "keep_empty_features", False)
+        or getattr(scaler, "with_mean", None) is not True or getattr(scaler, "with_std", None) is not True
+        or len(imputer.statistics_) != x.shape[1]
+    ):
+        return None
+    missing = np.isnan(x)
+    indicated = imputer.indicator_.features_ if imputer.add_indicator else np.empty(0, dtype=int)
+    n_base = x.shape[1]
+    # sklearn's hstack of two F-ordered arrays is F-ordered (numpy keeps the inputs' layout): same here, so
+    # the matrix product below runs the same BLAS kernel on the same memory and rounds every row alike.
+    order = "F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
+    z = np.empty((x.shape[0], n_base + len(indicated)), dtype=np.float64, order=order)
+    z[:, :n_base] = x
+    np.copyto(z[:, :n_base], imputer.statistics_.astype(np.float64), where=missing)
+    if len(indicated):
+        z[:, n_base:] = missing[:, indicated]
+    z -= scaler.mean_
+    z /= scaler.scale_
+    return z
+
+
+def _logistic_proba(calibrated: Any, x: np.ndarray) -> np.ndarray | None:
+    """The calibrated logistic model's probabilities with ``_standardised_inputs``, bit for bit what
+    ``calibrated.predict_proba(x)[:, 1]`` gives (tests compare on fitted models): the logistic step, the
+    calibrators and their averaging are scikit-learn's own code, handed the matrix the pipeline would build.
+    None when the model is not the pipeline this knows (then the caller predicts through scikit-learn)."""
+    import copy
+
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.pipeline import Pipeline
+
+    pipelines = []
+    for member in getattr(calibrated, "calibrated_classifiers_", []):
+        inner = member.estimator.estimator if isinstance(member.estimator, FrozenEstimator) else member.estimator
+        if not isinstance(inner, Pipeline) or list(inner.named_steps) != ["impute", "scale", "model"]:
+            return None
+        pipelines.append(inner)
+    if not pipelines or any(p is not pipelines[0] for p in pipelines):
+        return None  # one frozen base model behind every calibrator: the only shape training makes
+    pipe = pipelines[0]
+    z = _standardised_inputs(pipe.named_steps["impute"], pipe.named_steps["scale"], x)
+    if z is None:
+        return None
+    # The same calibrated model with its pipeline's last step in the pipeline's place (shallow copies: the
+    # fitted parts are shared, nothing is refitted or changed).
+    shortcut = copy.copy(calibrated)
+    shortcut.calibrated_classifiers_ = []
+    for member in calibrated.calibrated_classifiers_:
+        step = copy.copy(member)
+        step.estimator = pipe.named_steps["model"]
+        shortcut.calibrated_classifiers_.append(step)
+    return shortcut.predict_proba(z)[:, 1]
 
 
 def tree_shap(model: Any, x: np.ndarray) -> np.ndarray:

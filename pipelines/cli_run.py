@@ -139,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     server_log = settings.home / "logs" / "prefect-server.log"  # named in the failure line if the server dies
     launch_temporary_api(server_log)  # it starts on the other core while the flows are imported
+    from expectations.ingest_pool import start_fork_server
+
+    start_fork_server(settings, args.raw)  # the ingest workers' GX import, also while the flows are imported
     import pipelines.flows  # noqa: F401  (imported now, while the server starts; run_weekly uses it)
 
     own_db = settings.db_url if database_in_home(settings) else None

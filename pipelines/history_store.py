@@ -147,13 +147,24 @@ class HistoryStore:
         """Keep a just-published run's rows (``HISTORY_SCHEMA``) until its week moves into a block.
 
         WHY: the week moves weeks later, when reading it back from the database costs as much as scoring
-        wrote it (35 s at 1.9M); publishing already holds these rows, and a sorted parquet write is seconds."""
+        wrote it (35 s at 1.9M); publishing already holds these rows, and a sorted parquet write is seconds.
+        The score step stages a run as soon as it is stored, so the week's own readers use this copy too
+        (``score_history._staged_copy``). Sorted by locality, then person: the order in which the database
+        returns a run stored in person order (its run index reads locality by locality, each in insertion
+        order), so a reader gets the same frame from either tier."""
         path = self._staged_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        frame.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA).sort("person_id").write_parquet(
+        frame.select(list(HISTORY_SCHEMA)).cast(HISTORY_SCHEMA).sort("locality", "person_id").write_parquet(
             tmp, compression="zstd")
         os.replace(tmp, path)
+
+    def staged_rows(self, run_id: str) -> int | None:
+        """How many rows a staged run holds (from the parquet footer), or None when it was not staged."""
+        try:
+            return pl.scan_parquet(self._staged_path(run_id)).select(pl.len()).collect().item()
+        except FileNotFoundError:
+            return None
 
     def staged(self, run_id: str) -> pl.DataFrame | None:
         """A staged run's rows, or None when it was not staged (then the caller reads the database)."""

@@ -154,7 +154,7 @@ def monitor_week(
 
     reference = load_reference(settings, ref.run_id) if ref else None
     engine = get_engine(settings.db_url)
-    current = load_run_scores(engine, score_run_id)
+    current = load_run_scores(engine, score_run_id, history_store(settings))
     if reference is None:
         report.notes.append("the champion has no reference profile (trained before monitoring): no drift checks")
     else:

@@ -2,7 +2,7 @@
 
 - ``PREFECT_API_URL`` set (a ``prefect server start`` somewhere, or Cloud): use it.
 - Otherwise, for a one-off ``upstream run``: a temporary API (no UI) for the life of the process,
-  started explicitly with Prefect's own ``SubprocessASGIServer`` (what its ephemeral mode uses) so that
+  started explicitly (``TemporaryServer``: Prefect's app under uvicorn, as its ephemeral mode runs it) so that
   ``ApiWatchdog`` holds the server process and notices at once if it dies; runs are still recorded in
   the local Prefect database (``~/.prefect``, or ``PREFECT_HOME``), so a later ``prefect server start``
   shows them. It runs through ``pipelines.prefect_server_launcher`` with its output in a log file, so a
@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO
 
 from upstream.errors import UpstreamError
 from upstream.processes import stop_process
@@ -209,54 +209,60 @@ def watched_prefect_api(
             watchdog.stop()
 
 
-def _observed_server_class() -> type:
-    """Prefect's ``SubprocessASGIServer`` (its URL, registry and stop), started on a port this process
-    already holds (``reserve_port``) and launched through ``pipelines.prefect_server_launcher`` with its
+class TemporaryServer:
+    """The temporary API server of one run: Prefect's app under uvicorn (``launch_server``) on a port this
+    process already holds (``reserve_port``), launched through ``pipelines.prefect_server_launcher`` with its
     output in a log file, so that a server that dies leaves its signal's sender and its last words behind.
-    Built lazily: importing Prefect's server is heavy."""
-    from prefect.server.api.server import SubprocessASGIServer
 
-    class ObservedServer(SubprocessASGIServer):
-        #: Its own registry: Prefect's port-keyed singleton would hand a bare server back to us (or
-        #: ours to Prefect's ephemeral mode, which never runs here: PREFECT_API_URL is set).
-        _instances: ClassVar[dict] = {}
-        log_path: Path | None = None
-        listener: socket.socket | None = None
+    WHY not a subclass of Prefect's ``SubprocessASGIServer`` (as before session 6): of that class we used only
+    its URL and its stop, and subclassing it meant importing Prefect's whole server app into the run's own
+    process, 1.9 CPU s (3 s wall) on the path to the first step of every weekly run (bench/README.md, issue 15
+    session 6). The server process imports the app anyway. Its stop is the one Prefect's did: SIGTERM, 5 s,
+    then SIGKILL, and the port goes back only after."""
 
-        def start(self, timeout: int | None = None) -> None:
-            """Replaces Prefect's start: no port drawn by a bind test, no retry on exit 3 (a bind cannot
-            fail: the socket is bound), and start-up ends only when our own child answers. A server this
-            process launched ahead of need (``launch_temporary_api``) is adopted rather than started again."""
-            import atexit
+    def __init__(self, log_path: Path | None = None) -> None:
+        self.log_path = log_path
+        self.listener: socket.socket | None = None
+        self.port: int | None = None
+        self.server_process: subprocess.Popen | None = None
+        self.running = False
 
-            from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
 
-            if self.running:
-                return
-            launched = _adopt_launched(self.log_path)
-            self.listener = launched[0] if launched else reserve_port()
-            self.port = self.listener.getsockname()[1]
-            self.running = True
-            try:
-                self.server_process = launched[1] if launched else self._run_uvicorn_command()
-                atexit.register(self.stop)
-                limit = timeout or PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
-                wait_until_serving(self.api_url, self.server_process, limit, self.log_path)
-            except BaseException:
-                self.stop()
-                raise
+    def start(self, timeout: int | None = None) -> None:
+        """No port drawn by a bind test, no retry on exit 3 (a bind cannot fail: the socket is bound), and
+        start-up ends only when our own child answers. A server this process launched ahead of need
+        (``launch_temporary_api``) is adopted rather than started again."""
+        import atexit
 
-        def _run_uvicorn_command(self) -> subprocess.Popen:
-            assert self.listener is not None, "start() reserves the port first"
-            return launch_server(self.listener, _temporary_server_env(), output=self.log_path)
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-        def stop(self) -> None:
-            super().stop()
-            if self.listener is not None:  # only now may the port go back to the machine
-                self.listener.close()
-                self.listener = None
+        if self.running:
+            return
+        launched = _adopt_launched(self.log_path)
+        self.listener = launched[0] if launched else reserve_port()
+        self.port = self.listener.getsockname()[1]
+        self.running = True
+        try:
+            self.server_process = launched[1] if launched else launch_server(
+                self.listener, _temporary_server_env(), output=self.log_path)
+            atexit.register(self.stop)
+            limit = timeout or PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+            wait_until_serving(self.api_url, self.server_process, limit, self.log_path)
+        except BaseException:
+            self.stop()
+            raise
 
-    return ObservedServer
+    def stop(self) -> None:
+        if self.server_process is not None:
+            stop_process(self.server_process, timeout=5)
+            self.server_process = None
+        self.running = False
+        if self.listener is not None:  # only now may the port go back to the machine
+            self.listener.close()
+            self.listener = None
 
 
 def _temporary_server_env() -> dict[str, str]:
@@ -343,8 +349,7 @@ def _temporary_api(server_log: Path | None = None) -> Iterator[None]:
     process and URL are known to ``current_api`` (and the watchdog) for the whole run."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    server = _observed_server_class()()
-    server.log_path = server_log
+    server = TemporaryServer(server_log)
     server.start()
     before = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url

@@ -93,7 +93,7 @@ def list_inputs(run: ScoreRun, settings: Settings) -> ListInputs:
     last = previous_published(engine, run.index_date, run.week)
     comparison = comparison_published(engine, run.index_date, run.week, settings.lists.rise_lookback_weeks)
     return ListInputs(
-        current=load_scores_for_lists(engine, run.run_id),
+        current=load_scores_for_lists(engine, run.run_id, history_store(settings)),
         last=last,
         comparison=comparison,
         comparison_scores=load_run_scores(engine, comparison.run_id, history_store(settings)) if comparison else None,

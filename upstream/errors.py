@@ -14,3 +14,8 @@ class BadFileError(UpstreamError):
         self.file, self.column, self.problem = file, column, problem
         where = f"{file}, column '{column}'" if column else file
         super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):
+        # Rebuilt from its parts when it crosses a process (an ingest worker, a Dask task): the default
+        # would call ``BadFileError(message)`` and fail, hiding the file, column and problem.
+        return (type(self), (self.file, self.problem, self.column))

@@ -51,6 +51,21 @@ class IngestSettings(BaseModel):
     #: On a Dask cluster, each source is validated in tasks of about this many rows (pipelines.dask_ingest):
     #: one chunk's GX frame on a worker is what bounds a worker's memory in ingest.
     cluster_chunk_rows: int = Field(1_000_000, ge=1)
+    #: Local ingest on several cores (``expectations.ingest_pool``): worker processes validate chunks of the
+    #: sources, the same chunk functions a cluster runs. None = the cores this process may use when there are
+    #: 3 or more, else 1 (on 2 cores the pool's extra CPU ate its gain: ``ingest_pool.ingest_workers``);
+    #: 1 = the one-process path. Outputs are identical either way (tested).
+    workers: int | None = Field(None, ge=1)
+    #: Deliveries with fewer rows than this use the one-process path. The pool costs CPU of its own (a fork
+    #: server importing GX, 2.2 CPU s once per process; each chunk re-reads its file and pays GX's fixed
+    #: cost; the merge re-reads and sorts): measured (bench/README.md, issue 15 session 6) +5 CPU s at 280k
+    #: residents (6.3M rows), slower there even in wall time on a busy 2-core machine; at 1.9M residents
+    #: (43M rows) +15% CPU for less wall time. 20M rows is about 900k residents.
+    pool_min_rows: int = Field(20_000_000, ge=0)
+    #: The pool's share of work: the event sources are cut into chunks of at most 1/(workers x this) of their
+    #: rows, handed out largest first, so the GP events (70% of a delivery's rows) are spread over the
+    #: workers and no core idles at the end; more chunks cost a re-read of the file and GX's fixed cost each.
+    pool_chunks_per_worker: int = Field(2, ge=1)
 
 
 class GateSettings(BaseModel):
