@@ -53,6 +53,50 @@ REASON_COLUMN = "exclusion_reason"
 
 
 @dataclass(frozen=True)
+class CleanRead:
+    """A delivery's clean output with some sources already read into memory: ``frames`` (source -> rows, in the
+    clean shape), the event sources holding only ``people``'s records (None: everyone's). Every other source is
+    still scanned from ``directory``.
+
+    Why: training builds the cohort, labels and features at five sampled dates; scanning every clean file
+    again for each build read the county's 30M GP events 15 times (59 s of CPU at 1.9M, bench/README issue 15
+    session 6). Read once (:func:`models.train.read_for_dates`), each date's build runs on memory, through the
+    same readers (:func:`scan_clean`), so its rows are the ones the files give.
+    """
+
+    directory: Path
+    frames: dict[str, pl.DataFrame]
+    people: pl.Series | None = None
+
+    def holds(self, people: pl.Series | None) -> bool:
+        """Its frames hold every record of ``people`` (None: everyone)."""
+        if self.people is None:
+            return True
+        return people is not None and bool(people.is_in(self.people.implode()).all())
+
+
+#: Where a delivery's clean output is: its directory, or a :class:`CleanRead` of it.
+Clean = Path | CleanRead
+
+
+def clean_directory(clean: Clean) -> Path:
+    """The clean output's directory."""
+    return clean.directory if isinstance(clean, CleanRead) else Path(clean)
+
+
+def clean_for(clean: Clean, people: pl.Series | None) -> Clean:
+    """``clean`` when it holds every record of ``people``, else its directory (the files hold everyone's)."""
+    return clean if not isinstance(clean, CleanRead) or clean.holds(people) else clean.directory
+
+
+def has_clean_source(clean: Clean, source: str) -> bool:
+    """The delivery has ``source`` (read into memory or on disk)."""
+    if isinstance(clean, CleanRead) and source in clean.frames:
+        return True
+    return (clean_directory(clean) / f"{source}.parquet").exists()
+
+
+@dataclass(frozen=True)
 class CohortSources:
     """The clean sources the rules read (lazy), one row per record, keyed by ``person_id``."""
 
@@ -64,11 +108,10 @@ class CohortSources:
     opt_outs: pl.LazyFrame
 
     @classmethod
-    def from_clean_dir(cls, clean_dir: Path) -> CohortSources:
+    def from_clean_dir(cls, clean_dir: Clean) -> CohortSources:
         """Scan ingest's clean output; a missing optional source (even opt-outs) reads as empty."""
-        clean_dir = Path(clean_dir)
-        if not clean_dir.is_dir():
-            raise UpstreamError(f"clean data directory not found: {clean_dir}")
+        if not clean_directory(clean_dir).is_dir():
+            raise UpstreamError(f"clean data directory not found: {clean_directory(clean_dir)}")
         return cls(**{name: scan_clean(clean_dir, name) for name in cls.__dataclass_fields__})
 
     def restricted_to(self, people: pl.Series) -> CohortSources:
@@ -90,12 +133,15 @@ def _clean_schema(source: str) -> dict[str, pl.DataType]:
     return {PERSON: pl.String} if source == OPT_OUTS_SOURCE else clean_schema(source)
 
 
-def scan_clean(clean_dir: Path, source: str) -> pl.LazyFrame:
+def scan_clean(clean_dir: Clean, source: str) -> pl.LazyFrame:
     """Lazy scan of one clean source, checked against the clean shape; the one reader of ingest's output.
 
     Features, labels and this cohort all read through it. A missing optional source reads as empty (with a
-    warning for contract sources); residents are required."""
-    path = Path(clean_dir) / f"{source}.parquet"
+    warning for contract sources); residents are required. A source a :class:`CleanRead` holds is read from
+    memory (it was read through here)."""
+    if isinstance(clean_dir, CleanRead) and source in clean_dir.frames:
+        return clean_dir.frames[source].lazy()
+    path = clean_directory(clean_dir) / f"{source}.parquet"
     schema = _clean_schema(source)
     if not path.exists():
         if source == "residents":
@@ -309,13 +355,13 @@ def cohort_at_lazy(sources: CohortSources, T: date, cohort: CohortSettings) -> p
     return flagged.select(PERSON, "locality", "gp_practice", "age", reason.alias(REASON_COLUMN))
 
 
-def cohort_at(clean: Path | CohortSources, T: date, cohort: CohortSettings,
+def cohort_at(clean: Clean | CohortSources, T: date, cohort: CohortSettings,
               people: pl.Series | None = None) -> pl.DataFrame:
     """One row per resident alive and registered at T: person_id, locality, gp_practice, age, and
     ``exclusion_reason``, the first rule of :data:`COHORT_RULES` that holds (null = in the list cohort).
 
     ``people`` (person ids) restricts the rows to those people (:meth:`CohortSources.restricted_to`)."""
-    sources = clean if isinstance(clean, CohortSources) else CohortSources.from_clean_dir(clean)
+    sources = clean if isinstance(clean, CohortSources) else CohortSources.from_clean_dir(clean_for(clean, people))
     if people is not None:
         sources = sources.restricted_to(people)
     return cohort_at_lazy(sources, T, cohort).collect().sort(PERSON)

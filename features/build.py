@@ -8,15 +8,20 @@ person, and left-joined onto the eligible population; one ``collect`` runs the w
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
-from pathlib import Path
 
 import polars as pl
 
 from expectations.cohort import (
+    Clean,
+    CleanRead,
     age_at,
     alive_and_registered_at,
+    clean_directory,
+    clean_for,
     death_date,
+    has_clean_source,
     of_people,
     registered_deaths,
     scan_clean,
@@ -119,27 +124,42 @@ def addresses_at(periods: pl.LazyFrame, T: date) -> pl.LazyFrame:
     )
 
 
-def clean_address_periods(clean_dir: Path) -> pl.LazyFrame:
+#: Where a :class:`CleanRead` holds :func:`clean_address_periods` once worked out (:func:`with_address_periods`).
+ADDRESS_PERIODS = "_address_periods"
+
+
+def clean_address_periods(clean_dir: Clean) -> pl.LazyFrame:
     """:func:`address_periods` of an ingested delivery: its address history when it has the optional source,
     else the residents file's address. The one way anything (features, what changed) learns where a
     person lived on a given day, so no output can read the extract-time address where the history exists."""
-    clean_dir = Path(clean_dir)
-    addresses = scan_clean(clean_dir, ADDRESSES) if (clean_dir / f"{ADDRESSES}.parquet").exists() else None
+    if isinstance(clean_dir, CleanRead) and ADDRESS_PERIODS in clean_dir.frames:
+        return clean_dir.frames[ADDRESS_PERIODS].lazy()
+    addresses = scan_clean(clean_dir, ADDRESSES) if has_clean_source(clean_dir, ADDRESSES) else None
     return address_periods(scan_clean(clean_dir, "residents"), addresses)
 
 
-def household_deaths(periods: pl.LazyFrame, deaths: pl.LazyFrame) -> pl.LazyFrame:
+def with_address_periods(read: CleanRead) -> CleanRead:
+    """``read`` holding its address periods worked out once. Why: a feature build reads the periods five times
+    (each person's address, the homes, the co-residents, the dead, the bereaved); in memory that plan was
+    re-run each time, most of a sampled date's population build."""
+    return replace(read, frames=read.frames | {ADDRESS_PERIODS: clean_address_periods(read).collect()})
+
+
+def household_deaths(periods: pl.LazyFrame, deaths: pl.LazyFrame,
+                     survivors: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """person_id, _other, _day: each death in ``deaths`` (_other died on _day) of someone who lived, on the day
     they died, at an address the person also held that day (the person's household bereavements).
 
     Both addresses are read on the death day (:func:`held_on`), so a survivor who moved out afterwards is
     still bereaved and one who moved in afterwards is not. With the residents' snapshot (no history) this is
-    "shared the current UPRN"."""
+    "shared the current UPRN". ``survivors`` (some people's periods; default all of ``periods``) limits the
+    rows to those people's bereavements: the dead are still looked up in all of ``periods``."""
+    survivors = periods if survivors is None else survivors
     death_address = deaths.join(periods, left_on="_other", right_on=PERSON, how="inner").filter(
         held_on(pl.col("_day"))
     ).select("_other", "_day", "uprn").filter(pl.col("uprn").is_not_null())
     return (
-        death_address.join(periods.select(PERSON, "uprn", "from_date", "to_date"), on="uprn", how="inner")
+        death_address.join(survivors.select(PERSON, "uprn", "from_date", "to_date"), on="uprn", how="inner")
         .filter(held_on(pl.col("_day")) & (pl.col("_other") != pl.col(PERSON)))
         .select(PERSON, "_other", "_day")
     )
@@ -155,25 +175,38 @@ def resident_deaths(residents: pl.LazyFrame, deaths: pl.LazyFrame) -> pl.LazyFra
     )
 
 
-def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date, periods: pl.LazyFrame) -> pl.LazyFrame:
+def _population(residents: pl.LazyFrame, deaths: pl.LazyFrame, T: date, periods: pl.LazyFrame,
+                people: pl.Series | None = None) -> pl.LazyFrame:
     """Residents alive, born and registered at T, with demographics and household features.
 
     Household size, lives alone, bereavement and IMD use the address held at T (``addresses_at``): from the
     address history when delivered, else the residents file's current address (DESIGN §3; see NOTES in the
-    registry for what that costs); ``periods`` from :func:`clean_address_periods`."""
-    people = residents.drop("uprn", "lsoa11").join(registered_deaths(deaths), on=PERSON, how="left").with_columns(
-        death_date().alias("_died")
-    )
-    living = people.filter(alive_and_registered_at(T, pl.col("_died"))).join(
-        addresses_at(periods, T), on=PERSON, how="left"
-    )
+    registry for what that costs); ``periods`` from :func:`clean_address_periods`.
 
-    household = living.filter(pl.col("uprn").is_not_null()).group_by("uprn").agg(
+    ``people`` (person ids) restricts the rows to those people. Their households are still counted whole, but
+    only their homes are: a co-resident at T holds a period at that home at T, so everyone else's address at T is
+    worked out only for the people who held a period at one of those homes (each from all of their own periods,
+    as :func:`addresses_at` needs). At county scale this was most of a sampled date's feature build: every
+    resident's address and household, to keep 13% of them."""
+    alive = residents.drop("uprn", "lsoa11").join(registered_deaths(deaths), on=PERSON, how="left").with_columns(
+        death_date().alias("_died")
+    ).filter(alive_and_registered_at(T, pl.col("_died")))
+    own_periods = of_people(periods, people)
+    living = of_people(alive, people).join(addresses_at(own_periods, T), on=PERSON, how="left")
+    everyones_homes = living
+    if people is not None:
+        homes = living.select("uprn").filter(pl.col("uprn").is_not_null()).unique()
+        may_live_there = periods.filter(held_on(T)).join(homes, on="uprn", how="semi").select(PERSON).unique()
+        housemates = alive.select(PERSON).join(may_live_there, on=PERSON, how="semi")
+        everyones_homes = housemates.join(
+            addresses_at(periods.join(housemates, on=PERSON, how="semi"), T), on=PERSON, how="inner")
+
+    household = everyones_homes.filter(pl.col("uprn").is_not_null()).group_by("uprn").agg(
         pl.len().cast(pl.Int32).alias("household_size")
     )
     # Household deaths before T (the latest is enough for every window).
     bereavement = (
-        household_deaths(periods, resident_deaths(residents, deaths).filter(pl.col("_day") < T))
+        household_deaths(periods, resident_deaths(residents, deaths).filter(pl.col("_day") < T), own_periods)
         .join(living.select(PERSON), on=PERSON, how="semi")
         .group_by(PERSON)
         .agg(pl.col("_day").max().alias("_last_household_death"))
@@ -453,7 +486,7 @@ def _hfrs_band(hfrs: pl.Expr) -> pl.Expr:
     )
 
 
-def build_features_lazy(clean_dir: Path, index_date: date, people: pl.Series | None = None) -> pl.LazyFrame:
+def build_features_lazy(clean_dir: Clean, index_date: date, people: pl.Series | None = None) -> pl.LazyFrame:
     """The whole feature plan, not yet run (so callers can stream it or inspect it).
 
     ``people`` (person ids) restricts the rows to those people: training samples 200k of a county's 1.5M
@@ -461,15 +494,15 @@ def build_features_lazy(clean_dir: Path, index_date: date, people: pl.Series | N
     files are still read in full; about 45% less CPU for a 13% sample at 20k residents).
     Each person's features are unchanged: household and bereavement features still read everyone's
     addresses (a household is other people), and only the per-person event aggregates are restricted."""
-    clean_dir = Path(clean_dir)
-    if not clean_dir.is_dir():
-        raise UpstreamError(f"clean data directory not found: {clean_dir}")
+    if not clean_directory(clean_dir).is_dir():
+        raise UpstreamError(f"clean data directory not found: {clean_directory(clean_dir)}")
+    clean_dir = clean_for(clean_dir, people)
     T = index_date
     def events(source: str) -> pl.LazyFrame:
         return of_people(scan_clean(clean_dir, source), people)
 
-    population = of_people(_population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T,
-                                       clean_address_periods(clean_dir)), people)
+    population = _population(scan_clean(clean_dir, "residents"), scan_clean(clean_dir, "deaths"), T,
+                             clean_address_periods(clean_dir), people)
     gp, gp_falls, contacts = _gp_features(events("gp_events"), T)
     spell, admission_falls, emergency_dates = _spell_features(events("hospital_spells"), T)
     ae, ae_fall_dates, ae_dates = _ae_features(events("ae_attendances"), T)
@@ -530,7 +563,7 @@ def build_features_lazy(clean_dir: Path, index_date: date, people: pl.Series | N
     return scored.select([pl.col(n).cast(f.dtype) for n, f in FEATURES.items()]).sort(PERSON)
 
 
-def build_features(clean_dir: Path, index_date: date, people: pl.Series | None = None) -> pl.DataFrame:
+def build_features(clean_dir: Clean, index_date: date, people: pl.Series | None = None) -> pl.DataFrame:
     """Feature table for ``index_date`` from ingest's clean output (one row per eligible person, or per
     eligible person among ``people``)."""
     return build_features_lazy(clean_dir, index_date, people).collect(engine="streaming")

@@ -21,22 +21,45 @@ from pathlib import Path
 
 import polars as pl
 
-from expectations.cohort import alive_and_registered_at, death_date, of_people, registered_deaths, service_open_at
+from expectations.cohort import (
+    Clean,
+    CleanRead,
+    alive_and_registered_at,
+    clean_directory,
+    clean_for,
+    death_date,
+    of_people,
+    registered_deaths,
+    service_open_at,
+)
 from expectations.contract import EMERGENCY_ADMISSION_METHODS, LONG_TERM_SERVICE_TYPES, SERVICE_EVENT_TYPE
 from upstream.errors import BadFileError, UpstreamError
 
 OUTCOME_WINDOW = timedelta(days=365)
+#: The sources the labels read AFTER the index date (up to the end of the outcome window); every other source
+#: is only ever read before it (features, cohort).
+FORWARD_SOURCES = ("hospital_spells", "social_care_events")
+#: Each dated source's date column: the edges of the delivery (:func:`data_end`) and what a date can read.
+EVENT_DATE_COLUMNS = {
+    "hospital_spells": "admission_date",
+    "gp_events": "event_date",
+    "ae_attendances": "arrival_date",
+    "social_care_events": "event_start_date",
+    "deaths": "date_of_death",
+}
 
 
-def scan_source(clean_dir: Path, source: str) -> pl.LazyFrame:
-    """Lazy scan of one clean source (parquet, as written by ingest)."""
-    path = Path(clean_dir) / f"{source}.parquet"
+def scan_source(clean_dir: Clean, source: str) -> pl.LazyFrame:
+    """Lazy scan of one clean source (parquet, as written by ingest; or held in memory by a ``CleanRead``)."""
+    if isinstance(clean_dir, CleanRead) and source in clean_dir.frames:
+        return clean_dir.frames[source].lazy()
+    path = clean_directory(clean_dir) / f"{source}.parquet"
     if not path.exists():
         raise BadFileError(str(path), "clean source file is missing (run `upstream ingest` first)")
     return pl.scan_parquet(path)
 
 
-def eligible_people(clean_dir: Path, index_date: date) -> pl.LazyFrame:
+def eligible_people(clean_dir: Clean, index_date: date) -> pl.LazyFrame:
     """People alive and registered at T: the population both features and labels are defined on."""
     return (
         scan_source(clean_dir, "residents")
@@ -47,7 +70,7 @@ def eligible_people(clean_dir: Path, index_date: date) -> pl.LazyFrame:
     )
 
 
-def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_WINDOW,
+def build_labels(clean_dir: Clean, index_date: date, window: timedelta = OUTCOME_WINDOW,
                  people: pl.Series | None = None) -> pl.DataFrame:
     """Outcome booleans per eligible person for the 12 months (or ``window``) from ``index_date``.
 
@@ -59,6 +82,7 @@ def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_
     if not isinstance(index_date, date):
         raise UpstreamError(f"index_date must be a date, got {index_date!r}")
     start, end = index_date, index_date + window
+    clean_dir = clean_for(clean_dir, people)
 
     def scan(source: str) -> pl.LazyFrame:
         return of_people(scan_source(clean_dir, source), people)
@@ -114,15 +138,8 @@ def build_labels(clean_dir: Path, index_date: date, window: timedelta = OUTCOME_
 
 def data_end(clean_dir: Path) -> date:
     """Last date with any recorded activity: the edge of what the delivery can tell us about outcomes."""
-    columns = {
-        "hospital_spells": "admission_date",
-        "gp_events": "event_date",
-        "ae_attendances": "arrival_date",
-        "social_care_events": "event_start_date",
-        "deaths": "date_of_death",
-    }
     ends = []
-    for source, column in columns.items():
+    for source, column in EVENT_DATE_COLUMNS.items():
         path = Path(clean_dir) / f"{source}.parquet"
         if path.exists():
             value = pl.scan_parquet(path).select(pl.col(column).max()).collect().item()

@@ -24,27 +24,38 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from expectations.cohort import Clean, CleanRead, has_clean_source, scan_clean
 from features.registry import MODEL_FEATURES
 from models.bundle import FeatureEncoder, UpstreamModel
 from models.fairness import fairness_audit
 from models.gate import calibration_in_the_large
-from models.labels import OUTCOME_WINDOW, build_labels, data_end, data_start, eligible_people
+from models.impute import MedianImputer
+from models.labels import (
+    EVENT_DATE_COLUMNS,
+    FORWARD_SOURCES,
+    OUTCOME_WINDOW,
+    build_labels,
+    data_end,
+    data_start,
+    eligible_people,
+)
 from models.metrics import auroc, calibration_slope_intercept, evaluate
 from models.params import CALIBRATION, HGB_PARAMS, LR_PARAMS
 from models.tracking import TrainingData, TrainingRecord, log_and_register
@@ -53,6 +64,7 @@ from upstream.settings import CohortSettings, Settings
 from upstream.targets import TARGETS, check_target
 
 log = logging.getLogger(__name__)
+_A, _B, _R = TypeVar("_A"), TypeVar("_B"), TypeVar("_R")
 
 #: Columns of the feature table that identify a row rather than describe a person.
 ID_COLUMNS = ("person_id", "index_date")
@@ -206,7 +218,19 @@ COHORT_SHARE_GUESS = 0.7
 DRAW_SLACK = 1000
 
 
-def draw_from_cohort(clean_dir: Path, day: date, n: int, seed: int, cohort: CohortSettings | None) -> pl.Series | None:
+def draw_order(clean_dir: Clean, day: date, seed: int) -> pl.Series:
+    """The living, registered people at ``day`` in a seeded random order (the draw of :func:`draw_from_cohort`)."""
+    return (eligible_people(clean_dir, day).select("person_id").collect().get_column("person_id").sort()
+            .sample(fraction=1.0, shuffle=True, seed=seed))
+
+
+def _slice_size(wanted: int, share: float) -> int:
+    """How many people of the order to judge for ``wanted`` more cohort members, at a cohort share ``share``."""
+    return int(wanted / share * 1.05) + DRAW_SLACK
+
+
+def draw_from_cohort(clean_dir: Clean, day: date, n: int, seed: int, cohort: CohortSettings | None,
+                     order: pl.Series | None = None) -> pl.Series | None:
     """``n`` people drawn uniformly from the list cohort at ``day`` (all living, registered people without
     ``cohort``), in the order drawn; None when there are no more than ``n`` of them (the date is used whole).
 
@@ -214,12 +238,11 @@ def draw_from_cohort(clean_dir: Path, day: date, n: int, seed: int, cohort: Coho
     judging the cohort rules for everyone only to keep 13% of them was wasted work. The living, registered
     people (two small files) are put in a seeded random order and the cohort is judged for a leading slice of
     that order only, topped up until ``n`` are in it: the first ``n`` cohort members of a uniform random
-    order are a uniform random sample of the cohort.
+    order are a uniform random sample of the cohort. ``order`` is :func:`draw_order`'s, when already made.
     """
     from expectations.cohort import cohort_at, in_cohort
 
-    order = (eligible_people(clean_dir, day).select("person_id").collect().get_column("person_id").sort()
-             .sample(fraction=1.0, shuffle=True, seed=seed))
+    order = draw_order(clean_dir, day, seed) if order is None else order
     if order.len() <= n:
         return None
     if cohort is None:
@@ -227,7 +250,7 @@ def draw_from_cohort(clean_dir: Path, day: date, n: int, seed: int, cohort: Coho
     kept: list[pl.Series] = []
     have, start, share = 0, 0, COHORT_SHARE_GUESS
     while have < n and start < order.len():
-        size = min(order.len() - start, int((n - have) / share * 1.05) + DRAW_SLACK)
+        size = min(order.len() - start, _slice_size(n - have, share))
         chunk = order.slice(start, size)
         listable = in_cohort(cohort_at(clean_dir, day, cohort, people=chunk)).get_column("person_id")
         chunk = chunk.filter(chunk.is_in(listable.implode()))
@@ -245,6 +268,85 @@ def training_events(frame: pl.DataFrame, target: str) -> int:
     return events.get_column("person_id").n_unique() if "person_id" in events.columns else events.height
 
 
+#: Sources read whole by :func:`read_for_dates`: a household is other people, so household size and bereavement
+#: read everyone's addresses and deaths, and the draw's order reads everyone's registration.
+WHOLE_SOURCES = ("residents", "deaths", "addresses", "opt_outs")
+
+
+def read_for_dates(clean_dir: Path, dates: list[date], people: pl.Series | None,
+                   whole: CleanRead | None = None) -> CleanRead:
+    """Every clean source read once for builds at ``dates`` (cohort, labels, features) of ``people`` only.
+
+    The event sources keep only ``people``'s records (every feature, label and cohort rule of a person reads that
+    person's own events) dated before the last date, or before the end of its outcome window for the sources the
+    labels read forward (``models.labels.FORWARD_SOURCES``): no build at these dates reads a later record. The
+    filters run in the scan, so the rows dropped are never held. The sources in :data:`WHOLE_SOURCES` are read
+    whole (or taken from ``whole``, a read of them alone: ``read_for_dates(clean_dir, dates, None)`` with no
+    event source is ``read_whole``). A build for someone outside ``people`` reads the files
+    (``expectations.cohort.clean_for``)."""
+    from expectations.cohort import of_people
+
+    last = max(dates)
+    scans = {}
+    for source in (s for s in EVENT_DATE_COLUMNS if s not in WHOLE_SOURCES):
+        if not has_clean_source(clean_dir, source):
+            continue  # the readers treat it as they would without this read (empty, or an error)
+        until = last + OUTCOME_WINDOW if source in FORWARD_SOURCES else last
+        scans[source] = of_people(scan_clean(clean_dir, source).filter(pl.col(EVENT_DATE_COLUMNS[source]) < until),
+                                  people)
+    whole = read_whole(clean_dir) if whole is None else whole
+    frames = dict(zip(scans, pl.collect_all(list(scans.values())), strict=True))
+    return CleanRead(Path(clean_dir), whole.frames | frames, people)
+
+
+def read_whole(clean_dir: Path) -> CleanRead:
+    """The sources of :data:`WHOLE_SOURCES` read into memory (everyone's records); the event sources are still
+    read from the files."""
+    from features.build import with_address_periods
+
+    present = [s for s in WHOLE_SOURCES if has_clean_source(clean_dir, s)]
+    collected = pl.collect_all([scan_clean(clean_dir, s) for s in present])
+    return with_address_periods(CleanRead(Path(clean_dir), dict(zip(present, collected, strict=True)), None))
+
+
+def _sampled_dates(clean_dir: Path, dates: list[date], sample: int, seed: int,
+                   cohort: CohortSettings | None, whole: CleanRead) -> list[pl.DataFrame]:
+    """:func:`assemble`'s sampled dates, from one read of the files (:func:`read_for_dates`).
+
+    The people read are the first slice of each date's draw (all the draw usually judges, and a superset of the
+    people drawn); a date whose draw needs a top-up judges and builds its extra people from the files."""
+    orders = [draw_order(whole, day, seed + i) for i, day in enumerate(dates)]
+    first_slices = [order.head(_slice_size(sample, COHORT_SHARE_GUESS) if cohort is not None else sample)
+                    for order in orders]
+    data = read_for_dates(clean_dir, dates, pl.concat(first_slices).unique(), whole)
+    frames = []
+    for i, day in enumerate(dates):
+        drawn = draw_from_cohort(data, day, sample, seed + i, cohort, order=orders[i])
+        frames.append(_date_rows(data, day, drawn, cohort))
+    return frames
+
+
+def _date_rows(clean: Clean, day: date, drawn: pl.Series | None, cohort: CohortSettings | None) -> pl.DataFrame:
+    """Feature rows joined to label rows at ``day``: the whole date's list cohort when ``drawn`` is None, else the
+    people drawn, in the order drawn."""
+    from features.build import build_features
+
+    if drawn is None:
+        labels = build_labels(clean, day)
+        if cohort is not None:
+            from expectations.cohort import cohort_at, in_cohort
+
+            labels = labels.join(in_cohort(cohort_at(clean, day, cohort)).select("person_id"),
+                                 on="person_id", how="semi")
+        features = build_features(clean, day)
+        return features.join(labels, on="person_id", how="inner", maintain_order="left")
+    labels = pl.DataFrame({"person_id": drawn}).join(build_labels(clean, day, people=drawn), on="person_id",
+                                                     how="inner", maintain_order="left")
+    features = build_features(clean, day, people=drawn)
+    frame = labels.join(features, on="person_id", how="inner", maintain_order="left")
+    return frame.select(*features.columns, pl.exclude(features.columns))
+
+
 def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0,
              cohort: CohortSettings | None = None) -> pl.DataFrame:
     """Feature rows (before T) joined to label rows (after T) for each date; optional per-date sample.
@@ -256,29 +358,19 @@ def assemble(clean_dir: Path, dates: list[date], *, sample: int | None = None, s
     A sampled date draws its people first (:func:`draw_from_cohort`) and builds the cohort, labels and
     features only for them: each drawn person's row is exactly their row in the whole date's table. Rows come
     in the order drawn, so the same seed gives the same rows in the same order (HGB's early-stopping split
-    depends on row order).
+    depends on row order). The sampled dates are built from one read of the files (:func:`_sampled_dates`).
     """
-    from features.build import build_features
+    return pl.concat(assemble_dates(clean_dir, dates, sample=sample, seed=seed, cohort=cohort), how="vertical_relaxed")
 
-    frames = []
-    for i, day in enumerate(dates):
-        drawn = None if sample is None else draw_from_cohort(clean_dir, day, sample, seed + i, cohort)
-        if drawn is None:
-            labels = build_labels(clean_dir, day)
-            if cohort is not None:
-                from expectations.cohort import cohort_at, in_cohort
 
-                labels = labels.join(in_cohort(cohort_at(clean_dir, day, cohort)).select("person_id"),
-                                     on="person_id", how="semi")
-            features = build_features(clean_dir, day)
-            frames.append(features.join(labels, on="person_id", how="inner", maintain_order="left"))
-            continue
-        labels = pl.DataFrame({"person_id": drawn}).join(build_labels(clean_dir, day, people=drawn), on="person_id",
-                                                         how="inner", maintain_order="left")
-        features = build_features(clean_dir, day, people=drawn)
-        frame = labels.join(features, on="person_id", how="inner", maintain_order="left")
-        frames.append(frame.select(*features.columns, pl.exclude(features.columns)))
-    return pl.concat(frames, how="vertical_relaxed")
+def assemble_dates(clean_dir: Path, dates: list[date], *, sample: int | None = None, seed: int = 0,
+                   cohort: CohortSettings | None = None, whole: CleanRead | None = None) -> list[pl.DataFrame]:
+    """:func:`assemble`'s rows, one frame per date. ``whole`` (:func:`read_whole`) lets several calls share one
+    read of the whole-population sources; a whole date streams its events from the files."""
+    whole = read_whole(clean_dir) if whole is None else whole
+    if sample is None:
+        return [_date_rows(whole, day, None, cohort) for day in dates]
+    return _sampled_dates(clean_dir, dates, sample, seed, cohort, whole)
 
 
 def _frame_fingerprint(frame: pl.DataFrame) -> str:
@@ -300,7 +392,7 @@ def files_fingerprint(clean_dir: Path) -> dict[str, str]:
 
 def _logistic(seed: int) -> Pipeline:
     return Pipeline([
-        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+        ("impute", MedianImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
         ("scale", StandardScaler()),
         ("model", LogisticRegression(random_state=seed, **LR_PARAMS)),
     ])
@@ -363,7 +455,7 @@ def fit_baselines(train: pl.DataFrame, test: pl.DataFrame, target: str) -> dict[
     for name, column in BASELINES.items():
         if column not in train.columns or column not in test.columns:
             continue
-        pipe = Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+        pipe = Pipeline([("impute", MedianImputer(strategy="median", keep_empty_features=True)),
                          ("model", LogisticRegression())])
         pipe.fit(train.select(pl.col(column).cast(pl.Float64)).to_numpy(), y)
         out[name] = pipe.predict_proba(test.select(pl.col(column).cast(pl.Float64)).to_numpy())[:, 1]
@@ -400,6 +492,27 @@ def fit_threads(setting: int | None) -> int:
     cores = os.cpu_count() or 1
     idle = cores - os.getloadavg()[0] + 1
     return max(1, min(cores, int(idle)))
+
+
+def side_by_side(first: Callable[[], _A], second: Callable[[], _B]) -> tuple[_A, _B]:
+    """``first()`` and ``second()``, two independent pieces of work, on two threads (on one with a single core).
+
+    Why: after the fits, the training step's evaluation (the chosen model's predictions, bootstrap and fairness
+    audit; the losing candidate's and the baselines' figures for the record) ran on one core while the other
+    was idle. Each piece is a pure function of its inputs (seeded bootstraps), so running them side by side
+    changes no figure (tests/models/test_train_registry.py). Each thread runs OpenMP code (gradient boosting's
+    predictions) on one thread: two OpenMP teams on two busy cores would wait for each other (bench/README,
+    issue 15 session 5). Most of this work is numpy and polars, which release the GIL."""
+    if (os.cpu_count() or 1) < 2:
+        return first(), second()
+
+    def one_openmp_thread(work: Callable[[], _R]) -> _R:
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return work()
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="train-eval") as pool:
+        a, b = pool.submit(one_openmp_thread, first), pool.submit(one_openmp_thread, second)
+        return a.result(), b.result()
 
 
 def train_on_frames(
@@ -467,8 +580,6 @@ def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, setti
 
     t = time.perf_counter()
     y_test = test.get_column(target).to_numpy().astype(bool)
-    predictions = {chosen: final.predict_proba(test)}
-    candidate_metrics = {chosen: evaluate(y_test, predictions[chosen], n_boot=n_boot, seed=seed)}
     # The losing candidates' test rows are for the record (the card's comparison table); they chose nothing, so
     # at county scale they are scored on a fixed random sample of the test date (HGB on 1.32M rows was most of
     # the 25 CPU s of predictions at 1.9M), and the chosen kind's fitting-date candidate is not scored at all
@@ -476,24 +587,31 @@ def _train_on_frames(train: pl.DataFrame, test: pl.DataFrame, target: str, setti
     record_rows = candidate_test_rows(test.height, settings.train.candidate_test_rows, seed)
     record_frame = test if record_rows is None else test[record_rows]
     y_record = y_test if record_rows is None else y_test[record_rows]
-    prediction_rows = {}
-    for kind, m in candidates.items():
-        if kind != chosen:
-            predictions[kind] = m.predict_proba(record_frame)
-            candidate_metrics[kind] = evaluate(y_record, predictions[kind], n_boot=n_boot, seed=seed)
-            if record_rows is not None:
-                prediction_rows[kind] = record_rows
-    candidate_metrics = {kind: candidate_metrics[kind] for kind in candidates}  # the card's order
+    losers = [kind for kind in candidates if kind != chosen]
+
+    def chosen_on_test() -> tuple[np.ndarray, dict[str, float], pl.DataFrame]:
+        p = final.predict_proba(test)
+        return p, evaluate(y_test, p, n_boot=n_boot, seed=seed), fairness_audit(test, y_test, p)
+
+    def for_the_record() -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]], dict[str, np.ndarray],
+                                  dict[str, dict[str, float]]]:
+        loser_p = {kind: candidates[kind].predict_proba(record_frame) for kind in losers}
+        loser_m = {kind: evaluate(y_record, p, n_boot=n_boot, seed=seed) for kind, p in loser_p.items()}
+        baseline_p = fit_baselines(final_frame, test, target)
+        baseline_m = {name: evaluate(y_test, p, n_boot=max(n_boot // 2, 50), seed=seed)
+                      for name, p in baseline_p.items()}
+        return loser_p, loser_m, baseline_p, baseline_m
+
+    (p_chosen, chosen_metrics, fairness), (loser_p, loser_m, baseline_predictions, baseline_metrics) = side_by_side(
+        chosen_on_test, for_the_record)
+    predictions = {chosen: p_chosen, **loser_p}
+    prediction_rows = {kind: record_rows for kind in losers if record_rows is not None}
+    candidate_metrics = {kind: chosen_metrics if kind == chosen else loser_m[kind] for kind in candidates}
     for kind, m in validation_metrics.items():
         candidate_metrics[kind] |= {f"validation_{k}": v for k, v in m.items()}
-    baseline_predictions = fit_baselines(final_frame, test, target)
-    baseline_metrics = {
-        name: evaluate(y_test, p, n_boot=max(n_boot // 2, 50), seed=seed) for name, p in baseline_predictions.items()
-    }
     metrics = {f"test_{k}": v for k, v in candidate_metrics[chosen].items() if not k.startswith("validation_")}
     metrics["validation_auroc"] = validation_metrics[chosen]["auroc"]
     metrics["train_events"] = float(training_events(final_frame, target))  # the gate's O/E interval needs it
-    fairness = fairness_audit(test, y_test, predictions[chosen])
     timings["evaluate_seconds"] = time.perf_counter() - t
     train = final_frame
 
@@ -582,9 +700,14 @@ def train_and_register(
     log.info("fitting dates %s, validation date %s, test date %s (history %d days)",
              dates.fit, dates.validation, dates.test, dates.history_days)
     cohort = settings.cohort
-    train = assemble(clean_dir, dates.fit, sample=sample, seed=seed, cohort=cohort)
-    validation = assemble(clean_dir, [dates.validation], sample=sample, seed=seed + len(dates.fit), cohort=cohort)
-    test = assemble(clean_dir, [dates.test], cohort=cohort)
+    # One read for all dates: the fitting dates and the validation date are drawn together (date i with seed + i,
+    # the validation date last), and the test date, whole, shares the read of the whole-population sources.
+    whole = read_whole(clean_dir)
+    *fit_frames, validation = assemble_dates(clean_dir, [*dates.fit, dates.validation], sample=sample, seed=seed,
+                                             cohort=cohort, whole=whole)
+    train = pl.concat(fit_frames, how="vertical_relaxed")
+    (test,) = assemble_dates(clean_dir, [dates.test], cohort=cohort, whole=whole)
+    del whole
     assemble_seconds = time.perf_counter() - started
     context = {
         "train_dates": dates.train,

@@ -149,3 +149,38 @@ def test_unvalidated_overlapping_periods_take_the_latest_move_in(tmp_path: Path)
     table = build_features(directory, T)
     assert table.height == table["person_id"].n_unique()
     assert (_row(table, "m")["imd_decile"], _row(table, "m")["household_size"]) == (10, 1)
+
+
+@pytest.mark.parametrize("move_day", [None, T - timedelta(days=1), T])
+def test_features_for_some_people_count_their_whole_households(tmp_path: Path, move_day: date | None) -> None:
+    """Training builds a sampled date's features for the people drawn only (``people=``), working out other
+    people's addresses only where they may share a drawn person's home. Each person alone, and the movers
+    together, must get exactly their row of the whole table: household size counts everyone at the home at T,
+    bereavement the deaths of whoever lived there on the day."""
+    directory = _world(tmp_path / f"w-{move_day}", move_day)
+    full = build_features(directory, T)
+    groups = [[pid] for pid in full["person_id"].to_list()] + [["a1", "s3", "m", "w"], ["c01", "a2", "n"]]
+    for group in groups:
+        some = pl.Series("person_id", group)
+        assert build_features(directory, T, people=some).equals(
+            full.filter(pl.col("person_id").is_in(some.implode()))), group
+
+
+def test_a_co_residents_later_overlapping_move_in_elsewhere_is_not_counted_for_a_person_drawn_alone(
+    tmp_path: Path,
+) -> None:
+    """a2 holds the U-couple period at T, but an (unvalidated) overlapping later move-in to the care home wins:
+    a2 lives in the care home at T. Drawn alone, a1 must still live alone (hand count: 1), and a care-home
+    resident drawn alone shares a home of 21 (20 + a2). Filtering the periods by home before choosing each
+    person's address would count a2 at U-couple."""
+    directory = _world(tmp_path / "overlap-couple", None)
+    history = pl.read_parquet(directory / "addresses.parquet")
+    extra = pl.DataFrame([{"person_id": "a2", "uprn": "U-care", "lsoa11": HOME_LSOA,
+                           "from_date": T - timedelta(days=100), "to_date": None}], schema=clean_schema("addresses"))
+    pl.concat([history, extra]).write_parquet(directory / "addresses.parquet")
+    a1 = build_features(directory, T, people=pl.Series("person_id", ["a1"]))
+    c01 = build_features(directory, T, people=pl.Series("person_id", ["c01"]))
+    assert (a1["household_size"].item(), a1["lives_alone"].item()) == (1, True)
+    assert c01["household_size"].item() == 21
+    full = build_features(directory, T)
+    assert _row(full, "a1")["household_size"] == 1 and _row(full, "c01")["household_size"] == 21

@@ -121,6 +121,40 @@ def test_a_sampled_training_date_holds_the_full_dates_rows_of_the_people_drawn(a
     assert not other.get_column("person_id").equals(sampled.get_column("person_id"))
 
 
+def test_training_dates_read_once_give_each_date_the_rows_its_own_build_from_the_files_gives(alt_world):
+    """Training reads the clean files once for all its sampled dates (``read_for_dates``: the people of every
+    date's draw, events up to the last date or the end of its outcome window) and builds each date's cohort,
+    labels and features from that read. Each date must draw the same people, in the same order, as a draw from
+    the files, and each drawn person must get the row the whole date's build from the files gives them."""
+    from models.train import WHOLE_SOURCES, assemble, draw_from_cohort, read_for_dates
+
+    _, clean, settings, result = alt_world
+    dates = result.train_dates  # the fitting dates and the validation date
+    assert len(dates) >= 3
+    sampled = assemble(clean, dates, sample=800, seed=3, cohort=settings.cohort)
+    assert sampled.height == 800 * len(dates)
+    for i, day in enumerate(dates):
+        rows = sampled.filter(pl.col("index_date") == day)
+        from_files = draw_from_cohort(clean, day, 800, 3 + i, settings.cohort)
+        assert rows.get_column("person_id").equals(from_files, check_names=False), day
+        full = assemble(clean, [day], cohort=settings.cohort)  # unsampled: every build reads the files
+        assert rows.sort("person_id").equals(full.join(rows.select("person_id"), on="person_id", how="semi")
+                                             .sort("person_id")), day
+    # The read really is cut: later events and other people's events are not held, and the whole-population
+    # sources are.
+    some = sampled.get_column("person_id").unique()
+    read = read_for_dates(clean, dates, some)
+    last = max(dates)
+    assert read.frames["gp_events"]["event_date"].max() < last
+    assert read.frames["ae_attendances"]["arrival_date"].max() < last
+    assert last <= read.frames["hospital_spells"]["admission_date"].max() < last + timedelta(days=365)
+    assert read.frames["gp_events"]["person_id"].is_in(some.implode()).all()
+    all_gp = pl.scan_parquet(clean / "gp_events.parquet").select(pl.len()).collect().item()
+    assert read.frames["gp_events"].height < all_gp / 2
+    residents = pl.scan_parquet(clean / "residents.parquet").select(pl.len()).collect().item()
+    assert "residents" in WHOLE_SOURCES and read.frames["residents"].height == residents
+
+
 def test_a_short_first_slice_of_the_draw_is_topped_up_to_exactly_the_sample(alt_world, monkeypatch):
     """The cohort is judged for a leading slice of the drawn order, topped up when the slice holds too few
     cohort members. With the first slice sized for a cohort of everyone (share guess 1, no slack) it must be

@@ -242,3 +242,33 @@ def test_the_number_of_gradient_boosting_threads_does_not_change_the_models(tmp_
     assert runs[1].candidates["hgb"]["n"] == TEST.height
     assert runs[1].candidates == runs[2].candidates
     assert runs[1].metrics == runs[2].metrics and runs[1].chosen == runs[2].chosen
+
+
+def test_the_evaluation_on_two_threads_gives_every_figure_of_one_thread(tmp_path, monkeypatch):
+    """After the fits, the chosen model's test figures and fairness audit run beside the losing candidate's and
+    the baselines' (``models.train.side_by_side``). Every figure, the audit and the registered model must be the
+    ones a run doing them one after the other gives, bit for bit; the loser is scored on a sample here too."""
+    import threading
+
+    import models.train as train_module
+
+    main = threading.get_ident()
+    first, second = train_module.side_by_side(threading.get_ident, threading.get_ident)
+    if (os.cpu_count() or 1) >= 2:
+        assert first != second and main not in (first, second)  # really two threads
+    train = TRAIN.drop("_true_p")
+    runs, models = {}, {}
+    for mode in ("side_by_side", "one_after_the_other"):
+        if mode == "one_after_the_other":
+            monkeypatch.setattr(train_module, "side_by_side", lambda a, b: (a(), b()))
+        settings = Settings(home=tmp_path / mode, train={"candidate_test_rows": 2000, "fit_threads": 1})
+        runs[mode] = train_on_frames(train, TEST, "crisis", settings, n_boot=50)
+        models[mode] = load_model("crisis", settings, runs[mode].alias).predict_proba(TEST)
+    a, b = runs["side_by_side"], runs["one_after_the_other"]
+    loser = next(kind for kind in a.candidates if kind != a.chosen)
+    assert a.candidates[loser]["n"] == 2000 and a.candidates[a.chosen]["n"] == TEST.height
+    assert a.chosen == b.chosen and a.candidates == b.candidates and a.metrics == b.metrics
+    assert a.baselines == b.baselines and set(a.baselines) == {"age_only", "efi_only", "hfrs_only",
+                                                                "prior_emergency_admissions"}
+    assert a.fairness.equals(b.fairness)
+    assert np.array_equal(models["side_by_side"], models["one_after_the_other"])
