@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,19 @@ def task_runner(dask_address: str | None) -> Any:
     from prefect_dask import DaskTaskRunner
 
     return DaskTaskRunner(address=dask_address)
+
+
+def subflows_without_heartbeats() -> AbstractContextManager[Any]:
+    """Prefect settings under which the weekly flow's steps (each one a subflow) send no heartbeats.
+
+    WHY: Prefect 3.8 gives every flow run a heartbeat thread that sleeps in one-second slices and joins it
+    when the run ends, so each step finished up to a second late: 0.67 s per subflow measured
+    (`bench/README.md`, lead session 6), four to five steps a week, a quarter of the 280k scoring week's
+    goal. The weekly flow's own run keeps its heartbeat (its thread copied the settings when it started),
+    so a crashed run is still seen; a step cannot outlive the weekly run it belongs to."""
+    from prefect.settings import temporary_settings
+
+    return temporary_settings(updates={"flows.heartbeat_frequency": None})
 
 
 class _Progress:
@@ -479,96 +493,97 @@ def weekly(
         monitor.record_run_update(settings, flow_run_id, timings=dict(timings))
         step = following
 
-    try:
-        progress = _Progress("weekly-progress", f"Weekly run for {week}")
-        runner = task_runner(dask_address)
-
-        ingest_dir = Path(ingest.with_options(task_runner=runner)(raw_dir, when, home, on_cluster=on_cluster))
-        clean_dir = str(ingest_dir / "clean")
-        summary = read_validation_summary(ingest_dir)
-        monitor.record_run_update(
-            settings,
-            flow_run_id,
-            delivery=monitor.delivery_counts(summary),
-            data_docs=str(ingest_dir / "data_docs" / "index.html"),
-        )
-        lap("ingest", "features")
-        progress.update(0.2, "ingested")
-
-        features_paths = build_features.with_options(task_runner=runner)(
-            clean_dir, when, home, per_locality=on_cluster
-        )
-        lap("features", "train")
-        progress.update(0.4, "features built")
-
-        if should_train(train, settings):
-            trained = train_flow(clean_dir, when, home, train_sample)
-            monitor.record_run_update(settings, flow_run_id, training_run_id=getattr(trained, "run_id", None))
-            if champion_ref(settings) is None:
-                raise UpstreamError(no_champion_message(trained, settings))
-            if getattr(trained, "alias", None) == "challenger":
-                kept = alerts.challenger_kept(
-                    week, trained.model_name, trained.version, list(getattr(trained, "gate_reasons", []) or [])
-                )
-                warnings.append(kept.summary)
-                alerts.send_alert(kept, settings)
-        else:
-            create_table_artifact(
-                table=model_metrics_rows(settings, None),
-                key="model-metrics",
-                description="Champion model used for scoring (not retrained this run)",
-            )
-        lap("train", "score")
-        progress.update(0.6, "model ready")
-
-        run = score.with_options(task_runner=runner)(features_paths, when, home, inject_failure)
-        monitor.record_run_update(
-            settings,
-            flow_run_id,
-            score_run_id=run.run_id,
-            model_name=run.model_name,
-            model_version=run.model_version,
-        )
-        lap("score", "publish")
-        progress.update(0.75, "scored")
-
-        published = publish_lists.with_options(task_runner=runner)(run, home, inject_failure, on_cluster=on_cluster)
-        lap("publish", "outcomes")
-        progress.update(0.85, "published")
-        logger.info("published %s: %s residents scored (run %s)", run.week, run.n_scored, run.run_id)
-
-        follow_up = follow_up_on_cluster(clean_dir, settings) if on_cluster else follow_up_task(clean_dir, settings)
-        lap("outcomes", "monitor")
-        progress.update(0.9, "outcomes followed up")
-
+    with subflows_without_heartbeats():
         try:
-            report = monitor_task(run, features_paths, str(ingest_dir), settings, flow_run_id)
-        except Exception as exc:  # the lists are published: a monitoring fault is a warning, not a failed run
-            warnings.append(f"monitoring could not run ({type(exc).__name__})")
-            report = None
-        if report is not None:
-            monitor.record_run_update(settings, flow_run_id, monitoring_run_id=report.mlflow_run_id)
-            if report.alerts:
-                texts = report.alert_texts()
-                warnings += texts
-                alerts.send_alert(alerts.monitoring_threshold(week, texts), settings)
-        lap("monitor", "done")
-        progress.update(1.0, "monitored")
-    except BaseException as exc:
-        try:
+            progress = _Progress("weekly-progress", f"Weekly run for {week}")
+            runner = task_runner(dask_address)
+
+            ingest_dir = Path(ingest.with_options(task_runner=runner)(raw_dir, when, home, on_cluster=on_cluster))
+            clean_dir = str(ingest_dir / "clean")
+            summary = read_validation_summary(ingest_dir)
             monitor.record_run_update(
                 settings,
                 flow_run_id,
-                state="failed",
-                finished_at=datetime.now(UTC),
-                timings=dict(timings),
-                error=f"step {step}: {type(exc).__name__}",
+                delivery=monitor.delivery_counts(summary),
+                data_docs=str(ingest_dir / "data_docs" / "index.html"),
             )
-        except Exception:  # the run's own failure is what matters: never mask it with a bookkeeping one
-            logger.warning("could not record the failed run %s in the run history", flow_run_id)
-        if not isinstance(exc, KeyboardInterrupt):
-            alerts.send_alert(alerts.run_failed(week, step, type(exc).__name__), settings)
-        raise
+            lap("ingest", "features")
+            progress.update(0.2, "ingested")
+
+            features_paths = build_features.with_options(task_runner=runner)(
+                clean_dir, when, home, per_locality=on_cluster
+            )
+            lap("features", "train")
+            progress.update(0.4, "features built")
+
+            if should_train(train, settings):
+                trained = train_flow(clean_dir, when, home, train_sample)
+                monitor.record_run_update(settings, flow_run_id, training_run_id=getattr(trained, "run_id", None))
+                if champion_ref(settings) is None:
+                    raise UpstreamError(no_champion_message(trained, settings))
+                if getattr(trained, "alias", None) == "challenger":
+                    kept = alerts.challenger_kept(
+                        week, trained.model_name, trained.version, list(getattr(trained, "gate_reasons", []) or [])
+                    )
+                    warnings.append(kept.summary)
+                    alerts.send_alert(kept, settings)
+            else:
+                create_table_artifact(
+                    table=model_metrics_rows(settings, None),
+                    key="model-metrics",
+                    description="Champion model used for scoring (not retrained this run)",
+                )
+            lap("train", "score")
+            progress.update(0.6, "model ready")
+
+            run = score.with_options(task_runner=runner)(features_paths, when, home, inject_failure)
+            monitor.record_run_update(
+                settings,
+                flow_run_id,
+                score_run_id=run.run_id,
+                model_name=run.model_name,
+                model_version=run.model_version,
+            )
+            lap("score", "publish")
+            progress.update(0.75, "scored")
+
+            published = publish_lists.with_options(task_runner=runner)(run, home, inject_failure, on_cluster=on_cluster)
+            lap("publish", "outcomes")
+            progress.update(0.85, "published")
+            logger.info("published %s: %s residents scored (run %s)", run.week, run.n_scored, run.run_id)
+
+            follow_up = follow_up_on_cluster(clean_dir, settings) if on_cluster else follow_up_task(clean_dir, settings)
+            lap("outcomes", "monitor")
+            progress.update(0.9, "outcomes followed up")
+
+            try:
+                report = monitor_task(run, features_paths, str(ingest_dir), settings, flow_run_id)
+            except Exception as exc:  # the lists are published: a monitoring fault is a warning, not a failed run
+                warnings.append(f"monitoring could not run ({type(exc).__name__})")
+                report = None
+            if report is not None:
+                monitor.record_run_update(settings, flow_run_id, monitoring_run_id=report.mlflow_run_id)
+                if report.alerts:
+                    texts = report.alert_texts()
+                    warnings += texts
+                    alerts.send_alert(alerts.monitoring_threshold(week, texts), settings)
+            lap("monitor", "done")
+            progress.update(1.0, "monitored")
+        except BaseException as exc:
+            try:
+                monitor.record_run_update(
+                    settings,
+                    flow_run_id,
+                    state="failed",
+                    finished_at=datetime.now(UTC),
+                    timings=dict(timings),
+                    error=f"step {step}: {type(exc).__name__}",
+                )
+            except Exception:  # the run's own failure is what matters: never mask it with a bookkeeping one
+                logger.warning("could not record the failed run %s in the run history", flow_run_id)
+            if not isinstance(exc, KeyboardInterrupt):
+                alerts.send_alert(alerts.run_failed(week, step, type(exc).__name__), settings)
+            raise
 
     create_markdown_artifact(
         markdown=(
