@@ -165,7 +165,12 @@ class GxRunner:
             self.result_keys.append(key)
 
     def build_docs(self, target: Path) -> None:
-        """Render this run's suites and results as static HTML into ``target``."""
+        """Render this run's suites and results as static HTML into ``target``.
+
+        Only this run's results: the project under ``<home>/gx`` keeps every earlier run's results, and GX's
+        site builder renders every result in its store unless a run-name filter says otherwise, so each
+        week's Data Docs re-rendered every week before it (a week's page listed them all, and the work grew
+        with every run: 3 s of a 280k ingest after about 30 runs, bench/README.md lead session 6)."""
         site = f"upstream_{uuid.uuid4().hex[:8]}"
         self.context.add_data_docs_site(
             site,
@@ -173,6 +178,7 @@ class GxRunner:
                 "class_name": "SiteBuilder",
                 "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target)},
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "site_section_builders": {"validations": {"run_name_filter": {"equals": self.run_name}}},
             },
         )
         try:

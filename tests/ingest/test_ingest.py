@@ -169,3 +169,22 @@ def test_a_different_pseudonymisation_key_is_refused_and_writes_nothing(delivery
     assert not (tmp_path / "second").exists()
     assert pl.read_parquet(first.reid_map_path).equals(before)
     assert before.height == before["nhs_number"].n_unique() == 3
+
+
+def test_a_week_s_data_docs_show_only_that_week_s_validation(delivery: Path, settings, tmp_path: Path) -> None:
+    """One GX project serves every week; each week's Data Docs must render its own run's results only (GX's
+    site builder otherwise renders every result the project ever stored)."""
+
+    def runs_rendered(out: Path) -> set[str]:
+        # validations/<suite>/<run name>/<run time>/<batch>.html
+        return {p.relative_to(out / "data_docs" / "validations").parts[1]
+                for p in (out / "data_docs" / "validations").rglob("*.html")}
+
+    ingest_delivery(delivery, tmp_path / "week1", settings)
+    ingest_delivery(delivery, tmp_path / "week2", settings)
+    first, second = runs_rendered(tmp_path / "week1"), runs_rendered(tmp_path / "week2")
+    assert len(first) == 1 and len(second) == 1 and first != second
+    pages = sorted((tmp_path / "week2" / "data_docs" / "validations").rglob("*.html"))
+    assert len(pages) == len(ROWS_IN)  # one page per source: the hand-made delivery is one chunk each
+    index = (tmp_path / "week2" / "data_docs" / "index.html").read_text()
+    assert next(iter(second)) in index and next(iter(first)) not in index
