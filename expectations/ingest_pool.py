@@ -73,7 +73,8 @@ def ingest_workers(settings: Settings) -> int:
 
     Why not on two cores: the one-process path already uses about 1.6 of them on average (polars' threads,
     the writer thread), and the pool's own work (about +20% CPU at 1.9M residents) ate the second core's gain:
-    four paired runs at 1.9M on the 2-core machine gave -18%, -11%, +3%, +11% wall (bench/README.md, issue 15
+    four paired runs at 1.9M on the busy 2-core machine gave -18%, -11%, +3%, +11% wall, and on the quiet
+    machine two workers took 45.2-45.7 s against one's 40.0-40.3 s (bench/README.md, issue 15 session 6 and lead
     session 6). Set ``ingest.workers = 2`` to use it there anyway."""
     if settings.ingest.workers is not None:
         return settings.ingest.workers

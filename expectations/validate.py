@@ -76,7 +76,7 @@ def skip_batch_fingerprint() -> None:
 
     if not hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
         raise UpstreamError("great_expectations no longer has PandasExecutionEngine's HASH_THRESHOLD: "
-                            "review expectations.ingest.skip_batch_fingerprint for this GX version")
+                            "review expectations.validate.skip_batch_fingerprint for this GX version")
     pandas_execution_engine.HASH_THRESHOLD = 0
 
 

@@ -91,8 +91,8 @@ def subflows_without_heartbeats() -> AbstractContextManager[Any]:
 
     WHY: Prefect 3.8 gives every flow run a heartbeat thread that sleeps in one-second slices and joins it
     when the run ends, so each step finished up to a second late: 0.67 s per subflow measured
-    (`bench/README.md`, lead session 6), four to five steps a week, a quarter of the 280k scoring week's
-    goal. The weekly flow's own run keeps its heartbeat (its thread copied the settings when it started),
+    (`bench/README.md`, lead session 6), four to five steps a week: about 3 s of the 280k scoring week's
+    20 s goal. The weekly flow's own run keeps its heartbeat (its thread copied the settings when it started),
     so a crashed run is still seen; a step cannot outlive the weekly run it belongs to."""
     from prefect.settings import temporary_settings
 
