@@ -23,14 +23,13 @@ import polars as pl
 
 from expectations.cohort import (
     Clean,
+    CleanRead,
     alive_and_registered_at,
     clean_directory,
     clean_for,
     death_date,
-    has_clean_source,
     of_people,
     registered_deaths,
-    scan_clean,
     service_open_at,
 )
 from expectations.contract import EMERGENCY_ADMISSION_METHODS, LONG_TERM_SERVICE_TYPES, SERVICE_EVENT_TYPE
@@ -51,13 +50,13 @@ EVENT_DATE_COLUMNS = {
 
 
 def scan_source(clean_dir: Clean, source: str) -> pl.LazyFrame:
-    """One clean source through the one reader (``expectations.cohort.scan_clean``: files, or the memory of a
-    ``CleanRead``, in the clean shape), except that a label needs every source it reads: a missing one is an
-    error here, where features and the cohort read it as empty."""
-    if not has_clean_source(clean_dir, source):
-        path = clean_directory(clean_dir) / f"{source}.parquet"
+    """Lazy scan of one clean source (parquet, as written by ingest; or held in memory by a ``CleanRead``)."""
+    if isinstance(clean_dir, CleanRead) and source in clean_dir.frames:
+        return clean_dir.frames[source].lazy()
+    path = clean_directory(clean_dir) / f"{source}.parquet"
+    if not path.exists():
         raise BadFileError(str(path), "clean source file is missing (run `upstream ingest` first)")
-    return scan_clean(clean_dir, source)
+    return pl.scan_parquet(path)
 
 
 def eligible_people(clean_dir: Clean, index_date: date) -> pl.LazyFrame:
