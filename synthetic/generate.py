@@ -31,7 +31,7 @@ from synthetic.programme import ACTIONS_FILE, TRUTH_FILE, Programme, truth_summa
 from synthetic.worlds import WORLDS
 from upstream.errors import UpstreamError
 
-GENERATOR_VERSION = "1.7.0"
+GENERATOR_VERSION = "1.8.0"
 DEFAULT_END_DATE = date(2026, 11, 22)
 CHUNK_RESIDENTS = 25_000
 MAX_DEFECT_RATE = 0.1

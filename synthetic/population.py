@@ -11,6 +11,7 @@ import csv
 import gzip
 from dataclasses import dataclass
 from datetime import date
+from statistics import NormalDist
 
 import numpy as np
 
@@ -93,6 +94,7 @@ class OldAges:
     grid: np.ndarray  # ages 65..105
     cdf_by_band: tuple[np.ndarray, ...]
     weights: np.ndarray  # share of old people in each of _OLD_BANDS
+    first_band_density_at_65: float  # density (per year) at 65 of an age drawn in the 65-70 band
 
     @classmethod
     def for_window(cls, years: float, m70: float, gompertz: float) -> OldAges:
@@ -105,7 +107,9 @@ class OldAges:
             weights.append(mass[-1])
             cdfs.append(mass / mass[-1])
         w = np.array(weights)
-        return cls(grid=grid, cdf_by_band=tuple(cdfs), weights=w / w.sum())
+        first = (grid >= _OLD_BANDS[0]) & (grid <= _OLD_BANDS[0] + _OLD_WIDTH[0])
+        at65 = float(density[0] / _trapezoid(density[first], grid[first]))
+        return cls(grid=grid, cdf_by_band=tuple(cdfs), weights=w / w.sum(), first_band_density_at_65=at65)
 
     def draw(self, rng: np.random.Generator, n: int, weights: np.ndarray | None = None) -> np.ndarray:
         band = rng.choice(len(_OLD_BANDS), n, p=self.weights if weights is None else weights)
@@ -118,13 +122,157 @@ class OldAges:
         return out
 
 
+#: Generator 1.8: adults aged 18-64 per household drawn, relative to 1.7, and families with children. 1.7 had
+#: 0.241 of living residents aged 0-17 and 0.586 aged 18-64 on the extract date at 280k (England: 0-14 0.174,
+#: synthetic/reference/england.csv, so about 0.21 at 0-17; 18-64 about 0.60, Census 2021), and its 0-14 share was
+#: 1.23 x England's: more adults in couples and singles, fewer families. Measured at 60k and 280k (bench/README.md,
+#: issue 12 session 7).
+ADULT_PEOPLE_FACTOR = 1.07
+FAMILY_FACTOR = 0.85
+#: Generator 1.8: the density of adults is higher at the ages of parents (England's is: more people are 30-55
+#: than 20-29 or 60-64, Census 2021), by this much at most, with smooth edges (``_parent_bump``); without it the
+#: parents of 1.7's number of children would be nearly everyone aged 35-45.
+PARENT_AGES_EXTRA = 0.15
+ADULT_MIN_AGE = 18.0
+#: Extract age at which the older households' densities begin (population.OldAges).
+OLD_MIN_AGE = 65.0
+#: Adults per family (two parents in 78%) and children per family; members of a shared household and the chance
+#: that one of them is an older person (drawn with OldAges): the household draw below uses the same numbers.
+_FAMILY_TWO_PARENTS = 0.78
+_FAMILY_KIDS, _FAMILY_KIDS_P = (1, 2, 3), (0.42, 0.42, 0.16)
+_SHARED_SIZES, _SHARED_SIZES_P = (2, 3, 4), (0.4, 0.4, 0.2)
+_SHARED_OLD_MEMBER = 0.4
+#: Share of 18-year-olds who are neither alone nor in a family that live in a shared household (the rest are
+#: couples); it falls smoothly to the older members' share by 40 (AdultAges).
+_YOUNG_SHARING = 0.8
+#: A mother's age at her eldest child's birth (England's mean age of mothers at first birth is about 29):
+#: mean, spread and range. Generator 1.8 draws children first and mothers from them, so every child was born
+#: when the mother was 18-45 and the children's ages are uniform (1.7 capped them at the mother's age - 18).
+_MOTHER_AT_BIRTH_MEAN, _MOTHER_AT_BIRTH_SD, _MOTHER_AT_BIRTH_RANGE = 29.5, 6.5, (18.0, 45.0)
+
+
+def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _parent_bump(age: np.ndarray) -> np.ndarray:
+    """1 at the ages of most parents (30-44), 0 below 22 and from 56, smooth in between."""
+    return _smoothstep(age, 22.0, 30.0) * (1 - _smoothstep(age, 44.0, 56.0))
+
+
+def _mothers_density(age: np.ndarray) -> np.ndarray:
+    """Density of a family's mother's extract age: the eldest of its children (each uniform 0-18) plus her age at
+    that birth (``_birth_age``), integrated numerically. Smooth, about 20-63, highest near 40."""
+    x = np.linspace(0.0, 18.0, 721)
+    eldest = sum(p * k * (x / 18.0) ** (k - 1) / 18.0 for k, p in zip(_FAMILY_KIDS, _FAMILY_KIDS_P, strict=True))
+    lo, hi = _MOTHER_AT_BIRTH_RANGE
+    z = (age[:, None] - x[None, :] - _MOTHER_AT_BIRTH_MEAN) / _MOTHER_AT_BIRTH_SD
+    inside = (age[:, None] - x[None, :] >= lo) & (age[:, None] - x[None, :] <= hi)
+    birth = np.where(inside, np.exp(-0.5 * z * z), 0.0)
+    return ((eldest[None, :] * birth)[:, 1:] + (eldest[None, :] * birth)[:, :-1]).sum(axis=1) / 2 * (x[1] - x[0])
+
+
+def _birth_age(rng: np.random.Generator) -> float:
+    """A mother's age at her eldest child's birth: normal, truncated to the range (inverse CDF)."""
+    unit = NormalDist()
+    lo, hi = ((b - _MOTHER_AT_BIRTH_MEAN) / _MOTHER_AT_BIRTH_SD for b in _MOTHER_AT_BIRTH_RANGE)
+    u = unit.cdf(lo) + rng.random() * (unit.cdf(hi) - unit.cdf(lo))
+    return _MOTHER_AT_BIRTH_MEAN + _MOTHER_AT_BIRTH_SD * unit.inv_cdf(u)
+
+
+@dataclass(frozen=True)
+class AdultAges:
+    """Extract ages of adults under 65 by household type, drawn so that every density is smooth and meets the
+    older households' densities at 65 without a step.
+
+    Why (generator 1.8): people are simulated from the window start, ``years`` younger than drawn, so every step
+    in the density by extract age moves through the age bands over the simulated years and changes the mix of
+    ages inside a band. 1.3-1.7 drew adults uniform over fixed ranges (parents 24-52, shared households 18-58,
+    singles and couples to 65) and the older households from 65 at their own density: the density fell by a
+    third at 52 and again at 58 and rose by 70% at 64-65, and the 45-64 rates drifted (deaths -3.1 z, alt
+    emergency admissions -5.9 z at 280k; bench/README.md, issue 12 session 6).
+
+    Here the total density of adults at extract age a is T65 exp(beta (65 - a)), a little higher at parents'
+    ages (PARENT_AGES_EXTRA): T65 is the older households'
+    density at 65 (singles, couples counted twice, older members of shared households) and beta is solved so the
+    adults number ADULT_PEOPLE_FACTOR x 1.7's. Singles are the same share of adults at every age as of the older
+    people at 65 (living alone does not step at 65). Members of shared households meet their older members'
+    density at 65 and are more common when young. Mothers' ages follow from their children's (``_mothers_density``). Couples,
+    whose partner is the anchor's age + N(2, 3) at every age, fill the rest, so the couple anchors' density at
+    65 equals the older couples'.
+    """
+
+    grid: np.ndarray  # extract ages 18..65
+    density: dict[str, np.ndarray]  # anchor (or member) density on ``grid`` per type, people per household unit
+    households: dict[str, float]  # households of each type per household unit
+
+    @classmethod
+    def for_old(cls, old: OldAges, old_single: float, old_couple: float, single_weights: np.ndarray,
+                couple_weights: np.ndarray, shared: float, adults_target: float, families: float) -> AdultAges:
+        grid = np.linspace(ADULT_MIN_AGE, OLD_MIN_AGE, 4701)
+        at65 = old.first_band_density_at_65
+        single65 = old_single * single_weights[0] * at65
+        couple65 = old_couple * couple_weights[0] * at65
+        mothers = _mothers_density(grid)
+        mothers = families * mothers / _trapezoid(mothers, grid)
+        family_adults = mothers * (1 + _FAMILY_TWO_PARENTS)
+        members = float(np.dot(_SHARED_SIZES, _SHARED_SIZES_P)) - _SHARED_OLD_MEMBER
+        young = 1 - _smoothstep(grid, ADULT_MIN_AGE, 40.0)
+        # The number of shared households sets their older members' density at 65, which is part of the total
+        # there, and follows from the adults left to share: a fixed point, found in a few rounds.
+        n_shared = shared
+        for _ in range(50):
+            shared65 = n_shared * _SHARED_OLD_MEMBER * old.weights[0] * at65
+            total65 = single65 + 2 * couple65 + shared65
+            beta = _solve_growth(grid, adults_target / total65, 1 + PARENT_AGES_EXTRA * _parent_bump(grid))
+            total = total65 * np.exp(beta * (OLD_MIN_AGE - grid)) * (1 + PARENT_AGES_EXTRA * _parent_bump(grid))
+            single = total * single65 / total65
+            rest = total - single - family_adults
+            if rest.min() < 0:
+                raise ValueError("singles and families do not fit under the total adult density")
+            # The rest are couples and members of shared households. Sharing is most common when young
+            # (students, flatmates) and at 65 meets the older members' density.
+            share = shared65 / rest[-1] + (_YOUNG_SHARING - shared65 / rest[-1]) * young
+            n_shared = _trapezoid(rest * share, grid) / members
+        shared_members = rest * share
+        couple = rest * (1 - share) / 2
+        density = {"single": single, "couple": couple, "family": mothers, "shared": shared_members}
+        households = {"single": _trapezoid(single, grid), "couple": _trapezoid(couple, grid), "family": families,
+                      "shared": n_shared}
+        return cls(grid=grid, density=density, households=households)
+
+    def draw(self, rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
+        d = self.density[kind]
+        cdf = np.concatenate([[0.0], np.cumsum((d[1:] + d[:-1]) / 2 * np.diff(self.grid))])
+        return np.interp(rng.random(n) * cdf[-1], cdf, self.grid)
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    return float(((y[1:] + y[:-1]) / 2 * np.diff(x)).sum())
+
+
+def _solve_growth(grid: np.ndarray, ratio: float, shape: np.ndarray) -> float:
+    """beta with the integral of exp(beta (65 - a)) x shape over ``grid`` equal to ``ratio`` (bisection; the integral
+    rises with beta)."""
+    lo, hi = -0.2, 0.2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if _trapezoid(np.exp(mid * (OLD_MIN_AGE - grid)) * shape, grid) < ratio:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 @dataclass(frozen=True)
 class HouseholdMix:
-    """Household-type shares and the band weights of older singles and couples, for one old-age shape."""
+    """Household-type shares, the band weights of older singles and couples, and the adult age densities."""
 
     shares: np.ndarray
     single_weights: np.ndarray
     couple_weights: np.ndarray
+    adults: AdultAges
 
     @classmethod
     def for_old_ages(cls, old: OldAges) -> HouseholdMix:
@@ -136,10 +284,18 @@ class HouseholdMix:
         shares = _HH_SHARES_15.copy()
         shares[0] = single_person_share * old_people
         shares[1] = (1 - single_person_share) * old_people / 2
+        shares = shares / shares.sum()  # generator 1.7's shares, the reference for the adult numbers below
         single_weights = alone / alone.sum()
         couple_weights = np.clip(old.weights - single_person_share * single_weights, 0, None)
-        return cls(shares=shares / shares.sum(), single_weights=single_weights,
-                   couple_weights=couple_weights / couple_weights.sum())
+        couple_weights = couple_weights / couple_weights.sum()
+        adults_17 = (shares[2] + 2 * shares[3] + (1 + _FAMILY_TWO_PARENTS) * shares[4]
+                     + (float(np.dot(_SHARED_SIZES, _SHARED_SIZES_P)) - _SHARED_OLD_MEMBER) * shares[5])
+        adults = AdultAges.for_old(old, shares[0], shares[1], single_weights, couple_weights, shares[5],
+                                   ADULT_PEOPLE_FACTOR * adults_17, FAMILY_FACTOR * shares[4])
+        h = adults.households
+        shares = np.array([shares[0], shares[1], h["single"], h["couple"], h["family"], h["shared"]])
+        return cls(shares=shares / shares.sum(), single_weights=single_weights, couple_weights=couple_weights,
+                   adults=adults)
 
 
 # Ethnic category shares (Medway-like, 2021 census shape); older households are mostly White British.
@@ -235,29 +391,27 @@ def build_population(residents: int, seed: int, end_date: date, window_start: in
                 s = np.array(["2" if rng.random() < 0.64 else "1"])
             elif t == 1:
                 a0 = min(old.draw(rng, 1, mix.couple_weights)[0], 96.0)
-                a = np.array([a0 + rng.normal(2, 3), a0])
-                a = np.clip(a, 65, OLD_MAX_AGE)
+                a = _couple(rng, a0)
                 s = np.array(["1", "2"])
             elif t == 2:
-                a = 18 + rng.random(1) * 47
+                a = mix.adults.draw(rng, "single", 1)
                 s = np.array(["1" if rng.random() < 0.52 else "2"])
             elif t == 3:
-                a0 = 20 + rng.random() * 44
-                a = np.clip(np.array([a0 + rng.normal(2, 3), a0]), 18, 64.9)
+                a = _couple(rng, mix.adults.draw(rng, "couple", 1)[0])
                 s = np.array(["1", "2"])
             elif t == 4:
-                kids = rng.choice([1, 2, 3], p=[0.42, 0.42, 0.16])
-                a0 = 24 + rng.random() * 28
-                two = rng.random() < 0.78
-                adults = [a0 + rng.normal(2, 3), a0] if two else [a0]
-                kid_ages = np.minimum(rng.random(kids) * 18, a0 - 18)
+                kids = rng.choice(_FAMILY_KIDS, p=_FAMILY_KIDS_P)
+                kid_ages = rng.random(kids) * 18
+                a0 = kid_ages.max() + _birth_age(rng)
+                two = rng.random() < _FAMILY_TWO_PARENTS
+                adults = list(_couple(rng, a0)) if two else [a0]
                 a = np.concatenate([np.array(adults), kid_ages])
                 s = np.array((["1", "2"] if two else ["2" if rng.random() < 0.85 else "1"])
                              + ["1" if rng.random() < 0.51 else "2" for _ in range(kids)])
             else:
-                size = rng.choice([2, 3, 4], p=[0.4, 0.4, 0.2])
-                a = 18 + rng.random(size) * 40
-                if rng.random() < 0.4:
+                size = rng.choice(_SHARED_SIZES, p=_SHARED_SIZES_P)
+                a = mix.adults.draw(rng, "shared", size)
+                if rng.random() < _SHARED_OLD_MEMBER:
                     a[0] = old.draw(rng, 1)[0]
                 s = np.array(["1" if rng.random() < 0.5 else "2" for _ in range(size)])
             a = a[: residents - total]
@@ -359,6 +513,14 @@ def build_population(residents: int, seed: int, end_date: date, window_start: in
         nhs=pool[:n], dob=dob, sex=sex, ethnic=ethnic, lsoa=p_lsoa, imd=imd, uprn=uprn, household=household,
         practice=practice, locality=locality, reg=reg.astype(np.int64), spare_nhs=pool[n:],
     )
+
+
+def _couple(rng: np.random.Generator, anchor: float) -> np.ndarray:
+    """A couple: the anchor and a partner about two years older, at any age (generator 1.8: no clip at 65, which
+    piled partners at 64.9 and 65.0); a partner drawn under 18 is reflected above it."""
+    partner = anchor + rng.normal(2, 3)
+    partner = 2 * ADULT_MIN_AGE - partner if partner < ADULT_MIN_AGE else min(partner, OLD_MAX_AGE)
+    return np.array([partner, anchor])
 
 
 def grid_start_day(window_start: int) -> int:

@@ -53,6 +53,9 @@ class World:
     ea_base: float = -3.74
     ea_f: float = 6.0
     ea_age: float = -0.12
+    #: Generator 1.8: children's log admission hazard relative to adults' (simulate.ea_age_term): England admits
+    #: 0.076 children and 0.081 adults of 18-64 per person-year (HES 2019/20, england.csv); 1.7 gave 0.87 x at 0-17.
+    ea_child: float = 0.2
     ea_dep: float = 1.3
     ea_fall: float = 0.6
     ea_adm: float = 0.75
@@ -83,12 +86,19 @@ class World:
     # and the change leaves 65-74 where it was (about 0.017). Only part of a cut at 85+ reaches the crude rate:
     # fewer deaths leave frailer survivors (the frailty trajectory keeps the mean, so the spread widens) and more
     # people over 90; a first try at 0.65 and -6.7 moved 85+ only from 0.208 to 0.198 over six years at 280k.
-    death_base: float = -6.5
+    # Generator 1.8: -6.55 (was -6.5). England's deaths by band (HMD England and Wales 2019, england.csv): 1.7 gave
+    # 1.14 x at 65-74, 1.24 x at 75-84 and 1.12 x at 85+ (280k); -6.6 took 45-64 to 0.79 x (400,000, latent model).
+    death_base: float = -6.55
     death_f: float = 9.0
     death_age: float = 0.55
+    #: Generator 1.8: the death hazard falls below 50 by this much per decade, to 18 (simulate.death_age_term). 1.7
+    #: was flat from 18 to 50, so a 25-year-old died as often as a 49-year-old: 1.15 x England's 18-64 rate (2.4 x
+    #: at 18-44). England's rate at 18-50 grows 0.55-0.75 a decade on the log scale (HMD E&W 2019, england.csv); 0.7
+    #: took 18-64 to 0.76 x, because the generator's rate over 50 rises more slowly than England's.
+    death_young: float = 0.5
     #: Generator 1.6: children's log death hazard relative to the flat 18-49 level (simulate.death_age_term):
     #: England's 0-17 rate is 0.00033 per person-year (england.csv), about a quarter of young adults'.
-    death_child: float = -1.83
+    death_child: float = -1.78  # generator 1.8: +0.05 with death_base (1.7: -1.83)
     death_dep: float = 0.3
     death_adm: float = 0.4
     death_dem: float = 0.5
@@ -96,8 +106,10 @@ class World:
     #: fitted (weighted by deaths) to the simulated deaths by single year of age 60-98 over six years at 280k
     #: (generator 1.6, bench/README.md, issue 12 session 6). It shapes the ages drawn at 65+ so that the older
     #: population is stationary (population.OldAges); re-fit after changing the death terms.
-    old_age_m70: float = 0.0164
-    old_age_gompertz: float = 0.118
+    #: Generator 1.8: re-fitted (maximum likelihood, deaths by single year 60-98 over six years of the latent model at
+    #: 400,000 residents, rate at the year's middle) for 1.8's death terms.
+    old_age_m70: float = 0.0143
+    old_age_gompertz: float = 0.119
     # --- dementia onset ---------------------------------------------------------------------------
     # Generator 1.4: onset high enough to keep simulate.dementia_prevalence (the baseline's curve) as people
     # age and those with dementia die sooner; 1.3's (-8.6, 1.1) let prevalence at 75-84 fall by half in 5 years.
@@ -159,16 +171,19 @@ class World:
     #: Generator 1.5 re-measured them for its care-home routes (35 years, 100,000 people, same method), then
     #: set the 85+ care-home shares so that the 85+ stock stays flat year by year in generated deliveries
     #: (checked at 40k and 280k: care-home share of the living by band at each year end, bench/README.md).
+    #: Generator 1.8: a point at 97.5 (the shares at 92.5 held for everyone older, but the steady state keeps
+    #: rising with age), and the 85+ shares re-measured for 1.7's age mix (OldAges): six simulated years of this
+    #: world's latent model from 1.7's seeds at 400,000 residents showed the stock by band at each year-end (85-89
+    #: care homes 0.116 -> 0.096, 90-94 0.188 -> 0.226, 95+ 0.248 -> 0.369; any support at 90-94 0.256 -> 0.317);
+    #: the shares are set to where it went, so it stays there (bench/README.md, issue 12 session 7).
     lts_seed_ages: tuple[float, ...] = (27.5, 32.5, 37.5, 42.5, 47.5, 52.5, 57.5, 62.5, 67.5, 72.5, 77.5, 82.5, 87.5,
-                                        92.5)
+                                        92.5, 97.5)
     lts_seed_any: tuple[float, ...] = (0.0035, 0.0076, 0.0073, 0.0088, 0.0143, 0.0213, 0.0231, 0.0234, 0.0312, 0.050,
-                                       0.079, 0.141, 0.22, 0.325)
-    #: Generator 1.7: 1.6's shares x 0.85 (0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288,
-    #: 0.62, 0.72), with the care-home inflows above, and the two 85+ shares x 1.25:
-    #: with more people over 90 the 85+ stock started below its steady state and rose year by year at 280k.
-    lts_seed_care_home: tuple[float, ...] = tuple(round(0.85 * s * (1.25 if age > 85 else 1.0), 4) for s, age in zip(
-        (0.05, 0.05, 0.05, 0.05, 0.05, 0.075, 0.05, 0.068, 0.087, 0.116, 0.20, 0.288, 0.62, 0.72),
-        (27.5, 32.5, 37.5, 42.5, 47.5, 52.5, 57.5, 62.5, 67.5, 72.5, 77.5, 82.5, 87.5, 92.5), strict=True))
+                                       0.079, 0.141, 0.239, 0.402, 0.60)
+    #: Share of those with long-term support at the start who are in a care home. Generator 1.7: 1.6's shares x 0.85
+    #: with lower care-home inflows (the 65+ care-home share was 1.28 x England's at 60k); 1.8: 85+ as above.
+    lts_seed_care_home: tuple[float, ...] = (0.0425, 0.0425, 0.0425, 0.0425, 0.0425, 0.0638, 0.0425, 0.0578, 0.074,
+                                             0.0986, 0.17, 0.2448, 0.47, 0.743, 0.93)
 
 
 DEFAULT = World(name="default")
@@ -181,9 +196,14 @@ ALT = replace(
     fall_f=4.0,
     fall_admit_base=-3.5,
     fall_admit_f=2.0,
-    ea_base=-4.2,
+    # Generator 1.8: -0.2 (was -4.2) and the age slope 0.16 (was 0.09, 1.5; 1.4: 0.22, which gave 0.36 per
+    # person-year at 65+ against England's 0.25), with a children's offset: against HES 2019/20 by band
+    # (england.csv) 1.7 gave 0.73 x at 0-17, 1.24 x at 45-64, 1.22 x at 65-74 and 0.78 x at 85+ (280k); children's
+    # offset 0.55 (+0.3 gave 0.78 x at 0-17, 400,000 residents, latent model).
+    ea_base=-4.4,
     ea_f=2.5,
-    ea_age=0.09,  # generator 1.5 (1.4: 0.22, which gave 0.36 per person-year at 65+ against England's 0.25)
+    ea_age=0.16,
+    ea_child=0.55,
     ea_dep=1.9,
     ea_fall=0.05,
     ea_adm=0.3,
@@ -195,7 +215,9 @@ ALT = replace(
     req_alone=1.8,
     req_ber=1.5,
     req_fall=0.1,
-    req_base=-4.85,  # generator 1.4: requests near England's (the default's -4.55 gave 1.46x here)
+    # generator 1.4: requests near England's (the default's -4.55 gave 1.46x here). Generator 1.8: -0.1 (was -4.85):
+    # 1.8 has more adults living alone (AdultAges), alt's strong driver of requests, 1.24 x England's at 60k.
+    req_base=-4.95,
     req_dep=0.9,
     lts_direct_f=0.1,
     lts_direct_alone=0.067,
@@ -209,27 +231,36 @@ ALT = replace(
     # weaker frailty term leaves less of the 85+ rate to the frailty spread, so the same cut goes further than
     # in the default: at the default's 0.55 its 85+ rate fell to 0.116 against England's 0.155, at 0.65 it
     # stayed at 0.176 over six years (280k).
-    death_base=-6.45,
-    death_age=0.6,
-    old_age_m70=0.0193,  # generator 1.7: alt's own fit (its frailty term on death is weaker, its 85+ rate lower)
-    old_age_gompertz=0.102,
+    # Generator 1.8: -0.28 (1.7: -6.45) with a slope of 0.65 (was 0.6): against HMD E&W 2019 by band (england.csv)
+    # 1.7 gave 1.26 x at 45-64, 1.30 x at 65-74, 1.33 x at 75-84 and 0.98 x at 85+ (280k).
+    death_base=-6.73,
+    death_age=0.65,
+    old_age_m70=0.0154,  # alt's own fit (its frailty term on death is weaker, its 85+ rate lower); 1.8: re-fitted
+    old_age_gompertz=0.108,
     # Generator 1.6: alt's children die at twice the default's rate before this offset (its deprivation term
     # on death is three times the default's), so the offset is larger for the same England rate.
-    death_child=-2.3,
+    death_child=-2.02,  # generator 1.8: +0.28 with death_base (1.7: -2.3)
     # generator 1.4: alt's care-home routes lower again (its steady state was 4.3% of people 65+ in care homes)
-    lts_direct_care_home=0.15,
+    lts_direct_care_home=0.13,  # generator 1.8: 0.13 (was 0.15), with the two inflows below
     # Generator 1.6: -0.2 each (1.5: -11.8 and -8.3), as the default's -0.4 and for the same reason: with fewer
     # deaths at 85+ residents stay longer, and alt's care-home share at 85+ rose from 0.118 to 0.149 over six
     # years at 280k with 1.5's inflows.
-    carehome_from_ea_base=-12.0,
+    # Generator 1.8: -0.15 each (1.7: -12.0, -8.5): at the steady state of 1.7's inflows the 65+ care-home share
+    # was 0.030, 1.2 x England's (1.28 x at 60k).
+    carehome_from_ea_base=-12.15,
     carehome_from_ea_age=1.2,
-    escalate_base=-8.5,
+    escalate_base=-8.65,
     escalate_age=1.2,
-    lts_seed_any=(0.0085, 0.0074, 0.0099, 0.0118, 0.04, 0.067, 0.056, 0.058, 0.066, 0.092, 0.117, 0.198, 0.32, 0.435),
+    # Generator 1.8: alt's support at 65+ rose in every band over the six years from 1.7's seeds (65+ any 0.115 ->
+    # 0.148, care homes 0.023 -> 0.030, 400,000 residents); the seeds are set to where it went, less the cut in
+    # inflows below (bench/README.md, issue 12 session 7).
+    lts_seed_any=(0.0085, 0.0074, 0.0099, 0.0118, 0.0356, 0.0596, 0.0498, 0.0516, 0.0764, 0.103, 0.183, 0.272, 0.41,
+                  0.69, 0.95),
     # Generator 1.7: 85+ shares x 1.25 (1.6: 0.28, 0.56). With more people over 90 (population.OldAges) alt's 85+
     # care-home share rose from 0.107 to 0.138 over six years at 280k from 1.6's seeds, and its 85+ emergency
     # admissions fell with it (-5.6 z: a move into a care home ends living alone, alt's strong driver).
-    lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.039, 0.073, 0.078, 0.179, 0.35, 0.70),
+    lts_seed_care_home=(0.02, 0.02, 0.02, 0.02, 0.02, 0.022, 0.02, 0.02, 0.020, 0.030, 0.079, 0.149, 0.279, 0.566,
+                        0.78),
 )
 
 WORLDS: dict[str, World] = {w.name: w for w in (DEFAULT, ALT)}
