@@ -110,11 +110,13 @@ def death_age_term(w: World, age: np.ndarray | float) -> np.ndarray:
     or the frailty of the living drifts year by year (generator 1.4). Why a children's offset (generator 1.6):
     without it children died at the 18-49 rate, 0.0012 per person-year against England's 0.00033
     (synthetic/reference/england.csv, deaths 0-17), because frailty, the only other age-linked term, is flat
-    under 50.
+    under 50. Why a slope below 50 and one over 85 (generator 1.8): see ``World.death_young`` and
+    ``World.death_oldest``.
     """
     age = np.asarray(age, dtype=float)
     young = w.death_young * (np.clip(age, 18.0, 50.0) - 50.0) / 10 * (age >= 18)
-    return w.death_age * np.maximum(age - 50.0, 0.0) / 10 + young + w.death_child * (age < 18)
+    oldest = w.death_oldest * np.maximum(age - 85.0, 0.0) / 10
+    return w.death_age * np.maximum(age - 50.0, 0.0) / 10 + young + oldest + w.death_child * (age < 18)
 
 
 def ea_age_term(w: World, age: np.ndarray | float) -> np.ndarray:

@@ -91,8 +91,9 @@ def test_event_rates_per_person_year_are_plausible(delivery):
 def test_emergency_admission_prevalence_from_the_spells_file(delivery):
     """4-10% of residents have an emergency admission in a year (recomputed from raw spells).
 
-    Worked from the reference table: England has 0.108 emergency admissions per person-year, and admitted people
-    are often readmitted within the year (1.3-2 admissions each), so about 5-8% of people are admitted at all.
+    Worked from the reference table: England has 0.116 emergency admissions per person-year (HES 2019/20), and
+    admitted people are often readmitted within the year (1.3-2 admissions each), so about 5-9% of people are
+    admitted at all.
     """
     out, _ = delivery
     spells = valid(out, "hospital_spells")
