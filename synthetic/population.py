@@ -17,6 +17,7 @@ import numpy as np
 
 from expectations.contract import ETHNIC_CATEGORIES
 from features.codelists import CODELIST_DIR
+from synthetic.simulate import frailty_model
 from synthetic.worlds import DEFAULT, World
 
 EPOCH = date(1970, 1, 1)
@@ -99,6 +100,7 @@ class OldAges:
     """
 
     grid: np.ndarray  # ages 65..105
+    years: float  # from the window start to the extract date
     cdf_by_band: tuple[np.ndarray, ...]
     weights: np.ndarray  # share of old people in each of _OLD_BANDS
     first_band_density_at_65: float  # density (per year) at 65 of an age drawn in the 65-70 band
@@ -116,7 +118,8 @@ class OldAges:
         w = np.array(weights)
         first = (grid >= _OLD_BANDS[0]) & (grid <= _OLD_BANDS[0] + _OLD_WIDTH[0])
         at65 = float(density[0] / _trapezoid(density[first], grid[first]))
-        return cls(grid=grid, cdf_by_band=tuple(cdfs), weights=w / w.sum(), first_band_density_at_65=at65)
+        return cls(grid=grid, years=years, cdf_by_band=tuple(cdfs), weights=w / w.sum(),
+                   first_band_density_at_65=at65)
 
     def draw(self, rng: np.random.Generator, n: int, weights: np.ndarray | None = None) -> np.ndarray:
         band = rng.choice(len(_OLD_BANDS), n, p=self.weights if weights is None else weights)
@@ -454,7 +457,10 @@ def build_population(residents: int, seed: int, end_date: date, window_start: in
         chosen = sorted(by_decile[int(start + k * step)] for k in range(n_lsoa))
     else:
         chosen = sorted(medway + rng.choice(kent, n_lsoa - len(medway), replace=False).tolist())
-    hh_lsoa = rng.integers(0, n_lsoa, n_hh)
+    oldest = np.zeros(n_hh)
+    np.maximum.at(oldest, household, age)
+    lsoa_dep = (10 - np.array([deciles[x] for x in chosen], dtype=np.float64)) / 9.0
+    hh_lsoa = _places_of_survivors(rng, oldest - old.years, lsoa_dep, world)
     lsoa_locality = (np.arange(n_lsoa) * len(LOCALITIES)) // n_lsoa
     loc_people = np.bincount(lsoa_locality[hh_lsoa[household]], minlength=len(LOCALITIES))
     practice_codes: list[str] = []
@@ -521,6 +527,31 @@ def build_population(residents: int, seed: int, end_date: date, window_start: in
         nhs=pool[:n], dob=dob, sex=sex, ethnic=ethnic, lsoa=p_lsoa, imd=imd, uprn=uprn, household=household,
         practice=practice, locality=locality, reg=reg.astype(np.int64), spare_nhs=pool[n:],
     )
+
+
+def _places_of_survivors(rng: np.random.Generator, age_at_start: np.ndarray, lsoa_dep: np.ndarray,
+                         world: World) -> np.ndarray:
+    """An LSOA for each household, the older ones less often in deprived LSOAs, as the survivors of their cohort are.
+
+    Why (generator 1.8): deprivation raises the death hazard, directly (``World.death_dep``) and through frailty
+    (``frailty_dep``), so among people who reached an old age fewer live in deprived places than among the young.
+    1.3-1.7 gave every household the same chance of every LSOA, so deaths over the six simulated years made the
+    old less deprived year by year (mean deprivation at 85+ 0.502 -> 0.474 default, 0.525 -> 0.474 alt, 400,000
+    residents, latent model) and their admissions drifted (alt 85+ -3.6 standard errors at 280k). A household
+    whose oldest member is aged x at the window start takes LSOA l with weight S(x | deprivation of l), the share
+    of a birth cohort alive at x in the world's own survival integral (``simulate.frailty_model``).
+    """
+    survival = frailty_model(world).survival
+    step = frailty_model(world).ages[1] - frailty_model(world).ages[0]
+    decile = np.clip(np.rint(lsoa_dep * 9), 0, 9).astype(np.int64)
+    whole_years = np.clip(np.floor(age_at_start), 0, None).astype(np.int64)
+    out = np.empty(len(age_at_start), dtype=np.int64)
+    for x in np.unique(whole_years):
+        pick = np.flatnonzero(whole_years == x)
+        row = int(min(round((x + 0.5) / step), len(survival) - 1))
+        weights = survival[row, decile]
+        out[pick] = rng.choice(len(lsoa_dep), len(pick), p=weights / weights.sum())
+    return out
 
 
 def _couple(rng: np.random.Generator, anchor: float) -> np.ndarray:

@@ -55,6 +55,7 @@ class FrailtyModel:
     log_r: np.ndarray  # log R(age) on ``ages``
     z: np.ndarray  # grid of z
     cdf: np.ndarray  # [age, deprivation decile, z]: CDF of z among the living
+    survival: np.ndarray  # [age, deprivation decile]: share of a birth cohort still alive (generator 1.8)
 
     def growth(self, age: np.ndarray, years: float) -> np.ndarray:
         """Factor by which chronic frailty grows from ``age`` over ``years`` (1 before birth and past the grid)."""
@@ -92,7 +93,9 @@ def frailty_model(w: World) -> FrailtyModel:
     log_s = np.zeros_like(m)
     log_r = np.empty(len(ages))
     cdf = np.empty((len(ages), DEP_DECILES, len(z)))
+    survival = np.empty((len(ages), DEP_DECILES))
     for i, a in enumerate(ages):
+        survival[i] = (prior * np.exp(log_s)).sum(axis=1)
         living = prior * np.exp(log_s - log_s.max(axis=1, keepdims=True))
         log_r[i] = np.log(curve[i] * mean_m_at_birth / float((living * m).sum() / living.sum()))
         c = np.cumsum(living, axis=1)
@@ -100,7 +103,7 @@ def frailty_model(w: World) -> FrailtyModel:
         f = np.clip(np.exp(log_r[i]) * m, 0, 0.9)
         h = np.exp(w.death_base + w.death_f * f + death_age_term(w, a) + w.death_dep * dep)
         log_s -= h * dem_factor[i] * memory_death_factor(w, f, a, dep) * dt
-    return FrailtyModel(ages=ages, log_r=log_r, z=z, cdf=cdf)
+    return FrailtyModel(ages=ages, log_r=log_r, z=z, cdf=cdf, survival=survival)
 
 
 def death_age_term(w: World, age: np.ndarray | float) -> np.ndarray:
@@ -371,12 +374,18 @@ def advance(st: State, sx: Static, s: int, rng: np.random.Generator, w: World, f
     # --- update the state ---------------------------------------------------------------------------
     decay = 0.5 ** (frac / w.memory_half_life_weeks)
     if burn_in:
-        # Nobody leaves the population before the window, but someone who would have died here is, for the
-        # memories, replaced by a newcomer of the same age with no recent history: without that renewal,
-        # admissions feeding on admission memory run away (the frailest 85+ reached 5 remembered admissions
-        # after 130 weeks, against 0.4 in the window) and the first simulated year saw twice the deaths.
-        st.fall_mem = np.where(death, 0.0, st.fall_mem * decay + fall)
-        st.adm_mem = np.where(death, 0.0, st.adm_mem * decay + ea)
+        # Nobody leaves the population before the window. 1.4-1.7 renewed the memories of someone who would have
+        # died here (a newcomer of the same age with no recent history), because with a linear memory admissions
+        # fed on themselves (the frailest 85+ reached 5 remembered admissions after 130 weeks). Generator 1.8
+        # keeps them: with the saturating memory (log1p, since 1.4) the renewal left the window's first years
+        # short of memory and their admissions climbed towards the steady state (85+ remembered admissions 0.34 in
+        # the first year, 0.38 from the third; admissions 0.573 -> 0.639 per person-year; without it 0.397 and
+        # 0.636, 400,000 residents, latent model). The others in the household of someone who would have died
+        # here are bereaved, so bereavement is remembered at the start too (1.7: none, 0.015 -> 0.027 at 85+).
+        st.fall_mem = st.fall_mem * decay + fall
+        st.adm_mem = st.adm_mem * decay + ea
+        died_here = np.bincount(sx.hh, weights=death, minlength=sx.n_hh)[sx.hh]
+        st.ber_mem = st.ber_mem * decay + (active & ~death & ((died_here - death) > 0))
         return Step(active=active, alone=alone, fall=fall, fall_admit=fall_admit, ea=ea, death=death & False,
                     request=request & False, req_outcome=req_outcome * 0, reab_done=reab_done & False,
                     reab_to_lts=reab_to_lts & False, carehome_from_ea=carehome_from_ea & False,

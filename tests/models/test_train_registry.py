@@ -253,7 +253,16 @@ def test_the_evaluation_on_two_threads_gives_every_figure_of_one_thread(tmp_path
     import models.train as train_module
 
     main = threading.get_ident()
-    first, second = train_module.side_by_side(threading.get_ident, threading.get_ident)
+    # Each piece waits for the other before it answers: without the barrier a quick first piece can finish before
+    # the second is handed out, and the pool reuses its thread (the same ident: a flaky failure under load).
+    both_running = threading.Barrier(2, timeout=10) if (os.cpu_count() or 1) >= 2 else None
+
+    def ident_once_both_run() -> int:
+        if both_running is not None:
+            both_running.wait()
+        return threading.get_ident()
+
+    first, second = train_module.side_by_side(ident_once_both_run, ident_once_both_run)
     if (os.cpu_count() or 1) >= 2:
         assert first != second and main not in (first, second)  # really two threads
     train = TRAIN.drop("_true_p")
