@@ -215,7 +215,7 @@ ALT = replace(
     # offset 0.55 (+0.3 gave 0.78 x at 0-17, 400,000 residents, latent model).
     ea_base=-4.4,
     ea_f=2.5,
-    ea_age=0.19,  # 0.16, then +0.03 with 1.8's fewer older people living alone (population._ALONE_BY_OLD_BAND)
+    ea_age=0.21,  # 0.16, then +0.05 with 1.8's fewer people living alone (population._ALONE_BY_OLD_BAND, AdultAges)
     ea_child=0.55,
     ea_dep=1.9,
     ea_fall=0.05,
