@@ -1,7 +1,7 @@
 """The drift drill through the REAL weekly Prefect flow (issue 16 "Measured").
 
 One generated delivery: week 1 trains (the champion's reference profile is logged with it), week 2 is the
-same delivery again (nothing may be raised), then week 2 is re-delivered with everyone 5 years older
+same delivery again (nothing may be raised), then week 2 is re-delivered with everyone 8 years older
 (the age drift alert) and with half the GP events missing (the volume alert). Alerts are caught by a
 real HTTP receiver on an ephemeral port. A failure drill posts ``run_failed`` and records the run failed.
 """
