@@ -93,10 +93,10 @@ class OldAges:
     Why: people are drawn with their age at the extract date and simulated from the window start, ``years``
     earlier. For the age mix of the living to be the same every simulated year, the density of extract age a
     must be that of a stable population at the window start's age, l(a - years) exp(-r (a - years)): cohorts
-    growing at r = OLD_COHORT_GROWTH a year, l(x)/l(x - years) of those drawn surviving to the extract. 1.3-1.6 drew fixed band weights
-    with ages uniform in each band: steps in density at 75, 80, 85 and 90 moved down through the age bands
-    over the simulated years, so the mix of ages inside a band changed (the 65-74 drifts of 1.6: deaths
-    +2.6 z), and the oldest were too few (85+ 1.4% of living residents against England's 2.2-2.5%).
+    growing at r = OLD_COHORT_GROWTH a year, l(x)/l(x - years) of those drawn surviving to the extract. 1.3-1.6
+    drew fixed band weights with ages uniform in each band: steps in density at 75, 80, 85 and 90 moved down
+    through the age bands over the simulated years, so the mix of ages inside a band changed (the 65-74 drifts
+    of 1.6: deaths +2.6 z), and the oldest were too few (85+ 1.4% of living residents against England's 2.2-2.5%).
     """
 
     grid: np.ndarray  # ages 65..105
@@ -209,14 +209,14 @@ class AdultAges:
     third at 52 and again at 58 and rose by 70% at 64-65, and the 45-64 rates drifted (deaths -3.1 z, alt
     emergency admissions -5.9 z at 280k; bench/README.md, issue 12 session 6).
 
-    Here the total density of adults at extract age a is T65 exp(beta (65 - a)), a little higher at parents'
-    ages (PARENT_AGES_EXTRA): T65 is the older households'
-    density at 65 (singles, couples counted twice, older members of shared households) and beta is solved so the
-    adults number ADULT_PEOPLE_FACTOR x 1.7's. Singles meet the older people's share alone at 65 (living alone does not step at
-    65) and are fewer at younger ages, by widowhood (_SINGLES_WIDOWED_A_YEAR). Members of shared households meet their older members'
-    density at 65 and are more common when young. Mothers' ages follow from their children's (``_mothers_density``). Couples,
-    whose partner is the anchor's age + N(2, 3) at every age, fill the rest, so the couple anchors' density at
-    65 equals the older couples'.
+    Here the total density of adults at extract age a is T65 exp(beta (65 - a)), a little higher at parents' ages
+    (PARENT_AGES_EXTRA): T65 is the older households' density at 65 (singles, couples counted twice, older members
+    of shared households) and beta is solved so the adults number ADULT_PEOPLE_FACTOR x 1.7's. Singles meet the
+    older people's share alone at 65 (living alone does not step there) and are fewer at younger ages, by
+    widowhood (_SINGLES_WIDOWED_A_YEAR). Members of shared households meet their older members' density at 65 and
+    are more common when young. Mothers' ages follow from their children's (``_mothers_density``). Couples, whose
+    partner is the anchor's age + N(2, 3) at every age, fill the rest, so the couple anchors' density at 65 equals
+    the older couples'.
     """
 
     grid: np.ndarray  # extract ages 18..65

@@ -13,8 +13,9 @@ names is computed for it. ``population_share`` is the age structure: the share o
 in a band on the extract date, against ONS's population estimates and Census 2021. Emergency admissions by band
 (0-17, 18-64, 45-64, 65-74, 75-84, 85+; HES 2019/20) and deaths by band (18-64, 45-64, 65-74, 75-84; HMD England
 and Wales 2019) are judged since session 7 of issue 12; rows with no cited figure are shown but not judged
-(elective admissions and A&E attendances by band, bench/README.md, issue 12). Deaths at 0-17 are few even at 280k (about 20 a year), so their ratio carries
-about 20% Poisson noise; the bench section gives the six-year figure beside the last year's.
+(elective admissions and A&E attendances by band, bench/README.md, issue 12). Deaths at 0-17 are few even at
+280k (about 20 a year), so their ratio carries about 20% Poisson noise; the bench section gives the six-year
+figure beside the last year's.
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ class World:
     # --- death ------------------------------------------------------------------------------------
     # generator 1.4: +0.75 with the saturating memory of admissions (deaths near England's again).
     # Generator 1.6: the age slope over 50 is 0.55 per decade (was 0.75) with the intercept 0.4 higher (was -6.9):
-    # 1.5 had 0.21 deaths per person-year at 85+ against England's 0.155 (england.csv then, from ONS life tables; 0.142 crude since 1.8),
+    # 1.5 had 0.21 deaths per person-year at 85+ against England's 0.155 (england.csv then, from ONS life tables;
+    # 0.142 crude since 1.8),
     # and the change leaves 65-74 where it was (about 0.017). Only part of a cut at 85+ reaches the crude rate:
     # fewer deaths leave frailer survivors (the frailty trajectory keeps the mean, so the spread widens) and more
     # people over 90; a first try at 0.65 and -6.7 moved 85+ only from 0.208 to 0.198 over six years at 280k.
@@ -170,7 +171,9 @@ class World:
     reab_from_ea: float = 0.12
     #: Reablement is offered to people with rehabilitation potential: the offer fades out around this frailty.
     reab_from_ea_frailty: float = 0.25
-    escalate_base: float = -9.08  # community LTS -> care home, log annual rate (1.5: with escalate_age; 1.6: -0.4; 1.7: -0.15; 1.8: as carehome_from_ea_base)
+    #: Community LTS -> care home, log annual rate (1.5: with escalate_age; 1.6: -0.4; 1.7: -0.15; 1.8: -9.08 with
+    #: escalate_age 1.4, as carehome_from_ea_base).
+    escalate_base: float = -9.08
     escalate_f: float = 5.0
     escalate_dem: float = 1.2
     escalate_age: float = 1.4  # generator 1.5: per decade over 50, as carehome_from_ea_age (1.8: 1.4)
