@@ -136,9 +136,10 @@ class OldAges:
 #: 0.241 of living residents aged 0-17 and 0.586 aged 18-64 on the extract date at 280k (England: 0-14 0.174,
 #: synthetic/reference/england.csv, so about 0.21 at 0-17; 18-64 about 0.60, Census 2021), and its 0-14 share was
 #: 1.23 x England's: more adults in couples and singles, fewer families. Measured at 60k and 280k (bench/README.md,
-#: issue 12 session 7).
+#: issue 12 session 7). Families 0.95 (0.85 first) and shared households larger (sizes 2/3/4 at 0.2/0.5/0.3, 1.3-1.7
+#: 0.4/0.4/0.2) and more common when young: with 0.85 two-person households were 45% at 12k (England 34%, Census 2021).
 ADULT_PEOPLE_FACTOR = 1.07
-FAMILY_FACTOR = 0.85
+FAMILY_FACTOR = 0.95
 #: Generator 1.8: the density of adults is higher at the ages of parents (England's is: more people are 30-55
 #: than 20-29 or 60-64, Census 2021), by this much at most, with smooth edges (``_parent_bump``); without it the
 #: parents of 1.7's number of children would be nearly everyone aged 35-45.
@@ -150,7 +151,7 @@ OLD_MIN_AGE = 65.0
 #: that one of them is an older person (drawn with OldAges): the household draw below uses the same numbers.
 _FAMILY_TWO_PARENTS = 0.78
 _FAMILY_KIDS, _FAMILY_KIDS_P = (1, 2, 3), (0.42, 0.42, 0.16)
-_SHARED_SIZES, _SHARED_SIZES_P = (2, 3, 4), (0.4, 0.4, 0.2)
+_SHARED_SIZES, _SHARED_SIZES_P = (2, 3, 4), (0.2, 0.5, 0.3)
 _SHARED_OLD_MEMBER = 0.4
 #: Generator 1.8: the share of adults drawn alone rises by this much a year of extract age from 40 to 65 (where it
 #: meets the older singles' share). People are simulated from six years younger and couples are widowed (or a
@@ -160,7 +161,7 @@ _SHARED_OLD_MEMBER = 0.4
 _SINGLES_WIDOWED_A_YEAR = 0.002
 #: Share of 18-year-olds who are neither alone nor in a family that live in a shared household (the rest are
 #: couples); it falls smoothly to the older members' share by 40 (AdultAges).
-_YOUNG_SHARING = 0.8
+_YOUNG_SHARING = 0.95
 #: A mother's age at her eldest child's birth (England's mean age of mothers at first birth is about 29):
 #: mean, spread and range. Generator 1.8 draws children first and mothers from them, so every child was born
 #: when the mother was 18-45 and the children's ages are uniform (1.7 capped them at the mother's age - 18).
