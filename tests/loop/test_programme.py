@@ -154,6 +154,8 @@ def test_the_truth_counts_the_crises_the_labels_count(tmp_path, monkeypatch):
 
     happened: dict[tuple[str, str], bool] = {}
     last = {}
+    steps: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    merged: dict[int, np.ndarray] = {}
 
     class Recording(ChunkProgramme):
         def __post_init__(self) -> None:
@@ -166,27 +168,39 @@ def test_the_truth_counts_the_crises_the_labels_count(tmp_path, monkeypatch):
         def after_week(self, s, ea) -> None:
             super().after_week(s, ea)
             d = last["step"]
-            for s0, ids, none_at_offer, crisis in self.followed:
-                if s0 <= s < s0 + TRUTH_STEPS - 1:
-                    crisis |= d.ea[ids] | d.death[ids] | ((d.new_lts[ids] > 0) & none_at_offer)
+            steps[s] = (d.ea.copy(), d.death.copy(), d.new_lts.copy())
 
         def actions(self, nhs):
             from synthetic.population import EPOCH
             from synthetic.programme import iso_week
 
-            for s0, ids, _none, crisis in self.followed:
+            for s0, ids, none_at_offer, crisis in self.followed:
+                for s in range(s0, s0 + TRUTH_STEPS - 1):
+                    if s in steps:
+                        ea, death, new_lts = steps[s]
+                        # A latent admission while still in hospital is part of that stay (synthetic.chunk
+                        # writes no second spell), so it is no admission in the data either.
+                        admitted = ea & ~merged.get(s, np.zeros(len(ea), bool))
+                        crisis |= admitted[ids] | death[ids] | ((new_lts[ids] > 0) & none_at_offer)
                 week = iso_week(EPOCH + timedelta(days=self.grid_start + s0 * 7))
                 happened.update({(str(nhs[i]), week): bool(c) for i, c in zip(ids, crisis, strict=True)})
             return super().actions(nhs)
 
     advance = chunk_module.advance
+    spells_and_ae = chunk_module._emergency_spells_and_ae
 
     def recording_advance(*args, **kwargs):
         last["step"] = advance(*args, **kwargs)
         return last["step"]
 
+    def recording_spells(sim, d, base, *args, **kwargs):
+        before = sim.in_hospital_until.copy()
+        spells_and_ae(sim, d, base, *args, **kwargs)
+        merged[base // 7] = d.ea & (sim.in_hospital_until == before)  # admitted people get a new discharge day
+
     monkeypatch.setattr(chunk_module, "ChunkProgramme", Recording)
     monkeypatch.setattr(chunk_module, "advance", recording_advance)
+    monkeypatch.setattr(chunk_module, "_emergency_spells_and_ae", recording_spells)
     raw, home = tmp_path / "raw", tmp_path / "home"
     generate_delivery(raw, residents=3000, seed=5, programme_effect=0.3)
     settings = Settings(home=home)
