@@ -16,12 +16,19 @@ def test_run_prints_one_line_per_step_and_everything_with_verbose(prefect_harnes
     from synthetic import generate
     raw = tmp_path / "raw"
     generate.generate_delivery(raw, residents=1500, seed=4)
+    # 1,500 residents (about 120 crises in the test year) is below the 6,000 for which the first model must be
+    # champion (issue 12); this test is about the console, so the gate is relaxed: the slope and subgroup bands,
+    # and the calibration-in-the-large bands (generator 1.8 at seed 4: O/E 1.34, 95% CI 1.07-1.66, on 119 events).
     env = _cli_env(
         tmp_path / "home",
         _harness_api_url(),
         UPSTREAM_GATE__CALIBRATION_SLOPE_MIN="0.3",
         UPSTREAM_GATE__CALIBRATION_SLOPE_MAX="3.0",
         UPSTREAM_GATE__MAX_SUBGROUP_AUROC_GAP="1.0",
+        UPSTREAM_GATE__OBSERVED_EXPECTED_MIN="0.5",
+        UPSTREAM_GATE__OBSERVED_EXPECTED_MAX="2.0",
+        UPSTREAM_GATE__AGE_BAND_OBSERVED_EXPECTED_MIN="0.5",
+        UPSTREAM_GATE__AGE_BAND_OBSERVED_EXPECTED_MAX="2.0",
     )
     env.pop("UPSTREAM_PSEUDO_KEY", None)  # the development-key warning must show, once
 
