@@ -175,3 +175,60 @@ def test_children_die_at_englands_rate_not_at_young_adults(delivery, alt_deliver
     n, py = map(sum, zip(*(_child_deaths_and_person_years(d[0]) for d in (delivery, alt_delivery)), strict=True))
     assert 25_000 < py < 45_000
     assert n <= 24, (n, py, n / py)
+
+
+def _hand_made_delivery(root, people: list[dict], spells: list[dict]):
+    """A delivery of a few hand-written people (every other source empty), extract 2025-12-31, three years."""
+    import json
+
+    import polars as pl
+
+    from expectations.contract import SOURCES
+
+    root.mkdir()
+    (root / "_delivery.json").write_text(json.dumps({"extract_date": "2025-12-31", "years": 3}))
+    rows = {"residents": people, "hospital_spells": spells,
+            "deaths": [{"nhs_number": p["nhs_number"], "date_of_death": p["date_of_death"]}
+                       for p in people if p["date_of_death"]]}
+    for name, spec in SOURCES.items():
+        if name in ("residents", "hospital_spells", "deaths", "ae_attendances", "social_care_events"):
+            schema = spec.schema
+            frame = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows.get(name, [])], schema=schema)
+            frame.write_parquet(root / f"{name}.parquet")
+    return root
+
+
+def test_a_rare_rate_is_measured_over_enough_whole_years_and_a_common_one_over_the_last(tmp_path):
+    """Ten children, one dying in the last year and one two years earlier, and one adult admitted 150 times in
+    the last year. Years back from the extract 2025-12-31: [2025-01-01, 2026-01-01), [2024-01-02, 2025-01-01),
+    [2023-01-02, 2024-01-02), 365 days each. Child deaths: one in the last year, fewer than MIN_EVENTS (100), so
+    all three years are used: 2 deaths over person-years 8 + 181/365 (last year: eight alive, one dead on
+    2025-07-01) + 9 + 9 + 180/365 (first year: the other dead on 2023-07-01) = 26 + 361/365. The adult's
+    150 admissions are enough in the last year alone: 150 / 1. Deaths at 18-64: none in any year, all three."""
+    from datetime import date, timedelta
+
+    from synthetic.realism import MIN_EVENTS, generated_rates
+
+    assert MIN_EVENTS == 100  # the worked figures below assume it
+
+    def person(i: int, born: date, died: date | None = None) -> dict:
+        return {"nhs_number": f"{9000000000 + i}", "date_of_birth": born, "sex": "2", "ethnic_category": "A",
+                "lsoa11": "E01016000", "uprn": f"{100 + i}", "gp_practice": "G82001", "locality": "East",
+                "registration_start": date(2010, 1, 1), "date_of_death": died}
+
+    children = [person(i, date(2015, 6, 1)) for i in range(8)]
+    children += [person(8, date(2015, 6, 1), date(2025, 7, 1)), person(9, date(2015, 6, 1), date(2023, 7, 1))]
+    adult = person(10, date(1985, 3, 1))
+    spells = [{"nhs_number": adult["nhs_number"], "spell_id": f"S{k}", "admission_date": date(2025, 1, 2)
+               + timedelta(days=2 * k), "discharge_date": date(2025, 1, 3) + timedelta(days=2 * k),
+               "admission_method": "21", "primary_diagnosis": "W19", "secondary_diagnoses": "",
+               "discharge_destination": "19"} for k in range(150)]
+    got = generated_rates(_hand_made_delivery(tmp_path / "d", [*children, adult], spells))
+
+    child = got[("deaths", "0-17")]
+    assert (child.events, child.years) == (2, 3)
+    assert child.value == pytest.approx(2 / (26 + 361 / 365))
+    admitted = got[("emergency_admissions", "18-64")]
+    assert (admitted.events, admitted.years, admitted.value) == (150, 1, pytest.approx(150.0))
+    none = got[("deaths", "18-64")]
+    assert (none.events, none.years, none.value) == (0, 3, 0.0)
