@@ -38,7 +38,8 @@ LIMITATIONS = [
     " but not gated on. The gate compares each group's AUROC with the model's AUROC among comparable people"
     " (within-group pairs, standardised to the group's age mix; age bands: pooled within-band), not with the"
     " overall AUROC, which case mix alone would put out of reach for younger or less deprived groups.",
-    "Calibration is Platt scaling fitted on training years; recheck calibration when service patterns change.",
+    "Calibration is Platt scaling fitted on a hold-out of the training years' people, its level anchored on every "
+    "training row; recheck calibration when service patterns change.",
     "Reasons are attributions of the model, not causes: for the gradient-boosted model they compare each person "
     "with a typical (median) resident one feature at a time.",
 ]
