@@ -445,8 +445,9 @@ def fit_candidates(train: pl.DataFrame, features: list[str], target: str, seed: 
     level then anchored on all training rows (:func:`anchor_in_the_large`).
 
     Why a hold-out rather than k-fold cross-fitting: it needs one fit per model instead of k + 1, which is
-    what keeps training on 280k residents inside the 5-minute budget on two cores; 20% of a population
-    is far more than Platt scaling's two parameters need.
+    what keeps training on 280k residents inside the 5-minute budget on two cores. 20% of a population is
+    plenty for Platt's slope; its level, which a small population's hold-out sets partly by chance, is
+    anchored on every training row instead.
     """
     encoder = FeatureEncoder.fit(train, features)
     x = encoder.transform(train)
