@@ -103,6 +103,13 @@ class Figure:
     years: int | None = None
 
 
+def _people_with_deaths(delivery: Path) -> pl.DataFrame:
+    """Valid residents with ``died``: the earlier of the residents file's date of death and the deaths source's."""
+    deaths = _valid(delivery, "deaths").group_by("nhs_number").agg(pl.col("date_of_death").min().alias("_dd"))
+    return _valid(delivery, "residents").join(deaths, on="nhs_number", how="left").with_columns(
+        pl.min_horizontal("date_of_death", "_dd").alias("died"))
+
+
 def _people_in_year(people: pl.DataFrame, start: date, end: date) -> pl.DataFrame:
     """Person-years in [start, end), from the later of registration and birth to death or the end, and age at
     the start of the year (someone born during it is a baby, counted in the youngest band)."""
@@ -119,10 +126,7 @@ def generated_rates(delivery: Path) -> dict[tuple[str, str], Figure]:
     span = int(meta.get("years", 1))
     end = extract + timedelta(days=1)
     start = end - timedelta(days=365)
-    residents = _valid(delivery, "residents")
-    deaths = _valid(delivery, "deaths").group_by("nhs_number").agg(pl.col("date_of_death").min().alias("_dd"))
-    everyone = residents.join(deaths, on="nhs_number", how="left").with_columns(
-        pl.min_horizontal("date_of_death", "_dd").alias("died"))
+    everyone = _people_with_deaths(delivery)
     # Year k back (k = 0: the last year) with its person-years and ages, worked out when a rate first needs it.
     years: dict[int, pl.DataFrame] = {}
 
@@ -238,10 +242,7 @@ def rates_by_year(delivery: Path) -> pl.DataFrame:
     meta = json.loads((delivery / "_delivery.json").read_text())
     end_all = date.fromisoformat(meta["extract_date"]) + timedelta(days=1)
     years = int(meta["years"])
-    residents = _valid(delivery, "residents")
-    deaths = _valid(delivery, "deaths").group_by("nhs_number").agg(pl.col("date_of_death").min().alias("_dd"))
-    people = residents.join(deaths, on="nhs_number", how="left").with_columns(
-        pl.min_horizontal("date_of_death", "_dd").alias("died"))
+    people = _people_with_deaths(delivery)
     spells = _valid(delivery, "hospital_spells").filter(pl.col("admission_method").is_in(EMERGENCY_ADMISSION_METHODS))
     sc = _valid(delivery, "social_care_events")
     lts_starts = sc.filter((pl.col("event_type") == "Service") & pl.col("service_type").is_in(LONG_TERM_SERVICE_TYPES))
@@ -252,12 +253,7 @@ def rates_by_year(delivery: Path) -> pl.DataFrame:
     for k in range(1, years + 1):
         end = end_all - timedelta(days=365 * (years - k))
         start = end - timedelta(days=365)
-        enter = pl.max_horizontal(pl.col("registration_start"), pl.col("date_of_birth"), pl.lit(start))
-        leave = pl.min_horizontal(pl.col("died").fill_null(end), pl.lit(end))
-        year_people = people.with_columns(((leave - enter).dt.total_days().clip(0) / 365.0).alias("py"),
-                                          # born during the year: a baby, not an unlabelled age
-                                          _age(pl.col("date_of_birth"), start).clip(lower_bound=0).alias("age"))
-        year_people = year_people.filter(pl.col("py") > 0).with_columns(band.alias("band"))
+        year_people = _people_in_year(people, start, end).filter(pl.col("py") > 0).with_columns(band.alias("band"))
         who = year_people.select("nhs_number", "band")
         counts = {
             "emergency_admissions": spells.filter(pl.col("admission_date").is_between(start, end, "left"))

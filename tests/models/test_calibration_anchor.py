@@ -34,5 +34,5 @@ def test_mean_prediction_over_the_training_rows_is_their_event_rate_whatever_the
     assert model.training["calibration_shift"] < 0  # the hold-out's level was too high, so it came down
     # Ranking is untouched: the shift is the same for every row.
     base = model.estimator.calibrated_classifiers_[0].estimator
-    margin = (base.decision_function(model.encoder.transform(frame)))
+    margin = base.decision_function(model.encoder.transform(frame))
     assert np.array_equal(np.argsort(margin, kind="stable"), np.argsort(predicted, kind="stable"))
